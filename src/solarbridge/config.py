@@ -1,0 +1,273 @@
+"""The daemon's TOML config: loading, validation with plain-language errors, secrets.
+
+Layout::
+
+    [daemon]
+    state_dir = "/var/lib/solarbridge"
+
+    [api]
+    listen = "127.0.0.1:8080"
+
+    [[sources]]
+    type = "synthetic"
+
+    [[sinks]]
+    type = "mqtt"
+    url = "mqtt://127.0.0.1:1883"
+    password = { env = "MQTT_PASSWORD" }     # or { file = "/run/secrets/mqtt" }, or a literal
+
+Every ``[[sources]]``/``[[sinks]]`` table is validated against its plugin's
+``Config`` model (see :mod:`solarbridge.registry`). Any error becomes one
+:class:`ConfigError` line naming the file, the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+
+from . import registry
+
+#: keys whose literal values are secrets (masked in output, and the file must be private)
+SECRET_KEYS = frozenset({"password", "token", "secret", "api_key", "client_secret", "key", "ha_token"})
+
+
+class ConfigError(Exception):
+    """A config problem, as one line for the user. The CLI prints it and exits with code 2."""
+
+    exit_code = 2
+
+
+def _resolve_secret(value: Any) -> Any:
+    """A secret may be a literal, ``{env = "NAME"}`` or ``{file = "/path"}``."""
+    if isinstance(value, dict):
+        keys = set(value)
+        if keys == {"env"}:
+            name = str(value["env"])
+            if name not in os.environ:
+                raise ValueError(f"environment variable {name} is not set")
+            return os.environ[name]
+        if keys == {"file"}:
+            path = Path(str(value["file"])).expanduser()
+            try:
+                st = path.stat()
+                text = path.read_text()
+            except OSError as e:
+                raise ValueError(f"cannot read secret file {path}: {e.strerror}") from None
+            if st.st_mode & 0o077:
+                raise ValueError(
+                    f"secret file {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
+                    f" fix with: chmod 600 {path}"
+                )
+            return text.strip()
+        raise ValueError("a secret is a string, {env = \"NAME\"} or {file = \"/path\"}")
+    return value
+
+
+#: use this type for every password/token field of a plugin config
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+
+
+def default_state_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/solarbridge")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "solarbridge"
+
+
+class DaemonConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    #: add the embedded SQLite history store when no [[sinks]] of type history is configured
+    history: bool = True
+    shutdown_timeout: float = Field(8.0, gt=0, le=60)
+    backoff_initial: float = Field(1.0, gt=0, le=60)
+    backoff_cap: float = Field(60.0, gt=0, le=3600)
+
+
+class ApiConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:8080"
+    #: also serve the GivTCP-compatible routes on this address (e.g. "127.0.0.1:6345")
+    givtcp_listen: str = ""
+    token: Secret | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class Config(BaseModel):
+    """The validated daemon config. ``sources``/``sinks`` hold each plugin's own Config instance."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    sources: list[Any] = Field(default_factory=list)
+    sinks: list[Any] = Field(default_factory=list)
+    path: Path | None = None
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out
+
+
+def _fmt_input(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return ""
+    text = repr(value)
+    return f" (got {text[:60]})"
+
+
+def describe_validation_error(err: ValidationError, prefix: tuple[Any, ...], model: type[BaseModel]) -> str:
+    """One line for the first error: key path and what is allowed."""
+    e = err.errors(include_url=False)[0]
+    loc = prefix + tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+    etype = e["type"]
+    if etype == "extra_forbidden":
+        allowed = _allowed_keys(model, e["loc"][:-1])
+        return f"{_loc(loc)}: unknown key (allowed: {', '.join(allowed)})"
+    if etype == "missing":
+        return f"{_loc(loc)}: required key is missing"
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{_loc(loc)}: {msg}{_fmt_input(e.get('input'))}"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            break
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            current = ann
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _secret_paths(node: Any, path: tuple[Any, ...] = ()) -> list[str]:
+    """Key paths that hold literal secrets in the raw TOML."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in SECRET_KEYS and isinstance(v, str) and v:
+                found.append(_loc(path + (k,)))
+            else:
+                found.extend(_secret_paths(v, path + (k,)))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found.extend(_secret_paths(v, path + (i,)))
+    return found
+
+
+def check_private(path: Path, secret_keys: list[str]) -> None:
+    """Refuse a file that holds secrets and is readable by group or others."""
+    if not secret_keys:
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path}: holds secrets ({', '.join(secret_keys[:3])}) but is readable by group or others"
+            f" (mode {mode:04o}); fix with: chmod 600 {path}"
+        )
+
+
+def parse_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def validate_plugin(kind: str, index: int, raw: Any, table: dict[str, str]) -> Any:
+    """Validate one ``[[sources]]``/``[[sinks]]`` entry against its plugin's Config model."""
+    where = f"{kind}[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a table")
+    type_ = raw.get("type")
+    if type_ is None:
+        raise ConfigError(f"{where}.type: required key is missing (allowed: {', '.join(sorted(table))})")
+    if type_ not in table:
+        raise ConfigError(f"{where}.type: unknown {kind[:-1]} type {type_!r} (allowed: {', '.join(sorted(table))})")
+    try:
+        cls = registry.load(table[type_])
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"{where}.type: {type_!r} is not available in this installation ({e})") from None
+    model = cls.Config
+    try:
+        cfg = model.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(e, (kind, index), model)) from None
+    if not cfg.name:
+        cfg.name = f"{type_}{index if index else ''}"
+    return cfg
+
+
+def build(raw: dict[str, Any], path: Path | None = None) -> Config:
+    """Validate a parsed TOML document into a :class:`Config`; errors raise :class:`ConfigError`."""
+    prefix = f"{path}: " if path else ""
+    try:
+        head = {k: v for k, v in raw.items() if k not in ("sources", "sinks")}
+        cfg = Config.model_validate(head)
+    except ValidationError as e:
+        raise ConfigError(prefix + describe_validation_error(e, (), Config)) from None
+    for key, table in (("sources", registry.SOURCES), ("sinks", registry.SINKS)):
+        entries = raw.get(key, [])
+        if not isinstance(entries, list):
+            raise ConfigError(f"{prefix}{key}: must be an array of tables ([[{key}]])")
+        out = []
+        for i, entry in enumerate(entries):
+            try:
+                out.append(validate_plugin(key, i, entry, table))
+            except ConfigError as e:
+                raise ConfigError(prefix + str(e)) from None
+        setattr(cfg, key, out)
+    names = [c.name for c in cfg.sources + cfg.sinks]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"{prefix}name: {sorted(dup)[0]!r} is used twice; give each source and sink its own name")
+    cfg.path = path
+    return cfg
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    p = Path(path)
+    raw = parse_toml(p)
+    check_private(p, _secret_paths(raw))
+    return build(raw, p)
+
+
+def masked(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain data with every secret replaced by ``***``."""
+
+    def dump(model: BaseModel) -> dict[str, Any]:
+        out = model.model_dump(mode="json")  # SecretStr dumps as "**********"
+        return out
+
+    return {
+        "daemon": dump(cfg.daemon),
+        "api": dump(cfg.api),
+        "sources": [dump(s) for s in cfg.sources],
+        "sinks": [dump(s) for s in cfg.sinks],
+    }

@@ -1,0 +1,334 @@
+"""The asyncio supervisor: starts sources and sinks, fans readings out, restarts, shuts down.
+
+Each sink has its own bounded :class:`SinkQueue`; ``Bus.publish`` never awaits,
+so a slow or dead sink cannot hold up a source or another sink. When a queue is
+full the oldest reading is dropped and counted (``dropped``); sinks that must
+not lose data (InfluxDB, Graphite) keep their own durable spool behind the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import registry
+from .model import ControlError, ControlRequest, ControlResult, DeviceInfo, Reading
+from .plugin import Context, Health, Sink, Source
+from .util.backoff import Backoff
+
+log = logging.getLogger("solarbridge.runtime")
+
+
+class SinkQueue:
+    """A bounded FIFO with drop-oldest and batch get; cheaper than asyncio.Queue on the hot path."""
+
+    __slots__ = ("_items", "_event", "maxsize", "dropped")
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[Reading] = deque()
+        self._event = asyncio.Event()
+        self.maxsize = maxsize
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Reading) -> None:
+        items = self._items
+        if len(items) >= self.maxsize:
+            items.popleft()
+            self.dropped += 1
+        items.append(item)
+        if not self._event.is_set():
+            self._event.set()
+
+    def requeue(self, batch: list[Reading]) -> None:
+        """Put a batch that failed back at the front, in order (oldest beyond capacity dropped)."""
+        self._items.extendleft(reversed(batch))
+        while len(self._items) > self.maxsize:
+            self._items.popleft()
+            self.dropped += 1
+        self._event.set()
+
+    async def get_batch(self, limit: int) -> list[Reading]:
+        while not self._items:
+            self._event.clear()
+            await self._event.wait()
+        items = self._items
+        n = min(limit, len(items))
+        if n == len(items):
+            batch = list(items)
+            items.clear()
+        else:
+            batch = [items.popleft() for _ in range(n)]
+        return batch
+
+
+@dataclass
+class DeviceState:
+    info: DeviceInfo
+    source: str
+    last_seen: float = 0.0
+    online: bool = True
+    latest: dict[str, Any] = field(default_factory=dict)
+    timestamp: Any = None
+
+
+class Bus:
+    """Fan-out of every reading to every subscriber queue, plus the live device registry."""
+
+    def __init__(self) -> None:
+        self.queues: list[SinkQueue] = []
+        self.devices: dict[str, DeviceState] = {}
+        self.published = 0
+        self.listeners: list[Any] = []  # callables fed every reading (SSE, /metrics)
+
+    def subscribe(self, maxsize: int) -> SinkQueue:
+        q = SinkQueue(maxsize)
+        self.queues.append(q)
+        return q
+
+    def unsubscribe(self, q: SinkQueue) -> None:
+        with contextlib.suppress(ValueError):
+            self.queues.remove(q)
+
+    def publish(self, reading: Reading) -> None:
+        self.published += 1
+        dev = self.devices.get(reading.device_id)
+        if dev is None:
+            info = reading.info or DeviceInfo(reading.device_id, reading.device_type, source=reading.source)
+            dev = self.devices[reading.device_id] = DeviceState(info=info, source=reading.source)
+        elif reading.info is not None:
+            dev.info = reading.info
+        dev.last_seen = time.time()
+        dev.online = reading.online
+        if reading.metrics:
+            dev.latest.update(reading.metrics)
+            dev.timestamp = reading.timestamp
+        for q in self.queues:
+            q.put(reading)
+        for fn in self.listeners:
+            fn(reading)
+
+    def publish_many(self, readings: Iterable[Reading]) -> None:
+        for r in readings:
+            self.publish(r)
+
+
+class Supervisor:
+    """Runs every configured source and sink as its own task with restart on failure."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.bus = Bus()
+        self.health: dict[str, Health] = {}
+        self.sources: dict[str, Source] = {}
+        self.sinks: dict[str, Sink] = {}
+        self._sink_queues: dict[str, SinkQueue] = {}
+        self._source_tasks: list[asyncio.Task[None]] = []
+        self._sink_tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self.state_dir = Path(config.daemon.state_dir)
+        self.started_at = time.time()
+
+    # ---------------------------------------------------------------- construction
+    def _context(self, name: str, kind: str, type_: str) -> Context:
+        h = self.health[name] = Health(name, kind, type_)
+        return Context(name=name, state_dir=self.state_dir, health=h,
+                       log=logging.getLogger(f"solarbridge.{kind}.{name}"), runtime=self)
+
+    def build(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        sink_cfgs = list(self.config.sinks)
+        if self.config.daemon.history and not any(c.type == "history" for c in sink_cfgs):
+            from .sinks.history import HistorySink
+
+            sink_cfgs.append(HistorySink.Config(type="history", name="history"))
+        for cfg in sink_cfgs:
+            cls = registry.load(registry.SINKS[cfg.type])
+            sink = cls(cfg, self._context(cfg.name, "sink", cfg.type))
+            self.sinks[cfg.name] = sink
+            self._sink_queues[cfg.name] = self.bus.subscribe(cfg.queue_size)
+        for cfg in self.config.sources:
+            cls = registry.load(registry.SOURCES[cfg.type])
+            self.sources[cfg.name] = cls(cfg, self._context(cfg.name, "source", cfg.type))
+
+    def add_source(self, source: Source) -> None:
+        """Register an already built source (tests, demo) before :meth:`run`."""
+        self.health[source.ctx.name] = source.ctx.health
+        source.ctx.runtime = self
+        self.sources[source.ctx.name] = source
+
+    def add_sink(self, sink: Sink) -> None:
+        self.health[sink.ctx.name] = sink.ctx.health
+        sink.ctx.runtime = self
+        self.sinks[sink.ctx.name] = sink
+        self._sink_queues[sink.ctx.name] = self.bus.subscribe(sink.config.queue_size)
+
+    # ---------------------------------------------------------------- status
+    def queue_depth(self, name: str) -> int:
+        q = self._sink_queues.get(name)
+        return len(q) if q is not None else 0
+
+    def health_report(self) -> list[dict[str, Any]]:
+        out = []
+        for name, h in self.health.items():
+            d = h.to_dict()
+            if name in self.sinks:
+                q = self._sink_queues[name]
+                d["queue_depth"] = len(q)
+                d["dropped"] = q.dropped
+                d["pending"] = self.sinks[name].pending()
+            out.append(d)
+        return out
+
+    async def control(self, request: ControlRequest) -> ControlResult:
+        """Route a control request to the source that owns the device."""
+        dev = self.bus.devices.get(request.device_id)
+        owner = self.sources.get(dev.source) if dev else None
+        if owner is None:
+            for src in self.sources.values():
+                if any(d.device_id == request.device_id for d in src.devices()):
+                    owner = src
+                    break
+        if owner is None:
+            raise ControlError(f"unknown device {request.device_id!r}", field_name="device_id", status=404)
+        return await owner.control(request)
+
+    # ---------------------------------------------------------------- tasks
+    def _backoff(self) -> Backoff:
+        d = self.config.daemon
+        return Backoff(initial=d.backoff_initial, cap=d.backoff_cap)
+
+    def _failed(self, h: Health, exc: BaseException) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        h.restarts += 1
+        if h.state != "failed" or h.last_error != text:
+            # log once per state change, not once per retry
+            log.error("%s %s failed: %s (will retry with backoff)", h.kind, h.name, text,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            h.error_since = time.time()
+        h.state = "failed"
+        h.last_error = text
+
+    def _recovered(self, h: Health) -> None:
+        if h.state == "failed":
+            log.warning("%s %s recovered after %d restart(s)", h.kind, h.name, h.restarts)
+        h.state = "running"
+
+    async def _run_source(self, src: Source) -> None:
+        h = src.ctx.health
+        backoff = self._backoff()
+        publish = self.bus.publish
+
+        def emit(reading: Reading) -> None:
+            if h.state != "running":
+                self._recovered(h)
+                backoff.reset()
+            h.last_success = time.time()
+            publish(reading)
+
+        while not self._stopping.is_set():
+            try:
+                if h.state == "starting":
+                    h.state = "running"
+                await src.run(emit)
+                h.state = "stopped"
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure restarts the source
+                self._failed(h, exc)
+            await self._sleep(backoff.next_delay())
+
+    async def _run_sink(self, sink: Sink, q: SinkQueue) -> None:
+        h = sink.ctx.health
+        backoff = self._backoff()
+        limit = sink.config.batch_size
+        while True:
+            try:
+                await sink.start()
+                self._recovered(h) if h.state == "failed" else setattr(h, "state", "running")
+                while True:
+                    batch = await q.get_batch(limit)
+                    try:
+                        await sink.write(batch)
+                    except BaseException:
+                        q.requeue(batch)
+                        raise
+                    h.last_success = time.time()
+                    backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure restarts the sink
+                self._failed(h, exc)
+                with contextlib.suppress(Exception):
+                    await sink.stop()
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def start(self) -> None:
+        for name, sink in self.sinks.items():
+            self._sink_tasks.append(asyncio.create_task(self._run_sink(sink, self._sink_queues[name]),
+                                                        name=f"sink:{name}"))
+        for name, src in self.sources.items():
+            self._source_tasks.append(asyncio.create_task(self._run_source(src), name=f"source:{name}"))
+
+    async def wait_sources(self) -> None:
+        """Wait until every source has finished by itself (file replay, one-shot modes)."""
+        if self._source_tasks:
+            await asyncio.gather(*self._source_tasks, return_exceptions=True)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every sink queue is empty (or timeout). True if drained."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(len(q) == 0 for q in self._sink_queues.values()):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def stop(self) -> None:
+        """Stop sources, let sinks drain their queues, flush and stop them; bounded by shutdown_timeout."""
+        timeout = self.config.daemon.shutdown_timeout
+        self._stopping.set()
+        for t in self._source_tasks:
+            t.cancel()
+        await asyncio.gather(*self._source_tasks, return_exceptions=True)
+        for h in self.health.values():
+            if h.kind == "source":
+                h.state = "stopped"
+        deadline = time.monotonic() + timeout
+        await self.drain(timeout * 0.6)
+        for t in self._sink_tasks:
+            t.cancel()
+        await asyncio.gather(*self._sink_tasks, return_exceptions=True)
+        for name, sink in self.sinks.items():
+            q = self._sink_queues[name]
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                if len(q):
+                    # what is still queued goes to the sink directly before its final flush
+                    await asyncio.wait_for(sink.write(await q.get_batch(len(q))), remaining)
+                await asyncio.wait_for(sink.flush(), max(0.1, deadline - time.monotonic()))
+            except Exception as exc:  # noqa: BLE001
+                log.error("sink %s: could not flush on shutdown: %s", name, exc)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sink.stop(), max(0.1, deadline - time.monotonic()))
+            self.health[name].state = "stopped"
+
+    async def run_until_stopped(self, stop_event: asyncio.Event) -> None:
+        self.build() if not (self.sources or self.sinks) else None
+        await self.start()
+        await stop_event.wait()
+        await self.stop()
