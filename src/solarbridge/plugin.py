@@ -128,3 +128,19 @@ class Sink:
     def pending(self) -> int:
         """Items held inside the sink (spool, buffers) not yet delivered; for health."""
         return 0
+
+
+@dataclass
+class DemoPart:
+    """What one device family adds to `solarbridge demo`: running simulators plus the sources that read them.
+
+    A family's ``demo.py`` has ``async def start(workdir: Path) -> DemoPart``; the demo starts the
+    simulators in-process (asyncio servers) or as child processes, adds ``sources``/``sinks`` (raw TOML-like
+    tables, validated like the daemon config) and prints ``notes`` to the user. ``stop`` is awaited on exit.
+    """
+
+    title: str
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    sinks: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stop: Callable[[], Any] | None = None
