@@ -1,0 +1,48 @@
+"""Shared test set-up: real-server fixtures, hypothesis profiles, server logs on failure."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import servers  # noqa: E402
+from servers import (  # noqa: E402,F401  (fixtures)
+    carbon,
+    mosquitto,
+    mosquitto_factory,
+    nut,
+    nut_factory,
+    victoria,
+)
+
+settings.register_profile("default", max_examples=100, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=20_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("fuzz" if os.environ.get("SOLARBRIDGE_FUZZ") else "default")
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+REFERENCE = REPO.parent / "shared" / "reference"
+
+
+@pytest.fixture(autouse=True)
+def _track_servers():
+    servers.ACTIVE.clear()
+    yield
+    servers.ACTIVE.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and servers.ACTIVE:
+        logs = "\n".join(s.logs() for s in servers.ACTIVE)
+        report.sections.append(("real server logs", logs))
