@@ -1,0 +1,217 @@
+"""The embedded history store: SQLite in WAL mode, the daemon's default sink.
+
+One row per numeric metric value: ``samples(series, ts_ms, value)`` with a
+``series`` table mapping (device_id, metric) to a small integer. Inserts are
+batched in one transaction per sink batch and run in a worker thread so the
+event loop never waits on the disk. Booleans are stored as 0/1; strings are not
+kept (the ``state`` sink holds the latest string values).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from ..model import Reading
+from ..plugin import Context, Sink, SinkConfig
+from ..util.timeparse import parse_duration
+
+SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    device_type TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    UNIQUE (device_id, metric)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    series INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_series_ts ON samples (series, ts_ms);
+"""
+
+
+@dataclass(slots=True)
+class Bucket:
+    ts: float  # bucket start, epoch seconds
+    min: float
+    mean: float
+    max: float
+    count: int
+
+
+class HistoryStore:
+    """Thread-safe access to the history database (one connection, guarded by a lock)."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly:
+            if not self.path.exists():
+                raise FileNotFoundError(f"no history database at {self.path}")
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self.db.executescript(SCHEMA)
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        self.lock = threading.Lock()
+        self._series: dict[tuple[str, str], int] = {}
+        if not readonly:
+            for sid, dev, metric in self.db.execute("SELECT id, device_id, metric FROM series"):
+                self._series[(dev, metric)] = sid
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    # ------------------------------------------------------------------ writing
+    def _series_id(self, device_id: str, device_type: str, metric: str) -> int:
+        key = (device_id, metric)
+        sid = self._series.get(key)
+        if sid is None:
+            cur = self.db.execute(
+                "INSERT INTO series (device_id, device_type, metric) VALUES (?, ?, ?) "
+                "ON CONFLICT (device_id, metric) DO UPDATE SET device_type = excluded.device_type RETURNING id",
+                (device_id, device_type, metric))
+            sid = self._series[key] = cur.fetchone()[0]
+        return sid
+
+    def rows_for(self, readings: list[Reading]) -> list[tuple[int, int, float]]:
+        rows: list[tuple[int, int, float]] = []
+        append = rows.append
+        series = self._series
+        for r in readings:
+            ts = int(r.timestamp.timestamp() * 1000)
+            dev = r.device_id
+            for name, value in r.metrics.items():
+                if isinstance(value, str):
+                    continue
+                fvalue = float(value)
+                if math.isnan(fvalue):
+                    continue
+                sid = series.get((dev, name))
+                if sid is None:
+                    sid = self._series_id(dev, r.device_type, name)
+                append((sid, ts, fvalue))
+        return rows
+
+    def insert(self, readings: list[Reading]) -> int:
+        """Insert every numeric metric of ``readings`` in one transaction; returns rows written."""
+        with self.lock:
+            self.db.execute("BEGIN")
+            try:
+                rows = self.rows_for(readings)
+                self.db.executemany("INSERT INTO samples (series, ts_ms, value) VALUES (?, ?, ?)", rows)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def prune(self, older_than: datetime) -> int:
+        """Delete samples older than ``older_than``; returns rows deleted."""
+        cutoff = int(older_than.timestamp() * 1000)
+        with self.lock:
+            cur = self.db.execute("DELETE FROM samples WHERE ts_ms < ?", (cutoff,))
+            return cur.rowcount
+
+    # ------------------------------------------------------------------ reading
+    def series(self) -> list[dict[str, str]]:
+        with self.lock:
+            rows = self.db.execute("SELECT device_id, device_type, metric FROM series ORDER BY 1, 3").fetchall()
+        return [{"device_id": d, "device_type": t, "metric": m} for d, t, m in rows]
+
+    def _sid(self, device_id: str, metric: str) -> int | None:
+        with self.lock:
+            row = self.db.execute("SELECT id FROM series WHERE device_id = ? AND metric = ?",
+                                  (device_id, metric)).fetchone()
+        return row[0] if row else None
+
+    def query(self, device_id: str, metric: str, since: datetime, until: datetime | None = None,
+              limit: int | None = None) -> list[tuple[datetime, float]]:
+        """Raw points of one series in ``[since, until]``, oldest first."""
+        sid = self._sid(device_id, metric)
+        if sid is None:
+            return []
+        until_ms = int((until or datetime.now(UTC)).timestamp() * 1000)
+        sql = "SELECT ts_ms, value FROM samples WHERE series = ? AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms"
+        args: tuple[Any, ...] = (sid, int(since.timestamp() * 1000), until_ms)
+        if limit:
+            sql += " LIMIT ?"
+            args += (limit,)
+        with self.lock:
+            rows = self.db.execute(sql, args).fetchall()
+        return [(datetime.fromtimestamp(ts / 1000, UTC), v) for ts, v in rows]
+
+    def downsample(self, device_id: str, metric: str, since: datetime, until: datetime,
+                   step: float) -> list[Bucket]:
+        """Buckets of ``step`` seconds aligned to the epoch, with min/mean/max/count, oldest first."""
+        if step <= 0:
+            raise ValueError("step must be positive")
+        sid = self._sid(device_id, metric)
+        if sid is None:
+            return []
+        step_ms = int(step * 1000)
+        sql = ("SELECT (ts_ms / ?) * ? AS b, MIN(value), AVG(value), MAX(value), COUNT(*) FROM samples "
+               "WHERE series = ? AND ts_ms >= ? AND ts_ms <= ? GROUP BY b ORDER BY b")
+        with self.lock:
+            rows = self.db.execute(sql, (step_ms, step_ms, sid, int(since.timestamp() * 1000),
+                                         int(until.timestamp() * 1000))).fetchall()
+        return [Bucket(b / 1000, lo, mean, hi, n) for b, lo, mean, hi, n in rows]
+
+
+class HistoryConfig(SinkConfig):
+    type: str = "history"
+    path: str = Field("", description="database file; default <state_dir>/history.sqlite")
+    retention: str = Field("30d", description="how long samples are kept (e.g. 7d, 90d); 0 keeps forever")
+    prune_interval: str = "1h"
+
+    @field_validator("retention", "prune_interval")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class HistorySink(Sink):
+    Config = HistoryConfig
+
+    def __init__(self, config: HistoryConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self.path = Path(config.path) if config.path else ctx.state_dir / "history.sqlite"
+        self.store: HistoryStore | None = None
+        self.retention = parse_duration(config.retention)
+        self.prune_every = parse_duration(config.prune_interval)
+        self._last_prune = 0.0
+
+    async def start(self) -> None:
+        if self.store is None:
+            self.store = await asyncio.to_thread(HistoryStore, self.path)
+
+    async def write(self, batch: list[Reading]) -> None:
+        assert self.store is not None
+        n = await asyncio.to_thread(self.store.insert, batch)
+        self.ctx.health.count("rows", n)
+        now = time.time()
+        if self.retention and now - self._last_prune >= self.prune_every:
+            self._last_prune = now
+            cutoff = datetime.fromtimestamp(now - self.retention, UTC)
+            deleted = await asyncio.to_thread(self.store.prune, cutoff)
+            self.ctx.health.count("pruned", deleted)
+
+    async def stop(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None

@@ -1,0 +1,1 @@
+"""enphase device family."""

@@ -1,0 +1,1 @@
+"""givenergy device family."""

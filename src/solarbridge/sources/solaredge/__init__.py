@@ -1,0 +1,1 @@
+"""solaredge device family."""

@@ -1,0 +1,1 @@
+"""sunsynk device family."""
