@@ -1,0 +1,125 @@
+"""The `synthetic` source: a simulated home for the demo and for testing sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+
+from pydantic import Field, field_validator
+
+from ...model import ControlError, ControlRequest, ControlResult, ControlSpec, DeviceInfo, Reading
+from ...plugin import Context, Emit, PluginConfig, Source
+from ...util.timeparse import parse_duration
+from .model import HomeParams, HomeState, SyntheticHome
+
+
+class SyntheticConfig(PluginConfig):
+    type: str = "synthetic"
+    device_id: str = "synthetic-home"
+    interval: float = Field(10.0, gt=0, le=3600, description="seconds between readings")
+    seed: int = 0
+    #: emit this much history at start (e.g. "24h"), at `interval` spacing, so plots are not empty
+    backfill: str = "0s"
+    #: stop after this many readings (0 = run forever); for tests and benchmarks
+    count: int = Field(0, ge=0)
+    pv_peak_w: float = Field(5000.0, ge=0, le=1_000_000)
+    battery_capacity_wh: float = Field(10000.0, gt=0, le=10_000_000)
+    initial_soc_pct: float = Field(50.0, ge=0, le=100)
+    utc_offset_h: float = Field(0.0, ge=-14, le=14)
+
+    @field_validator("backfill")
+    @classmethod
+    def _dur(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+CONTROLS = (
+    ControlSpec("battery_reserve_pct", "number", "Battery reserve", "%", 4, 100, 1, state_metric="battery_reserve_pct"),
+    ControlSpec("grid_available", "switch", "Simulated grid", state_metric="grid_available"),
+    ControlSpec("extra_load_w", "number", "Extra load", "W", 0, 10000, 100, state_metric="extra_load_w"),
+)
+
+
+class SyntheticSource(Source):
+    Config = SyntheticConfig
+
+    def __init__(self, config: SyntheticConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        c = config
+        self.home = SyntheticHome(
+            HomeParams(pv_peak_w=c.pv_peak_w, battery_capacity_wh=c.battery_capacity_wh, utc_offset_h=c.utc_offset_h),
+            random.Random(c.seed), HomeState(soc_pct=c.initial_soc_pct))
+        self.info = DeviceInfo(c.device_id, "synthetic", manufacturer="solarbridge", model="Synthetic home",
+                               serial=c.device_id, sw_version="1", name="Synthetic home", source=ctx.name,
+                               controls=CONTROLS)
+        self._emit: Emit | None = None
+
+    def devices(self) -> list[DeviceInfo]:
+        return [self.info]
+
+    def reading(self, now: datetime, dt: float) -> Reading:
+        metrics = self.home.step(now, dt)
+        metrics["battery_reserve_pct"] = self.home.p.battery_reserve_pct
+        metrics["extra_load_w"] = self.home.s.extra_load_w
+        return Reading(self.config.device_id, "synthetic", now, metrics, source=self.ctx.name, info=self.info)
+
+    async def run(self, emit: Emit) -> None:
+        self._emit = emit
+        c = self.config
+        sent = 0
+        back = parse_duration(c.backfill)
+        now = datetime.now(UTC)
+        if back:
+            t = now - timedelta(seconds=back)
+            while t < now and (not c.count or sent < c.count):
+                emit(self.reading(t, c.interval))
+                sent += 1
+                t += timedelta(seconds=c.interval)
+                if sent % 2000 == 0:
+                    await asyncio.sleep(0)  # let sinks drain during a large backfill
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not c.count or sent < c.count:
+            emit(self.reading(datetime.now(UTC), c.interval))
+            sent += 1
+            self.ctx.health.count("readings")
+            next_at += c.interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def control(self, request: ControlRequest) -> ControlResult:
+        spec = {s.name: s for s in CONTROLS}.get(request.command)
+        if spec is None:
+            raise ControlError(f"command: unknown command {request.command!r} (allowed: {', '.join(s.name for s in CONTROLS)})",
+                               field_name="command")
+        if spec.kind == "switch":
+            value = _as_bool(request.value, spec.name)
+            self.home.s.grid_available = value
+        else:
+            try:
+                value = float(request.value)
+            except (TypeError, ValueError):
+                raise ControlError(f"{spec.name}: must be a number from {spec.minimum:g} to {spec.maximum:g}",
+                                   field_name=spec.name) from None
+            if not (spec.minimum <= value <= spec.maximum):  # type: ignore[operator]
+                raise ControlError(f"{spec.name}: must be from {spec.minimum:g} to {spec.maximum:g} (got {value:g})",
+                                   field_name=spec.name)
+            if spec.name == "battery_reserve_pct":
+                self.home.p.battery_reserve_pct = value
+            else:
+                self.home.s.extra_load_w = value
+        if self._emit is not None:
+            self._emit(self.reading(datetime.now(UTC), 0.0))
+        return ControlResult(True, f"{spec.name} set", value)
+
+
+def _as_bool(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "on", "yes"):
+        return True
+    if text in ("0", "false", "off", "no"):
+        return False
+    raise ControlError(f"{name}: must be ON or OFF (got {value!r})", field_name=name)
