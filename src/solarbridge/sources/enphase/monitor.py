@@ -1,0 +1,546 @@
+"""The enphase-monitor engine: token, gateway polls, fast relay check, port-file updates.
+
+Shared by the ``enphase-monitor`` command and the daemon's ``enphase`` source.
+Transports are small classes with ``get(path)`` (gateway) and ``session_id``/
+``token`` (cloud); TEST mode swaps in :class:`CannedBackend`, so the engine is
+the same in every mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import stat
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+from urllib.parse import quote_plus
+
+from ...util.atomic import atomic_write
+from . import jwt
+from .nut import DEFAULT_SETTINGS, MeterRow, NutInputs, PortFile, PortFileError, full_status, generate
+from .responses import (
+    INFO_PATH,
+    LIVEDATA_PATH,
+    RELAY_PATH,
+    REPORTS_PATH,
+    SECCTRL_PATH,
+    LiveData,
+    Reports,
+    parse_info,
+    parse_livedata,
+    parse_relay,
+    parse_reports,
+    parse_secctrl,
+)
+from .settings import Fatal, Settings
+
+STATUS_OF_STATE = {"online": "OL", "onbatt": "OB"}
+
+
+class Reporter:
+    """Messages the way the original prints them (verbose, ``DEBUG<n>:`` lines, warnings)."""
+
+    def __init__(self, ups: str = "", verbose: bool = False, debug: int = 0,
+                 out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.ups, self.verbose, self.level = ups, verbose, debug
+        self.out, self.err = out or sys.stdout, err or sys.stderr
+
+    def info(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, file=self.err if self.level else self.out, flush=True)
+
+    def debug(self, msg: str, level: int = 1) -> None:
+        if self.level >= level:
+            tag = "DEBUG: " if level == 1 else f"DEBUG{level}:"
+            print(f"{tag} {msg}", file=self.err, flush=True)
+
+    def warn(self, msg: str) -> None:
+        print(f"enphase-monitor {self.ups}: {msg}", file=self.err, flush=True)
+
+
+class Gateway(Protocol):
+    async def get(self, path: str, token: str, retry: bool = True) -> str | None: ...
+    def begin_poll(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class Cloud(Protocol):
+    async def session_id(self, username: str, password: str) -> str: ...
+    async def token(self, session_id: str, serial: str, username: str) -> str: ...
+    def random_expiry(self) -> bool: ...
+
+
+# --------------------------------------------------------------------------- real transports
+
+
+class HttpGateway:
+    """HTTPS to the gateway: self-signed certificate accepted, Bearer token, timeout, one retry."""
+
+    def __init__(self, host: str, timeout: float, reporter: Reporter | None = None) -> None:
+        import httpx
+
+        self.base = f"https://{host}/"
+        self.rep = reporter or Reporter()
+        self.requests = 0
+        self.failures = 0
+        self._client = httpx.AsyncClient(verify=False, timeout=timeout, follow_redirects=False)
+
+    def begin_poll(self) -> None:
+        pass
+
+    async def get(self, path: str, token: str, retry: bool = True) -> str | None:
+        import httpx
+
+        url = self.base + path
+        self.rep.debug(f"curl to {url}")
+        self.rep.debug(f"GET {url} Authorization: Bearer {token}", 2)
+        for attempt in range(2 if retry else 1):
+            self.requests += 1
+            try:
+                resp = await self._client.get(url, headers={"Authorization": f"Bearer {token}",
+                                                            "Accept": "application/json"})
+            except (httpx.HTTPError, OSError, ValueError) as e:
+                self.rep.debug(f"{url}: {type(e).__name__}: {e}" + (", retrying" if attempt == 0 and retry else ""))
+                continue
+            if resp.status_code >= 400:
+                self.rep.debug(f"{url}: HTTP {resp.status_code}")
+                if resp.status_code < 500 and resp.status_code not in (408, 429):
+                    break  # like curl --retry: only transient errors are retried
+                continue
+            if resp.content:
+                return resp.text
+            break
+        self.failures += 1
+        return None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class HttpCloud:
+    """Enlighten login (form POST) and the Entrez token service (JSON POST); TLS verified."""
+
+    def __init__(self, login_url: str, tokens_url: str, timeout: float, verify: str | bool = True,
+                 reporter: Reporter | None = None) -> None:
+        self.login_url, self.tokens_url = login_url, tokens_url
+        self.timeout, self.verify = timeout, verify
+        self.rep = reporter or Reporter()
+
+    def random_expiry(self) -> bool:
+        return False
+
+    async def _post(self, url: str, *, content: bytes, ctype: str) -> str | None:
+        import httpx
+
+        self.rep.debug(f"curl to {url}")
+        try:
+            async with httpx.AsyncClient(verify=self.verify, timeout=self.timeout) as client:
+                resp = await client.post(url, content=content,
+                                         headers={"Content-Type": ctype, "Accept": "application/json"})
+        except (httpx.HTTPError, OSError, ValueError) as e:
+            self.rep.debug(f"{url}: {type(e).__name__}: {e}")
+            return None
+        if resp.status_code >= 400:
+            self.rep.debug(f"{url}: HTTP {resp.status_code}")
+            return None
+        return resp.text
+
+    async def session_id(self, username: str, password: str) -> str:
+        body = f"user%5Bemail%5D={quote_plus(username)}&user%5Bpassword%5d={quote_plus(password)}"
+        self.rep.debug(f"login body: {body}", 2)
+        text = await self._post(self.login_url, content=body.encode(), ctype="application/x-www-form-urlencoded")
+        if not text:
+            raise Fatal(f"Enphase login failed for user {username}")
+        self.rep.debug(f"session json: {text}", 2)
+        return _session_from(text, username)
+
+    async def token(self, session_id: str, serial: str, username: str) -> str:
+        body = json.dumps({"session_id": session_id, "serial_num": serial, "username": username})
+        text = await self._post(self.tokens_url, content=body.encode(), ctype="application/json")
+        if not text or not text.strip():
+            raise Fatal(f"Failed to acquire web_token for user {username}, serial# {serial}")
+        return text.strip()
+
+
+def _session_from(text: str, username: str) -> str:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    sid = doc.get("session_id") if isinstance(doc, dict) else None
+    # unlike the original, a missing/null session_id is an error here (it sent "null" on)
+    if sid is None or sid == "" or isinstance(sid, dict | list | bool):
+        raise Fatal(f"Unable to retrieve session_id for user {username}")
+    return str(sid)
+
+
+# --------------------------------------------------------------------------- TEST mode
+
+
+TEST_CYCLE = ("online", "nocomms", "online2", "onbatt", "lowbatt")
+
+
+class CannedBackend:
+    """The original's TEST mode: canned responses, the 5-step state cycle, random token expiry."""
+
+    def __init__(self, test: dict[str, str], ups: str, reporter: Reporter | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.t = test
+        self.ups = ups
+        self.rep = reporter or Reporter()
+        self.step = -1  # "init"
+        self.charge_low: str | None = None
+        self.rng = rng or random.Random()
+        self.requests = 0
+
+    @property
+    def cycle(self) -> str:
+        return "init" if self.step < 0 else TEST_CYCLE[self.step % len(TEST_CYCLE)]
+
+    def begin_poll(self) -> None:
+        self.step += 1
+        self.rep.debug(f"TEST_CYCLE: {self.cycle}")
+
+    def random_expiry(self) -> bool:
+        return self.rng.randrange(5) == 0
+
+    def _fail(self, mode: str) -> None:
+        self.rep.warn(f"Testing {mode} failure")
+
+    async def session_id(self, username: str, password: str) -> str:
+        text = self.t.get("TEST_SESS", "")
+        if not text:
+            self._fail("login")
+            raise Fatal(f"Enphase login failed for user {username}")
+        return _session_from(text, username)
+
+    async def token(self, session_id: str, serial: str, username: str) -> str:
+        text = self.t.get("TEST_TOKEN", "").strip()
+        if not text:
+            self._fail("tokens")
+            raise Fatal(f"Failed to acquire web_token for user {username}, serial# {serial}")
+        return text
+
+    def _soc(self) -> str:
+        cyc = self.cycle
+        if cyc == "onbatt":
+            return "90"
+        if cyc == "lowbatt":
+            from .nut import dec
+
+            low = dec(self.charge_low)
+            return str(int(low // 1) - 1) if low is not None else "10"
+        return "100"
+
+    async def get(self, path: str, token: str, retry: bool = True) -> str | None:
+        self.requests += 1
+        if self.cycle == "nocomms":
+            self.rep.warn("Testing nocomms")
+            return None
+        key, mode = {
+            RELAY_PATH: ("TEST_RELAY", "relay"), LIVEDATA_PATH: ("TEST_LIVE", "live"),
+            REPORTS_PATH: ("TEST_REPORTS", "reports"), SECCTRL_PATH: ("TEST_SECCTRL", "secctrl"),
+            INFO_PATH: ("TEST_INFO", "info"),
+        }.get(path, ("", ""))
+        if not key:
+            self.rep.warn(f"Unknown test url: {path}")
+            return None
+        text = self.t.get(key, "")
+        if not text:
+            self._fail(mode)
+            return None
+        relay = "open" if self.cycle in ("onbatt", "lowbatt") else "closed"
+        return text.replace("@RELAY_STATE@", relay).replace("@BATT_SOC@", self._soc())
+
+    async def aclose(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- token store
+
+
+def _private_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return (0o666 & ~mask) & ~0o007
+
+
+class TokenStore:
+    """The cached JWT: in memory, then the token file, then a fresh cloud login."""
+
+    def __init__(self, path: Path, cloud: Cloud, username: str, password: str, serial: str,
+                 reporter: Reporter | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.path, self.cloud = path, cloud
+        self.username, self.password, self.serial = username, password, serial
+        self.rep = reporter or Reporter()
+        self.clock = clock
+        self.token: str | None = None
+        self.logins = 0
+
+    def _read_file(self) -> str | None:
+        if not os.access(self.path, os.R_OK):
+            return None
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o004:
+            raise Fatal(f"World read permissions exist on token file {self.path}")
+        if stat.S_IMODE(self.path.parent.stat().st_mode) & 0o002:
+            raise Fatal(f"World write permissions on token directory {self.path.parent}")
+        return self.path.read_text(errors="replace").strip() or None
+
+    def _usable(self, token: str, cached: bool) -> bool:
+        try:
+            exp = jwt.expiry(token)
+        except jwt.TokenFormatError as e:
+            raise Fatal(str(e)) from None
+        now = self.clock()
+        if cached and self.cloud.random_expiry():
+            exp = int(now)
+        self.rep.debug(f"token expires: {exp} ({time.strftime('%c', time.localtime(exp))})")
+        if exp >= now + jwt.MIN_LIFETIME_S:
+            return True
+        self.rep.info("Token expired" if exp <= now else "Token lifetime less than 1 hour")
+        return False
+
+    def _save(self, token: str) -> None:
+        d = self.path.parent
+        if not d.is_dir() or not os.access(d, os.W_OK):
+            raise Fatal(f"Token directory '{d}' not writable")
+        if stat.S_IMODE(d.stat().st_mode) & 0o002:
+            raise Fatal(f"World write permissions on token directory {d}")
+        try:
+            atomic_write(self.path, token, mode=_private_mode())
+        except OSError as e:
+            raise Fatal(f"Unable to write token file '{self.path}': {e.strerror}") from None
+
+    async def get(self) -> str:
+        token = self.token or self._read_file()
+        if token:
+            try:
+                ok = self._usable(token, cached=True)
+            except Fatal:
+                ok = False  # a corrupt cached token: fetch a new one
+            if ok:
+                self.token = token
+                return token
+            self.token = None
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        sid = await self.cloud.session_id(self.username, self.password)
+        self.rep.debug(f"session_id: {sid}")
+        token = await self.cloud.token(sid, self.serial, self.username)
+        self.logins += 1
+        try:
+            ok = self._usable(token, cached=False)
+        except Fatal:
+            ok = False
+        if not ok:
+            raise Fatal(f"New token invalid, verify serial# {self.serial}")
+        self._save(token)
+        self.token = token
+        return token
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+@dataclass
+class Snapshot:
+    """What the last polls found (for the daemon source's readings)."""
+
+    state: str = "init"
+    live: LiveData | None = None
+    reports: Reports | None = None
+    inputs: NutInputs = field(default_factory=NutInputs)
+    changed_at: float = 0.0
+
+
+class Monitor:
+    def __init__(self, settings: Settings, gateway: Gateway, tokens: TokenStore,
+                 port: PortFile | None, reporter: Reporter | None = None,
+                 on_update: Callable[[Monitor], Any] | None = None) -> None:
+        self.s = settings
+        self.gw = gateway
+        self.tokens = tokens
+        self.port = port
+        self.rep = reporter or Reporter()
+        self.on_update = on_update
+        self.state = "init"
+        self.status = ""  # the last published ups.status ("" = hidden / no comms)
+        self.inputs = NutInputs(serial=None, loadkwh=settings.loadkwh)
+        self.once_done = False
+        self.live: LiveData | None = None
+        self.reports: Reports | None = None
+        self.relay_checks = 0
+        self.relay_check_failures = 0
+        self.status_changed_at = 0.0
+        if port is not None:
+            self._load_initial()
+
+    def _load_initial(self) -> None:
+        assert self.port is not None
+        try:
+            values, hidden = self.port.initial()
+        except PortFileError as e:
+            raise Fatal(str(e)) from None
+        self.status = "" if hidden else values.get("ups.status", "")
+        i = self.inputs
+        i.charge = values.get("battery.charge") or None
+        i.capacity = values.get("battery.capacity") or None
+        i.restart = values.get("battery.charge.restart") or None
+        i.firmware = values.get("ups.firmware") or None
+        i.serial = values.get("ups.serial") or values.get("device.serial") or None
+        i.phases = 3 if values.get("input.phases") == "3" else None
+        self.rep.debug(f"initial port file status: '{self.status}'")
+
+    # -- polling ---------------------------------------------------------------------------
+
+    async def poll(self, nocomms: bool = False) -> str:
+        """One full cycle (token, relay, livedata, once-only calls, meters), then publish."""
+        self.gw.begin_poll()
+        if isinstance(self.gw, CannedBackend):
+            self.gw.charge_low = self._settings().get("battery.charge.low")
+        token = await self.tokens.get()
+        state = "nocomms"
+        if not nocomms:
+            relay = parse_relay(await self.gw.get(RELAY_PATH, token))
+            if relay is None:
+                self.rep.debug("relay call failed")
+            else:
+                if relay.warning:
+                    self.rep.warn(relay.warning)
+                state = relay.state
+            self.rep.debug(f"relay state: {state}")
+        if state != "nocomms":
+            await self._details(token)
+        self.state = state
+        self.inputs.status = STATUS_OF_STATE.get(state, "")
+        self.rep.debug(f"current state: {state}")
+        self.publish()
+        return state
+
+    async def _details(self, token: str) -> None:
+        live = parse_livedata(await self.gw.get(LIVEDATA_PATH, token))
+        self.live = live
+        i = self.inputs
+        i.charge = live.soc if live else None  # the original drops the charge when livedata fails
+        if live and live.capacity_wh:
+            i.capacity = live.capacity_wh
+        if not self.once_done:
+            self.once_done = True
+            i.serial = self.s.serial
+            fw = parse_info(await self.gw.get(INFO_PATH, token))
+            if fw:
+                i.firmware = fw
+            restart = parse_secctrl(await self.gw.get(SECCTRL_PATH, token))
+            if restart:
+                i.restart = restart
+            i.phases = 3 if live and live.phase_count == 3 else None
+        if not self.s.disable_meters:
+            rep = parse_reports(await self.gw.get(REPORTS_PATH, token))
+            if rep is not None:
+                self.reports = rep
+                if rep.net is not None:
+                    i.input = rep.net
+                if rep.total is not None:
+                    i.output = rep.total
+                i.storage = rep.storage
+        else:
+            i.input, i.output, i.storage = [MeterRow()], [MeterRow()], None
+
+    async def relay_check(self) -> bool:
+        """The fast outage check: one relay request with the token in memory; True on a state change.
+
+        A failed fast check changes nothing (a single lost request must not hide the port
+        file and stop dummy-ups); the full poll decides about lost comms.
+        """
+        token = self.tokens.token
+        if token is None or self.state == "init":
+            return False
+        self.relay_checks += 1
+        relay = parse_relay(await self.gw.get(RELAY_PATH, token, retry=False))
+        if relay is None or relay.state == "nocomms":
+            self.relay_check_failures += 1
+            return False
+        if relay.state == self.state:
+            return False
+        self.rep.debug(f"fast relay check: {self.state} -> {relay.state}")
+        self.state = relay.state
+        self.inputs.status = STATUS_OF_STATE[relay.state]
+        self.publish()
+        return True
+
+    # -- output ----------------------------------------------------------------------------
+
+    def _settings(self) -> dict[str, str]:
+        out = dict(DEFAULT_SETTINGS)
+        if self.port is not None:
+            out.update(self.port.overrides())
+        return out
+
+    def publish(self) -> None:
+        overrides = self.port.overrides() if self.port is not None else {}
+        settings = {**DEFAULT_SETTINGS, **overrides}
+        new_status = full_status(self.inputs, settings)
+        if new_status != self.status:
+            self.status_changed_at = time.monotonic()
+            try:
+                if self.status and not new_status:
+                    self.rep.info("Communication lost, hiding portfile")
+                    if self.port is not None:
+                        self.port.hide()
+                elif not self.status and new_status:
+                    self.rep.info("Communication restored, restoring portfile")
+                    if self.port is not None:
+                        self.port.restore()
+            except PortFileError as e:
+                raise Fatal(str(e)) from None
+            self.rep.info(f"ups.status now {new_status}")
+            self.status = new_status
+        if new_status and self.port is not None:
+            values = generate(self.inputs, overrides)
+            try:
+                if self.port.update(values):
+                    self.rep.info(f"Updating {self.port.path}")
+                    self.rep.debug("new file:\n" + "".join(f"  {k}: {v}\n" for k, v in values.items()), 3)
+            except PortFileError as e:
+                raise Fatal(str(e)) from None
+        if self.on_update is not None:
+            self.on_update(self)
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def delay(self) -> int:
+        return self.s.pollfreqalert if self.state in ("onbatt", "nocomms") else self.s.pollfreq
+
+    async def run(self, single: bool = False, nocomms: bool = False) -> None:
+        """Poll until cancelled (or once with ``single``/``nocomms``)."""
+        while True:
+            await self.poll(nocomms=nocomms)
+            if single or nocomms:
+                return
+            delay = self.delay()
+            self.rep.debug(f"delay: {delay}")
+            deadline = time.monotonic() + delay
+            freq = self.s.relayfreq
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if not freq:
+                    await asyncio.sleep(left)
+                    break
+                await asyncio.sleep(min(freq, left))
+                if deadline - time.monotonic() <= 0.05:
+                    break
+                if await self.relay_check():
+                    break  # status changed: refresh charge and meters right away
+
+    async def aclose(self) -> None:
+        await self.gw.aclose()
