@@ -29,7 +29,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
 
 from . import registry
 
@@ -111,7 +111,12 @@ class Config(BaseModel):
     api: ApiConfig = Field(default_factory=ApiConfig)
     sources: list[Any] = Field(default_factory=list)
     sinks: list[Any] = Field(default_factory=list)
-    path: Path | None = None
+    _path: Path | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> Path | None:
+        """The file this config came from (None when built from data)."""
+        return self._path
 
 
 def _loc(parts: tuple[Any, ...]) -> str:
@@ -247,7 +252,7 @@ def build(raw: dict[str, Any], path: Path | None = None) -> Config:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError(f"{prefix}name: {sorted(dup)[0]!r} is used twice; give each source and sink its own name")
-    cfg.path = path
+    cfg._path = path
     return cfg
 
 

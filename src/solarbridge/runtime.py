@@ -255,7 +255,8 @@ class Supervisor:
         while True:
             try:
                 await sink.start()
-                self._recovered(h) if h.state == "failed" else setattr(h, "state", "running")
+                if h.state == "starting":
+                    h.state = "running"
                 while True:
                     batch = await q.get_batch(limit)
                     try:
@@ -264,7 +265,10 @@ class Supervisor:
                         q.requeue(batch)
                         raise
                     h.last_success = time.time()
-                    backoff.reset()
+                    if h.state != "running":
+                        # recovered means data flows again, not merely that start() returned
+                        self._recovered(h)
+                        backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure restarts the sink

@@ -60,7 +60,7 @@ async def _demo(args: argparse.Namespace) -> int:
             for n in p.notes:
                 print(f"      {n}")
         print(f"Files in {workdir}:")
-        print(f"  readings.jsonl  (every reading)   csv/  (one file per device type)   state.json  (latest values)")
+        print("  readings.jsonl  (every reading)   csv/  (one file per device type)   state.json  (latest values)")
         print(f"  history.sqlite  (query: solarbridge history --db {workdir / 'history.sqlite'} "
               f"--device synthetic-home --metric pv_power_w --since 1h)")
         if api_ok:
