@@ -1,0 +1,316 @@
+"""Per-flow TCP stream reassembly for the dongle's reports (sans-IO: segments in, report payloads out).
+
+The original tool looks at one TCP segment at a time, so a report split across segments is lost and a
+retransmitted segment is decoded twice. Here each direction of each TCP connection is a byte stream rebuilt
+from sequence numbers: duplicate and overlapping bytes are trimmed, segments that arrive early wait for the
+gap to fill, and the stream is cut into messages.
+
+The format has no length header, so message boundaries are inferred: a message starts at a segment that
+begins with 0xA5, and a report is 292 or 302 bytes from such a start that ends where a segment ends (or
+where the next 0xA5-led message begins in the same segment). A 292-byte message could be the first part of
+a 302-byte report split at that very byte; such a message is held until the next data of the flow, the flow's
+end or ``hold`` seconds of capture time, unless the flow has already shown its layout or the layout is fixed.
+Memory is bounded: at most ``max_flows`` flows and ``max_pending`` bytes of out-of-order data per flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from .fields import LAYOUTS, MAGIC
+
+SYN, FIN, RST = 0x02, 0x01, 0x04
+_SHORT, _LONG = min(LAYOUTS), max(LAYOUTS)
+_MOD = 1 << 32
+_HALF = 1 << 31
+
+
+def _rel(a: int, b: int) -> int:
+    """a - b in 32-bit sequence space, as a signed distance."""
+    d = (a - b) % _MOD
+    return d - _MOD if d >= _HALF else d
+
+
+@dataclass(slots=True)
+class _Flow:
+    nxt: int | None = None
+    buf: bytearray = field(default_factory=bytearray)
+    #: offsets in ``buf`` where a segment began (always starts with 0 when buf is not empty)
+    starts: list[int] = field(default_factory=list)
+    buf_since: float = 0.0
+    ooo: dict[int, bytes] = field(default_factory=dict)
+    ooo_bytes: int = 0
+    ooo_since: float = 0.0
+    layout: int | None = None
+    last: float = 0.0
+
+
+@dataclass(slots=True)
+class Stats:
+    segments: int = 0
+    retransmissions: int = 0  # segments carrying only bytes already seen
+    overlap_bytes: int = 0  # repeated bytes trimmed from partly new segments
+    out_of_order: int = 0
+    gaps: int = 0  # holes never filled (capture loss): stream resynchronised
+    unknown_messages: int = 0
+    skipped_bytes: int = 0  # stream bytes that were not part of any 0xA5-led message
+    flows_evicted: int = 0
+    reports: int = 0
+
+
+class Reassembler:
+    """Feed TCP segments of any number of flows; get back complete report payloads, each exactly once."""
+
+    def __init__(self, *, layout: int | None = None, hold: float = 2.0, max_flows: int = 4096,
+                 max_pending: int = 65536, flow_idle: float = 900.0) -> None:
+        if layout is not None and layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS} or None (auto)")
+        self.layout = layout
+        self.hold = hold
+        self.max_flows = max_flows
+        self.max_pending = max_pending
+        self.flow_idle = flow_idle
+        self.flows: dict[Hashable, _Flow] = {}
+        self.stats = Stats()
+        #: length -> count of 0xA5-led messages that are not reports (the source logs each length once)
+        self.unknown_lengths: dict[int, int] = {}
+        self._now = 0.0
+        self._next_sweep = 0.0
+
+    # ------------------------------------------------------------------ input
+    def feed(self, ts: float, flow_key: Hashable, seq: int, flags: int, payload: bytes) -> list[tuple[float, bytes]]:
+        """One TCP segment of flow ``flow_key`` (one direction) captured at ``ts``; returns finished reports."""
+        out: list[tuple[float, bytes]] = []
+        if ts > self._now:
+            self._now = ts
+        if ts >= self._next_sweep:
+            self._next_sweep = ts + min(self.hold, 1.0) / 2
+            self._sweep(ts, out)
+        self.stats.segments += 1
+        flows = self.flows
+        fl = flows.get(flow_key)
+        if fl is None:
+            if not payload and not (flags & SYN):
+                return out
+            if len(flows) >= self.max_flows:
+                self._evict(out)
+            fl = flows[flow_key] = _Flow()
+        fl.last = ts
+        if flags & SYN:
+            self._finish(fl, ts, out)
+            fl.nxt = (seq + 1) % _MOD
+            fl.buf.clear()
+            fl.starts.clear()
+            fl.ooo.clear()
+            fl.ooo_bytes = 0
+            seq = fl.nxt
+            if not payload:
+                return out
+        if payload:
+            if fl.nxt is None:
+                fl.nxt = seq
+            rel = _rel(seq, fl.nxt)
+            n = len(payload)
+            if rel < 0:
+                if rel + n <= 0:
+                    self.stats.retransmissions += 1
+                else:
+                    self.stats.overlap_bytes += -rel
+                    self._append(fl, ts, payload[-rel:], out)
+                    self._drain_ooo(fl, ts, out)
+            elif rel == 0:
+                self._append(fl, ts, payload, out)
+                if fl.ooo:
+                    self._drain_ooo(fl, ts, out)
+            else:
+                self.stats.out_of_order += 1
+                old = fl.ooo.get(seq)
+                if old is None or len(old) < n:
+                    if not fl.ooo:
+                        fl.ooo_since = ts
+                    fl.ooo[seq] = bytes(payload)
+                    fl.ooo_bytes += n - (len(old) if old else 0)
+                if fl.ooo_bytes > self.max_pending:
+                    self._skip_gap(fl, ts, out)
+        if flags & (FIN | RST):
+            self._finish(fl, ts, out)
+            del flows[flow_key]
+        return out
+
+    def poll(self, now: float) -> list[tuple[float, bytes]]:
+        """Resolve held messages and gaps older than ``hold`` at time ``now`` (live capture calls this on idle)."""
+        out: list[tuple[float, bytes]] = []
+        if now > self._now:
+            self._now = now
+        self._sweep(now, out)
+        return out
+
+    def close(self) -> list[tuple[float, bytes]]:
+        """End of capture: resolve everything still held."""
+        out: list[tuple[float, bytes]] = []
+        for fl in self.flows.values():
+            if fl.ooo:
+                self._skip_gap(fl, fl.last, out)
+            self._finish(fl, fl.last, out)
+        self.flows.clear()
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _evict(self, out: list[tuple[float, bytes]]) -> None:
+        key = min(self.flows, key=lambda k: self.flows[k].last)
+        fl = self.flows.pop(key)
+        self._finish(fl, fl.last, out)
+        self.stats.flows_evicted += 1
+
+    def _sweep(self, now: float, out: list[tuple[float, bytes]]) -> None:
+        hold = self.hold
+        dead = []
+        for key, fl in self.flows.items():
+            if fl.ooo and now - fl.ooo_since >= hold:
+                self._skip_gap(fl, now, out)
+            if fl.buf and now - fl.buf_since >= hold:
+                self._finish(fl, now, out)
+            if now - fl.last >= self.flow_idle and not fl.buf and not fl.ooo:
+                dead.append(key)
+        for key in dead:
+            del self.flows[key]
+
+    def _skip_gap(self, fl: _Flow, ts: float, out: list[tuple[float, bytes]]) -> None:
+        """Bytes before the earliest waiting segment were never captured: drop the partial message, resync."""
+        assert fl.nxt is not None
+        nxt = fl.nxt
+        first = min(fl.ooo, key=lambda s: _rel(s, nxt))
+        self.stats.gaps += 1
+        self._drop_partial(fl)
+        fl.nxt = first
+        self._drain_ooo(fl, ts, out)
+
+    def _drop_partial(self, fl: _Flow) -> None:
+        if fl.buf:
+            if fl.buf[0] == MAGIC:
+                self._unknown(len(fl.buf))
+            else:
+                self.stats.skipped_bytes += len(fl.buf)
+        fl.buf.clear()
+        fl.starts.clear()
+
+    def _drain_ooo(self, fl: _Flow, ts: float, out: list[tuple[float, bytes]]) -> None:
+        while fl.ooo:
+            nxt = fl.nxt
+            assert nxt is not None
+            progressed = False
+            for s in sorted(fl.ooo, key=lambda s: _rel(s, nxt)):
+                rel = _rel(s, nxt)
+                if rel > 0:
+                    break
+                data = fl.ooo.pop(s)
+                fl.ooo_bytes -= len(data)
+                if rel + len(data) <= 0:
+                    self.stats.retransmissions += 1
+                    continue
+                if rel < 0:
+                    self.stats.overlap_bytes += -rel
+                self._append(fl, ts, data[-rel:] if rel else data, out)
+                progressed = True
+                break
+            if not progressed:
+                break
+        if not fl.ooo:
+            fl.ooo_bytes = 0
+        else:
+            fl.ooo_since = ts
+
+    def _append(self, fl: _Flow, ts: float, data: bytes, out: list[tuple[float, bytes]]) -> None:
+        """In-order stream bytes (one segment's worth) arrive."""
+        assert fl.nxt is not None
+        fl.nxt = (fl.nxt + len(data)) % _MOD
+        buf = fl.buf
+        if not buf:
+            n = len(data)
+            # fast path: a whole report in one segment, layout known or unambiguous
+            if data[0] == MAGIC and n in LAYOUTS and (n == _LONG or self._known(fl) == _SHORT):
+                self._emit(fl, ts, bytes(data), out)
+                return
+            if data[0] != MAGIC:
+                self.stats.skipped_bytes += n
+                return
+            fl.buf_since = ts
+        fl.starts.append(len(buf))
+        buf += data
+        self._scan(fl, ts, out, final=False)
+
+    def _known(self, fl: _Flow) -> int | None:
+        return self.layout or fl.layout
+
+    def _scan(self, fl: _Flow, ts: float, out: list[tuple[float, bytes]], *, final: bool) -> None:
+        """Cut complete messages off the front of the flow's buffer."""
+        buf, starts = fl.buf, fl.starts
+        while buf:
+            if buf[0] != MAGIC:
+                self._drop_to_next_start(fl, unknown=False)
+                continue
+            n = len(buf)
+            known = self._known(fl)
+            cut = 0
+            for size in (LAYOUTS if known is None else (known,)):
+                if size > n:
+                    continue
+                at_boundary = size == n or size in starts
+                next_is_message = size < n and buf[size] == MAGIC
+                if not (at_boundary or next_is_message):
+                    continue
+                if size == _SHORT and known is None and _LONG in LAYOUTS:
+                    # could be the head of a 302-byte report split at byte 292
+                    if n == _SHORT and not final:
+                        return  # wait for more data, the flow's end or the hold timeout
+                    if n > _SHORT and buf[_SHORT] != MAGIC:
+                        continue  # the stream goes on without a new message: try the longer layout
+                cut = size
+                break
+            if cut:
+                msg = bytes(buf[:cut])
+                del buf[:cut]
+                fl.starts[:] = [s - cut for s in starts if s > cut]
+                starts = fl.starts
+                if buf:
+                    if not starts or starts[0] != 0:
+                        starts.insert(0, 0)
+                    fl.buf_since = ts
+                self._emit(fl, ts, msg, out)
+                continue
+            if n > _LONG or final or (known is not None and n > known):
+                self._drop_to_next_start(fl, unknown=True)
+                continue
+            return  # not enough data yet
+
+    def _drop_to_next_start(self, fl: _Flow, *, unknown: bool) -> None:
+        """Drop the message at the front: up to the next segment start that begins with 0xA5."""
+        buf, starts = fl.buf, fl.starts
+        cut = len(buf)
+        for s in starts:
+            if s > 0 and buf[s] == MAGIC:
+                cut = s
+                break
+        if unknown:
+            self._unknown(cut)
+        else:
+            self.stats.skipped_bytes += cut
+        del buf[:cut]
+        fl.starts[:] = [s - cut for s in starts if s >= cut]
+
+    def _unknown(self, length: int) -> None:
+        self.stats.unknown_messages += 1
+        self.unknown_lengths[length] = self.unknown_lengths.get(length, 0) + 1
+
+    def _emit(self, fl: _Flow, ts: float, msg: bytes, out: list[tuple[float, bytes]]) -> None:
+        if self.layout is None:
+            fl.layout = len(msg)
+        self.stats.reports += 1
+        out.append((ts, msg))
+
+    def _finish(self, fl: _Flow, ts: float, out: list[tuple[float, bytes]]) -> None:
+        """No more data will follow what is buffered (flow end, timeout): resolve it."""
+        if fl.buf:
+            self._scan(fl, ts, out, final=True)
+            self._drop_partial(fl)
