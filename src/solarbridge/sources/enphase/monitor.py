@@ -90,6 +90,8 @@ class HttpGateway:
         self.rep = reporter or Reporter()
         self.requests = 0
         self.failures = 0
+        #: set when the gateway refused the token (HTTP 401): the monitor then logs in again
+        self.unauthorized = False
         self._client = httpx.AsyncClient(verify=False, timeout=timeout, follow_redirects=False)
 
     def begin_poll(self) -> None:
@@ -111,6 +113,7 @@ class HttpGateway:
                 continue
             if resp.status_code >= 400:
                 self.rep.debug(f"{url}: HTTP {resp.status_code}")
+                self.unauthorized = self.unauthorized or resp.status_code == 401
                 if resp.status_code < 500 and resp.status_code not in (408, 429):
                     break  # like curl --retry: only transient errors are retried
                 continue
@@ -319,6 +322,11 @@ class TokenStore:
         except OSError as e:
             raise Fatal(f"Unable to write token file '{self.path}': {e.strerror}") from None
 
+    def invalidate(self) -> None:
+        self.token = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
     async def get(self) -> str:
         token = self.token or self._read_file()
         if token:
@@ -419,6 +427,11 @@ class Monitor:
             self.rep.debug(f"relay state: {state}")
         if state != "nocomms":
             await self._details(token)
+        if getattr(self.gw, "unauthorized", False):
+            # the original keeps a refused token forever (nocomms until restarted); renew it instead
+            self.gw.unauthorized = False  # type: ignore[attr-defined]
+            self.rep.info("Gateway refused the token, logging in again at the next poll")
+            self.tokens.invalidate()
         self.state = state
         self.inputs.status = STATUS_OF_STATE.get(state, "")
         self.rep.debug(f"current state: {state}")
