@@ -1,0 +1,154 @@
+"""The monitor's protocol logic without I/O: bytes in, actions out.
+
+:class:`Monitor` is what semonitor does with each received message (decrypt, parse, answer as the
+monitoring server or RS485 master, emit JSON objects); the transports only move bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import functions as fn
+from .crypto import DecryptError, SessionCipher
+from .devices import RecordError
+from .framing import Frame, FrameError, StreamDecoder, decode, encode
+from .messages import gmt_payload, parse_data
+
+UPDATE_SIZE = 0x80000
+
+
+@dataclass(slots=True)
+class Received:
+    """One valid message (after decryption when it came wrapped in 0x003d)."""
+
+    frame: Frame
+    data: Any
+    encrypted: bool = False
+
+
+@dataclass(slots=True)
+class Failed:
+    """A valid frame whose payload could not be decoded (semonitor drops it, sends no reply)."""
+
+    frame: Frame
+    error: Exception
+
+
+@dataclass(slots=True)
+class Output:
+    """An object for the JSON output (one line)."""
+
+    obj: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Send:
+    """Bytes to write to the peer."""
+
+    data: bytes
+    frame: Frame
+
+
+Action = Received | Failed | Output | Send
+
+
+def local_tz_offset(now: float) -> int:
+    return int(time.localtime(now).tm_gmtoff)
+
+
+@dataclass
+class Monitor:
+    """semonitor's message handling.
+
+    ``reply``: answer as the monitoring server / RS485 master (ACK 0x0500 and 0x0503, GMT for 0x0501).
+    ``key``: 16-byte key for the legacy encryption (0x0503/0x003d); without it 0x003d messages are dropped.
+    """
+
+    reply: bool = False
+    key: bytes | None = None
+    clock: Any = time.time
+    collect_update: bool = False
+    decoder: StreamDecoder = field(default_factory=StreamDecoder)
+    cipher: SessionCipher | None = None
+    drops: Counter[str] = field(default_factory=Counter)
+    update: bytearray | None = None
+
+    def __post_init__(self) -> None:
+        if self.collect_update:
+            self.update = bytearray(UPDATE_SIZE)
+
+    # ------------------------------------------------------------------ sending
+    def frame_bytes(self, frame: Frame) -> bytes:
+        """A frame as sent: wrapped in 0x003d when a session key is active (as semonitor does)."""
+        raw = encode(frame)
+        if self.cipher is None:
+            return raw
+        seq, payload = self.cipher.encrypt(raw)
+        return encode(Frame(seq, fn.CRYPT_FROM_ADDR, fn.BROADCAST_ADDR, fn.ENCRYPTED, payload))
+
+    def send(self, frame: Frame) -> Send:
+        return Send(self.frame_bytes(frame), frame)
+
+    # ------------------------------------------------------------------ receiving
+    def receive(self, data: bytes) -> list[Action]:
+        out: list[Action] = []
+        for frame in self.decoder.feed(data):
+            self.process(frame, out)
+        return out
+
+    def finish(self) -> list[Action]:
+        self.decoder.flush()
+        return []
+
+    def _unwrap(self, frame: Frame) -> Frame | None:
+        if self.cipher is None:
+            self.drops["encrypted_without_key"] += 1
+            return None
+        try:
+            _, plain = self.cipher.decrypt(frame.payload)
+            return decode(plain)
+        except DecryptError:
+            self.cipher = None  # as semonitor: a wrong key is forgotten until the next 0x0503
+            self.drops["decrypt"] += 1
+        except FrameError:
+            self.drops["decrypt"] += 1
+        return None
+
+    def process(self, frame: Frame, out: list[Action]) -> None:
+        encrypted = False
+        function = frame.function
+        if function == fn.KEY_EXCHANGE and self.key is not None:
+            try:
+                self.cipher = SessionCipher(self.key, frame.payload)
+            except ValueError:
+                self.drops["key_exchange"] += 1
+        elif function == fn.ENCRYPTED:
+            inner = self._unwrap(frame)
+            if inner is None:
+                return
+            frame, function, encrypted = inner, inner.function, True
+        try:
+            data = {} if function == fn.KEY_EXCHANGE else parse_data(function, frame.payload)
+        except RecordError as e:
+            self.drops["record"] += 1
+            out.append(Failed(frame, e))
+            return
+        out.append(Received(frame, data, encrypted))
+        if function == fn.POST_DATA and frame.payload:
+            out.append(Output(data))
+        elif function == 0x0021 and self.update is not None and isinstance(data, dict):
+            off, chunk = data["offset"], data["data"]
+            if 0 <= off < UPDATE_SIZE:
+                self.update[off:off + len(chunk)] = chunk[:UPDATE_SIZE - off]
+        if self.reply:
+            answer: Frame | None = None
+            if function in (fn.POST_DATA, fn.KEY_EXCHANGE):
+                answer = frame.reply(fn.ACK)
+            elif function == fn.GET_GMT:
+                now = self.clock()
+                answer = frame.reply(fn.GMT_RESPONSE, gmt_payload(int(now), local_tz_offset(now)))
+            if answer is not None:
+                out.append(self.send(answer))
