@@ -1,0 +1,595 @@
+"""seextract core: capture parsing (checked against dpkt's readers), packet decoding, TCP reassembly,
+connection selection and the frame-aligned output stream.
+
+Captures here are built with dpkt (an independent implementation of the formats). Real tcpdump
+captures are in test_extract_tcpdump.py.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import socket
+import struct
+from pathlib import Path
+
+import dpkt
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from solarbridge.sources.solaredge import extract as ex
+from solarbridge.sources.solaredge.framing import Frame, StreamDecoder, decode, encode
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "solaredge-tools"
+
+INV, SRV = "192.168.1.50", "217.68.152.66"
+INV_ID = 0x7F104920
+MASTER = 0xFFFFFFFE
+
+
+# ---------------------------------------------------------------------------------------------
+# capture building (dpkt)
+
+
+def recorded_frames() -> dict[str, bytes]:
+    out = {}
+    for line in (DATA / "frames.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, hexs = line.split()
+            out[name] = bytes.fromhex(hexs)
+    return out
+
+
+def tcp(src: str, dst: str, sport: int, dport: int, seq: int, flags: int = dpkt.tcp.TH_ACK,
+        data: bytes = b"", *, link: str = "eth", opts: bytes = b"") -> bytes:
+    """One captured frame carrying a TCP segment."""
+    seg = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq & 0xFFFFFFFF, flags=flags, data=data, opts=opts)
+    seg.off = (20 + len(opts)) // 4
+    if ":" in src:
+        ip6 = dpkt.ip6.IP6(src=socket.inet_pton(socket.AF_INET6, src), dst=socket.inet_pton(socket.AF_INET6, dst),
+                           nxt=6, hlim=64, data=seg, plen=len(bytes(seg)))
+        ipb, etype = bytes(ip6), 0x86DD
+    else:
+        ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=6, data=seg)
+        ip.len = 20 + len(bytes(seg))
+        ipb, etype = bytes(ip), 0x0800
+    if link == "raw":
+        return ipb
+    return bytes(dpkt.ethernet.Ethernet(src=b"\x00\x27\x02\x11\x22\x33", dst=b"\x02" * 6, type=etype, data=ipb))
+
+
+def pcap_bytes(frames: list[bytes], linktype: int = 1, nano: bool = False) -> bytes:
+    buf = io.BytesIO()
+    w = dpkt.pcap.Writer(buf, linktype=linktype, nano=nano)
+    for i, f in enumerate(frames):
+        w.writepkt(f, ts=1_700_000_000 + i / 1000)
+    return buf.getvalue()
+
+
+class Conversation:
+    """An inverter<->server TCP connection as a list of captured frames, with the true byte streams."""
+
+    def __init__(self, inv: str = INV, srv: str = SRV, sport: int = 40123, dport: int = 22222,
+                 isn_c: int = 1000, isn_s: int = 5000, syn: bool = True) -> None:
+        self.inv, self.srv, self.sport, self.dport = inv, srv, sport, dport
+        self.c, self.s = isn_c + 1, isn_s + 1
+        self.to_server = bytearray()
+        self.from_server = bytearray()
+        self.packets: list[bytes] = []
+        if syn:
+            self.packets += [tcp(inv, srv, sport, dport, isn_c, dpkt.tcp.TH_SYN),
+                             tcp(srv, inv, dport, sport, isn_s, dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK),
+                             tcp(inv, srv, sport, dport, self.c)]
+
+    def send(self, data: bytes, *, from_server: bool = False, pieces: int = 1) -> list[bytes]:
+        """Segments for ``data`` (split in ``pieces``), appended in order; returns them too."""
+        cuts = sorted(random.sample(range(1, len(data)), pieces - 1)) if pieces > 1 and len(data) > pieces else []
+        parts = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        segs = []
+        for p in parts:
+            if from_server:
+                segs.append(tcp(self.srv, self.inv, self.dport, self.sport, self.s, data=p))
+                self.s += len(p)
+            else:
+                segs.append(tcp(self.inv, self.srv, self.sport, self.dport, self.c, data=p))
+                self.c += len(p)
+        (self.from_server if from_server else self.to_server).extend(data)
+        self.packets += segs
+        return segs
+
+    def close(self) -> None:
+        F = dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK
+        self.packets += [tcp(self.inv, self.srv, self.sport, self.dport, self.c, F),
+                         tcp(self.srv, self.inv, self.dport, self.sport, self.s, F)]
+
+
+def telemetry(i: int, size: int = 300) -> bytes:
+    return encode(Frame(i, INV_ID, MASTER, 0x0500, random.Random(i).randbytes(size)))
+
+
+def ack(i: int) -> bytes:
+    return encode(Frame(i, MASTER, INV_ID, 0x0080))
+
+
+def extract(packets: list[bytes], server: str | None = SRV, linktype: int = 1, **kw: object) -> tuple[bytes, dict]:
+    e = ex.make_extractor(server, resolver=_offline, **kw)  # type: ignore[arg-type]
+    out = b"".join(ex.iter_streams(io.BytesIO(pcap_bytes(packets, linktype)), extractor=e))
+    return out, dict(e.stats)
+
+
+def _offline(name: str) -> list[str]:
+    raise OSError(-2, "Name or service not known")
+
+
+# ---------------------------------------------------------------------------------------------
+# capture files
+
+
+def _random_packets(n: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.randint(0, 1600)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("nano", [False, True])
+def test_pcap_records_match_dpkt_reader_in_any_chunking(nano: bool) -> None:
+    pkts = _random_packets(200)
+    raw = pcap_bytes(pkts, linktype=113, nano=nano)
+    theirs = [bytes(b) for _ts, b in dpkt.pcap.Reader(io.BytesIO(raw))]
+    rng = random.Random(7)
+    for _ in range(5):
+        p = ex.CaptureParser()
+        got, pos = [], 0
+        while pos < len(raw):
+            n = rng.randint(1, 5000)
+            got += p.feed(raw[pos:pos + n])
+            pos += n
+        assert [lt for lt, _ in got] == [113] * len(pkts)
+        assert [d for _, d in got] == theirs == pkts
+        assert p.leftover == 0
+
+
+def test_big_endian_pcap() -> None:
+    pkts = _random_packets(20, seed=3)
+    body = b"".join(struct.pack(">IIII", 1, 2, len(p), len(p)) + p for p in pkts)
+    raw = struct.pack(">IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101) + body
+    p = ex.CaptureParser()
+    assert p.feed(raw) == [(101, d) for d in pkts]
+
+
+def test_pcapng_matches_dpkt_reader() -> None:
+    pkts = _random_packets(100, seed=5)
+    buf = io.BytesIO()
+    w = dpkt.pcapng.Writer(buf, linktype=1)
+    for i, pk in enumerate(pkts):
+        w.writepkt(pk, ts=1_700_000_000 + i)
+    raw = buf.getvalue()
+    theirs = [bytes(b) for _ts, b in dpkt.pcapng.Reader(io.BytesIO(raw))]
+    p = ex.CaptureParser()
+    got = []
+    for i in range(0, len(raw), 333):
+        got += p.feed(raw[i:i + 333])
+    assert [d for _, d in got] == theirs == pkts
+
+
+def _block(btype: int, body: bytes, e: str = "<") -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    n = len(body) + 12
+    return struct.pack(e + "II", btype, n) + body + struct.pack(e + "I", n)
+
+
+@pytest.mark.parametrize("e", ["<", ">"])
+def test_pcapng_interfaces_simple_packets_and_unknown_blocks(e: str) -> None:
+    shb = _block(0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1), e)
+    idb_eth = _block(1, struct.pack(e + "HHI", 1, 0, 65535), e)
+    idb_raw = _block(1, struct.pack(e + "HHI", 101, 0, 65535), e)
+    a, b, c = b"ethernet-frame", b"raw-ip-packet", b"simple"
+
+    def epb(iface: int, data: bytes) -> bytes:
+        return _block(6, struct.pack(e + "IIIII", iface, 0, 0, len(data), len(data)) + data, e)
+
+    nrb = _block(4, b"\x00" * 8, e)  # name resolution block: skipped
+    spb = _block(3, struct.pack(e + "I", len(c)) + c, e)
+    raw = shb + idb_eth + idb_raw + epb(0, a) + nrb + epb(1, b) + spb + epb(7, b"no such interface")
+    assert ex.CaptureParser().feed(raw) == [(1, a), (101, b), (1, c)]
+
+
+def test_not_a_capture_and_corruption() -> None:
+    with pytest.raises(ex.CaptureError, match="not a pcap"):
+        ex.CaptureParser().feed(b"GIF89a....")
+    raw = pcap_bytes([b"abc"]) + struct.pack("<IIII", 0, 0, 0x7FFFFFFF, 0)
+    p = ex.CaptureParser()
+    with pytest.raises(ex.CaptureError):
+        p.feed(raw)
+    assert p.feed(b"more") == []  # stays failed, never raises twice
+
+
+# ---------------------------------------------------------------------------------------------
+# packet decoding
+
+
+def test_decode_link_types_and_ip_versions() -> None:
+    seg = dpkt.tcp.TCP(sport=1234, dport=22222, seq=77, flags=dpkt.tcp.TH_ACK, data=b"hello")
+    ip = dpkt.ip.IP(src=b"\x0a\0\0\x01", dst=b"\x0a\0\0\x02", p=6, data=seg)
+    ip.len = 20 + len(bytes(seg))
+    ipb = bytes(ip)
+    cases = {
+        1: b"\x02" * 12 + b"\x08\x00" + ipb,
+        101: ipb,
+        228: ipb,
+        113: b"\x00\x00\x03\x04\x00\x06" + b"\x00" * 8 + b"\x08\x00" + ipb,
+        276: b"\x08\x00\x00\x00" + b"\x00" * 16 + ipb,
+        0: struct.pack("<I", 2) + ipb,
+        108: struct.pack(">I", 2) + ipb,
+    }
+    vlan = b"\x02" * 12 + b"\x81\x00\x00\x05" + b"\x88\xa8\x00\x06" + b"\x08\x00" + ipb
+    for lt, frame in [*cases.items(), (1, vlan)]:
+        s = ex.decode_packet(lt, frame)
+        assert isinstance(s, ex.Segment), lt
+        assert (s.sport, s.dport, s.seq, s.payload, s.missing) == (1234, 22222, 77, b"hello", 0)
+        assert socket.inet_ntoa(s.src) == "10.0.0.1"
+
+
+def test_ethernet_padding_ip_options_tcp_options_and_ipv6_extension_headers() -> None:
+    # a 3-byte segment is padded to Ethernet's 60-byte minimum: the padding is not data
+    f = tcp(INV, SRV, 1, 22222, 5, data=b"abc")
+    padded = f + b"\0" * (60 - len(f))
+    s = ex.decode_packet(1, padded)
+    assert isinstance(s, ex.Segment) and s.payload == b"abc"
+    s = ex.decode_packet(1, tcp(INV, SRV, 1, 22222, 5, data=b"xyz", opts=b"\x01\x01\x08\x0a" + b"\0" * 8))
+    assert isinstance(s, ex.Segment) and s.payload == b"xyz"
+    # IPv4 header with 4 bytes of options (IHL 6)
+    seg = bytes(dpkt.tcp.TCP(sport=9, dport=22222, seq=1, data=b"opt"))
+    hdr = struct.pack(">BBHHHBBH4s4s", 0x46, 0, 24 + len(seg), 0, 0, 64, 6, 0, b"\1\1\1\1", b"\2\2\2\2")
+    s = ex.decode_packet(101, hdr + b"\x94\x04\0\0" + seg)
+    assert isinstance(s, ex.Segment) and s.payload == b"opt"
+    # IPv6 with a hop-by-hop header before TCP
+    hbh = bytes([6, 0]) + b"\x01\x04\0\0\0\0"
+    ip6 = struct.pack(">IHBB16s16s", 0x60000000, len(hbh) + len(seg), 0, 64, b"\0" * 15 + b"\1", b"\0" * 15 + b"\2")
+    s = ex.decode_packet(101, ip6 + hbh + seg)
+    assert isinstance(s, ex.Segment) and s.payload == b"opt" and len(s.src) == 16
+    st_ = ex.PacketStats()
+    frag = bytearray(tcp(INV, SRV, 1, 2, 3, data=b"x", link="raw"))
+    frag[6] = 0x20  # more fragments
+    assert ex.decode_packet(101, bytes(frag), st_) is None and st_["ip_fragments"] == 1
+
+
+def test_snaplen_truncated_segment_reports_missing_bytes() -> None:
+    f = tcp(INV, SRV, 1, 22222, 5, data=b"0123456789")
+    s = ex.decode_packet(1, f[:-4])
+    assert isinstance(s, ex.Segment) and s.payload == b"012345" and s.missing == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# reassembly and output
+
+
+def _decode_all(stream: bytes) -> tuple[list[Frame], StreamDecoder]:
+    dec = StreamDecoder()
+    frames = dec.feed(stream)
+    dec.flush()
+    return frames, dec
+
+
+def test_recorded_frames_pass_through_a_capture_unchanged() -> None:
+    frames = recorded_frames()
+    conv = Conversation()
+    for raw in frames.values():
+        conv.send(raw, from_server=raw[10:14] in (b"\xfe\xff\xff\xff", b"\xfd\xff\xff\xff"))
+    conv.close()
+    out, stats = extract(conv.packets, direction="both")
+    assert sorted(_split_frames(out)) == sorted(frames.values())
+    assert stats["connections"] == 1
+
+
+def _split_frames(stream: bytes) -> list[bytes]:
+    parts = stream.split(ex.MAGIC)
+    return [ex.MAGIC + p for p in parts[1:]]
+
+
+def test_retransmissions_reordering_overlaps_and_sequence_wrap() -> None:
+    rng = random.Random(42)
+    conv = Conversation(isn_c=0xFFFFFF00, isn_s=0xFFFFFFF0)
+    inv_frames = [telemetry(i, rng.randint(0, 900)) for i in range(40)]
+    segs: list[bytes] = []
+    start = conv.c
+    for f in inv_frames:
+        segs += conv.send(f, pieces=rng.randint(1, 4))
+    head = conv.packets[:3]
+    data = bytes(conv.to_server)
+    # overlapping re-segmentations of the same bytes (as after a retransmission timeout)
+    for _ in range(15):
+        a = rng.randrange(len(data) - 50)
+        b = a + rng.randint(1, 700)
+        segs.append(tcp(INV, SRV, 40123, 22222, start + a, data=data[a:b]))
+    segs += rng.sample(segs, 20)  # exact duplicates
+    rng.shuffle(segs)
+    conv.packets = head + segs
+    conv.close()
+    out, stats = extract(conv.packets, direction="to-server")
+    assert out == data
+    assert stats["out_of_order_segments"] > 10
+    assert stats["retransmitted_segments"] > 0 and stats["overlaps"] > 0
+    assert "gaps" not in stats
+    frames, dec = _decode_all(out)
+    assert len(frames) == 40 and not dec.drops
+
+
+def test_both_directions_interleave_whole_frames() -> None:
+    """The server's ACK lands between two segments of a split frame; the output keeps frames whole."""
+    conv = Conversation()
+    expect_inv, expect_srv = [], []
+    for i in range(30):
+        f = telemetry(i, 1400)
+        a, b = f[:700], f[700:]
+        conv.send(a)
+        if i:
+            conv.send(ack(i - 1), from_server=True)  # the reply to the previous frame
+            expect_srv.append(i - 1)
+        conv.send(b)
+        expect_inv.append(i)
+    conv.close()
+    out, _ = extract(conv.packets)
+    frames, dec = _decode_all(out)
+    assert not dec.drops
+    assert [f.seq for f in frames if f.function == 0x0500] == expect_inv
+    assert [f.seq for f in frames if f.function == 0x0080] == expect_srv
+    # only one side
+    assert extract(conv.packets, direction="to-server")[0] == bytes(conv.to_server)
+    assert extract(conv.packets, direction="from-server")[0] == bytes(conv.from_server)
+
+
+def test_capture_starting_mid_connection_and_a_lost_segment() -> None:
+    conv = Conversation(syn=False)
+    frames = [telemetry(i, 500) for i in range(10)]
+    for f in frames:
+        conv.send(f, pieces=2)
+    # the capture begins in the middle of frame 0, and the first piece of frame 5 was never captured
+    lost = conv.packets[10]
+    packets = conv.packets[1:10] + conv.packets[11:]
+    out, stats = extract(packets)
+    assert stats["gaps"] == 1 and stats["gap_bytes"] == len(ex.decode_packet(1, lost).payload)
+    got, dec = _decode_all(out)
+    assert [f.seq for f in got] == [1, 2, 3, 4, 6, 7, 8, 9]
+    assert [encode(f) for f in got] == [frames[i] for i in (1, 2, 3, 4, 6, 7, 8, 9)]
+
+
+def test_pending_limit_gives_up_a_hole_without_waiting_for_the_end() -> None:
+    delivered: list[bytes] = []
+    r = ex.StreamReassembler(delivered.append, ex.PacketStats(), max_pending=1000)
+    r.segment(100, ex.SYN, b"")
+    r.segment(101, 0, b"a" * 10)
+    for k in range(3):  # bytes 111..120 never arrive
+        r.segment(121 + 300 * k, 0, b"b" * 300)
+    assert b"".join(delivered) == b"a" * 10  # 900 bytes wait behind the hole
+    r.segment(121 + 900, 0, b"c" * 300)  # 1200 pending > 1000: the hole is given up
+    assert b"".join(delivered) == b"a" * 10 + b"b" * 900 + b"c" * 300
+    assert r.stats["gap_bytes"] == 10
+    r.segment(121 + 1200, 0, b"d")
+    assert delivered[-1] == b"d"
+
+
+def test_port_reuse_new_connection_same_four_tuple() -> None:
+    a = Conversation(isn_c=10, isn_s=20)
+    a.send(telemetry(1))
+    a.close()
+    b = Conversation(isn_c=900000, isn_s=7)
+    b.send(telemetry(2))
+    b.close()
+    out, stats = extract(a.packets + b.packets, direction="to-server")
+    assert out == telemetry(1) + telemetry(2)
+    assert stats["connections"] == 2
+
+
+def test_rst_and_missing_fin_still_deliver_everything() -> None:
+    a = Conversation(sport=1)
+    a.send(telemetry(1))
+    a.packets.append(tcp(SRV, INV, 22222, 1, a.s, dpkt.tcp.TH_RST))
+    b = Conversation(sport=2)
+    b.send(telemetry(2))  # capture ends without FIN
+    out, _ = extract(a.packets + b.packets, direction="to-server")
+    assert out == telemetry(1) + telemetry(2)
+
+
+def test_truncated_capture_snaplen() -> None:
+    conv = Conversation()
+    for i in range(5):
+        conv.send(telemetry(i, 200))
+    packets = [p[:120] for p in conv.packets]  # snaplen 120: every data segment loses its tail
+    out, stats = extract(packets, direction="to-server")
+    assert stats["truncated_packets"] == 5 and stats["gaps"] == 5
+    assert len(out) == 5 * (120 - 54)
+
+
+# ---------------------------------------------------------------------------------------------
+# which connections
+
+
+def _other_traffic() -> list[bytes]:
+    https = Conversation(srv="93.184.216.34", dport=443, sport=50000)
+    https.send(telemetry(99) + b"looks like SolarEdge but is not")  # magic inside unrelated traffic
+    return https.packets
+
+
+def test_server_by_address_ignores_other_connections() -> None:
+    conv = Conversation()
+    conv.send(telemetry(1))
+    out, stats = extract(_other_traffic() + conv.packets, server=SRV)
+    assert out == telemetry(1) and stats["connections"] == 1
+
+
+def test_server_given_by_address_takes_only_that_address() -> None:
+    other = Conversation(srv="198.51.100.9")
+    other.send(telemetry(5))
+    conv = Conversation()
+    conv.send(telemetry(1))
+    assert extract(other.packets + conv.packets, server=SRV)[0] == telemetry(1)
+
+
+def test_unresolvable_name_falls_back_to_port_22222() -> None:
+    conv = Conversation(srv="198.51.100.9")
+    conv.send(telemetry(1))
+    out, stats = extract(_other_traffic() + conv.packets, server="prod.solaredge.com")
+    assert out == telemetry(1) and stats["connections"] == 1
+
+
+def test_resolved_name_and_default_server() -> None:
+    conv = Conversation(dport=80)  # the inverter fell back to port 80
+    conv.send(telemetry(1))
+    e = ex.make_extractor("se.example", resolver=lambda n: [SRV])
+    assert e.server_addrs == {socket.inet_aton(SRV)} and not e.ports
+    out = b"".join(ex.iter_streams(io.BytesIO(pcap_bytes(conv.packets)), extractor=e))
+    assert out == telemetry(1)
+    # default server: its address plus port 22222 (addresses change over the years)
+    e = ex.make_extractor(None, resolver=lambda n: ["203.0.113.1"])
+    assert e.ports == {22222}
+
+
+def test_dns_answer_in_the_capture_identifies_the_server() -> None:
+    """Offline, the name does not resolve, but the capture holds the inverter's own DNS lookup."""
+    dns = dpkt.dns.DNS(id=1, qr=1, rcode=0, qd=[dpkt.dns.DNS.Q(name="prod.solaredge.com", type=1)])
+    cname = dpkt.dns.DNS.RR(name="prod.solaredge.com", type=5, cls=1, ttl=60)
+    cname.cname = "prod-lb.solaredge.com"
+    a = dpkt.dns.DNS.RR(name="prod-lb.solaredge.com", type=1, cls=1, ttl=60, rdata=socket.inet_aton("203.0.113.7"))
+    dns.an = [cname, a]
+    udp = dpkt.udp.UDP(sport=53, dport=5353, data=bytes(dns))
+    udp.ulen = 8 + len(bytes(dns))
+    ip = dpkt.ip.IP(src=socket.inet_aton("192.168.1.1"), dst=socket.inet_aton(INV), p=17, data=udp)
+    ip.len = 20 + udp.ulen
+    answer = bytes(dpkt.ethernet.Ethernet(src=b"\2" * 6, dst=b"\2" * 6, type=0x0800, data=ip))
+    conv = Conversation(srv="203.0.113.7", dport=80)
+    conv.send(telemetry(3))
+    out, _ = extract([answer, *conv.packets], server=None)
+    assert out == telemetry(3)
+    # without the DNS answer, port 80 traffic is not taken
+    assert extract(conv.packets, server=None)[0] == b""
+
+
+def test_ipv6_connection() -> None:
+    conv = Conversation(inv="2001:db8::50", srv="2001:db8::1")
+    conv.send(telemetry(8), pieces=3)
+    conv.close()
+    assert extract(conv.packets, server="2001:db8::1", direction="to-server")[0] == telemetry(8)
+
+
+# ---------------------------------------------------------------------------------------------
+# files and directories
+
+
+def test_directory_in_natural_order_with_a_connection_spanning_files(tmp_path: Path) -> None:
+    conv = Conversation()
+    for i in range(12):
+        conv.send(telemetry(i, 100))
+    conv.close()
+    pk = conv.packets
+    # tcpdump -C names: cap, cap1, cap2 ... cap10 (name order would put cap10 before cap2)
+    names = ["cap", "cap1", "cap2", "cap10"]
+    chunks = [pk[0:4], pk[4:8], pk[8:12], pk[12:]]
+    for name, chunk in zip(names, chunks, strict=True):
+        (tmp_path / name).write_bytes(pcap_bytes(chunk))
+    (tmp_path / "notes.txt").write_text("not a capture\n")
+    e = ex.make_extractor(SRV, direction="to-server")
+    out = b"".join(ex.iter_streams(tmp_path, extractor=e))
+    assert out == bytes(conv.to_server)
+    assert e.stats["capture_errors"] == 1 and "gaps" not in e.stats
+
+
+def test_stream_reader_reads_in_any_sizes() -> None:
+    conv = Conversation()
+    for i in range(20):
+        conv.send(telemetry(i))
+    reader = ex.StreamReader(ex.iter_streams(io.BytesIO(pcap_bytes(conv.packets)), SRV, direction="to-server"))
+    got = bytearray()
+    n = 1
+    while chunk := reader.read(n):
+        got += chunk
+        n = n * 3 % 1000 + 1
+    assert bytes(got) == bytes(conv.to_server)
+
+
+# ---------------------------------------------------------------------------------------------
+# fuzzing: random segment orders, duplicates, overlaps, garbage
+
+
+@given(data=st.binary(min_size=1, max_size=3000), seed=st.integers(0, 2**32 - 1),
+       isn=st.integers(0, 2**32 - 1), frames=st.booleans())
+def test_fuzz_reassembly_restores_the_stream(data: bytes, seed: int, isn: int, frames: bool) -> None:
+    rng = random.Random(seed)
+    if frames:  # valid frames make the cutter take its frame path
+        data = b"".join(encode(Frame(i, 1, 2, 0x0500, data[i * 50:(i + 1) * 50])) for i in range(len(data) // 50 + 1))
+    n = len(data)
+    segs = []
+    pos = 0
+    while pos < n:  # a covering segmentation
+        k = rng.randint(1, 400)
+        segs.append((pos, pos + k))
+        pos += k
+    for _ in range(rng.randint(0, 10)):  # overlapping extra segments and duplicates
+        a = rng.randrange(n)
+        segs.append((a, min(n, a + rng.randint(1, 500))))
+    rng.shuffle(segs)
+    pk = [tcp(INV, SRV, 1, 22222, isn, dpkt.tcp.TH_SYN)]
+    pk += [tcp(INV, SRV, 1, 22222, isn + 1 + a, data=data[a:b]) for a, b in segs]
+    out, stats = extract(pk, direction="to-server")
+    assert out == data
+    assert "gaps" not in stats
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 0x3F), st.binary(max_size=200)), max_size=60))
+def test_fuzz_reassembler_with_arbitrary_segments_never_fails(segs: list[tuple[int, int, bytes]]) -> None:
+    out: list[bytes] = []
+    r = ex.StreamReassembler(out.append, ex.PacketStats(), max_pending=2000)
+    for seq, flags, payload in segs:
+        r.segment(seq, flags, payload)
+    r.flush()
+    assert sum(map(len, out)) <= sum(len(p) for _s, _f, p in segs)
+
+
+@given(st.binary(max_size=2000), st.integers(1, 300), st.sampled_from([b"", b"pcap", b"pcapng"]))
+def test_fuzz_capture_parser_never_crashes(data: bytes, chunk: int, prefix: bytes) -> None:
+    head = {b"": b"", b"pcap": pcap_bytes([])[:24],
+            b"pcapng": _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))}[prefix]
+    raw = head + data
+    p = ex.CaptureParser()
+    try:
+        for i in range(0, len(raw), chunk):
+            for lt, pkt in p.feed(raw[i:i + chunk]):
+                assert isinstance(lt, int) and isinstance(pkt, bytes)
+    except ex.CaptureError:
+        assert p.failed
+
+
+@given(st.sampled_from([0, 1, 12, 101, 108, 113, 228, 229, 276, 9999]), st.binary(max_size=200))
+def test_fuzz_packet_decoder_and_extractor_never_crash(linktype: int, data: bytes) -> None:
+    e = ex.Extractor(ports=range(65536), server_name="prod.solaredge.com")
+    # give every garbage packet a plausible IPv4/TCP start now and then
+    e.feed([(linktype, data), (101, b"\x45" + data), (1, b"\2" * 12 + b"\x08\x00\x45" + data)])
+    e.feed([(101, tcp(INV, SRV, 53, 22222, 1, data=data, link="raw")[:len(data) % 60 + 20])])
+    e.finish()
+    assert isinstance(e.take(), bytes)
+
+
+@given(st.binary(max_size=600))
+def test_fuzz_dns_answers_never_crash(payload: bytes) -> None:
+    e = ex.Extractor(server_name="prod.solaredge.com")
+    e._learn_dns(payload)
+
+
+@given(st.lists(st.binary(max_size=120), max_size=30))
+def test_fuzz_frame_cutter_preserves_every_byte(chunks: list[bytes]) -> None:
+    out: list[bytes] = []
+    c = ex.FrameCutter(out.append)
+    for ch in chunks:
+        c.feed(ch.replace(b"\xab", ex.MAGIC))  # plenty of magics
+    c.flush()
+    assert b"".join(out) == b"".join(ch.replace(b"\xab", ex.MAGIC) for ch in chunks)
+
+
+def test_frame_cutter_holds_only_an_incomplete_frame() -> None:
+    out: list[bytes] = []
+    c = ex.FrameCutter(out.append)
+    f = telemetry(1, 100)
+    c.feed(b"junk" + f[:30])
+    assert out == [b"junk"]
+    c.feed(f[30:] + f[:2])
+    assert out[1] == f and decode(out[1]).seq == 1
