@@ -92,3 +92,21 @@ def test_demo_runs_and_writes_history(tmp_path):
 
     store = HistoryStore(tmp_path / "history.sqlite", readonly=True)
     assert {"device_id": "synthetic-home", "device_type": "synthetic", "metric": "pv_power_w"} in store.series()
+
+
+def test_demo_ctrl_c_stops_cleanly_with_json_logs(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "solarbridge.cli.main", "demo", "--no-api", "--dir", str(tmp_path),
+                             "-v", "--log-format", "json"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    state = tmp_path / "state.json"
+    while not state.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "demo wrote no state file"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Press Ctrl-C to stop." in out and out.rstrip().endswith("demo stopped cleanly.")
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(rec["msg"] == "stopping" and rec["level"] == "info" for rec in logs)
