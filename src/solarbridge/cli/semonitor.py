@@ -1,0 +1,435 @@
+"""``semonitor``: SolarEdge inverter performance monitoring with the original's options.
+
+    semonitor [-a] [-b baud] [-c cmd[/cmd...]] [-d debugfile] [-f] [-k keyfile] [-m] [-n interface]
+              [-o outfile] [-p ports] [-r recfile] [-s inv[,inv...]] [-t 2|4|n] [-u updatefile]
+              [-v...] [-x] [--pcap FILE] [datasource]
+
+A thin driver: bytes from a transport go through :class:`~solarbridge.sources.solaredge.session.Monitor`;
+its actions (JSON objects, replies) go to the output, the peer and the record file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import re
+import sys
+import time
+from typing import Any, BinaryIO
+
+LOG_DATA = 9
+LOG_RAW = 8
+MASTER_TIMEOUT = 10.0
+MASTER_PAUSE = 5.0
+COMMAND_DELAY = 2.0
+COMMAND_TIMEOUT = 10.0
+
+log = logging.getLogger("semonitor")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # original: usage + message, exit 2
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"semonitor: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _commands(text: str) -> Any:
+    from ..sources.solaredge.commands import CommandError, parse_commands
+
+    try:
+        return parse_commands(text)
+    except CommandError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _slaves(text: str) -> list[int]:
+    out = []
+    for s in text.split(","):
+        if not re.fullmatch(r"[0-9a-fA-F]{1,8}", s):
+            raise argparse.ArgumentTypeError(f"Invalid slave ID: {s} (hex inverter id, e.g. 7f104920)")
+        out.append(int(s, 16))
+    return out
+
+
+def _ports(text: str) -> list[int]:
+    out = []
+    for p in text.split(","):
+        if not p.isdigit() or not 0 < int(p) < 65536:
+            raise argparse.ArgumentTypeError(f"Invalid port number: {p} (1..65535)")
+        out.append(int(p))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="semonitor", description="Parse SolarEdge data to extract inverter and optimizer telemetry")
+    p.add_argument("-a", dest="append", action="store_true", help="append to output and record files")
+    p.add_argument("-b", dest="baudrate", type=int, default=115200, help="baud rate for a serial data source")
+    p.add_argument("-c", dest="commands", type=_commands, default=[], help="send command functions, e.g. 12,H239/12,H23a")
+    p.add_argument("-d", dest="logfile", default="stderr", help="log to stderr, stdout, syslog or a file")
+    p.add_argument("-f", dest="follow", action="store_true", help="wait for data appended to the input file")
+    p.add_argument("-k", dest="keyfile", help="key file (32 hex chars) for encrypted inverters")
+    p.add_argument("-m", dest="master", action="store_true", help="function as an RS485 master")
+    p.add_argument("-n", dest="interface", help="run DHCP and DNS for the inverter on this interface (network mode)")
+    p.add_argument("-o", dest="outfile", default="stdout", help="JSON output file (default stdout)")
+    p.add_argument("-p", dest="ports", type=_ports, default=[22222, 22221, 80], help="ports to listen on in network mode")
+    p.add_argument("-r", dest="record", help="record every byte read and sent to this file")
+    p.add_argument("-s", dest="slaves", type=_slaves, default=[], help="comma separated inverter ids (hex)")
+    p.add_argument("-t", dest="type", choices=["2", "4", "n"], help="2=RS232, 4=RS485, n=network")
+    p.add_argument("-u", dest="updatefile", help="write firmware update data (0x0021) to this file")
+    p.add_argument("-v", dest="verbose", action="count", default=0, help="verbose: -v info .. -vvvv raw data")
+    p.add_argument("-x", dest="xerror", action="store_true", help="stop on the first data error")
+    p.add_argument("--pcap", metavar="FILE", help="decode a pcap/pcapng capture (or directory) directly")
+    p.add_argument("--listen", default="", metavar="ADDR", help="network mode: address to listen on (default all)")
+    p.add_argument("--command-delay", type=float, default=COMMAND_DELAY, help=argparse.SUPPRESS)
+    p.add_argument("--master-pause", type=float, default=MASTER_PAUSE, help=argparse.SUPPRESS)
+    p.add_argument("datasource", nargs="?", default="stdin", help="input file, serial port or - for stdin")
+    return p
+
+
+class Mode:
+    def __init__(self, serial: bool, network: bool, master: bool, commands: bool, follow: bool) -> None:
+        self.serial, self.network, self.master, self.commands, self.follow = serial, network, master, commands, follow
+
+
+def validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> Mode:
+    from ..sources.solaredge.transports import is_serial_device
+
+    if a.datasource == "-":
+        a.datasource = "stdin"
+    serial = False
+    network = a.type == "n" or bool(a.interface)
+    if a.pcap:
+        if network or a.type or a.master or a.commands:
+            p.error("--pcap decodes a capture file; it cannot be combined with -t, -n, -m or -c")
+        if a.datasource != "stdin":
+            p.error("--pcap FILE replaces the datasource; give one or the other")
+    if network:
+        if a.datasource != "stdin":
+            p.error("Input file cannot be specified for network mode")
+        if a.type in ("2", "4"):
+            p.error("-n runs network mode; it cannot be combined with -t 2 or -t 4")
+    elif a.datasource != "stdin":
+        serial = is_serial_device(a.datasource)
+    if serial:
+        a.follow = True
+        if a.type not in ("2", "4"):
+            p.error("Input device type 2 or 4 must be specified for serial device")
+    elif a.type in ("2", "4"):
+        p.error(f"{a.datasource} is not a valid serial device\n"
+                "Input device types 2 and 4 are only valid for a serial device")
+    if a.master:
+        if a.type != "4":
+            p.error("Master mode only allowed with RS485 serial device")
+        if len(a.slaves) < 1:
+            p.error("At least one slave address must be specified for master mode")
+    if a.commands:
+        if len(a.slaves) != 1:
+            p.error("Exactly one slave address must be specified for command mode")
+        if not serial and not network:
+            p.error("Command mode needs a serial device (-t 2 or -t 4) or network mode (-t n), not a file")
+    if a.baudrate <= 0:
+        p.error(f"-b baud rate must be positive, got {a.baudrate}")
+    return Mode(serial, network, a.master, bool(a.commands), a.follow)
+
+
+def setup_logging(a: argparse.Namespace) -> None:
+    logging.addLevelName(LOG_DATA, "DATA")
+    logging.addLevelName(LOG_RAW, "RAW")
+    plain = logging.Formatter("%(message)s")
+    if a.logfile == "syslog":
+        handler: logging.Handler = logging.handlers.SysLogHandler(address="/dev/log")
+    elif a.logfile == "stderr":
+        handler = logging.StreamHandler(sys.stderr)
+    elif a.logfile == "stdout":
+        handler = logging.StreamHandler(sys.stdout)
+    else:
+        handler = logging.FileHandler(a.logfile, mode="a" if a.append else "w")
+        plain = logging.Formatter("%(asctime)s %(message)s", datefmt="%b %d %H:%M:%S")
+    handler.setFormatter(plain)
+    level = {1: logging.INFO, 2: logging.DEBUG, 3: LOG_DATA, 4: LOG_RAW}.get(min(a.verbose, 4), logging.ERROR)
+    log.setLevel(level)
+    log.addHandler(handler)
+    log.propagate = False
+
+
+def hexdump(data: bytes) -> list[str]:
+    """The original's ``-vvvv`` format (``debug2hex`` turns it back into bytes)."""
+    return ["data:       " + data[i:i + 16].hex(" ") for i in range(0, len(data), 16)]
+
+
+class Runner:
+    def __init__(self, a: argparse.Namespace, mode: Mode, out: BinaryIO | None, rec: BinaryIO | None) -> None:
+        from ..sources.solaredge.crypto import read_key_file
+        from ..sources.solaredge.session import Monitor
+
+        key = read_key_file(a.keyfile) if a.keyfile else None
+        self.a, self.mode, self.out, self.rec = a, mode, out, rec
+        self.monitor = Monitor(reply=mode.network or mode.master, key=key, collect_update=bool(a.updatefile))
+        self.stream: Any = None
+        self.n_in = 0
+        self.n_out = 0
+        self.grant_ack: set[int] = set()
+        self.errors = 0
+
+    # ------------------------------------------------------------------ I/O helpers
+    def record(self, data: bytes) -> None:
+        if self.rec is not None:
+            self.rec.write(data)
+            self.rec.flush()
+
+    def send(self, data: bytes) -> None:
+        self.n_out += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s <-- message: %d length: %d", self.stream.name, self.n_out, len(data))
+            if log.isEnabledFor(LOG_RAW):
+                for line in hexdump(data):
+                    log.log(LOG_RAW, line)
+        self.stream.write(data)
+        self.record(data)
+
+    def write_obj(self, obj: dict[str, Any]) -> None:
+        from ..sources.solaredge.jsonout import line
+
+        if self.out is not None:
+            text = line(obj)
+            if log.isEnabledFor(LOG_DATA):
+                log.log(LOG_DATA, text.decode("latin-1").rstrip("\n"))
+            self.out.write(text)
+            self.out.flush()
+
+    def handle(self, data: bytes) -> list[Any]:
+        """Feed received bytes; perform the resulting actions; return the Received frames."""
+        from ..sources.solaredge.functions import MASTER_GRANT_ACK, function_name
+        from ..sources.solaredge.session import Failed, Output, Received, Send
+
+        self.record(data)
+        received = []
+        for act in self.monitor.receive(data):
+            if isinstance(act, Received):
+                self.n_in += 1
+                fr = act.frame
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s --> message: %d length: %d function: %04x %s seq: %04x from: %08x to: %08x%s",
+                              self.stream.name, self.n_in, len(fr.payload) + 22, fr.function,
+                              function_name(fr.function), fr.seq, fr.src, fr.dst,
+                              " (decrypted)" if act.encrypted else "")
+                    if log.isEnabledFor(LOG_RAW):
+                        for line in hexdump(fr.payload):
+                            log.log(LOG_RAW, line)
+                if fr.function == MASTER_GRANT_ACK:
+                    self.grant_ack.add(fr.src)
+                received.append(act)
+            elif isinstance(act, Output):
+                if not self.mode.commands:
+                    self.write_obj(act.obj)
+            elif isinstance(act, Send):
+                self.send(act.data)
+            elif isinstance(act, Failed):
+                self.errors += 1
+                log.info("Failed to parse message: %s", act.error)
+                if self.a.xerror:
+                    raise DataError(str(act.error))
+        return received
+
+    def finish_stream(self) -> None:
+        self.monitor.finish()
+        drops = self.monitor.decoder.drops + self.monitor.drops
+        if drops:
+            log.info("dropped: %s", ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
+
+    # ------------------------------------------------------------------ modes
+    def passive(self) -> None:
+        while True:
+            data = self.stream.read(1.0)
+            if data is None:
+                log.info("End of file")
+                break
+            if data:
+                self.handle(data)
+        self.finish_stream()
+
+    def master(self, slaves: list[int]) -> None:
+        from ..sources.solaredge import functions as fn
+        from ..sources.solaredge.commands import next_seq
+        from ..sources.solaredge.framing import Frame
+
+        while True:
+            for slave in slaves:
+                self.grant_ack.discard(slave)
+                self.send(self.monitor.frame_bytes(Frame(next_seq(), fn.MASTER_ADDR, slave, fn.MASTER_GRANT)))
+                deadline = time.monotonic() + MASTER_TIMEOUT
+                while slave not in self.grant_ack and time.monotonic() < deadline:
+                    data = self.stream.read(min(0.5, max(0.0, deadline - time.monotonic())))
+                    if data is None:
+                        return
+                    if data:
+                        self.handle(data)
+                if slave not in self.grant_ack:
+                    log.debug("RS485 master ack timeout for %08x", slave)
+            end = time.monotonic() + self.a.master_pause
+            while time.monotonic() < end:
+                data = self.stream.read(min(0.5, max(0.0, end - time.monotonic())))
+                if data is None:
+                    return
+                if data:
+                    self.handle(data)
+
+    def commands(self) -> int:
+        from ..sources.solaredge import functions as fn
+        from ..sources.solaredge.commands import next_seq
+        from ..sources.solaredge.framing import Frame
+        from ..sources.solaredge.jsonout import command_line
+
+        slave = self.a.slaves[0]
+        status = 0
+        for i, cmd in enumerate(self.a.commands):
+            if i:
+                time.sleep(self.a.command_delay)
+            seq = next_seq()
+            self.send(self.monitor.frame_bytes(Frame(seq, fn.MASTER_ADDR, slave, cmd.function, cmd.payload)))
+            if self.mode.master:
+                self.send(self.monitor.frame_bytes(Frame(next_seq(), fn.MASTER_ADDR, slave, fn.MASTER_GRANT)))
+            deadline = time.monotonic() + COMMAND_TIMEOUT
+            answer = None
+            while answer is None and time.monotonic() < deadline:
+                data = self.stream.read(min(0.5, max(0.0, deadline - time.monotonic())))
+                if data is None:
+                    break
+                for r in self.handle(data) if data else []:
+                    if r.frame.src == slave and r.frame.seq == seq and r.frame.function != fn.POST_DATA:
+                        answer = r
+                        break
+            if answer is None:
+                log.error("no response from %08X to command %s", slave, cmd.text)
+                status = 1
+                continue
+            if self.out is not None:
+                self.out.write(command_line(cmd.function, answer.frame.function, seq, answer.data))
+                self.out.flush()
+        return status
+
+
+class DataError(Exception):
+    pass
+
+
+def _open_out(path: str | None, append: bool) -> BinaryIO | None:
+    if not path:
+        return None
+    return open(path, "ab" if append else "wb")  # noqa: SIM115
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    mode = validate(p, a)
+    setup_logging(a)
+    from ..sources.solaredge.crypto import KeyError_
+
+    try:
+        out = sys.stdout.buffer if a.outfile == "stdout" else _open_out(a.outfile, a.append)
+        rec = _open_out(a.record, a.append)
+    except OSError as e:
+        print(f"semonitor: cannot open {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    try:
+        runner = Runner(a, mode, out, rec)
+    except KeyError_ as e:
+        print(f"semonitor: -k: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _run(a, mode, runner)
+    except DataError as e:
+        print(f"semonitor: data error (-x): {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if a.updatefile and runner.monitor.update is not None:
+            from ..util.atomic import atomic_write
+
+            atomic_write(a.updatefile, bytes(runner.monitor.update))
+        if rec is not None:
+            rec.close()
+        if out is not None and out is not sys.stdout.buffer:
+            out.close()
+
+
+def _run(a: argparse.Namespace, mode: Mode, runner: Runner) -> int:
+    from ..sources.solaredge import transports
+
+    if a.pcap:
+        from ..sources.solaredge.extract import iter_streams
+
+        class _Named:
+            name = a.pcap
+
+        runner.stream = _Named()
+        for chunk in iter_streams(a.pcap, follow=a.follow):
+            runner.handle(chunk)
+        runner.finish_stream()
+        return 0
+    if mode.network:
+        return _network(a, mode, runner)
+    log.info("opening %s", a.datasource)
+    try:
+        if mode.serial:
+            runner.stream = transports.SerialStream(a.datasource, a.baudrate)
+        else:
+            runner.stream = transports.FileStream(a.datasource, follow=a.follow)
+    except OSError as e:
+        print(f"semonitor: cannot open {a.datasource}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    try:
+        if mode.commands:
+            return runner.commands()
+        if mode.master:
+            runner.master(a.slaves)
+            return 0
+        runner.passive()
+        return 0
+    finally:
+        runner.stream.close()
+
+
+def _network(a: argparse.Namespace, mode: Mode, runner: Runner) -> int:
+    from ..sources.solaredge import transports
+
+    services = None
+    if a.interface:
+        from ..sources.solaredge import netservices
+
+        services = netservices.start(a.interface)
+    try:
+        while True:
+            try:
+                listeners = transports.listen(a.ports, a.listen)
+            except OSError as e:
+                print(f"semonitor: {e.strerror}", file=sys.stderr)
+                return 2
+            log.info("waiting for connection on ports %s", ",".join(map(str, a.ports)))
+            try:
+                stream = transports.accept(listeners)
+            finally:
+                for s in listeners:
+                    s.close()
+            if stream is None:
+                return 0
+            log.info("connection from %s", stream.name)
+            runner.stream = stream
+            try:
+                if mode.commands:
+                    return runner.commands()
+                runner.passive()
+            finally:
+                stream.close()
+            runner.monitor.decoder = type(runner.monitor.decoder)()
+    finally:
+        if services is not None:
+            services.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
