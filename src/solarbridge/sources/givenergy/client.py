@@ -1,0 +1,278 @@
+"""Async client for the GivEnergy dongle (TCP 8899): one request in flight, replies matched by shape.
+
+The dongle fans replies out to every connected client and forwards the cloud's traffic,
+so a reply is matched by (function, device, base register, count) and anything else is
+used to refresh the register cache or ignored. Heartbeats are answered at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from ...model import ControlError
+from .controls import WritePlan, check_write
+from .framing import (
+    DEFAULT_ADAPTER_SERIAL,
+    FC_READ_HOLDING,
+    FC_READ_INPUT,
+    FC_WRITE_SINGLE,
+    ErrorResponse,
+    Framer,
+    Heartbeat,
+    LanConfig,
+    NullResponse,
+    ReadResponse,
+    WriteResponse,
+    encode_heartbeat,
+    encode_read_request,
+    encode_write_request,
+)
+from .model import FIRST_BATTERY_ADDRESS, MAX_BATTERIES, Plant, battery_present, is_garbage_block
+
+DEFAULT_PORT = 8899
+INVERTER_ADDRESS = 0x11
+
+
+class GivEnergyError(Exception):
+    """Communication with the dongle failed (timeout, connection lost, exception reply)."""
+
+
+class InverterRefused(GivEnergyError):
+    """The inverter answered with an exception reply (function code | 0x80)."""
+
+
+@dataclass
+class PollPlan:
+    holding_fast: tuple[int, ...] = (0,)
+    holding_full: tuple[int, ...] = (0, 60, 120)
+    input_blocks: tuple[int, ...] = (0, 180)
+
+
+class GivEnergyClient:
+    def __init__(self, host: str, port: int = DEFAULT_PORT, *, timeout: float = 1.5, retries: int = 2,
+                 gap: float = 0.01, read_address: int = INVERTER_ADDRESS, write_address: int = INVERTER_ADDRESS,
+                 adapter_serial: str = DEFAULT_ADAPTER_SERIAL, connect_timeout: float = 3.0,
+                 plant: Plant | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.retries = retries
+        self.gap = gap
+        self.read_address = read_address
+        self.write_address = write_address
+        self.adapter_serial = adapter_serial
+        self.connect_timeout = connect_timeout
+        self.plant = plant or Plant()
+        self.stats: Counter[str] = Counter()
+        self.framer = Framer()
+        self.battery_count: int | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._rx_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._pending: dict[tuple[int, ...], asyncio.Future[Any]] = {}
+        self._last_send = 0.0
+        self.last_heartbeat: float | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing() and \
+            self._rx_task is not None and not self._rx_task.done()
+
+    async def connect(self) -> None:
+        await self.close()
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), self.connect_timeout)
+        except (OSError, TimeoutError) as e:
+            raise GivEnergyError(f"cannot connect to {self.host}:{self.port}: {e or 'timeout'}") from None
+        self.framer = Framer()
+        self._rx_task = asyncio.create_task(self._rx_loop())
+        self.stats["connects"] += 1
+
+    async def close(self) -> None:
+        task, self._rx_task = self._rx_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        w, self._writer = self._writer, None
+        if w is not None:
+            w.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(w.wait_closed(), 1)
+        self._fail_pending(GivEnergyError("connection closed"))
+
+    async def __aenter__(self) -> GivEnergyClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _fail_pending(self, exc: Exception) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+
+    async def _rx_loop(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                data = await self._reader.read(65536)
+                if not data:
+                    break
+                for frame in self.framer.feed(data):
+                    self._on_frame(frame)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.stats["disconnects"] += 1
+            self._fail_pending(GivEnergyError("connection lost"))
+
+    def _on_frame(self, frame: object) -> None:
+        stats = self.stats
+        if isinstance(frame, Heartbeat):
+            self.last_heartbeat = time.monotonic()
+            stats["heartbeats"] += 1
+            if self._writer is not None and not self._writer.is_closing():
+                self._writer.write(encode_heartbeat(frame.adapter_serial, frame.adapter_type))
+            return
+        if isinstance(frame, ReadResponse):
+            if is_garbage_block(frame.values):
+                stats["garbage_blocks"] += 1
+                return
+            self.plant.apply(frame)
+            fut = self._pending.pop(frame.key, None)
+            if fut is None:
+                stats["unsolicited"] += 1
+            elif not fut.done():
+                fut.set_result(frame)
+            return
+        if isinstance(frame, WriteResponse):
+            fut = self._pending.pop(frame.key, None)
+            if fut is None:
+                stats["unsolicited"] += 1
+            elif not fut.done():
+                fut.set_result(frame)
+            return
+        if isinstance(frame, ErrorResponse):
+            stats["error_replies"] += 1
+            key: tuple[int, ...] = ((FC_WRITE_SINGLE, frame.device, frame.register) if frame.function == FC_WRITE_SINGLE
+                                    else (frame.function, frame.device, frame.register, frame.count))
+            fut = self._pending.pop(key, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(InverterRefused(
+                    f"inverter refused {'write' if frame.function == 6 else 'read'} of register {frame.register}"))
+            return
+        if isinstance(frame, NullResponse | LanConfig):
+            stats["ignored_frames"] += 1
+            return
+        stats["unexpected_frames"] += 1  # requests echoed by other clients etc.
+
+    # ------------------------------------------------------------------ requests
+
+    async def _transact(self, key: tuple[int, ...], data: bytes, timeout: float | None = None,
+                        retries: int | None = None) -> Any:
+        timeout = self.timeout if timeout is None else timeout
+        retries = self.retries if retries is None else retries
+        async with self._lock:
+            last_exc: Exception = GivEnergyError("no attempt")
+            for _attempt in range(retries + 1):
+                if not self.connected:
+                    raise GivEnergyError(f"not connected to {self.host}:{self.port}")
+                wait = self._last_send + self.gap - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                self._pending[key] = fut
+                assert self._writer is not None
+                self._writer.write(data)
+                self._last_send = time.monotonic()
+                self.stats["requests"] += 1
+                try:
+                    return await asyncio.wait_for(fut, timeout)
+                except TimeoutError:
+                    self.stats["timeouts"] += 1
+                    last_exc = GivEnergyError(f"no reply from {self.host}:{self.port} within {timeout:g} s")
+                    self._pending.pop(key, None)
+                except InverterRefused:
+                    raise
+            raise last_exc
+
+    async def read(self, function: int, base: int, count: int = 60, device: int | None = None,
+                   timeout: float | None = None, retries: int | None = None) -> ReadResponse:
+        dev = self.read_address if device is None else device
+        data = encode_read_request(dev, function, base, count, self.adapter_serial)
+        return await self._transact((function, dev, base, count), data, timeout, retries)  # type: ignore[no-any-return]
+
+    async def write_register(self, register: int, value: int, device: int | None = None) -> None:
+        """Write one holding register; checked against the whitelist first, confirmed by its echo."""
+        check_write(register, value)
+        dev = self.write_address if device is None else device
+        data = encode_write_request(dev, register, value, self.adapter_serial)
+        resp: WriteResponse = await self._transact((FC_WRITE_SINGLE, dev, register), data)
+        if resp.value != value:
+            raise GivEnergyError(f"write of register {register} echoed {resp.value}, expected {value}")
+        self.stats["writes"] += 1
+
+    # ------------------------------------------------------------------ plant level
+
+    async def detect(self, batteries: int | None = None) -> Plant:
+        """Identify the inverter (HR 0-59 at 0x11) and find the LV batteries (all-zero block = absent)."""
+        await self.read(FC_READ_HOLDING, 0, 60, device=INVERTER_ADDRESS)
+        if batteries is None:
+            found = 0
+            for n in range(MAX_BATTERIES):
+                try:
+                    await self.read(FC_READ_INPUT, 60, 60, device=FIRST_BATTERY_ADDRESS + n, timeout=min(
+                        self.timeout, 1.0), retries=0)
+                except GivEnergyError:
+                    break
+                if not battery_present(self.plant.batteries.get(n, {})):
+                    break
+                found = n + 1
+            batteries = found
+        self.battery_count = batteries
+        for n in list(self.plant.batteries):
+            if n >= batteries:
+                del self.plant.batteries[n]
+        return self.plant
+
+    async def refresh(self, full: bool = False, plan: PollPlan | None = None) -> Plant:
+        """Read the live blocks (and every holding block on a full refresh) into :attr:`plant`."""
+        plan = plan or PollPlan()
+        if self.battery_count is None:
+            await self.detect()
+        for base in plan.input_blocks:
+            await self.read(FC_READ_INPUT, base)
+        for base in plan.holding_full if full else plan.holding_fast:
+            await self.read(FC_READ_HOLDING, base)
+        for n in range(self.battery_count or 0):
+            await self.read(FC_READ_INPUT, 60, device=FIRST_BATTERY_ADDRESS + n)
+        return self.plant
+
+    async def execute(self, plan: WritePlan) -> None:
+        """Write each register of a validated plan, then read back and compare; mismatch = error."""
+        for reg, val in plan.writes:
+            check_write(reg, val)
+        for reg, val in plan.writes:
+            try:
+                await self.write_register(reg, val)
+            except InverterRefused as e:
+                raise ControlError(f"{plan.command}: {e}", field_name=str(reg), status=502) from None
+        expected = dict(plan.writes)
+        for base in sorted({r // 60 * 60 for r in expected}):
+            await self.read(FC_READ_HOLDING, base, device=self.write_address)
+        wrong = {r: self.plant.holding.get(r) for r, v in expected.items() if self.plant.holding.get(r) != v}
+        if wrong:
+            detail = ", ".join(f"register {r} reads {v}, expected {expected[r]}" for r, v in wrong.items())
+            raise ControlError(f"{plan.command}: read-back mismatch: {detail}", status=502)

@@ -1,0 +1,202 @@
+"""GivEnergy register tables (data, not code) and the one decoder that reads them.
+
+Each row is ``(name, register, kind, scale)``:
+
+* kind ``u16``/``s16``: one register, unsigned / two's complement
+* ``u32``: two registers, high word first (IR n = high, IR n+1 = low)
+* ``str``: five registers, two ASCII characters each, big-endian
+* ``hhmm``: a time packed as hour*100+minute; impossible values decode to None (no slot)
+* ``hex``: one register shown as 4 hex digits (device type code)
+
+``scale`` multiplies the raw integer (0.1 = deci, 0.01 = centi, 0.001 = milli).
+Sources: the register map in the fact sheet (single-phase hybrid/AC, LV batteries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    register: int
+    kind: str = "u16"
+    scale: float = 1.0
+
+    @property
+    def width(self) -> int:
+        return {"u32": 2, "str": 5}.get(self.kind, 1)
+
+
+def _t(*rows: tuple[Any, ...]) -> tuple[Field, ...]:
+    return tuple(Field(*r) for r in rows)
+
+
+DECI, CENTI, MILLI = 0.1, 0.01, 0.001
+
+#: input registers 0-59 and 180-183 at the inverter address
+INPUT_TABLE: tuple[Field, ...] = _t(
+    ("status", 0), ("v_pv1", 1, "u16", DECI), ("v_pv2", 2, "u16", DECI),
+    ("v_p_bus", 3, "u16", DECI), ("v_n_bus", 4, "u16", DECI), ("v_ac1", 5, "u16", DECI),
+    ("e_battery_throughput_total", 6, "u32", DECI),
+    ("i_pv1", 8, "u16", DECI), ("i_pv2", 9, "u16", DECI), ("i_ac1", 10, "u16", DECI),
+    ("e_pv_total", 11, "u32", DECI), ("f_ac1", 13, "u16", CENTI), ("charge_status", 14),
+    ("v_highbrigh_bus", 15, "u16", DECI), ("power_factor_raw", 16),
+    ("e_pv1_day", 17, "u16", DECI), ("p_pv1", 18), ("e_pv2_day", 19, "u16", DECI), ("p_pv2", 20),
+    ("e_grid_out_total", 21, "u32", DECI), ("e_solar_diverter", 23, "u16", DECI),
+    ("p_inverter_out", 24, "s16"), ("e_grid_out_day", 25, "u16", DECI), ("e_grid_in_day", 26, "u16", DECI),
+    ("e_inverter_in_total", 27, "u32", DECI), ("e_discharge_year", 29, "u16", DECI),
+    ("p_grid_out", 30, "s16"), ("p_eps_backup", 31), ("e_grid_in_total", 32, "u32", DECI),
+    ("e_inverter_in_day", 35, "u16", DECI), ("e_battery_charge_today", 36, "u16", DECI),
+    ("e_battery_discharge_today", 37, "u16", DECI), ("inverter_countdown", 38),
+    ("fault_code", 39), ("warning_code", 40), ("temp_inverter_heatsink", 41, "s16", DECI),
+    ("p_load_demand", 42), ("p_grid_apparent", 43), ("e_inverter_out_day", 44, "u16", DECI),
+    ("e_inverter_out_total", 45, "u32", DECI), ("work_time_total", 47, "u32"), ("system_mode", 49),
+    ("v_battery", 50, "u16", CENTI), ("i_battery", 51, "s16", CENTI), ("p_battery", 52, "s16"),
+    ("v_eps_backup", 53, "u16", DECI), ("f_eps_backup", 54, "u16", CENTI),
+    ("temp_charger", 55, "s16", DECI), ("temp_battery", 56, "s16", DECI), ("charger_warning_code", 57),
+    ("i_grid_port", 58, "u16", CENTI), ("battery_percent", 59),
+    ("e_battery_discharge_total_2", 180, "u16", DECI), ("e_battery_charge_total_2", 181, "u16", DECI),
+    ("e_battery_discharge_today_2", 182, "u16", DECI), ("e_battery_charge_today_2", 183, "u16", DECI),
+)
+
+#: holding registers 0-179 (identity, config, the control registers GivTCP writes)
+HOLDING_TABLE: tuple[Field, ...] = _t(
+    ("device_type_code", 0, "hex"), ("inverter_module", 1, "u32"), ("num_mppt_phases", 3),
+    ("first_battery_serial_number", 8, "str"), ("inverter_serial_number", 13, "str"),
+    ("first_battery_bms_firmware_version", 18), ("dsp_firmware_version", 19),
+    ("enable_charge_target", 20), ("arm_firmware_version", 21),
+    ("battery_power_mode", 27), ("soc_force_adjust", 29),
+    ("charge_slot_2_start", 31, "hhmm"), ("charge_slot_2_end", 32, "hhmm"),
+    ("modbus_version", 34, "u16", CENTI),
+    ("system_time_year", 35), ("system_time_month", 36), ("system_time_day", 37),
+    ("system_time_hour", 38), ("system_time_minute", 39), ("system_time_second", 40),
+    ("discharge_slot_2_start", 44, "hhmm"), ("discharge_slot_2_end", 45, "hhmm"),
+    ("meter_type", 47), ("active_power_rate", 50), ("battery_type", 54), ("battery_nominal_capacity", 55),
+    ("discharge_slot_1_start", 56, "hhmm"), ("discharge_slot_1_end", 57, "hhmm"), ("enable_discharge", 59),
+    ("charge_slot_1_start", 94, "hhmm"), ("charge_slot_1_end", 95, "hhmm"), ("enable_charge", 96),
+    ("v_battery_under_protection_limit", 97, "u16", CENTI), ("v_battery_over_protection_limit", 98, "u16", CENTI),
+    ("battery_soc_reserve", 110), ("battery_charge_limit", 111), ("battery_discharge_limit", 112),
+    ("battery_discharge_min_power_reserve", 114), ("charge_target_soc", 116),
+    ("reboot", 163), ("enable_rtc", 166),
+)
+
+#: LV battery BMS registers, IR 60-119 at device address 0x32 + n
+BATTERY_TABLE: tuple[Field, ...] = _t(
+    *((f"v_cell_{i + 1:02d}", 60 + i, "u16", MILLI) for i in range(16)),
+    ("t_cells_01_04", 76, "s16", DECI), ("t_cells_05_08", 77, "s16", DECI),
+    ("t_cells_09_12", 78, "s16", DECI), ("t_cells_13_16", 79, "s16", DECI),
+    ("v_cells_sum", 80, "u16", MILLI), ("t_bms_mosfet", 81, "s16", DECI), ("v_out", 82, "u32", MILLI),
+    ("cap_calibrated", 84, "u32", CENTI), ("cap_design", 86, "u32", CENTI), ("cap_remaining", 88, "u32", CENTI),
+    ("i_battery", 95, "s16", CENTI), ("num_cycles", 96), ("num_cells", 97), ("bms_firmware_version", 98),
+    ("soc", 100), ("cap_design2", 101, "u32", CENTI), ("t_max", 103, "s16", DECI), ("t_min", 104, "s16", DECI),
+    ("e_battery_discharge_total", 105, "u16", DECI), ("e_battery_charge_total", 106, "u16", DECI),
+    ("battery_serial_number", 110, "str"), ("usb_inserted", 115),
+)
+
+#: registers each table covers, by 60-register block (what a poll must read)
+HOLDING_BLOCKS = (0, 60, 120)
+INPUT_BLOCKS = (0, 180)
+BATTERY_BLOCK = 60
+
+
+def hhmm(value: int) -> tuple[int, int] | None:
+    """Decode an HHMM register; None when the value cannot be a time of day (uninitialised slot)."""
+    h, m = divmod(value, 100)
+    if h > 23 or m > 59:
+        return None
+    return h, m
+
+
+def _s16(v: int) -> int:
+    return v - 0x10000 if v & 0x8000 else v
+
+
+def decode_field(f: Field, regs: Mapping[int, int]) -> Any:
+    """Value of one field, or KeyError if a register it needs is missing."""
+    r = f.register
+    k = f.kind
+    if k == "u16":
+        v: Any = regs[r]
+    elif k == "s16":
+        v = _s16(regs[r])
+    elif k == "u32":
+        v = (regs[r] << 16) | regs[r + 1]
+    elif k == "hhmm":
+        return hhmm(regs[r])
+    elif k == "hex":
+        return f"{regs[r]:04x}"
+    elif k == "str":
+        raw = b"".join(regs[r + i].to_bytes(2, "big") for i in range(5))
+        return raw.decode("latin-1").replace("\x00", "").strip()
+    else:  # pragma: no cover - table error
+        raise ValueError(f"unknown kind {k}")
+    if f.scale != 1.0:
+        return round(v * f.scale, 3)
+    return v
+
+
+def decode(table: tuple[Field, ...], regs: Mapping[int, int]) -> dict[str, Any]:
+    """Decode every field whose registers are all present."""
+    out: dict[str, Any] = {}
+    for f in table:
+        try:
+            out[f.name] = decode_field(f, regs)
+        except KeyError:
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------- model identification
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    key: str  # hybrid, ac, aio, 3ph, ems, gateway, ...
+    label: str  # GivTCP's "Invertor Type" string
+    max_inverter_w: int
+    max_battery_w: int
+
+
+_FAMILY = {
+    "20": ("hybrid", "Hybrid"), "21": ("hybrid", "Polar"), "22": ("hybrid", "Hybrid Gen3"),
+    "23": ("pv", "PV Inverter"), "30": ("ac", "AC"), "40": ("3ph", "Hybrid 3ph"), "41": ("aio", "AIO Commercial"),
+    "50": ("ems", "EMS"), "51": ("ems", "EMS Commercial"), "60": ("ac3ph", "AC 3ph"), "70": ("gateway", "Gateway"),
+    "80": ("aio", "All in One"), "81": ("hybrid", "Hybrid HV Gen3"), "82": ("aio", "All in One Hybrid"),
+    "83": ("hybrid", "Hybrid Gen4"),
+}
+_MAX_INV_W = {"2001": 5000, "2002": 4600, "2003": 3600, "2101": 5000, "2104": 6000, "2105": 7000, "2106": 8000,
+              "3001": 3000, "3002": 3600, "8001": 6000, "8102": 8000, "8103": 10000}
+_MAX_BAT_W = {"3001": 3000, "3002": 3000, "2201": 5400, "8001": 6000, "8102": 8000, "8103": 10000}
+
+
+def identify(device_type_code: int, arm_firmware: int) -> ModelInfo:
+    """Model from HR0 (as 4 hex digits) and, for the 20xx family, the ARM firmware (HR21)."""
+    code = f"{device_type_code:04x}"
+    key, label = _FAMILY.get(code[:2], ("unknown", f"Unknown ({code})"))
+    max_bat = _MAX_BAT_W.get(code, 0)
+    if code[:2] == "20":
+        gen = arm_firmware // 100
+        if gen == 3:
+            label = "Gen3 Hybrid"
+            max_bat = 3600
+        elif gen in (8, 9):
+            label = "Gen2 Hybrid"
+            max_bat = 3600
+        else:
+            label = "Gen1 Hybrid"
+            max_bat = 2600
+    max_inv = _MAX_INV_W.get(code, 5000)
+    return ModelInfo(key, label, max_inv, max_bat or 3000)
+
+
+#: model keys the simulator offers and the device type code it reports for each
+SIM_MODELS: dict[str, tuple[int, int]] = {  # key -> (HR0, HR21 ARM firmware)
+    "hybrid": (0x2001, 449),
+    "ac": (0x3001, 533),
+    "aio": (0x8001, 612),
+    "3ph": (0x4001, 1036),
+}

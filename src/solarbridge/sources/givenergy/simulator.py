@@ -1,0 +1,644 @@
+"""A GivEnergy WiFi/LAN dongle + inverter that speaks the real protocol on a real TCP socket.
+
+``solarbridge simulate givenergy [--port 8899] [--batteries N] [--model hybrid|ac|aio|3ph]``
+
+* register banks per device address: the inverter answers at 0x11/0x31/0x32, LV batteries
+  at 0x32+n (IR 60-119), empty battery slots return all-zero blocks;
+* heartbeats to every client, and a client that misses three is dropped (as the dongle does);
+* the write whitelist and ranges of the real client library, with error replies (fc|0x80);
+* a physics model (PV, load, battery SOC, grid) that obeys the control registers
+  (charge target, reserve, slots, eco/export mode, enable flags) and keeps energy counters;
+* realism switches seen in the captures: reply delay, fan-out of replies to all clients,
+  unsolicited frames, null frames, corrupt CRCs, split TCP segments, garbage blocks;
+* ``--replay FILE`` seeds the registers from a captured session (and ``--replay-stream``
+  plays its received frames to clients as unsolicited traffic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from .controls import TIME_REGISTERS, WRITE_RANGES, WRITE_SAFE
+from .framing import (
+    FC_READ_HOLDING,
+    FC_READ_INPUT,
+    MAX_REGISTERS,
+    Framer,
+    Heartbeat,
+    ReadRequest,
+    ReadResponse,
+    WriteRequest,
+    encode_error_response,
+    encode_heartbeat,
+    encode_null_response,
+    encode_read_response,
+    encode_write_response,
+    parse_capture_line,
+)
+from .registers import SIM_MODELS
+
+INVERTER_ADDRESSES = (0x11, 0x31, 0x32)
+BATTERY_BASE_ADDRESS = 0x32
+BANK_SIZE = 400
+AH_PER_BATTERY = 160  # Giv-Bat 8.2
+
+
+def _ascii_regs(text: str) -> list[int]:
+    b = text.encode("ascii")[:10].ljust(10, b"\x00")
+    return [(b[i] << 8) | b[i + 1] for i in range(0, 10, 2)]
+
+
+def _u16(v: float) -> int:
+    return int(round(v)) & 0xFFFF
+
+
+def _in_slot(now_hhmm: int, start: int, end: int) -> bool:
+    if start == end or start % 100 > 59 or end % 100 > 59 or start > 2359 or end > 2359:
+        return False
+    if start < end:
+        return start <= now_hhmm < end
+    return now_hhmm >= start or now_hhmm < end  # over midnight
+
+
+@dataclass
+class WriteRecord:
+    device: int
+    register: int
+    value: int
+    accepted: bool
+    at: float = field(default_factory=time.time)
+
+
+class SimInverter:
+    """Register banks and the physics behind them. Pure state; the server drives it."""
+
+    def __init__(self, model: str = "hybrid", batteries: int = 2, serial: str = "SA2114G000",
+                 seed: int = 0, start: datetime | None = None, speed: float = 1.0) -> None:
+        if model not in SIM_MODELS:
+            raise ValueError(f"model must be one of {', '.join(SIM_MODELS)}")
+        if not 0 <= batteries <= 6:
+            raise ValueError("batteries must be 0..6")
+        self.model = model
+        self.serial = serial
+        self.batteries = batteries if model != "aio" else 0
+        self.rng = random.Random(seed)
+        self.holding = [0] * BANK_SIZE
+        self.input = [0] * BANK_SIZE
+        self.battery_banks = [[0] * 120 for _ in range(6)]
+        self.write_log: list[WriteRecord] = []
+        self.speed = speed
+        self._t0_real = time.monotonic()
+        self._t0_sim = start or datetime.now().replace(microsecond=0)
+        self.soc = 60.0
+        self.energy_wh: dict[str, float] = {}
+        self.last_tick: float | None = None
+        self.cloud = 1.0
+        self.batt_w = 0.0
+        self._seed_registers()
+        self.tick(0.0)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _seed_registers(self) -> None:
+        hr = self.holding
+        code, fw = SIM_MODELS[self.model]
+        hr[0], hr[19], hr[21], hr[18] = code, fw, fw, 3007
+        hr[2], hr[3] = 0x0001, 0x0201
+        hr[8:13] = _ascii_regs("BG2134G000" if self.batteries else "")
+        hr[13:18] = _ascii_regs(self.serial)
+        hr[34], hr[47], hr[54] = 140, 1, 1
+        hr[55] = AH_PER_BATTERY * max(self.batteries, 1)
+        hr[20], hr[27], hr[59], hr[96] = 0, 1, 0, 1
+        hr[94], hr[95] = 30, 430
+        hr[110], hr[111], hr[112], hr[114], hr[116] = 4, 50, 50, 4, 100
+        hr[97], hr[98] = 4800, 5800
+        e = self.energy_wh
+        e.update(pv_total=21146300.0, grid_out_total=5249100.0, grid_in_total=2865730.0,
+                 inverter_out_total=2721010.0, inverter_in_total=908890.0, throughput_total=2962850.0,
+                 charge_total=184300.0, discharge_total=157110.0)
+        for k in ("pv1_day", "pv2_day", "grid_out_day", "grid_in_day", "inverter_in_day", "charge_day",
+                  "discharge_day", "inverter_out_day"):
+            e[k] = 0.0
+        self._day = self.now().date()
+        for n in range(self.batteries):
+            bank = self.battery_banks[n]
+            bank[96], bank[97], bank[98] = 100 + 10 * n, 16, 3007
+            bank[86 + 1] = AH_PER_BATTERY * 100
+            bank[110:115] = _ascii_regs(f"BG2134G{n:03d}")
+
+    def seed_from_capture(self, path: Path) -> int:
+        """Load the register values a captured session received; returns frames applied."""
+        framer = Framer()
+        applied = 0
+        for line in path.read_text().splitlines():
+            parsed = parse_capture_line(line)
+            if parsed is None or parsed[0] != "rx":
+                continue
+            for fr in framer.feed(parsed[1]):
+                if isinstance(fr, ReadResponse) and fr.function in (FC_READ_HOLDING, FC_READ_INPUT):
+                    applied += self._apply_capture(fr)
+        if self.holding[13:18] != [0] * 5:
+            raw = b"".join(v.to_bytes(2, "big") for v in self.holding[13:18])
+            self.serial = raw.decode("latin-1").strip("\x00")
+        self.soc = float(self.input[59] or self.soc)
+        return applied
+
+    def _apply_capture(self, fr: ReadResponse) -> int:
+        dev, base = fr.device, fr.base
+        if fr.function == FC_READ_INPUT and base == 60 and BATTERY_BASE_ADDRESS <= dev < BATTERY_BASE_ADDRESS + 6:
+            bank = self.battery_banks[dev - BATTERY_BASE_ADDRESS]
+            if any(fr.values):
+                self.batteries = max(self.batteries, dev - BATTERY_BASE_ADDRESS + 1)
+        elif dev in INVERTER_ADDRESSES:
+            bank = self.holding if fr.function == FC_READ_HOLDING else self.input
+        else:
+            return 0
+        for i, v in enumerate(fr.values):
+            if base + i < len(bank):
+                bank[base + i] = v
+        return 1
+
+    # ------------------------------------------------------------------ clock and physics
+
+    def now(self) -> datetime:
+        return self._t0_sim + timedelta(seconds=(time.monotonic() - self._t0_real) * self.speed)
+
+    def set_time(self, when: datetime) -> None:
+        self._t0_sim = when
+        self._t0_real = time.monotonic()
+
+    @property
+    def capacity_wh(self) -> float:
+        return self.holding[55] * 51.2
+
+    @property
+    def max_battery_w(self) -> float:
+        return 2600.0 if self.model == "hybrid" else 3000.0
+
+    def battery_power(self, pv: float, load: float, hhmm: int) -> float:
+        """Battery power (+ discharge, - charge) the inverter would choose under the control registers."""
+        hr = self.holding
+        charge_max = hr[111] / 50 * self.max_battery_w
+        discharge_max = hr[112] / 50 * self.max_battery_w
+        target = hr[116] if hr[20] else 100
+        reserve = max(hr[110], hr[114]) if hr[114] > 4 else hr[110]
+        soc = self.soc
+        charging_slot = bool(hr[96]) and (_in_slot(hhmm, hr[94], hr[95]) or _in_slot(hhmm, hr[31], hr[32]))
+        discharge_slot = bool(hr[59]) and (_in_slot(hhmm, hr[56], hr[57]) or _in_slot(hhmm, hr[44], hr[45]))
+        surplus = pv - load
+        if not self.batteries and self.model != "aio":
+            return 0.0
+        if charging_slot and soc < target:
+            return -charge_max
+        if discharge_slot and soc > reserve:
+            if hr[27] == 0:
+                return discharge_max
+            return min(discharge_max, max(-surplus, 0.0))
+        if surplus > 0:  # store solar surplus in every mode, up to 100 % (or the target in a slot)
+            return -min(surplus, charge_max) if soc < (target if charging_slot else 100) else 0.0
+        if hr[59] == 0 and hr[27] == 1 and soc > reserve:  # eco: cover the house load
+            return min(-surplus, discharge_max)
+        return 0.0
+
+    def tick(self, dt: float) -> None:
+        """Advance the physics by ``dt`` simulated seconds and refresh the input registers."""
+        now = self.now()
+        if now.date() != self._day:
+            self._day = now.date()
+            for k in list(self.energy_wh):
+                if k.endswith("_day"):
+                    self.energy_wh[k] = 0.0
+        hour = now.hour + now.minute / 60 + now.second / 3600
+        hhmm = now.hour * 100 + now.minute
+        rng = self.rng
+        self.cloud = min(1.0, max(0.3, self.cloud + rng.uniform(-0.02, 0.02)))
+        peak = 0.0 if self.model == "ac" else 4800.0
+        pv = max(0.0, math.sin(math.pi * (hour - 6) / 12)) * peak * self.cloud if 6 <= hour <= 18 else 0.0
+        load = 280 + 120 * rng.random() + (900 if 17 <= hour < 21 else 0)
+        batt = self.battery_power(pv, load, hhmm)
+        if dt > 0 and self.capacity_wh:
+            self.soc -= batt * dt / 3600 / self.capacity_wh * 100
+            if self.soc >= 100:
+                self.soc = 100.0
+            if self.soc <= 0:
+                self.soc = 0.0
+        self.batt_w = batt
+        grid_import = load - pv - batt
+        inverter_out = pv + batt
+        e = self.energy_wh
+        h = dt / 3600
+        pv1, pv2 = pv * 0.52, pv * 0.48
+        e["pv1_day"] += pv1 * h
+        e["pv2_day"] += pv2 * h
+        e["pv_total"] += pv * h
+        if grid_import > 0:
+            e["grid_in_day"] += grid_import * h
+            e["grid_in_total"] += grid_import * h
+        else:
+            e["grid_out_day"] -= grid_import * h
+            e["grid_out_total"] -= grid_import * h
+        if inverter_out > 0:
+            e["inverter_out_day"] += inverter_out * h
+            e["inverter_out_total"] += inverter_out * h
+        else:
+            e["inverter_in_day"] -= inverter_out * h
+            e["inverter_in_total"] -= inverter_out * h
+        if batt > 0:
+            e["discharge_day"] += batt * h
+            e["discharge_total"] += batt * h
+        else:
+            e["charge_day"] -= batt * h
+            e["charge_total"] -= batt * h
+        e["throughput_total"] += abs(batt) * h
+        self._write_inputs(pv1, pv2, grid_import, batt, load, inverter_out, now)
+
+    def _write_inputs(self, pv1: float, pv2: float, grid_import: float, batt: float, load: float,
+                      inverter_out: float, now: datetime) -> None:
+        ir, e = self.input, self.energy_wh
+
+        def u32(reg: int, wh: float) -> None:
+            v = int(wh / 100)  # deci-kWh
+            ir[reg], ir[reg + 1] = (v >> 16) & 0xFFFF, v & 0xFFFF
+
+        def deci(wh: float) -> int:
+            return min(int(wh / 100), 0xFFFF)
+
+        v_batt = 49.0 + self.soc * 0.05
+        ir[0] = 1
+        ir[1], ir[2] = (3700 if pv1 else 0), (3650 if pv2 else 0)
+        ir[5], ir[13] = 2400 + self.rng.randint(-30, 30), 5000 + self.rng.randint(-8, 8)
+        ir[8], ir[9] = _u16(pv1 / 37), _u16(pv2 / 36.5)
+        ir[10] = _u16(abs(inverter_out) / 24)
+        ir[17], ir[19] = deci(e["pv1_day"]), deci(e["pv2_day"])
+        ir[18], ir[20] = _u16(pv1), _u16(pv2)
+        u32(6, e["throughput_total"])
+        u32(11, e["pv_total"])
+        u32(21, e["grid_out_total"])
+        u32(27, e["inverter_in_total"])
+        u32(32, e["grid_in_total"])
+        u32(45, e["inverter_out_total"])
+        ir[24] = _u16(inverter_out)
+        ir[25], ir[26] = deci(e["grid_out_day"]), deci(e["grid_in_day"])
+        ir[30] = _u16(-grid_import)
+        ir[35] = deci(e["inverter_in_day"])
+        ir[36], ir[37] = deci(e["charge_day"]), deci(e["discharge_day"])
+        ir[41] = _u16(380 + abs(inverter_out) / 100)
+        ir[42] = _u16(load)
+        ir[44] = deci(e["inverter_out_day"])
+        ir[50], ir[51], ir[52] = _u16(v_batt * 100), _u16(batt / v_batt * 100), _u16(batt)
+        ir[53], ir[54] = 2400, 5000
+        ir[55], ir[56] = 300, 215
+        ir[59] = int(round(self.soc))
+        ir[180], ir[181] = deci(e["discharge_total"]), deci(e["charge_total"])
+        ir[182], ir[183] = deci(e["discharge_day"]), deci(e["charge_day"])
+        hr = self.holding
+        hr[35], hr[36], hr[37] = now.year - 2000, now.month, now.day
+        hr[38], hr[39], hr[40] = now.hour, now.minute, now.second
+        for n in range(self.batteries):
+            bank = self.battery_banks[n]
+            cell = int(v_batt / 16 * 1000)
+            for i in range(16):
+                bank[60 + i] = cell + (i % 3)
+            bank[76:80] = [230, 231, 229, 232]
+            bank[80] = cell * 16
+            bank[95] = _u16(batt / self.batteries / v_batt * 100)
+            bank[100] = ir[59]
+            bank[103], bank[104] = 235, 224
+
+    # ------------------------------------------------------------------ protocol
+
+    def read(self, device: int, function: int, base: int, count: int) -> tuple[int, ...] | None:
+        """Register values for a read; None = exception reply; () = no reply (unknown device)."""
+        if not 1 <= count <= MAX_REGISTERS or function not in (FC_READ_HOLDING, FC_READ_INPUT, 0x16):
+            return None
+        if function == FC_READ_INPUT and base == 60 and BATTERY_BASE_ADDRESS <= device < BATTERY_BASE_ADDRESS + 6:
+            n = device - BATTERY_BASE_ADDRESS
+            bank = self.battery_banks[n] if n < self.batteries else [0] * 120
+        elif device in INVERTER_ADDRESSES:
+            bank = self.holding if function == FC_READ_HOLDING else self.input
+        elif 0x30 <= device <= 0x37:
+            return (0,) * count
+        else:
+            return ()
+        return tuple(bank[r] if r < len(bank) else 0 for r in range(base, base + count))
+
+    def write(self, device: int, register: int, value: int) -> bool:
+        ok = device in INVERTER_ADDRESSES and register in WRITE_SAFE
+        if ok:
+            lo, hi = WRITE_RANGES.get(register, (0, 0xFFFF))
+            ok = lo <= value <= hi and not (register in TIME_REGISTERS and value % 100 > 59)
+        self.write_log.append(WriteRecord(device, register, value, ok))
+        if ok and register < BANK_SIZE:
+            self.holding[register] = value
+        return ok
+
+
+# --------------------------------------------------------------------------- the dongle
+
+
+@dataclass
+class Realism:
+    delay: float = 0.0  # seconds before each reply
+    fanout: bool = False  # replies go to every connected client
+    unsolicited: float = 0.0  # seconds between unsolicited "cloud" replies (0 = off)
+    null_rate: float = 0.0  # probability of a null frame after a reply
+    corrupt_rate: float = 0.0  # probability a reply's CRC is corrupted
+    split: bool = False  # send replies in two TCP segments
+    garbage_rate: float = 0.0  # probability of garbage bytes before a reply
+    drop_every: float = 0.0  # close every client connection after this many seconds (0 = never)
+
+
+class _Client:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.framer = Framer()
+        self.missed = 0
+        self.since = time.monotonic()
+
+
+class DongleSimulator:
+    """TCP server pretending to be the WiFi dongle in front of a :class:`SimInverter`."""
+
+    def __init__(self, inverter: SimInverter, host: str = "127.0.0.1", port: int = 8899,
+                 adapter_serial: str = "WF2125G000", realism: Realism | None = None,
+                 heartbeat_interval: float = 180.0, heartbeat_misses: int = 3, tick: float = 1.0,
+                 replay_frames: list[bytes] | None = None) -> None:
+        self.inverter = inverter
+        self.host = host
+        self.port = port
+        self.adapter_serial = adapter_serial
+        self.realism = realism or Realism()
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_misses = heartbeat_misses
+        self.tick_interval = tick
+        self.replay_frames = replay_frames or []
+        self.clients: set[_Client] = set()
+        self.stats: dict[str, int] = {"requests": 0, "writes": 0, "heartbeats_sent": 0, "heartbeats_answered": 0,
+                                      "clients_dropped": 0, "connections": 0}
+        self.rng = random.Random(inverter.rng.random())
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_request: Callable[[ReadRequest | WriteRequest], None] | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        loops = [self._physics_loop(), self._heartbeat_loop()]
+        if self.realism.unsolicited > 0:
+            loops.append(self._unsolicited_loop())
+        if self.replay_frames:
+            loops.append(self._replay_loop())
+        self._tasks = [asyncio.create_task(c) for c in loops]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._server is not None:
+            self._server.close()
+        for c in list(self.clients):
+            self._close(c)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def drop_all(self) -> None:
+        """Close every client socket (what flaky dongles do); clients must reconnect."""
+        for c in list(self.clients):
+            self._close(c)
+
+    def _close(self, c: _Client) -> None:
+        self.clients.discard(c)
+        with contextlib.suppress(Exception):
+            c.writer.close()
+
+    async def _physics_loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            now = time.monotonic()
+            self.inverter.tick((now - last) * self.inverter.speed)
+            last = now
+            if self.realism.drop_every > 0:
+                for c in list(self.clients):
+                    if now - c.since > self.realism.drop_every:
+                        self.stats["clients_dropped"] += 1
+                        self._close(c)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            self.send_heartbeats()
+
+    def send_heartbeats(self) -> None:
+        frame = encode_heartbeat(self.adapter_serial, 1)
+        for c in list(self.clients):
+            if c.missed >= self.heartbeat_misses:
+                self.stats["clients_dropped"] += 1
+                self._close(c)
+                continue
+            c.missed += 1
+            self.stats["heartbeats_sent"] += 1
+            self._send(c, frame)
+
+    async def _unsolicited_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.realism.unsolicited)
+            fc, base = self.rng.choice([(FC_READ_INPUT, 0), (FC_READ_HOLDING, 0), (FC_READ_INPUT, 180)])
+            values = self.inverter.read(0x11, fc, base, 60) or ()
+            frame = encode_read_response(self.adapter_serial, 0x11, fc, self.inverter.serial, base, values)
+            for c in list(self.clients):
+                self._send(c, frame)
+
+    async def _replay_loop(self) -> None:
+        while True:
+            for frame in self.replay_frames:
+                await asyncio.sleep(0.2)
+                for c in list(self.clients):
+                    self._send(c, frame)
+
+    def _send(self, c: _Client, data: bytes) -> None:
+        if c.writer.is_closing():
+            self.clients.discard(c)
+            return
+        c.writer.write(data)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        c = _Client(reader, writer)
+        self.clients.add(c)
+        self.stats["connections"] += 1
+        try:
+            while True:
+                data = await reader.read(4096)
+                if not data:
+                    break
+                for fr in c.framer.feed(data):
+                    if isinstance(fr, Heartbeat):
+                        c.missed = 0
+                        self.stats["heartbeats_answered"] += 1
+                    elif isinstance(fr, ReadRequest | WriteRequest):
+                        await self._answer(c, fr)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._close(c)
+
+    async def _answer(self, c: _Client, req: ReadRequest | WriteRequest) -> None:
+        inv = self.inverter
+        self.stats["requests"] += 1
+        if self.on_request is not None:
+            self.on_request(req)
+        if isinstance(req, WriteRequest):
+            self.stats["writes"] += 1
+            if inv.write(req.device, req.register, req.value):
+                reply = encode_write_response(self.adapter_serial, req.device, inv.serial, req.register, req.value)
+            else:
+                reply = encode_error_response(self.adapter_serial, req.device, 6, inv.serial, req.register,
+                                              req.value)
+        else:
+            values = inv.read(req.device, req.function, req.base, req.count)
+            if values == ():
+                return  # nobody at that address: the request times out
+            if values is None:
+                reply = encode_error_response(self.adapter_serial, req.device, req.function, inv.serial, req.base,
+                                              req.count)
+            else:
+                reply = encode_read_response(self.adapter_serial, req.device, req.function, inv.serial, req.base,
+                                             values)
+        r = self.realism
+        if r.delay > 0:
+            await asyncio.sleep(r.delay)
+        rng = self.rng
+        if r.corrupt_rate and rng.random() < r.corrupt_rate:
+            reply = reply[:-2] + bytes((reply[-2] ^ 0xFF, reply[-1]))
+        if r.garbage_rate and rng.random() < r.garbage_rate:
+            reply = bytes(rng.randrange(256) for _ in range(rng.randint(1, 40))) + reply
+        targets = list(self.clients) if r.fanout else [c]
+        for t in targets:
+            if r.split and len(reply) > 10:
+                cut = rng.randint(1, len(reply) - 1)
+                self._send(t, reply[:cut])
+                with contextlib.suppress(ConnectionError):
+                    await t.writer.drain()
+                await asyncio.sleep(0.005)
+                self._send(t, reply[cut:])
+            else:
+                self._send(t, reply)
+        if r.null_rate and rng.random() < r.null_rate:
+            self._send(c, encode_null_response(self.adapter_serial))
+        with contextlib.suppress(ConnectionError):
+            await c.writer.drain()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="solarbridge simulate givenergy",
+                                description="GivEnergy dongle + inverter simulator (real protocol on TCP)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8899, help="TCP port (default 8899; 0 = any free port)")
+    p.add_argument("--count", type=int, default=1, help="simulate this many inverters on consecutive ports")
+    p.add_argument("--batteries", type=int, default=2, help="LV batteries 0..6 (default 2)")
+    p.add_argument("--model", choices=sorted(SIM_MODELS), default="hybrid")
+    p.add_argument("--serial", default="SA2114G000", help="inverter serial (10 characters)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    p.add_argument("--tick", type=float, default=1.0, help="physics step in real seconds")
+    p.add_argument("--heartbeat", type=float, default=180.0, help="seconds between heartbeats (dongle: 180)")
+    p.add_argument("--delay", type=float, default=0.0, help="reply delay in seconds (real dongles: ~0.25)")
+    p.add_argument("--fanout", action="store_true", help="send every reply to all connected clients")
+    p.add_argument("--unsolicited", type=float, default=0.0, help="seconds between unsolicited frames")
+    p.add_argument("--null-rate", type=float, default=0.0, help="probability of a null frame after a reply")
+    p.add_argument("--corrupt-rate", type=float, default=0.0, help="probability of a corrupt CRC")
+    p.add_argument("--garbage-rate", type=float, default=0.0, help="probability of garbage before a reply")
+    p.add_argument("--split", action="store_true", help="split replies over two TCP segments")
+    p.add_argument("--drop-every", type=float, default=0.0, help="drop client connections after N seconds")
+    p.add_argument("--replay", type=Path, help="seed registers from a capture log")
+    p.add_argument("--replay-stream", action="store_true", help="also play the capture's rx frames to clients")
+    return p
+
+
+def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    for name in ("null_rate", "corrupt_rate", "garbage_rate"):
+        v = getattr(a, name)
+        if not 0 <= v <= 1:
+            p.error(f"--{name.replace('_', '-')} must be 0..1 (got {v})")
+    if not 0 <= a.batteries <= 6:
+        p.error(f"--batteries must be 0..6 (got {a.batteries})")
+    if not 0 <= a.port <= 65535:
+        p.error(f"--port must be 0..65535 (got {a.port})")
+    if not 1 <= a.count <= 5000:
+        p.error(f"--count must be 1..5000 (got {a.count})")
+    if a.replay is not None and not a.replay.is_file():
+        p.error(f"--replay: no such file {a.replay}")
+    if a.speed <= 0 or a.tick <= 0 or a.heartbeat <= 0:
+        p.error("--speed, --tick and --heartbeat must be > 0")
+
+
+def make_simulators(a: argparse.Namespace) -> list[DongleSimulator]:
+    sims = []
+    realism = Realism(delay=a.delay, fanout=a.fanout, unsolicited=a.unsolicited, null_rate=a.null_rate,
+                      corrupt_rate=a.corrupt_rate, split=a.split, garbage_rate=a.garbage_rate,
+                      drop_every=a.drop_every)
+    replay_frames: list[bytes] = []
+    if a.replay is not None and a.replay_stream:
+        replay_frames = [b for d, b in filter(None, map(parse_capture_line, a.replay.read_text().splitlines()))
+                         if d == "rx"]
+    for i in range(a.count):
+        serial = a.serial if a.count == 1 else f"{a.serial[:7]}{i:03d}"
+        inv = SimInverter(a.model, a.batteries, serial, seed=a.seed + i, speed=a.speed)
+        if a.replay is not None:
+            inv.seed_from_capture(a.replay)
+        port = a.port + i if a.port else 0
+        sims.append(DongleSimulator(inv, a.host, port, realism=realism, heartbeat_interval=a.heartbeat,
+                                    tick=a.tick, replay_frames=replay_frames))
+    return sims
+
+
+async def _serve(sims: list[DongleSimulator]) -> None:
+    for s in sims:
+        await s.start()
+        print(f"givenergy simulator {s.inverter.serial} ({s.inverter.model}, {s.inverter.batteries} batteries)"
+              f" listening on {s.host}:{s.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for s in sims:
+        await s.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    _check(p, a)
+    try:
+        sims = make_simulators(a)
+        asyncio.run(_serve(sims))
+    except OSError as e:
+        print(f"error: cannot listen on {a.host}:{a.port}: {e.strerror}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
