@@ -614,6 +614,8 @@ class Extractor:
         key = (seg.src, seg.sport, seg.dst, seg.dport)
         conn = self._conns.get(key, False)
         if conn is False:
+            if not seg.payload and not seg.flags & SYN:
+                return  # the last ACK after both FINs, or a capture starting mid-connection
             conn = self._new_conn(seg)
         if conn is None:
             return
@@ -773,8 +775,10 @@ def make_extractor(server: str | None = None, *, direction: str = "both",
 
 def _pump(fileobj: BinaryIO, parser: CaptureParser, ex: Extractor, name: str,
           chunk_size: int) -> Iterator[bytes]:
+    # read1: a pipe (tcpdump -w -) hands over what it has instead of blocking for a full chunk
+    read = getattr(fileobj, "read1", fileobj.read)
     while True:
-        data = fileobj.read(chunk_size)
+        data = read(chunk_size)
         if not data:
             return
         try:
