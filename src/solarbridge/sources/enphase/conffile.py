@@ -126,6 +126,9 @@ def parse(text: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
         # after the value: blanks, then a comment, ';' or the end of the line
         while i < n and text[i] in " \t\r":
             i += 1
+        nxt = _NAME_RE.match(text, i)
+        if nxt and nxt.end() < n and text[nxt.end()] == "=":
+            continue  # A=1 B=2: several assignments on one line
         if i < n and text[i] not in "\n;#":
             raise ConfSyntaxError(line, f"unexpected text after {name}= (quote values with spaces)")
     return out
