@@ -1,0 +1,486 @@
+// solarbridge dashboard: plain JavaScript, no build step, no libraries, nothing from the internet.
+// Live state comes from /api/events (server-sent events); history from /api/history; health from /api/health.
+"use strict";
+
+const FLOW = ["pv_power_w", "grid_power_w", "battery_power_w", "load_power_w"];
+const $ = (id) => document.getElementById(id);
+const state = {
+  devices: new Map(),   // device_id -> {info fields..., metrics, lastSeen (ms), interval (s), online}
+  site: localStorage.getItem("sb.site") || "",
+  range: Number(localStorage.getItem("sb.range")) || 86400,
+  histDevice: localStorage.getItem("sb.histDevice") || "",
+  histMetric: localStorage.getItem("sb.histMetric") || "",
+  series: [],
+  plot: null,
+  health: new Map(),
+  dirty: false,
+};
+
+// ------------------------------------------------------------------ formatting
+
+function fmtW(w) {
+  if (w === null || w === undefined || Number.isNaN(w)) return "–";
+  const a = Math.abs(w);
+  if (a >= 10000) return (w / 1000).toFixed(1) + " kW";
+  if (a >= 1000) return (w / 1000).toFixed(2) + " kW";
+  return Math.round(w) + " W";
+}
+function fmtValue(v, unit) {
+  if (v === null || v === undefined) return "–";
+  if (typeof v === "boolean") return v ? "yes" : "no";
+  if (typeof v === "string") return v;
+  if (unit === "W") return fmtW(v);
+  if (unit === "Wh") return Math.abs(v) >= 1000 ? (v / 1000).toFixed(2) + " kWh" : Math.round(v) + " Wh";
+  const a = Math.abs(v);
+  const s = a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2);
+  return unit ? s + " " + unit : s;
+}
+function ago(ms) {
+  if (!ms) return "never";
+  const s = Math.max(0, (Date.now() - ms) / 1000);
+  if (s < 2) return "just now";
+  if (s < 90) return Math.round(s) + " s ago";
+  if (s < 5400) return Math.round(s / 60) + " min ago";
+  if (s < 172800) return Math.round(s / 3600) + " h ago";
+  return Math.round(s / 86400) + " d ago";
+}
+function unitOf(metric) {
+  if (metric.endsWith("_soc_pct") || metric.endsWith("_pct")) return "%";
+  const m = metric.replace(/_l[123]$/, "");
+  for (const [suf, u] of [["_kwh", "kWh"], ["_wh", "Wh"], ["_va", "VA"], ["_var", "var"], ["_w", "W"], ["_v", "V"],
+                          ["_a", "A"], ["_hz", "Hz"], ["_c", "°C"], ["_s", "s"]]) {
+    if (m.endsWith(suf)) return u;
+  }
+  return "";
+}
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else if (k === "text") e.textContent = v; else e.setAttribute(k, v);
+  }
+  for (const k of kids) if (k !== null && k !== undefined) e.append(k);
+  return e;
+}
+
+// ------------------------------------------------------------------ device state
+
+function upsertDevice(d, fromReading) {
+  let dev = state.devices.get(d.device_id);
+  const now = Date.now();
+  if (!dev) {
+    dev = { device_id: d.device_id, device_type: d.device_type, name: d.device_id, metrics: {}, lastSeen: 0,
+            interval: 0, online: true, comms: "", model: "", serial: "", manufacturer: "" };
+    state.devices.set(d.device_id, dev);
+  }
+  for (const k of ["device_type", "name", "model", "serial", "manufacturer", "source", "comms"]) {
+    if (d[k] !== undefined && d[k] !== "") dev[k] = d[k];
+  }
+  if (d.metrics) Object.assign(dev.metrics, d.metrics);
+  if (d.online !== undefined) dev.online = d.online;
+  if (fromReading) {
+    if (dev.lastSeen && d.metrics && Object.keys(d.metrics).length) {
+      const gap = (now - dev.lastSeen) / 1000;
+      // smoothed reading interval, for "stale" detection
+      if (gap > 0.05) dev.interval = dev.interval ? 0.7 * dev.interval + 0.3 * gap : gap;
+    }
+    dev.lastSeen = now;
+  } else if (d.last_seen) {
+    // server clock -> age; tolerant of clock skew between browser and daemon
+    dev.lastSeen = d.age_s !== null && d.age_s !== undefined ? now - d.age_s * 1000 : d.last_seen * 1000;
+  }
+  return dev;
+}
+
+function deviceStatus(dev) {
+  if (!dev.online) return "offline";
+  const age = (Date.now() - dev.lastSeen) / 1000;
+  const limit = Math.max(60, 3 * (dev.interval || 20));
+  if (dev.lastSeen && age > limit) return "stale";
+  if (dev.comms === "failed") return "stale";
+  return "online";
+}
+
+// ------------------------------------------------------------------ power flow
+
+function flowDevices() {
+  const cands = [...state.devices.values()].filter((d) => FLOW.some((m) => typeof d.metrics[m] === "number"));
+  cands.sort((a, b) => FLOW.filter((m) => typeof b.metrics[m] === "number").length -
+                       FLOW.filter((m) => typeof a.metrics[m] === "number").length ||
+                       a.device_id.localeCompare(b.device_id));
+  return cands;
+}
+
+function renderSiteSelect(cands) {
+  const sel = $("flow-site");
+  const want = ["__all__", ...cands.map((d) => d.device_id)].join("|");
+  if (sel.dataset.opts !== want) {
+    sel.replaceChildren(...cands.map((d) => el("option", { value: d.device_id, text: d.name || d.device_id })));
+    if (cands.length > 1) sel.append(el("option", { value: "__all__", text: "All devices (sum)" }));
+    sel.dataset.opts = want;
+  }
+  if (!state.site || (state.site !== "__all__" && !state.devices.has(state.site))) {
+    state.site = cands.length ? cands[0].device_id : "";
+  }
+  sel.value = state.site;
+}
+
+function setFlow(id, w, linkId, reverse) {
+  const t = $(id);
+  t.textContent = w === null ? "–" : fmtW(Math.abs(w));
+  t.dataset.w = w === null ? "" : String(Math.round(w));
+  const link = $(linkId);
+  const on = w !== null && Math.abs(w) >= 5;
+  link.classList.toggle("on", on);
+  link.classList.toggle("rev", on && reverse);
+}
+
+function renderFlow() {
+  const cands = flowDevices();
+  renderSiteSelect(cands);
+  const devs = state.site === "__all__" ? cands : cands.filter((d) => d.device_id === state.site);
+  const sum = (m) => {
+    let s = null;
+    for (const d of devs) if (typeof d.metrics[m] === "number") s = (s || 0) + d.metrics[m];
+    return s;
+  };
+  const pv = sum("pv_power_w"), grid = sum("grid_power_w"), bat = sum("battery_power_w");
+  let load = sum("load_power_w");
+  if (load === null && (pv !== null || grid !== null || bat !== null)) {
+    load = Math.max(0, (pv || 0) + (grid || 0) + (bat || 0)); // energy balance when the device has no load meter
+  }
+  // link paths run node -> hub for PV, grid and battery, and hub -> home
+  setFlow("flow-pv-w", pv, "link-pv", false);
+  setFlow("flow-grid-w", grid, "link-grid", grid !== null && grid < 0);
+  // the battery link is drawn hub -> battery (charging direction): discharge runs it in reverse
+  setFlow("flow-battery-w", bat, "link-battery", bat !== null && bat > 0);
+  setFlow("flow-home-w", load, "link-home", false);
+  $("flow-grid-dir").textContent = grid === null ? "" : grid > 5 ? "importing" : grid < -5 ? "exporting" : "idle";
+  $("flow-battery-dir").textContent = bat === null ? "" : bat > 5 ? "discharging" : bat < -5 ? "charging" : "idle";
+  const socs = devs.map((d) => d.metrics.battery_soc_pct).filter((v) => typeof v === "number");
+  $("battery-soc").textContent = socs.length ? Math.round(socs.reduce((a, b) => a + b, 0) / socs.length) + "%" : "–";
+  const gridOff = devs.some((d) => d.metrics.grid_available === false);
+  $("node-grid").classList.toggle("off", gridOff);
+  $("grid-label").textContent = gridOff ? "Grid OFF" : "Grid";
+  const down = devs.filter((d) => deviceStatus(d) !== "online");
+  $("flow").classList.toggle("stale", devs.length > 0 && down.length === devs.length);
+  let note = "";
+  if (!cands.length) note = "No device reports power yet.";
+  else if (down.length) note = down.map((d) => `${d.name || d.device_id} is ${deviceStatus(d)}` +
+                                       ` (last data ${ago(d.lastSeen)})`).join("; ") + ": values may be out of date.";
+  $("flow-note").textContent = note;
+}
+
+// ------------------------------------------------------------------ device cards
+
+const CARD_METRICS = [
+  ["pv_power_w", "Solar"], ["battery_power_w", "Battery"], ["grid_power_w", "Grid"], ["load_power_w", "Home"],
+  ["pv_energy_today_wh", "Solar today"], ["inverter_temperature_c", "Inverter"],
+];
+
+function renderDevices() {
+  const box = $("devices");
+  const devs = [...state.devices.values()].sort((a, b) => a.device_id.localeCompare(b.device_id));
+  $("dev-count").textContent = devs.length ? `${devs.filter((d) => deviceStatus(d) === "online").length} of ${devs.length} online` : "";
+  if (!devs.length) return;
+  const cards = devs.map((d) => {
+    const st = deviceStatus(d);
+    const dl = el("dl");
+    const add = (k, v, cls) => { dl.append(el("dt", { text: k }), el("dd", cls ? { class: cls, text: v } : { text: v })); };
+    let shown = 0;
+    for (const [m, label] of CARD_METRICS) {
+      if (d.metrics[m] !== undefined) { add(label, fmtValue(d.metrics[m], unitOf(m))); shown++; }
+    }
+    if (!shown) {
+      // devices without canonical power metrics: show their first few numeric values
+      for (const [m, v] of Object.entries(d.metrics).slice(0, 4)) add(m, fmtValue(v, unitOf(m)));
+    }
+    if (d.metrics.grid_available !== undefined) {
+      add("Grid supply", d.metrics.grid_available ? "on" : "OFF", d.metrics.grid_available ? "" : "grid-off");
+    }
+    add("Last seen", ago(d.lastSeen));
+    add("Comms", d.comms || "–");
+    const card = el("article", { class: "dev " + st, "data-device": d.device_id, "data-status": st },
+      el("span", { class: "badge " + st, text: st }),
+      el("h3", { text: d.name || d.device_id, title: d.name || d.device_id }),
+      el("div", { class: "ident", text: [d.device_type, d.model, d.serial && d.serial !== d.name ? d.serial : ""].filter(Boolean).join(" · ") }));
+    if (typeof d.metrics.battery_soc_pct === "number") {
+      const soc = Math.max(0, Math.min(100, d.metrics.battery_soc_pct));
+      card.append(el("div", { class: "soc", title: `battery ${soc.toFixed(0)}%`, role: "meter", "aria-valuemin": "0",
+                              "aria-valuemax": "100", "aria-valuenow": soc.toFixed(0) }, el("i", { style: `width:${soc}%` })));
+      add("SOC", soc.toFixed(0) + " %");
+    }
+    card.append(dl);
+    if (st === "offline") card.append(el("div", { class: "why", text: `No comms with this device. Values are from ${ago(d.lastSeen)}.` }));
+    else if (st === "stale") card.append(el("div", { class: "why", text: `No new data for ${ago(d.lastSeen).replace(" ago", "")}.` }));
+    return card;
+  });
+  box.replaceChildren(...cards);
+}
+
+// ------------------------------------------------------------------ history plot
+
+async function loadSeries() {
+  try {
+    const r = await fetch("/api/history/series");
+    if (!r.ok) { $("hist-note").textContent = (await r.json()).detail || "history unavailable"; return; }
+    state.series = await r.json();
+  } catch (e) { return; }
+  const devSel = $("hist-device");
+  const devices = [...new Set(state.series.map((s) => s.device_id))];
+  if (!devices.length) { $("hist-note").textContent = "No history yet."; return; }
+  if (!devices.includes(state.histDevice)) state.histDevice = devices.includes(state.site) ? state.site : devices[0];
+  if (devSel.dataset.opts !== devices.join("|")) {
+    devSel.replaceChildren(...devices.map((d) => el("option", { value: d, text: state.devices.get(d)?.name || d })));
+    devSel.dataset.opts = devices.join("|");
+  }
+  devSel.value = state.histDevice;
+  fillMetrics();
+}
+
+function fillMetrics() {
+  const metrics = state.series.filter((s) => s.device_id === state.histDevice).map((s) => s.metric);
+  const sel = $("hist-metric");
+  if (sel.dataset.opts !== metrics.join("|")) {
+    sel.replaceChildren(...metrics.map((m) => el("option", { value: m, text: m })));
+    sel.dataset.opts = metrics.join("|");
+  }
+  if (!metrics.includes(state.histMetric)) state.histMetric = metrics.find((m) => FLOW.includes(m)) || metrics[0] || "";
+  sel.value = state.histMetric;
+}
+
+let histSeq = 0;
+async function loadHistory() {
+  if (!state.histDevice || !state.histMetric) return;
+  const canvas = $("plot");
+  const width = Math.max(100, canvas.clientWidth || 600);
+  const range = state.range;
+  const step = Math.max(10, Math.ceil(range / Math.min(720, width)));
+  const q = new URLSearchParams({ device: state.histDevice, metric: state.histMetric, since: `${range}s`, step: `${step}s` });
+  const seq = ++histSeq;
+  const t0 = performance.now();
+  let data;
+  try {
+    const r = await fetch("/api/history?" + q);
+    data = await r.json();
+    if (!r.ok) { if (seq === histSeq) { state.plot = null; drawPlot(); $("hist-note").textContent = data.detail; } return; }
+  } catch (e) { $("hist-note").textContent = "history request failed"; return; }
+  if (seq !== histSeq) return; // a newer request superseded this one
+  state.plot = data;
+  canvas.dataset.range = String(range);
+  canvas.dataset.points = String(data.t.length);
+  drawPlot();
+  $("hist-note").textContent = `${data.t.length} points, ${fmtStep(data.step)} buckets (min/mean/max), ` +
+    `loaded in ${Math.round(performance.now() - t0)} ms`;
+}
+function fmtStep(s) { return s >= 3600 ? s / 3600 + " h" : s >= 60 ? Math.round(s / 60) + " min" : s + " s"; }
+
+function niceTicks(lo, hi, n) {
+  if (!(hi > lo)) { hi = lo + 1; lo = lo - 1; }
+  const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw);
+  const start = Math.floor(lo / step) * step, ticks = [];
+  for (let v = start; v <= hi + step * 0.5; v += step) ticks.push(Number(v.toPrecision(12)));
+  return ticks;
+}
+
+function drawPlot(hoverX) {
+  const canvas = $("plot");
+  const dpr = window.devicePixelRatio || 1;
+  const W = canvas.clientWidth, H = canvas.clientHeight;
+  if (canvas.width !== Math.round(W * dpr) || canvas.height !== Math.round(H * dpr)) {
+    canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr);
+  }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, W, H);
+  const css = getComputedStyle(document.documentElement);
+  const ink = css.getPropertyValue("--muted").trim(), line = css.getPropertyValue("--line").trim();
+  const color = { pv_power_w: "--pv", grid_power_w: "--grid", load_power_w: "--home", battery_power_w: "--bat",
+                  battery_soc_pct: "--bat" }[state.histMetric] || "--grid";
+  const c = css.getPropertyValue(color).trim();
+  const d = state.plot;
+  ctx.font = "11px system-ui, sans-serif";
+  if (!d || !d.t.length) {
+    ctx.fillStyle = ink; ctx.textAlign = "center";
+    ctx.fillText(d ? "no data in this range" : "", W / 2, H / 2);
+    return;
+  }
+  let lo = Infinity, hi = -Infinity;
+  for (let i = 0; i < d.t.length; i++) {
+    if (d.min[i] !== null && d.min[i] < lo) lo = d.min[i];
+    if (d.max[i] !== null && d.max[i] > hi) hi = d.max[i];
+  }
+  if (!Number.isFinite(lo)) { lo = 0; hi = 1; }
+  const yt = niceTicks(lo, hi, 5);
+  lo = Math.min(lo, yt[0]); hi = Math.max(hi, yt[yt.length - 1]);
+  const left = 52, right = 8, top = 8, bottom = 22;
+  const x0 = d.since, x1 = d.until;
+  const X = (t) => left + ((t - x0) / (x1 - x0)) * (W - left - right);
+  const Y = (v) => top + (1 - (v - lo) / (hi - lo || 1)) * (H - top - bottom);
+  // grid and y labels
+  ctx.strokeStyle = line; ctx.fillStyle = ink; ctx.lineWidth = 1; ctx.textAlign = "right"; ctx.textBaseline = "middle";
+  const unit = d.unit || "";
+  for (const v of yt) {
+    const y = Math.round(Y(v)) + 0.5;
+    ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(W - right, y); ctx.stroke();
+    const label = unit === "W" && Math.abs(hi) >= 2000 ? (v / 1000).toFixed(1) + "k" : String(v);
+    ctx.fillText(label, left - 6, y);
+  }
+  // x labels
+  ctx.textAlign = "center"; ctx.textBaseline = "top";
+  const span = x1 - x0, nx = Math.max(2, Math.floor((W - left) / 90));
+  const xStep = [300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800].find((s) => span / s <= nx) || 86400 * 7;
+  const tz = new Date().getTimezoneOffset() * 60;
+  for (let t = Math.ceil((x0 - tz) / xStep) * xStep + tz; t <= x1; t += xStep) {
+    const dt = new Date(t * 1000);
+    const label = xStep >= 86400 ? dt.toLocaleDateString([], { weekday: "short", day: "numeric" })
+      : dt.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    ctx.fillText(label, X(t), H - bottom + 5);
+  }
+  // min-max band, broken at gaps bigger than two buckets
+  const gap = d.step * 2.5;
+  const runs = [];
+  let run = [];
+  for (let i = 0; i < d.t.length; i++) {
+    if (d.mean[i] === null) continue;
+    if (run.length && d.t[i] - d.t[run[run.length - 1]] > gap) { runs.push(run); run = []; }
+    run.push(i);
+  }
+  if (run.length) runs.push(run);
+  const mid = (i) => X(d.t[i] + d.step / 2);
+  ctx.fillStyle = c; ctx.globalAlpha = 0.18;
+  for (const r of runs) {
+    ctx.beginPath();
+    r.forEach((i, k) => (k ? ctx.lineTo(mid(i), Y(d.max[i])) : ctx.moveTo(mid(i), Y(d.max[i]))));
+    for (let k = r.length - 1; k >= 0; k--) ctx.lineTo(mid(r[k]), Y(d.min[r[k]]));
+    ctx.closePath(); ctx.fill();
+  }
+  ctx.globalAlpha = 1; ctx.strokeStyle = c; ctx.lineWidth = 1.6;
+  for (const r of runs) {
+    ctx.beginPath();
+    r.forEach((i, k) => (k ? ctx.lineTo(mid(i), Y(d.mean[i])) : ctx.moveTo(mid(i), Y(d.mean[i]))));
+    if (r.length === 1) ctx.arc(mid(r[0]), Y(d.mean[r[0]]), 2, 0, 2 * Math.PI);
+    ctx.stroke();
+  }
+  // hover
+  const tip = $("tip");
+  if (hoverX === undefined || hoverX < left) { tip.hidden = true; return; }
+  const t = x0 + ((hoverX - left) / (W - left - right)) * (x1 - x0);
+  let best = -1, bd = Infinity;
+  for (let i = 0; i < d.t.length; i++) {
+    const dd = Math.abs(d.t[i] + d.step / 2 - t);
+    if (dd < bd && d.mean[i] !== null) { bd = dd; best = i; }
+  }
+  if (best < 0) { tip.hidden = true; return; }
+  const bx = mid(best);
+  ctx.strokeStyle = ink; ctx.lineWidth = 1; ctx.setLineDash([3, 3]);
+  ctx.beginPath(); ctx.moveTo(bx, top); ctx.lineTo(bx, H - bottom); ctx.stroke(); ctx.setLineDash([]);
+  const f = (v) => fmtValue(v, unit);
+  tip.textContent = `${new Date(d.t[best] * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" })}` +
+    `  mean ${f(d.mean[best])}  min ${f(d.min[best])}  max ${f(d.max[best])}`;
+  tip.hidden = false;
+  tip.style.left = Math.max(0, Math.min(bx + 8, W - tip.offsetWidth)) + "px";
+}
+
+function setRange(r) {
+  state.range = r;
+  localStorage.setItem("sb.range", String(r));
+  for (const b of document.querySelectorAll(".ranges button")) b.setAttribute("aria-pressed", String(Number(b.dataset.range) === r));
+  loadHistory();
+}
+
+// ------------------------------------------------------------------ health
+
+async function loadHealth() {
+  let h;
+  try {
+    const r = await fetch("/api/health");
+    if (!r.ok) return;
+    h = await r.json();
+  } catch (e) { return; }
+  const badge = $("health-status");
+  badge.textContent = h.status; badge.className = "badge " + h.status;
+  const rows = [];
+  for (const c of h.components) {
+    state.health.set(c.name, c);
+    const backlog = c.queue_depth === null || c.queue_depth === undefined ? "–" : `${c.queue_depth} + ${c.pending ?? 0}`;
+    rows.push(el("tr", { "data-component": c.name, class: c.last_error ? "has-err" : "" },
+      el("td", {}, c.name, el("span", { class: "kind", text: `${c.kind} · ${c.type}` })),
+      el("td", {}, el("span", { class: "badge " + c.state, text: c.state })),
+      el("td", { text: c.last_success ? ago(c.last_success * 1000) : "never" }),
+      el("td", { class: "num", text: backlog }),
+      el("td", { class: "num", text: c.dropped ?? "–" })));
+    if (c.last_error) {
+      const since = c.error_since ? ` (since ${ago(c.error_since * 1000)}, ${c.restarts} restarts)` : "";
+      rows.push(el("tr", { class: "err-row" }, el("td", { class: "err", colspan: "5", text: c.last_error + since })));
+    }
+  }
+  $("health").tBodies[0].replaceChildren(...rows);
+  $("health-summary").textContent = `${h.readings} readings · ${h.devices_online}/${h.devices} devices online · up ${fmtStep(Math.round(h.uptime_s))}`;
+  for (const dev of state.devices.values()) {
+    const src = state.health.get(dev.source);
+    if (src) dev.comms = src.state;
+  }
+}
+
+async function loadDevices() {
+  try {
+    const r = await fetch("/api/devices");
+    if (!r.ok) return;
+    for (const d of await r.json()) {
+      const dev = upsertDevice(d, false);
+      dev.comms = d.comms;
+    }
+    schedule();
+  } catch (e) { /* the live stream reports connection problems */ }
+}
+
+// ------------------------------------------------------------------ live stream
+
+function schedule() {
+  if (state.dirty) return;
+  state.dirty = true;
+  requestAnimationFrame(() => { state.dirty = false; renderFlow(); renderDevices(); });
+}
+
+function connect() {
+  const es = new EventSource("/api/events");
+  const conn = $("conn"), text = $("conn-text");
+  es.onopen = () => { conn.dataset.state = "live"; text.textContent = "live"; };
+  es.onerror = () => { conn.dataset.state = "down"; text.textContent = "reconnecting…"; };
+  es.addEventListener("device", (ev) => { upsertDevice(JSON.parse(ev.data), false); schedule(); });
+  es.addEventListener("reading", (ev) => {
+    const r = JSON.parse(ev.data);
+    upsertDevice(r, true);
+    schedule();
+  });
+}
+
+// ------------------------------------------------------------------ wiring
+
+function init() {
+  for (const b of document.querySelectorAll(".ranges button")) b.addEventListener("click", () => setRange(Number(b.dataset.range)));
+  setRange(state.range);
+  $("flow-site").addEventListener("change", (e) => { state.site = e.target.value; localStorage.setItem("sb.site", state.site); renderFlow(); });
+  $("hist-device").addEventListener("change", (e) => {
+    state.histDevice = e.target.value; localStorage.setItem("sb.histDevice", state.histDevice); fillMetrics(); loadHistory();
+  });
+  $("hist-metric").addEventListener("change", (e) => {
+    state.histMetric = e.target.value; localStorage.setItem("sb.histMetric", state.histMetric); loadHistory();
+  });
+  const canvas = $("plot");
+  canvas.addEventListener("mousemove", (e) => drawPlot(e.offsetX));
+  canvas.addEventListener("mouseleave", () => drawPlot());
+  canvas.addEventListener("touchstart", (e) => drawPlot(e.touches[0].clientX - canvas.getBoundingClientRect().left), { passive: true });
+  let resizeTimer = 0;
+  window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => drawPlot(), 100); });
+  connect();
+  loadDevices();
+  loadHealth();
+  loadSeries().then(loadHistory);
+  setInterval(() => { renderDevices(); renderFlow(); }, 1000);   // "last seen" ages and stale detection
+  setInterval(loadHealth, 5000);
+  setInterval(loadDevices, 15000);
+  setInterval(() => loadSeries().then(loadHistory), 30000);
+}
+init();
