@@ -158,8 +158,8 @@ class InverterModel:
         for i, oid in enumerate(self.optimizer_ids):
             p = pac / n * self.rng.uniform(0.95, 1.05)
             vmod = round(self.rng.uniform(32, 38), 3) if sun > 0 else 0.0
-            imod = p / vmod if vmod else 0.0
-            out.append(record(0x0080, oid, optimizer_0080(ts - i, uptime, vmod, vdc / n, imod, self.eday / n,
+            imod = min(p / vmod, 12.0) if vmod else 0.0
+            out.append(record(0x0080, oid, optimizer_0080(ts - i, uptime, vmod, min(vdc / n, 60.0), imod, self.eday / n,
                                                           temp - 5)))
         for bid in self.battery_ids:
             charging = sun > 0.3
