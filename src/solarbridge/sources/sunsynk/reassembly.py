@@ -229,7 +229,8 @@ class Reassembler:
         if not buf:
             n = len(data)
             # fast path: a whole report in one segment, layout known or unambiguous
-            if data[0] == MAGIC and n in LAYOUTS and (n == _LONG or self._known(fl) == _SHORT):
+            known = self._known(fl)
+            if data[0] == MAGIC and (n == known or (known is None and n == _LONG)):
                 self._emit(fl, ts, bytes(data), out)
                 return
             if data[0] != MAGIC:
@@ -244,45 +245,67 @@ class Reassembler:
         return self.layout or fl.layout
 
     def _scan(self, fl: _Flow, ts: float, out: list[tuple[float, bytes]], *, final: bool) -> None:
-        """Cut complete messages off the front of the flow's buffer."""
-        buf, starts = fl.buf, fl.starts
-        while buf:
+        """Cut complete messages off the front of the flow's buffer.
+
+        Candidates are (start, size) pairs: a start is a segment start led by 0xA5, the size a layout; a
+        candidate ending where a segment ends and the next 0xA5-led message begins (or the data ends) is
+        strong, one followed by 0xA5 inside a segment (coalesced writes) or ending at a segment end is
+        weaker. The strongest, earliest candidate wins; bytes before it are an unknown message. A choice
+        that later data could still change (it ends exactly at the end of the data and the layout is not
+        known, or another 0xA5-led segment begins inside it) waits for more data, the flow's end or the hold.
+        """
+        while fl.buf:
+            buf, starts = fl.buf, fl.starts
             if buf[0] != MAGIC:
                 self._drop_to_next_start(fl, unknown=False)
                 continue
             n = len(buf)
             known = self._known(fl)
-            cut = 0
-            for size in (LAYOUTS if known is None else (known,)):
-                if size > n:
-                    continue
-                at_boundary = size == n or size in starts
-                next_is_message = size < n and buf[size] == MAGIC
-                if not (at_boundary or next_is_message):
-                    continue
-                if size == _SHORT and known is None and _LONG in LAYOUTS:
-                    # could be the head of a 302-byte report split at byte 292
-                    if n == _SHORT and not final:
-                        return  # wait for more data, the flow's end or the hold timeout
-                    if n > _SHORT and buf[_SHORT] != MAGIC:
-                        continue  # the stream goes on without a new message: try the longer layout
-                cut = size
-                break
-            if cut:
-                msg = bytes(buf[:cut])
-                del buf[:cut]
-                fl.starts[:] = [s - cut for s in starts if s > cut]
-                starts = fl.starts
-                if buf:
-                    if not starts or starts[0] != 0:
-                        starts.insert(0, 0)
-                    fl.buf_since = ts
+            sizes = LAYOUTS if known is None else (known,)
+            best: tuple[int, int, int] | None = None  # (score, -start, size)
+            lead = [x for x in starts if buf[x] == MAGIC] if len(starts) > 1 else [0]
+            bounds = set(starts)
+            for st in lead:
+                if st > _LONG:
+                    break
+                for size in sizes:
+                    e = st + size
+                    if e > n:
+                        continue
+                    nxt = e < n and buf[e] == MAGIC
+                    bnd = e == n or e in bounds
+                    score = 3 if bnd and (e == n or nxt) else 2 if nxt else 1 if bnd else 0
+                    if score and (best is None or (score, -st) > best[:2]):
+                        best = (score, -st, size)
+            if best is not None:
+                _, neg, size = best
+                st = -neg
+                e = st + size
+                if not final:
+                    inner = any(0 < x < e for x in lead if x != st)
+                    ambiguous = known is None and size == _SHORT and e == n
+                    if inner or ambiguous:
+                        return  # later data may change the answer
+                if st:
+                    self._unknown(st)
+                msg = bytes(buf[st:e])
+                self._cut(fl, e, ts)
                 self._emit(fl, ts, msg, out)
                 continue
-            if n > _LONG or final or (known is not None and n > known):
+            limit = _LONG if known is None else known
+            if final or n > limit + _LONG:
                 self._drop_to_next_start(fl, unknown=True)
                 continue
             return  # not enough data yet
+
+    def _cut(self, fl: _Flow, e: int, ts: float) -> None:
+        del fl.buf[:e]
+        starts = [s - e for s in fl.starts if s > e]
+        if fl.buf and (not starts or starts[0] != 0):
+            starts.insert(0, 0)
+        fl.starts[:] = starts
+        if fl.buf:
+            fl.buf_since = ts
 
     def _drop_to_next_start(self, fl: _Flow, *, unknown: bool) -> None:
         """Drop the message at the front: up to the next segment start that begins with 0xA5."""
