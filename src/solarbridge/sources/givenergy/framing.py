@@ -164,6 +164,14 @@ def _ascii(b: bytes) -> str:
     return b.decode("latin-1").rstrip("\x00")
 
 
+def _looks_like_lan_config(frame: bytes) -> bool:
+    # a real reply whose padding happens to be 44 has a valid CRC where the LAN text does not
+    if crc16_modbus(frame[26:-2]) == frame[-2] | (frame[-1] << 8):
+        return False
+    text = frame[26:]
+    return text[:1].isdigit() and text.count(b",") >= 2
+
+
 def decode_frame(frame: bytes) -> Frame:
     """Decode one complete frame (marker through CRC). Raises :class:`FrameError`."""
     n = len(frame)
@@ -183,7 +191,7 @@ def decode_frame(frame: bytes) -> Frame:
         raise FrameError("bad_length", "transparent frame too short")
     adapter = _ascii(frame[8:18])
     # LAN-config broadcast: 7 zero bytes then a CSV text instead of padding + PDU
-    if frame[25] == 0x2C and not any(frame[18:25]):
+    if frame[25] == 0x2C and not any(frame[18:25]) and _looks_like_lan_config(frame):
         return LanConfig(adapter, frame[26:].decode("latin-1", "replace").strip("\r\n\x00"))
     fc = frame[27]
     if n == 34:  # request: adapter + padding + addr fc reg count/value crc
