@@ -1,0 +1,361 @@
+"""Graphite (Carbon) output: the daemon's ``graphite`` sink and the connection the se2graphite tools share.
+
+Delivery without loss over a protocol without acknowledgements
+---------------------------------------------------------------
+Carbon never answers on its line (2003) or pickle (2004) ports, so a successful ``send()`` only
+means the kernel took the bytes. If Carbon stops, what it had not read yet is gone, and the
+first write after it closed the connection usually succeeds too. :class:`GraphiteClient` closes
+that gap with three rules:
+
+1. Before each write it checks whether Carbon closed the connection (Carbon never sends data,
+   so a readable socket means EOF or reset) and reconnects first.
+2. Everything written since the last *confirmation* is kept (the replay window). After a
+   reconnect the whole window is sent again before new data. Graphite writes are idempotent
+   (one value per path and timestamp), so a point sent twice is stored once.
+3. A confirmation is a half-close: ``shutdown(SHUT_WR)`` and wait for Carbon to close its side.
+   Carbon reads up to our end-of-stream before it closes, so everything sent has reached it.
+   This happens when the window exceeds ``confirm_bytes`` or ``confirm_interval`` seconds, on
+   ``flush()`` and at the end of a command, then the window is emptied and the next write
+   reconnects.
+
+Spool policy (daemon sink): in memory and bounded. A batch whose write fails stays with the
+runtime (requeued at the front of the sink's queue, which holds ``queue_size`` readings and
+drops the oldest, counted, beyond that); data already written but not yet confirmed stays in
+the replay window (at most about ``confirm_bytes`` plus one batch). Nothing is written to disk:
+if Carbon is unreachable when the daemon stops, what is still queued is lost and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ..model import Reading
+from ..plugin import Context, Sink, SinkConfig
+from ..util.backoff import Backoff
+from ..util.timeparse import parse_duration
+from .graphite_wire import Point, WireError, encode_text, numeric, pickle_frames, render_template
+
+DEFAULT_PORTS = {"text": 2003, "pickle": 2004}
+
+
+class GraphiteClient:
+    """A blocking TCP connection to Carbon with reconnect, replay and confirmation (see module doc).
+
+    ``send`` takes whole protocol units (complete lines, complete pickle frames) so a replay
+    never splits one. ``retry_for=None`` retries forever with backoff (the commands);
+    ``retry_for=0`` tries once, plus one immediate reconnect if an old connection had died
+    (the daemon sink, whose runtime does the backoff).
+    """
+
+    def __init__(self, host: str, port: int, *, timeout: float = 10.0, confirm_bytes: int = 1 << 20,
+                 confirm_interval: float = 60.0, backoff: Backoff | None = None,
+                 log: logging.Logger | None = None, sleep: Callable[[float], None] = time.sleep,
+                 status: Callable[[str], None] | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.confirm_bytes = confirm_bytes
+        self.confirm_interval = confirm_interval
+        self.backoff = backoff or Backoff(initial=0.2, cap=10.0)
+        self.log = log or logging.getLogger("solarbridge.graphite")
+        self.sleep = sleep
+        self.status = status
+        self.sock: socket.socket | None = None
+        self._window: list[tuple[bytes, int]] = []
+        self._window_bytes = 0
+        self._window_since = 0.0
+        self._failing = False
+        # counters
+        self.connects = 0
+        self.reconnects = 0
+        self.replayed_bytes = 0
+        self.sent_points = 0
+        self.confirmed_points = 0
+        self.last_error = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def unconfirmed(self) -> int:
+        """Datapoints written but not yet confirmed (kept for replay)."""
+        return sum(n for _, n in self._window)
+
+    # ------------------------------------------------------------------ connection
+    def _connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self.connects += 1
+        if self.connects > 1:
+            self.reconnects += 1
+
+    def _drop(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def _peer_closed(self) -> bool:
+        """True if Carbon closed or reset the connection (it never sends data on these ports)."""
+        assert self.sock is not None
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if not readable:
+                return False
+            return self.sock.recv(4096, socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def _note_failure(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if not self._failing:
+            self._failing = True
+            msg = f"carbon at {self.address}: {self.last_error}; reconnecting (nothing is dropped)"
+            self.log.warning(msg)
+            if self.status:
+                self.status(msg)
+
+    def _note_ok(self) -> None:
+        if self._failing:
+            self._failing = False
+            msg = f"carbon at {self.address}: connected again, {self.unconfirmed()} point(s) replayed"
+            self.log.warning(msg)
+            if self.status:
+                self.status(msg)
+        self.backoff.reset()
+
+    def _attempts(self, retry_for: float | None) -> Callable[[BaseException], None]:
+        """A function to call after each failure: sleeps with backoff, or raises when time is up."""
+        deadline = None if retry_for is None else time.monotonic() + retry_for
+        free = [True]  # one immediate retry when an established connection turns out dead
+
+        def failed(exc: BaseException) -> None:
+            self._drop()
+            self._note_failure(exc)
+            if free[0] and self.connects and not isinstance(exc, ConnectionRefusedError):
+                free[0] = False
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ConnectionError(f"carbon at {self.address} unreachable: {self.last_error}") from exc
+            delay = self.backoff.next_delay()
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - time.monotonic()))
+            self.sleep(delay)
+
+        return failed
+
+    # ------------------------------------------------------------------ sending
+    def send(self, data: bytes, points: int = 0, *, retry_for: float | None = None) -> None:
+        """Deliver ``data`` (whole lines or frames). Raises ConnectionError once ``retry_for`` has passed;
+        the data is then not kept, the caller still owns it."""
+        if not data:
+            return
+        if not self._window:
+            self._window_since = time.monotonic()
+        self._window.append((data, points))
+        self._window_bytes += len(data)
+        failed = self._attempts(retry_for)
+        while True:
+            try:
+                if self.sock is not None and self._peer_closed():
+                    raise ConnectionResetError("connection closed by carbon")
+                if self.sock is None:
+                    self._connect()
+                    replay = b"".join(d for d, _ in self._window)
+                    self.replayed_bytes += len(replay) - len(data)
+                    self.sock.sendall(replay)  # type: ignore[union-attr]
+                else:
+                    self.sock.sendall(data)
+                break
+            except OSError as e:
+                try:
+                    failed(e)
+                except ConnectionError:
+                    self._window.pop()
+                    self._window_bytes -= len(data)
+                    raise
+        self.sent_points += points
+        self._note_ok()
+        if (self._window_bytes >= self.confirm_bytes
+                or time.monotonic() - self._window_since >= self.confirm_interval):
+            self.confirm(retry_for=retry_for)
+
+    def confirm(self, *, retry_for: float | None = None) -> None:
+        """Make sure Carbon has read everything sent so far (half-close, wait for its close).
+
+        On failure the window is replayed on a new connection and confirmed again.
+        Raises ConnectionError once ``retry_for`` has passed (the window is kept).
+        """
+        if not self._window:
+            self._drop()
+            return
+        failed = self._attempts(retry_for)
+        while True:
+            try:
+                if self.sock is None:
+                    self._connect()
+                    replay = b"".join(d for d, _ in self._window)
+                    self.replayed_bytes += len(replay)
+                    self.sock.sendall(replay)  # type: ignore[union-attr]
+                elif self._peer_closed():
+                    # Carbon closed first: what we sent after that may be lost, so replay it
+                    raise ConnectionResetError("connection closed by carbon")
+                sock = self.sock
+                assert sock is not None
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(self.timeout)
+                while True:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                break
+            except OSError as e:
+                failed(e)
+        self._drop()
+        self.confirmed_points += self.unconfirmed()
+        self._window.clear()
+        self._window_bytes = 0
+        self._note_ok()
+
+    def close(self, *, confirm: bool = True, retry_for: float | None = 0) -> None:
+        """Confirm delivery (unless ``confirm=False``) and close; never raises."""
+        try:
+            if confirm:
+                self.confirm(retry_for=retry_for)
+        except ConnectionError as e:
+            self.log.error("carbon at %s: %d point(s) not confirmed: %s", self.address, self.unconfirmed(), e)
+        finally:
+            self._drop()
+
+
+# ----------------------------------------------------------------------------- daemon sink
+
+
+class GraphiteConfig(SinkConfig):
+    host: str = Field("127.0.0.1", min_length=1, description="Carbon host")
+    port: int | None = Field(None, ge=1, le=65535, description="Carbon port (default 2003 text, 2004 pickle)")
+    protocol: Literal["text", "pickle"] = Field("text", description="plaintext lines or pickle batches")
+    prefix: str = Field("solarbridge", description="first path component(s), {prefix} in the template")
+    template: str = Field("{prefix}.{device_type}.{device_id}.{metric}",
+                          description="metric path; placeholders {prefix} {source} {device_type} {device_id} {metric}")
+    timeout: float = Field(10.0, gt=0, le=300, description="connect and confirm timeout, seconds")
+    confirm_interval: str | float = Field("60s", description="confirm delivery at least this often")
+    confirm_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="confirm after this many bytes")
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, v: str) -> str:
+        try:
+            path = render_template(v, _SAMPLE_FIELDS)
+        except WireError as e:
+            raise ValueError(str(e)) from None
+        if "{metric}" not in v:
+            raise ValueError("template must contain {metric}")
+        if not path:
+            raise ValueError("template renders an empty path")
+        return v
+
+    @field_validator("confirm_interval")
+    @classmethod
+    def _check_interval(cls, v: str | float) -> str | float:
+        try:
+            seconds = parse_duration(v)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        if not 0.1 <= seconds <= 86400:
+            raise ValueError("confirm_interval must be between 0.1s and 1d")
+        return v
+
+
+_SAMPLE_FIELDS = {"prefix": "p", "source": "s", "device_type": "t", "device_id": "i", "metric": "m"}
+
+
+def reading_points(readings: Sequence[Reading], template: str, prefix: str,
+                   cache: dict[tuple[str, str, str, str], str] | None = None) -> list[Point]:
+    """Numeric metrics of ``readings`` as Graphite points (booleans as 1/0, strings skipped)."""
+    out: list[Point] = []
+    paths = cache if cache is not None else {}
+    for r in readings:
+        if not r.metrics:
+            continue
+        ts = float(int(r.timestamp.timestamp()))
+        for metric, value in r.metrics.items():
+            v = numeric(value)
+            if v is None:
+                continue
+            key = (r.source, r.device_type, r.device_id, metric)
+            path = paths.get(key)
+            if path is None:
+                if len(paths) > 200_000:
+                    paths.clear()
+                path = paths[key] = render_template(template, {
+                    "prefix": prefix, "source": r.source, "device_type": r.device_type,
+                    "device_id": r.device_id, "metric": metric})
+            out.append((path, ts, v))
+    return out
+
+
+class GraphiteSink(Sink):
+    """Any source's readings to Carbon, plaintext or pickle, delivered without loss (see module doc)."""
+
+    Config = GraphiteConfig
+
+    def __init__(self, config: GraphiteConfig, ctx: Context) -> None:
+        super().__init__(config, ctx)
+        self.client = GraphiteClient(config.host, config.port or DEFAULT_PORTS[config.protocol],
+                                     timeout=config.timeout, confirm_bytes=config.confirm_bytes,
+                                     confirm_interval=parse_duration(config.confirm_interval), log=ctx.log)
+        self._paths: dict[tuple[str, str, str, str], str] = {}
+
+    def encode(self, batch: Sequence[Reading]) -> list[tuple[bytes, int]]:
+        points = reading_points(batch, self.config.template, self.config.prefix, self._paths)
+        if not points:
+            return []
+        if self.config.protocol == "text":
+            return [(encode_text(points), len(points))]
+        return pickle_frames(points)
+
+    def _send(self, chunks: list[tuple[bytes, int]]) -> None:
+        for data, n in chunks:
+            self.client.send(data, n, retry_for=0)
+
+    async def start(self) -> None:
+        # connect lazily on the first write; an unreachable Carbon shows up as a failed write
+        self.ctx.health.gauges["unconfirmed_points"] = float(self.client.unconfirmed())
+
+    async def write(self, batch: list[Reading]) -> None:
+        chunks = self.encode(batch)
+        if not chunks:
+            return
+        before = self.client.reconnects
+        try:
+            await asyncio.to_thread(self._send, chunks)
+        finally:
+            h = self.ctx.health
+            if self.client.reconnects > before:
+                h.count("reconnects", self.client.reconnects - before)
+            h.gauges["unconfirmed_points"] = float(self.client.unconfirmed())
+        self.ctx.health.count("points", sum(n for _, n in chunks))
+
+    async def flush(self) -> None:
+        await asyncio.to_thread(self.client.confirm, retry_for=self.config.timeout)
+        self.ctx.health.gauges["unconfirmed_points"] = 0.0
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.client.close, confirm=True, retry_for=0)
+
+    def pending(self) -> int:
+        return self.client.unconfirmed()
