@@ -109,6 +109,19 @@ class Reassembler:
                 return out
         if payload:
             if fl.nxt is None:
+                # joined mid-stream (no SYN seen): anchor the stream at the first segment that can start a
+                # message; earlier-looking segments wait, since segments may arrive out of order
+                if payload[0] != MAGIC:
+                    if fl.ooo_bytes + len(payload) > self.max_pending:
+                        self.stats.skipped_bytes += fl.ooo_bytes
+                        fl.ooo.clear()
+                        fl.ooo_bytes = 0
+                    if not fl.ooo:
+                        fl.ooo_since = ts
+                    if seq not in fl.ooo:
+                        fl.ooo[seq] = bytes(payload)
+                        fl.ooo_bytes += len(payload)
+                    return out
                 fl.nxt = seq
             rel = _rel(seq, fl.nxt)
             n = len(payload)
@@ -178,7 +191,11 @@ class Reassembler:
 
     def _skip_gap(self, fl: _Flow, ts: float, out: list[tuple[float, bytes]]) -> None:
         """Bytes before the earliest waiting segment were never captured: drop the partial message, resync."""
-        assert fl.nxt is not None
+        if fl.nxt is None:  # never anchored: nothing there starts a message
+            self.stats.skipped_bytes += fl.ooo_bytes
+            fl.ooo.clear()
+            fl.ooo_bytes = 0
+            return
         nxt = fl.nxt
         first = min(fl.ooo, key=lambda s: _rel(s, nxt))
         self.stats.gaps += 1
@@ -207,7 +224,7 @@ class Reassembler:
                 data = fl.ooo.pop(s)
                 fl.ooo_bytes -= len(data)
                 if rel + len(data) <= 0:
-                    self.stats.retransmissions += 1
+                    self.stats.retransmissions += 1  # (or bytes from before a mid-stream anchor)
                     continue
                 if rel < 0:
                     self.stats.overlap_bytes += -rel
