@@ -170,7 +170,9 @@ class StreamDecoder:
                 break
             payload = bytes(buf[i + 20:end])
             if (buf[end] | buf[end + 1] << 8) != frame_crc(seq, src, dst, fn, payload):
-                self.drops["crc"] += 1
+                # a frame cut short and followed by the next one fails its CRC too: tell them apart
+                j = find(MAGIC, i + 4, end + 2)
+                self.drops["truncated" if j >= 0 and self._valid_at(buf, j) else "crc"] += 1
                 pos = i + 4
                 continue
             out.append(Frame(seq, src, dst, fn, payload))

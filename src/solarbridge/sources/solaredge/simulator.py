@@ -135,7 +135,7 @@ class InverterModel:
         ts = int(now)
         interval = 300 if self.last is None else max(1, int(now - self.last))
         self.last = now
-        uptime = int(now - self.boot) + 3600
+        uptime = max(0, int(now - self.boot)) + 3600
         sun = self.sun if self.sun is not None else sun_factor(now)
         pac = round(self.rated_w * sun * self.rng.uniform(0.9, 1.0), 1) if sun > 0 else 0.0
         eac = pac * interval / 3600.0
