@@ -189,6 +189,7 @@ class InfluxSink(Sink):
         self._client: Any = None
         self._sender: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._send_lock = asyncio.Lock()
         self._error_state = ""
         self._last_ok = True
         self.url, self.params, self.headers = self._endpoint()
@@ -267,10 +268,15 @@ class InfluxSink(Sink):
 
     async def stop(self) -> None:
         if self._sender is not None:
+            # let a request in flight finish (bounded by the HTTP timeout) so its points are acked, not resent
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._send_lock.acquire(), self.config.timeout + 1)
             self._sender.cancel()
             with contextlib.suppress(BaseException):
                 await self._sender
             self._sender = None
+            if self._send_lock.locked():
+                self._send_lock.release()
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
@@ -325,7 +331,14 @@ class InfluxSink(Sink):
                 await asyncio.sleep(backoff.next_delay())
 
     async def _send_once(self) -> bool:
-        """Send the oldest chunk. True if delivered (or discarded as never deliverable)."""
+        """Send the oldest chunk. True if delivered (or discarded as never deliverable).
+
+        Serialised by a lock: the shutdown flush and the sender task must never send the same entries.
+        """
+        async with self._send_lock:
+            return await self._send_locked()
+
+    async def _send_locked(self) -> bool:
         spool = self.spool
         assert spool is not None
         entries = await asyncio.to_thread(spool.peek, self.config.batch_points)
@@ -336,9 +349,9 @@ class InfluxSink(Sink):
             body = await asyncio.to_thread(gzip.compress, body, 1)
         try:
             status, text = await self._post(body)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - connection refused, timeout, TLS...: keep data, retry
             self._set_error(f"cannot reach {self.url}: {type(exc).__name__}: {exc}".rstrip(": "))
-            raise
+            return False
         if 200 <= status < 300:
             await asyncio.to_thread(spool.ack, entries)
             self.ctx.health.count("sent_points", sum(e.points for e in entries))
