@@ -46,6 +46,7 @@ from .framing import (
     encode_write_response,
     parse_capture_line,
 )
+from .model import battery_present
 from .registers import SIM_MODELS
 
 INVERTER_ADDRESSES = (0x11, 0x31, 0x32)
@@ -141,6 +142,7 @@ class SimInverter:
         """Load the register values a captured session received; returns frames applied."""
         framer = Framer()
         applied = 0
+        self.batteries = 0
         for line in path.read_text().splitlines():
             parsed = parse_capture_line(line)
             if parsed is None or parsed[0] != "rx":
@@ -158,7 +160,7 @@ class SimInverter:
         dev, base = fr.device, fr.base
         if fr.function == FC_READ_INPUT and base == 60 and BATTERY_BASE_ADDRESS <= dev < BATTERY_BASE_ADDRESS + 6:
             bank = self.battery_banks[dev - BATTERY_BASE_ADDRESS]
-            if any(fr.values):
+            if battery_present(dict(zip(range(base, base + len(fr.values)), fr.values, strict=True))):
                 self.batteries = max(self.batteries, dev - BATTERY_BASE_ADDRESS + 1)
         elif dev in INVERTER_ADDRESSES:
             bank = self.holding if fr.function == FC_READ_HOLDING else self.input
