@@ -105,10 +105,10 @@ def test_encrypted_without_key_is_dropped() -> None:
 
 
 def test_command_strings() -> None:
-    cmds = parse_commands("12,H239/11,H329,L1/33/35,B1,b7f,hFFFF")
+    cmds = parse_commands("12,H239/11,H329,L1/33/35,B1,b7f,h7fff")
     assert [(c.function, c.payload) for c in cmds] == [
-        (0x12, b"\x39\x02"), (0x11, b"\x29\x03\x01\x00\x00\x00"), (0x33, b""), (0x35, b"\x01\x7f\xff\xff")]
-    for bad in ("", "12,X1", "zz", "12,H", "12,B100", "12,b80", "10000"):
+        (0x12, b"\x39\x02"), (0x11, b"\x29\x03\x01\x00\x00\x00"), (0x33, b""), (0x35, b"\x01\x7f\xff\x7f")]
+    for bad in ("", "12,X1", "zz", "12,H", "12,B100", "12,b80", "10000", "35,hFFFF"):
         with pytest.raises(CommandError):
             parse_commands(bad)
 

@@ -60,12 +60,11 @@ def next_seq(directory: str | Path = ".") -> int:
     d = Path(directory)
     path = d / SEQ_FILE
     seq = 1
-    for candidate in (path, d / SEQ_FILE_ALT):
-        try:
-            seq = int(candidate.read_text().strip()) + 1
-        except (OSError, ValueError):
-            continue
-        break
+    source = path if path.exists() else d / SEQ_FILE_ALT
+    try:
+        seq = int(source.read_text().strip()) + 1
+    except (OSError, ValueError):
+        seq = 1
     if not 1 <= seq <= 65535:
         seq = 1
     atomic_write(path, f"{seq}\n".encode())
