@@ -355,7 +355,7 @@ def interface_address(name: str) -> InterfaceAddress:
 def _udp_socket(interface: str, host: str, port: int) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # no SO_REUSEADDR: on UDP it would let a second server bind the same port unnoticed
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
         s.bind((host, port))
