@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,8 +152,15 @@ def _bad(detail: str) -> ApiError:
     return ApiError(400, detail)
 
 
+_NUMBER = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
+
+
 def parse_when(name: str, text: str, now: datetime) -> datetime:
+    """ISO 8601, ``now``, a duration ago with a unit (``24h``), or a bare number = Unix time."""
     try:
+        if _NUMBER.match(text):
+            # util.timeparse reads a bare number as "seconds ago"; in the API it is a Unix time
+            return datetime.fromtimestamp(float(text), UTC)
         return parse_time(text, now=now)
     except (ValueError, OverflowError, OSError) as e:
         msg = str(e) if isinstance(e, ValueError) and str(e).startswith("not a") else f"out of range: {text!r}"

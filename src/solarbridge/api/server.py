@@ -57,6 +57,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, port: int, token: Any) -> str:
+    """The loud warning for a non-loopback listen address without a token ('' when none is due)."""
+    if is_loopback(host) or token is not None:
+        return ""
+    return (f"!!! api: listening on {host}:{port}, which is NOT loopback, WITHOUT a token: anyone who can reach"
+            " this address can send control commands to your devices. Set [api] token = {env = \"...\"}"
+            " or listen on 127.0.0.1.")
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket for ``host:port`` (raises OSError with the address in the message)."""
     try:
@@ -116,9 +125,9 @@ class ApiServer:
         from .app import create_app
 
         host, port = parse_listen(self.cfg.listen)
-        if not is_loopback(host) and self.cfg.token is None:
-            log.warning("!!! api: listening on %s:%d (not loopback) WITHOUT a token: anyone who can reach this"
-                        " address can send control commands. Set [api] token = {env = \"...\"}.", host, port)
+        warning = exposure_warning(host, port, self.cfg.token)
+        if warning:
+            log.warning(warning)
         sockets = [bind(host, port)]
         self.app = create_app(self.sup, self.cfg)
         apps = [self.app]

@@ -1,0 +1,171 @@
+"""The real web service on a loopback port: start-up, SSE streams, shutdown, history from the running sink."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from live import LiveDaemon
+
+from conftest import T0, reading, run
+from solarbridge.api.server import exposure_warning, is_loopback, parse_listen
+from solarbridge.api.sse import Broadcaster
+from solarbridge.runtime import Bus
+
+
+def read_events(lines, want: int, timeout: float = 10) -> list[tuple[str, dict]]:
+    """Parse SSE frames from a streaming response's lines until `want` events arrived."""
+    if isinstance(lines, httpx.Response):
+        lines = lines.iter_lines()
+    out: list[tuple[str, dict]] = []
+    event, deadline = "", time.monotonic() + timeout
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            out.append((event, json.loads(line[6:])))
+            if len(out) >= want:
+                return out
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"only {len(out)} of {want} events: {out}")
+
+
+def wait_for(pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_sse_stream_snapshot_then_live_readings(tmp_path):
+    with LiveDaemon(tmp_path) as d:
+        d.publish(reading("inv1", T0, {"pv_power_w": 100.0, "battery_soc_pct": 40}))
+        assert wait_for(lambda: "inv1" in d.sup.bus.devices)
+        with httpx.Client(base_url=d.url, timeout=10) as c, c.stream("GET", "/api/events") as resp:
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            lines = resp.iter_lines()
+            assert next(lines) == "retry: 2000"
+            assert wait_for(lambda: len(d.sup.bus.listeners) == 1)
+            d.publish(reading("inv1", T0 + 10, {"pv_power_w": 2345.0}))
+            d.publish(reading("meter", T0 + 11, {"grid_power_w": -5.0}, dtype="meter"))
+            d.publish(reading("inv1", T0 + 20, {}, online=False))
+            events = read_events(lines, 4)
+        assert events[0][0] == "device" and events[0][1]["device_id"] == "inv1"
+        assert events[0][1]["metrics"] == {"pv_power_w": 100.0, "battery_soc_pct": 40}
+        assert [e for e, _ in events[1:]] == ["reading"] * 3
+        assert events[1][1]["metrics"] == {"pv_power_w": 2345.0}
+        assert events[2][1]["device_id"] == "meter"
+        assert events[3][1]["online"] is False
+        # the client went away: the broadcaster forgets it and leaves the bus
+        assert wait_for(lambda: not d.sup.bus.listeners)
+        assert httpx.get(d.url + "/api/health").json()["sse_clients"] == 0
+
+
+def test_sse_device_filter(tmp_path):
+    with LiveDaemon(tmp_path) as d, httpx.Client(base_url=d.url, timeout=10) as c, \
+            c.stream("GET", "/api/events", params={"device": "b"}) as resp:
+        assert wait_for(lambda: len(d.sup.bus.listeners) == 1)
+        for dev in ("a", "b", "a", "b"):
+            d.publish(reading(dev, T0, {"x_w": 1.0}))
+        events = read_events(resp, 2)
+        assert [p["device_id"] for _, p in events] == ["b", "b"]
+
+
+def test_shutdown_ends_open_streams_promptly(tmp_path):
+    d = LiveDaemon(tmp_path).__enter__()
+    c = httpx.Client(base_url=d.url, timeout=10)
+    resp = c.send(c.build_request("GET", "/api/events"), stream=True)
+    assert wait_for(lambda: len(d.sup.bus.listeners) == 1)
+    t = time.monotonic()
+    d.stop()
+    took = time.monotonic() - t
+    resp.close()
+    c.close()
+    assert not d._thread.is_alive()
+    assert took < 10, f"shutdown waited {took:.1f}s on an open event stream"
+
+
+def test_history_served_from_running_sink(tmp_path):
+    with LiveDaemon(tmp_path, sources=[{"type": "synthetic", "interval": 60, "backfill": "1h"}]) as d:
+        def got():
+            r = httpx.get(d.url + "/api/history", params={"device": "synthetic-home", "metric": "pv_power_w",
+                                                           "since": "2h", "step": "60s"})
+            return r.status_code == 200 and sum(r.json()["count"]) >= 60
+
+        assert wait_for(got, 15)
+        h = httpx.get(d.url + "/api/health").json()
+        assert {c["name"] for c in h["components"]} >= {"history", "synthetic"}
+        m = httpx.get(d.url + "/metrics").text
+        assert 'solarbridge_pv_power_w{device_id="synthetic-home",device_type="synthetic"}' in m
+
+
+def test_start_failure_is_one_clear_error(tmp_path):
+    with LiveDaemon(tmp_path) as d:
+        port = int(d.url.rsplit(":", 1)[1])
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            with LiveDaemon(tmp_path / "b", api={"listen": f"127.0.0.1:{port}"}):
+                pass
+
+
+def test_broadcaster_slow_client_drops_oldest_and_detaches():
+    async def go():
+        bus = Bus()
+        b = Broadcaster(bus, client_queue=3)
+        assert bus.listeners == []
+        c = b.add()
+        assert bus.listeners == [b.on_reading]
+        for i in range(5):
+            bus.publish(reading("d", T0 + i, {"n": i}))
+        frames = await c.next_frames(1)
+        assert c.dropped == 2 and len(frames) == 3
+        assert [json.loads(f.split(b"data: ")[1])["metrics"]["n"] for f in frames] == [2, 3, 4]
+        assert await c.next_frames(0.01) == []  # timeout: keep-alive
+        b.remove(c)
+        assert bus.listeners == [] and await c.next_frames(0.01) is None
+        c2 = b.add()
+        b.close()
+        assert await c2.next_frames(1) is None and bus.listeners == []
+        assert await b.add().next_frames(1) is None  # after close, new clients end at once
+
+    run(go())
+
+
+@pytest.mark.parametrize("text, want", [
+    ("127.0.0.1:8080", ("127.0.0.1", 8080)), ("[::1]:9000", ("::1", 9000)), (":8081", ("0.0.0.0", 8081)),
+    ("8082", ("127.0.0.1", 8082)), ("localhost", ("localhost", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)),
+])
+def test_parse_listen(text, want):
+    assert parse_listen(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "host:port", "1.2.3.4:70000", "::1:80", "[::1", "[::1]x"])
+def test_parse_listen_rejects(text):
+    with pytest.raises(ValueError, match="api.listen"):
+        parse_listen(text)
+
+
+def test_exposure_warning():
+    assert is_loopback("127.0.0.5") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
+    assert exposure_warning("127.0.0.1", 8080, None) == ""
+    assert exposure_warning("0.0.0.0", 8080, "tok") == ""
+    w = exposure_warning("0.0.0.0", 8080, None)
+    assert "NOT loopback" in w and "token" in w
+
+
+def test_event_loop_not_blocked_by_publish_with_many_clients():
+    async def go():
+        bus = Bus()
+        b = Broadcaster(bus)
+        clients = [b.add() for _ in range(100)]
+        bus.publish(reading("d", T0, {"pv_power_w": 1.0}))
+        got = await asyncio.gather(*(c.next_frames(1) for c in clients))
+        assert all(len(f) == 1 for f in got) and b.sent == 1
+
+    run(go())
