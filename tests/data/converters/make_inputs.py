@@ -1,0 +1,66 @@
+"""Regenerate the converter test inputs from the SolarEdge codec (and simulator).
+
+    TZ=UTC python tests/data/converters/make_inputs.py
+
+recorded.json  : the device records of ../../../../shared/reference/solaredge/records.txt (real captures from
+                 jbuehl/solaredge issues #178, #4, #8, #11, see that folder's frames.md), grouped per source
+                 frame into 0x0500 payloads and decoded by solarbridge.sources.solaredge.devices.parse_post_data,
+                 written as semonitor writes its lines (jsonout.line), with TZ=UTC.
+simulated.json : six telemetry messages of a simulated site (two inverters, one three-phase, three optimizers
+                 each, one battery with meters) from solarbridge.sources.solaredge.simulator, decoded the same
+                 way, plus one wake/sleep event message; fixed clock, TZ=UTC.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RECORDS = HERE.parents[3] / "shared" / "reference" / "solaredge" / "records.txt"
+
+
+def recorded_lines(records_txt: Path = RECORDS) -> list[bytes]:
+    from solarbridge.sources.solaredge.devices import parse_post_data
+    from solarbridge.sources.solaredge.jsonout import line
+
+    groups: dict[str, list[bytes]] = {}
+    for text in records_txt.read_text().splitlines():
+        if not text.strip() or text.startswith("#"):
+            continue
+        rec_id, hexdata = text.split()
+        groups.setdefault(rec_id.split("_")[0], []).append(bytes.fromhex(hexdata))
+    return [line(parse_post_data(b"".join(recs))) for _, recs in sorted(groups.items())]
+
+
+def simulated_lines() -> list[bytes]:
+    from solarbridge.sources.solaredge.devices import parse_post_data
+    from solarbridge.sources.solaredge.jsonout import line
+    from solarbridge.sources.solaredge.simulator import event_0300, make_site, record
+
+    t0 = 1_781_000_000  # 2026-06-09 10:13:20 UTC, daylight for the simulator's sun curve
+    site = make_site(1, 3, 1, seed=7)
+    site += make_site(1, 3, 0, three_phase=True, seed=8)
+    site[1].inverter_id += 0x1000
+    site[1].optimizer_ids = [x + 0x100 for x in site[1].optimizer_ids]
+    for m in site:
+        m.boot = t0 - 86_400
+        m.last = t0 - 300
+    out = []
+    for i in range(6):
+        now = t0 + 300 * i
+        out.append(line(parse_post_data(b"".join(m.telemetry(now) for m in site))))
+    ev = record(0x0300, site[0].inverter_id, event_0300(t0 + 1800, 1, t0 + 1800, 0, t0 + 1800 + 36_000))
+    out.append(line(parse_post_data(ev)))
+    return out
+
+
+if __name__ == "__main__":
+    if os.environ.get("TZ") != "UTC":
+        sys.exit("run with TZ=UTC")
+    time.tzset()
+    (HERE / "recorded.json").write_bytes(b"".join(recorded_lines()))
+    (HERE / "simulated.json").write_bytes(b"".join(simulated_lines()))
+    print("wrote recorded.json and simulated.json")
