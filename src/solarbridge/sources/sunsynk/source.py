@@ -191,6 +191,9 @@ class SunsynkCaptureSource(Source):
         #: file mode progress: called with (bytes read, file size)
         self.progress: Callable[[int, int], None] | None = None
         self.pipeline: Pipeline | None = None
+        #: file mode: why reading the file stopped early ("" = it did not); a file is never re-read from the
+        #: start on error, since that would deliver its readings twice
+        self.failed = ""
 
     def devices(self) -> list[DeviceInfo]:
         return list(self._devices.values())
@@ -198,9 +201,14 @@ class SunsynkCaptureSource(Source):
     def _pipeline(self, *, live: bool) -> Pipeline:
         log = self.ctx.log
 
+        seen = [0]
+
         def on_unknown(n: int) -> None:
-            log.info("ignoring messages of %d bytes starting with 0xA5 (not a 292/302-byte report); "
-                     "further ones are only counted", n)
+            seen[0] += 1
+            if seen[0] <= 5:
+                log.info("ignoring a %d-byte message starting with 0xA5: not a 292/302-byte report; "
+                         "messages of this length are only counted from now on%s", n,
+                         " (and further lengths too)" if seen[0] == 5 else "")
 
         # live: the kernel already applied the filter
         return Pipeline(user_filter=self.config.filter, layout=self.config.layout, timezone=self.config.timezone,
@@ -217,7 +225,15 @@ class SunsynkCaptureSource(Source):
 
     async def run(self, emit: Emit) -> None:
         if self.config.file:
-            await self._run_file(emit)
+            from .bpf import FilterError
+            from .pcapfile import PcapError
+
+            try:
+                await self._run_file(emit)
+            except (PcapError, FilterError, ValueError, OSError) as e:
+                self.failed = str(e)
+                self.ctx.health.last_error = self.failed
+                self.ctx.log.error("%s", e)
         else:
             await self._run_live(emit)
 
