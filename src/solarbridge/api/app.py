@@ -456,7 +456,31 @@ def create_app(supervisor: Any, api_config: Any = None, *, history: Any = None,
     router = _givtcp_router(sup, cfg)
     if router is not None:
         app.include_router(router)
+    _document_400(app)
     return app
+
+
+def _document_400(app: FastAPI) -> None:
+    """Validation errors are answered 400 with ErrorOut (not FastAPI's 422): say so in the OpenAPI schema."""
+    from fastapi.openapi.utils import get_openapi
+
+    def schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            for item in doc.get("paths", {}).values():
+                for op in item.values():
+                    responses = op.get("responses", {})
+                    if responses.pop("422", None) is not None:
+                        responses.setdefault("400", {
+                            "description": "Bad request: the message names the field and what is allowed",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}})
+            comps = doc.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                comps.pop(name, None)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = schema  # type: ignore[method-assign]
 
 
 def _has_series(store: Any, device: str, metric: str) -> bool:
