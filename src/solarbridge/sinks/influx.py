@@ -126,7 +126,7 @@ class LineEncoder:
         if k is None:
             if len(self._key_cache) > 100_000:
                 self._key_cache.clear()
-            k = self._key_cache[name] = lp.escape_tag(name)
+            k = self._key_cache[name] = lp.escape_field_key(name)
         return k
 
     def encode(self, readings: list[Reading], out: list[str]) -> int:

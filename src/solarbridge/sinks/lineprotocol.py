@@ -2,7 +2,9 @@
 
 Escaping follows the line-protocol reference: measurement names escape commas
 and spaces; tag keys, tag values and field keys escape commas, equals signs
-and spaces; string field values escape double quotes and backslashes. Line
+and spaces (field keys also double quotes, as InfluxDB's clients do: VictoriaMetrics keeps that
+backslash in the metric name, so avoid quotes in field keys); string field values escape double
+quotes and backslashes. Line
 protocol cannot carry a newline (or carriage return) anywhere, so those are
 replaced by a space. A backslash is doubled in names, tag keys and tag values
 too: otherwise a value ending in a backslash would escape the separator after
@@ -25,9 +27,12 @@ _PRECISION_DIV: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_
 
 _MEAS_TABLE = str.maketrans({"\\": "\\\\", ",": "\\,", " ": "\\ ", "\n": "\\ ", "\r": "\\ "})
 _TAG_TABLE = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\ ", "\r": "\\ "})
+_FIELD_KEY_TABLE = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ ", '"': '\\"', "\n": "\\ ",
+                                  "\r": "\\ "})
 _STR_TABLE = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": " ", "\r": " "})
 _SPECIAL_MEAS = frozenset("\\, \n\r")
 _SPECIAL_TAG = frozenset("\\,= \n\r")
+_SPECIAL_FIELD_KEY = frozenset('\\,= "\n\r')
 
 
 def escape_measurement(name: str) -> str:
@@ -43,7 +48,11 @@ def escape_tag(text: str) -> str:
     return text.translate(_TAG_TABLE)
 
 
-escape_key = escape_tag
+def escape_field_key(text: str) -> str:
+    """Escape a field key: like a tag, plus double quotes (as InfluxDB's own clients do)."""
+    if _SPECIAL_FIELD_KEY.isdisjoint(text):
+        return text
+    return text.translate(_FIELD_KEY_TABLE)
 
 
 def format_field_value(value: Any) -> str | None:
@@ -87,7 +96,7 @@ def encode_point(measurement: str, tags: Mapping[str, str], fields: Mapping[str,
     for k, v in fields.items():
         text = format_field_value(v)
         if text is not None and k:
-            fs.append(f"{escape_tag(k)}={text}")
+            fs.append(f"{escape_field_key(k)}={text}")
     if not fs:
         return None
     line = escape_measurement(measurement) + encode_tags(tags) + " " + ",".join(fs)
@@ -99,31 +108,25 @@ def encode_point(measurement: str, tags: Mapping[str, str], fields: Mapping[str,
 # --------------------------------------------------------------------------- parsing (for tests and tools)
 
 
-def _split_unescaped(text: str, sep: str) -> list[str]:
-    out, cur, i, in_str = [], [], 0, False
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            cur.append(text[i:i + 2])
-            i += 2
+def _read_until(text: str, i: int, stops: str) -> tuple[str, int]:
+    """Raw text from ``i`` up to the first unescaped char in ``stops`` (escapes kept); returns (raw, index)."""
+    j = i
+    while j < len(text):
+        c = text[j]
+        if c == "\\" and j + 1 < len(text):
+            j += 2
             continue
-        if c == '"':
-            in_str = not in_str
-        if c == sep and not in_str:
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-        i += 1
-    out.append("".join(cur))
-    return out
+        if c in stops:
+            break
+        j += 1
+    return text[i:j], j
 
 
-def _unescape(text: str) -> str:
+def _unescape(text: str, specials: str) -> str:
     out, i = [], 0
     while i < len(text):
         c = text[i]
-        if c == "\\" and i + 1 < len(text) and text[i + 1] in '\\,= "':
+        if c == "\\" and i + 1 < len(text) and text[i + 1] in specials:
             out.append(text[i + 1])
             i += 2
             continue
@@ -133,32 +136,36 @@ def _unescape(text: str) -> str:
 
 
 def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, Any], int | None]:
-    """Parse one line written by :func:`encode_point` (the inverse; used to check the encoder)."""
-    parts = _split_unescaped(line, " ")
-    if len(parts) not in (2, 3):
-        raise ValueError(f"line has {len(parts)} space-separated parts: {line!r}")
-    key = _split_unescaped(parts[0], ",")
-    measurement = _unescape(key[0])
+    """Parse one line as written by :func:`encode_point` (its inverse; used to check the encoder)."""
+    names = "\\,= "
+    raw, i = _read_until(line, 0, ", ")
+    measurement = _unescape(raw, "\\, ")
     tags: dict[str, str] = {}
-    for kv in key[1:]:
-        k, v = _split_unescaped(kv, "=")
-        tags[_unescape(k)] = _unescape(v)
+    while i < len(line) and line[i] == ",":
+        k, i = _read_until(line, i + 1, "=")
+        v, i = _read_until(line, i + 1, ", ")
+        tags[_unescape(k, names)] = _unescape(v, names)
+    if i >= len(line) or line[i] != " ":
+        raise ValueError(f"no fields in line: {line!r}")
     fields: dict[str, Any] = {}
-    for kv in _split_unescaped(parts[1], ","):
-        k, _, raw = kv.partition("=") if "\\=" not in kv else _partition_unescaped(kv)
-        fields[_unescape(k)] = _parse_value(raw)
-    ts = int(parts[2]) if len(parts) == 3 else None
+    sep = ","
+    while sep == ",":
+        k, i = _read_until(line, i + 1, "=")
+        i += 1
+        if i < len(line) and line[i] == '"':
+            raw, i = _read_until(line, i + 1, '"')
+            value: Any = _unescape(raw, '\\"')
+            i += 1
+        else:
+            raw, i = _read_until(line, i, ", ")
+            value = _parse_value(raw)
+        fields[_unescape(k, names + '"')] = value
+        sep = line[i] if i < len(line) else ""
+    ts = int(line[i + 1:]) if sep == " " else None
     return measurement, tags, fields, ts
 
 
-def _partition_unescaped(kv: str) -> tuple[str, str, str]:
-    pieces = _split_unescaped(kv, "=")
-    return pieces[0], "=", "=".join(pieces[1:])
-
-
 def _parse_value(raw: str) -> Any:
-    if raw.startswith('"'):
-        return _unescape(raw[1:-1])
     if raw in ("true", "false"):
         return raw == "true"
     if raw.endswith("i"):
