@@ -1,0 +1,126 @@
+"""The dashboard in a real browser (Debian chromium + chromedriver, headless) on a running daemon.
+
+The daemon runs the synthetic source (7 days of history backfilled) and the web service on a loopback port.
+Screenshots go to artifacts/api/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from live import LiveDaemon
+
+from conftest import reading
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "api"
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+        pytest.skip("chromium / chromium-driver not installed (scripts/install-test-deps)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chrome'}",
+              "--window-size=1400,1000"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    yield drv
+    drv.quit()
+
+
+def until(drv, fn, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn(drv)
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - element not there yet
+            last = e
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def attr(drv, element_id, name):
+    return drv.find_element("id", element_id).get_attribute(name)
+
+
+def test_dashboard_live_flow_history_and_offline(tmp_path, browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    src = {"type": "synthetic", "interval": 300, "backfill": "7d", "utc_offset_h": 2, "seed": 3}
+    with LiveDaemon(tmp_path, sources=[src]) as d:
+        drv = browser
+        drv.get(d.url + "/")
+        until(drv, lambda b: attr(b, "conn", "data-state") == "live", what="live event stream")
+        until(drv, lambda b: attr(b, "flow-home-w", "data-w") != "", what="first power-flow numbers")
+        before = int(attr(drv, "flow-home-w", "data-w"))
+
+        # a control through the API makes the synthetic home emit a new reading with 4 kW more load
+        sent = time.monotonic()
+        r = httpx.post(d.url + "/api/devices/synthetic-home/control",
+                       json={"command": "extra_load_w", "value": 4000})
+        assert r.status_code == 200, r.text
+        until(drv, lambda b: int(attr(b, "flow-home-w", "data-w")) >= before + 3000, timeout=5,
+              what="home load to rise after the reading")
+        latency = time.monotonic() - sent
+        print(f"power flow updated {latency * 1000:.0f} ms after the control request (includes the POST)")
+        text = drv.find_element("id", "flow-home-w").text
+        assert "kW" in text
+
+        # a simulated reading injected on the bus shows up as typed, with direction
+        d.publish(reading("synthetic-home", time.time(), {"pv_power_w": 1234.0, "grid_power_w": -777.0,
+                                                          "battery_power_w": -456.0, "load_power_w": 1.0},
+                          dtype="synthetic", source="synthetic"))
+        until(drv, lambda b: attr(b, "flow-pv-w", "data-w") == "1234", timeout=5, what="pv 1234 W")
+        assert attr(drv, "flow-grid-w", "data-w") == "-777"
+        assert drv.find_element("id", "flow-grid-dir").text == "exporting"
+        assert drv.find_element("id", "flow-battery-dir").text == "charging"
+        assert "rev" in attr(drv, "link-grid", "class")  # export animates hub -> grid
+
+        # history: 24 h is the default; switch to 7 d and 1 h
+        until(drv, lambda b: int(attr(b, "plot", "data-points")) > 0, timeout=20, what="24 h history plot")
+        drv.find_element("css selector", '.ranges button[data-range="604800"]').click()
+        until(drv, lambda b: attr(b, "plot", "data-range") == "604800" and int(attr(b, "plot", "data-points")) > 100,
+              timeout=20, what="7 d history plot")
+        note7 = drv.find_element("id", "hist-note").text
+        drv.save_screenshot(str(ARTIFACTS / "dashboard-desktop-7d.png"))
+        drv.find_element("css selector", '.ranges button[data-range="3600"]').click()
+        until(drv, lambda b: attr(b, "plot", "data-range") == "3600", timeout=10, what="1 h history plot")
+        assert drv.find_element("css selector", '.ranges button[data-range="3600"]').get_attribute(
+            "aria-pressed") == "true"
+        print("7 d plot:", note7)
+
+        # health panel lists the running components
+        until(drv, lambda b: b.find_elements("css selector", '#health tr[data-component="history"]'),
+              what="health rows")
+
+        # phone width: nothing wider than the screen
+        drv.set_window_size(390, 1600)
+        time.sleep(0.3)
+        overflow = drv.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"page is {overflow}px wider than a phone screen"
+        drv.save_screenshot(str(ARTIFACTS / "dashboard-phone.png"))
+        drv.set_window_size(1400, 1000)
+
+        # the device goes offline: its card says so and the flow is marked out of date
+        d.publish(reading("synthetic-home", time.time(), {}, online=False, dtype="synthetic", source="synthetic"))
+        until(drv, lambda b: b.find_element("css selector", '[data-device="synthetic-home"]').get_attribute(
+            "data-status") == "offline", timeout=5, what="offline card")
+        assert "OFFLINE" in drv.find_element("css selector", '[data-device="synthetic-home"] .badge').text.upper()
+        assert "out of date" in drv.find_element("id", "flow-note").text
+        drv.save_screenshot(str(ARTIFACTS / "dashboard-offline.png"))
+        logs = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+        assert not logs, logs
+    assert (ARTIFACTS / "dashboard-desktop-7d.png").stat().st_size > 10_000
