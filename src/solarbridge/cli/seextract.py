@@ -123,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.server is not None and not args.server.strip():
         parser.error("-s: the server name or address must not be empty")
-    if args.capture != "-" and not os.path.exists(args.capture):
-        parser.error(f"no such capture file or directory: {args.capture}")
     if args.append and not args.outfile:
         parser.error("-a needs -o outfile")
+    if args.capture != "-" and not os.path.exists(args.capture):
+        parser.error(f"no such capture file or directory: {args.capture}")
     logging.basicConfig(level=logging.WARNING if args.verbose < 2 else logging.INFO,
                         format="seextract: %(message)s", stream=sys.stderr)
 
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         for chunk in iter_streams(args.capture, extractor=ex, follow=args.follow,
                                   poll_interval=args.poll, should_stop=lambda: stopping):
             out.write(chunk, flush=follow)
-        ok = True
+        # nothing readable at all: leave an existing output file as it was
+        ok = not (ex.stats.get("capture_errors") and not ex.stats.get("packets"))
     except KeyboardInterrupt:
         ok = True
     except BrokenPipeError:
