@@ -68,7 +68,7 @@ function upsertDevice(d, fromReading) {
   let dev = state.devices.get(d.device_id);
   const now = Date.now();
   if (!dev) {
-    dev = { device_id: d.device_id, device_type: d.device_type, name: d.device_id, metrics: {}, lastSeen: 0,
+    dev = { device_id: d.device_id, device_type: d.device_type, name: d.device_id, metrics: {}, lastSeen: 0, lastData: 0,
             interval: 0, online: true, comms: "", model: "", serial: "", manufacturer: "" };
     state.devices.set(d.device_id, dev);
   }
@@ -84,9 +84,13 @@ function upsertDevice(d, fromReading) {
       if (gap > 0.05) dev.interval = dev.interval ? 0.7 * dev.interval + 0.3 * gap : gap;
     }
     dev.lastSeen = now;
+    if (d.metrics && Object.keys(d.metrics).length) dev.lastData = now;
   } else if (d.last_seen) {
     // server clock -> age; tolerant of clock skew between browser and daemon
     dev.lastSeen = d.age_s !== null && d.age_s !== undefined ? now - d.age_s * 1000 : d.last_seen * 1000;
+    // time of the last reading that carried values (device clock; an offline reading carries none)
+    const ts = d.timestamp ? Date.parse(d.timestamp) : NaN;
+    if (!dev.lastData) dev.lastData = Number.isFinite(ts) ? Math.min(ts, dev.lastSeen) : dev.lastSeen;
   }
   return dev;
 }
@@ -129,7 +133,7 @@ function setFlow(id, w, linkId, reverse) {
   t.textContent = w === null ? "–" : fmtW(Math.abs(w));
   t.dataset.w = w === null ? "" : String(Math.round(w));
   const link = $(linkId);
-  const on = w !== null && Math.abs(w) >= 5;
+  const on = w !== null && Math.abs(w) >= 5 && !$("flow").classList.contains("stale");
   link.classList.toggle("on", on);
   link.classList.toggle("rev", on && reverse);
 }
@@ -148,6 +152,8 @@ function renderFlow() {
   if (load === null && (pv !== null || grid !== null || bat !== null)) {
     load = Math.max(0, (pv || 0) + (grid || 0) + (bat || 0)); // energy balance when the device has no load meter
   }
+  const down = devs.filter((d) => deviceStatus(d) !== "online");
+  $("flow").classList.toggle("stale", devs.length > 0 && down.length === devs.length);
   // link paths run node -> hub for PV, grid and battery, and hub -> home
   setFlow("flow-pv-w", pv, "link-pv", false);
   setFlow("flow-grid-w", grid, "link-grid", grid !== null && grid < 0);
@@ -161,12 +167,11 @@ function renderFlow() {
   const gridOff = devs.some((d) => d.metrics.grid_available === false);
   $("node-grid").classList.toggle("off", gridOff);
   $("grid-label").textContent = gridOff ? "Grid OFF" : "Grid";
-  const down = devs.filter((d) => deviceStatus(d) !== "online");
-  $("flow").classList.toggle("stale", devs.length > 0 && down.length === devs.length);
   let note = "";
   if (!cands.length) note = "No device reports power yet.";
   else if (down.length) note = down.map((d) => `${d.name || d.device_id} is ${deviceStatus(d)}` +
-                                       ` (last data ${ago(d.lastSeen)})`).join("; ") + ": values may be out of date.";
+                                       ` (last data ${ago(d.lastData || d.lastSeen)})`).join("; ") + ": values may be out of date.";
+  else note = "updated " + ago(Math.max(...devs.map((d) => d.lastData || d.lastSeen)));
   $("flow-note").textContent = note;
 }
 
@@ -197,7 +202,7 @@ function renderDevices() {
     if (d.metrics.grid_available !== undefined) {
       add("Grid supply", d.metrics.grid_available ? "on" : "OFF", d.metrics.grid_available ? "" : "grid-off");
     }
-    add("Last seen", ago(d.lastSeen));
+    add("Last data", ago(d.lastData || d.lastSeen));
     add("Comms", d.comms || "–");
     const card = el("article", { class: "dev " + st, "data-device": d.device_id, "data-status": st },
       el("span", { class: "badge " + st, text: st }),
@@ -210,8 +215,8 @@ function renderDevices() {
       add("SOC", soc.toFixed(0) + " %");
     }
     card.append(dl);
-    if (st === "offline") card.append(el("div", { class: "why", text: `No comms with this device. Values are from ${ago(d.lastSeen)}.` }));
-    else if (st === "stale") card.append(el("div", { class: "why", text: `No new data for ${ago(d.lastSeen).replace(" ago", "")}.` }));
+    if (st === "offline") card.append(el("div", { class: "why", text: `No comms with this device. Values are from ${ago(d.lastData || d.lastSeen)}.` }));
+    else if (st === "stale") card.append(el("div", { class: "why", text: `No new data for ${ago(d.lastData || d.lastSeen).replace(" ago", "")}.` }));
     return card;
   });
   box.replaceChildren(...cards);
@@ -244,7 +249,7 @@ function fillMetrics() {
     sel.replaceChildren(...metrics.map((m) => el("option", { value: m, text: m })));
     sel.dataset.opts = metrics.join("|");
   }
-  if (!metrics.includes(state.histMetric)) state.histMetric = metrics.find((m) => FLOW.includes(m)) || metrics[0] || "";
+  if (!metrics.includes(state.histMetric)) state.histMetric = FLOW.find((m) => metrics.includes(m)) || metrics[0] || "";
   sel.value = state.histMetric;
 }
 
@@ -323,7 +328,8 @@ function drawPlot(hoverX) {
   for (const v of yt) {
     const y = Math.round(Y(v)) + 0.5;
     ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(W - right, y); ctx.stroke();
-    const label = unit === "W" && Math.abs(hi) >= 2000 ? (v / 1000).toFixed(1) + "k" : String(v);
+    const kilo = (unit === "W" || unit === "Wh") && Math.max(Math.abs(hi), Math.abs(lo)) >= 2000;
+    const label = v === 0 ? "0" : kilo ? (v / 1000).toFixed(Math.abs(yt[1] - yt[0]) >= 1000 ? 0 : 1) + "k" : String(v);
     ctx.fillText(label, left - 6, y);
   }
   // x labels
@@ -338,7 +344,12 @@ function drawPlot(hoverX) {
     ctx.fillText(label, X(t), H - bottom + 5);
   }
   // min-max band, broken at gaps bigger than two buckets
-  const gap = d.step * 2.5;
+  // a gap is a hole bigger than 2.5 buckets and 3x the usual spacing (sparse devices draw connected lines)
+  const diffs = [];
+  for (let i = 1; i < d.t.length; i++) diffs.push(d.t[i] - d.t[i - 1]);
+  diffs.sort((a, b) => a - b);
+  const typical = diffs.length ? diffs[Math.floor(diffs.length / 2)] : d.step;
+  const gap = Math.max(d.step * 2.5, typical * 3);
   const runs = [];
   let run = [];
   for (let i = 0; i < d.t.length; i++) {
