@@ -358,3 +358,42 @@ def test_time_is_used_for_expiry() -> None:
     srv = ns.DhcpServer("10.0.0.1", "255.255.255.0")
     out = srv.handle(dhcp_packet(1))
     assert out is not None and srv.leases[SE_MAC.hex(":")].expires > time.time()
+
+
+@pytest.mark.root
+def test_semonitor_n_end_to_end_with_the_simulated_inverter(link: Link, tmp_path: Path) -> None:
+    """semonitor -n IFACE in one namespace; in the other the inverter takes a lease, resolves
+    prod.solaredge.com through our DNS and posts telemetry to semonitor, which writes JSON."""
+    semonitor = Path(sys.executable).parent / "semonitor"
+    if not semonitor.exists():
+        pytest.skip("semonitor is not installed")
+    out = tmp_path / "inverter.json"
+    mon = subprocess.Popen(["ip", "netns", "exec", link.server_ns, str(semonitor), "-n", link.server_if,
+                            "-o", str(out), "-vv"], stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    sim = None
+    try:
+        # the DHCP server is up when udhcpc gets its lease (udhcpc retries for a few seconds)
+        r = _udhcpc(link, tmp_path, tries=8)
+        assert r.returncode == 0, r.stderr
+        etc = Path(f"/etc/netns/{link.client_ns}")
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {_lease(tmp_path)['dns']}\n")
+        sim = subprocess.Popen(["ip", "netns", "exec", link.client_ns, sys.executable, "-m", "solarbridge.cli.main",
+                                "simulate", "solaredge", "--connect", "prod.solaredge.com:22222", "--count", "3",
+                                "--interval", "0.2", "-q"], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not (out.exists() and len(out.read_bytes().splitlines()) >= 3):
+            assert time.monotonic() < deadline, "semonitor wrote no telemetry"
+            assert mon.poll() is None, mon.stderr.read() if mon.stderr else ""
+            time.sleep(0.05)
+    finally:
+        for p in (sim, mon):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                try:
+                    p.communicate(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.communicate()
+    lines = out.read_bytes().splitlines()
+    assert all(b'"inverters": {"7F104920"' in line for line in lines[:3])

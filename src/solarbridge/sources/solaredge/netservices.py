@@ -448,6 +448,8 @@ class NetServices:
         else:
             self._close_transports()
 
+    stop = close  # alias: semonitor's network mode calls stop()
+
     def __enter__(self) -> NetServices:
         return self
 
