@@ -87,8 +87,9 @@ def test_ambiguous_292_waits_for_302_tail():
     (r302,) = _reports(1, layout=302)
     ra = Reassembler()
     assert ra.feed(0.0, "f", 0, 0, r302[:292]) == []  # could be a whole 292-byte report: held
-    out = ra.feed(0.05, "f", 292, 0, r302[292:])
-    assert [m for _, m in out] == [r302]
+    # complete now, but the flow has not shown its layout yet: held until more data or the hold time
+    assert ra.feed(0.05, "f", 292, 0, r302[292:]) == []
+    assert [m for _, m in ra.poll(2.1)] == [r302]
 
 
 def test_ambiguous_292_released_by_hold_and_next_report():
@@ -113,6 +114,17 @@ def test_gap_never_filled_resyncs():
     out += ra.close()
     assert [m for _, m in out] == [b]
     assert ra.stats.gaps == 1
+
+
+def test_capture_joins_mid_stream():
+    a, b, c = _reports(3)
+    ra = Reassembler()
+    out = ra.feed(0.0, "f", 100, 0, a[120:])  # the capture started inside report a
+    out += ra.feed(0.1, "f", 100 + 172, 0, b[:50])
+    out += ra.feed(0.2, "f", 100 + 222, 0, b[50:])
+    out += ra.feed(0.3, "f", 100 + 464, 0, c)
+    out += ra.close()
+    assert [m for _, m in out] == [b, c]
 
 
 def test_sequence_wraparound():
@@ -169,7 +181,7 @@ def test_auto_layout_with_simulated_reports(layout, n, seed, cuts, shuffle):
     segs = _segments(b"".join(reports), cuts)
     random.Random(shuffle).shuffle(segs)
     ra = Reassembler()
-    out = []
+    out = ra.feed(0.0, "f", 6, SYN, b"")
     for i, (off, data) in enumerate(segs):
         out += ra.feed(0.001 * i, "f", 7 + off, 0, data)
     out += ra.close()

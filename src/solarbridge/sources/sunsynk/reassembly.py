@@ -247,7 +247,8 @@ class Reassembler:
             n = len(data)
             # fast path: a whole report in one segment, layout known or unambiguous
             known = self._known(fl)
-            if data[0] == MAGIC and (n == known or (known is None and n == _LONG)):
+            # (302 bytes with 0xA5 at byte 292 may be a 292-byte report plus the head of the next: not fast)
+            if data[0] == MAGIC and (n == known or (known is None and n == _LONG and data[_SHORT] != MAGIC)):
                 self._emit(fl, ts, bytes(data), out)
                 return
             if data[0] != MAGIC:
@@ -264,11 +265,12 @@ class Reassembler:
     def _scan(self, fl: _Flow, ts: float, out: list[tuple[float, bytes]], *, final: bool) -> None:
         """Cut complete messages off the front of the flow's buffer.
 
-        Candidates are (start, size) pairs: a start is a segment start led by 0xA5, the size a layout; a
-        candidate ending where a segment ends and the next 0xA5-led message begins (or the data ends) is
-        strong, one followed by 0xA5 inside a segment (coalesced writes) or ending at a segment end is
-        weaker. The strongest, earliest candidate wins; bytes before it are an unknown message. A choice
-        that later data could still change (it ends exactly at the end of the data and the layout is not
+        Candidates are (start, size) pairs: a start is a segment start led by 0xA5, the size a layout. A
+        candidate ending where a segment ends and the next 0xA5-led message begins is strongest; one
+        followed by 0xA5 inside a segment (coalesced writes) or ending where the data ends comes next; one
+        ending at a segment end followed by other bytes is weakest. The strongest, earliest candidate wins
+        (at equal strength the one with evidence after it); bytes before it are an unknown message. A choice
+        that later data could still change (it ends exactly at the end of the data while the layout is not
         known, or another 0xA5-led segment begins inside it) waits for more data, the flow's end or the hold.
         """
         while fl.buf:
@@ -279,7 +281,7 @@ class Reassembler:
             n = len(buf)
             known = self._known(fl)
             sizes = LAYOUTS if known is None else (known,)
-            best: tuple[int, int, int] | None = None  # (score, -start, size)
+            best: tuple[int, int, int, int] | None = None  # (score, -start, inside, size)
             lead = [x for x in starts if buf[x] == MAGIC] if len(starts) > 1 else [0]
             bounds = set(starts)
             for st in lead:
@@ -289,19 +291,23 @@ class Reassembler:
                     e = st + size
                     if e > n:
                         continue
-                    nxt = e < n and buf[e] == MAGIC
-                    bnd = e == n or e in bounds
-                    score = 3 if bnd and (e == n or nxt) else 2 if nxt else 1 if bnd else 0
-                    if score and (best is None or (score, -st) > best[:2]):
-                        best = (score, -st, size)
+                    if e == n:
+                        score = 2  # the data ends there: writes end at segment ends, but more may follow
+                    elif buf[e] == MAGIC:
+                        score = 3 if e in bounds else 2
+                    else:
+                        score = 1 if e in bounds else 0
+                    if score:
+                        cand = (score, -st, int(e < n), size)
+                        if best is None or cand[:3] > best[:3]:
+                            best = cand
             if best is not None:
-                _, neg, size = best
+                _, neg, inside, size = best
                 st = -neg
                 e = st + size
                 if not final:
                     inner = any(0 < x < e for x in lead if x != st)
-                    ambiguous = known is None and size == _SHORT and e == n
-                    if inner or ambiguous:
+                    if inner or (known is None and not inside):
                         return  # later data may change the answer
                 if st:
                     self._unknown(st)

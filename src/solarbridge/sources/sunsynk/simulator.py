@@ -51,9 +51,9 @@ class DongleState:
     step_s: float = 300.0
     soc: float = 55.0
     energy: dict[str, float] = field(default_factory=lambda: {
-        "battery_charge_total": ENERGY_START, "battery_discharge_total": ENERGY_START - 3.0,
-        "grid_import_total": ENERGY_START - 1.0, "grid_export_total": 6553.0,
-        "load_consumption_total": ENERGY_START - 2.0, "pv_production_total": ENERGY_START + 2.5,
+        "battery_charge_total": ENERGY_START + 3.35, "battery_discharge_total": ENERGY_START - 3.0,
+        "grid_import_total": ENERGY_START + 3.3, "grid_export_total": 6553.0,
+        "load_consumption_total": ENERGY_START - 2.0, "pv_production_total": ENERGY_START + 3.2,
     })
 
     def __post_init__(self) -> None:
@@ -419,3 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"sunsynk simulator: {e}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

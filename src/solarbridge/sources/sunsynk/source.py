@@ -194,6 +194,8 @@ class SunsynkCaptureSource(Source):
         #: file mode: why reading the file stopped early ("" = it did not); a file is never re-read from the
         #: start on error, since that would deliver its readings twice
         self.failed = ""
+        #: live mode: the capture socket is open
+        self.capturing = False
 
     def devices(self) -> list[DeviceInfo]:
         return list(self._devices.values())
@@ -294,6 +296,7 @@ class SunsynkCaptureSource(Source):
 
         pipe = self.pipeline = self._pipeline(live=True)
         cap = LiveCapture(self.config.device, self.config.filter)
+        self.capturing = True
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         loop.add_reader(cap.fileno(), ready.set)
@@ -321,5 +324,6 @@ class SunsynkCaptureSource(Source):
                     h.gauges.update(pipe.stats())
                     h.gauges["kernel_drops"] = cap.kernel_drops
         finally:
+            self.capturing = False
             loop.remove_reader(cap.fileno())
             cap.close()
