@@ -328,12 +328,13 @@ class Link:
 
 
 def open_pty(path: str, rng: random.Random, split: bool) -> Link:
+    import termios
     import tty
 
     fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
     try:
-        tty.setraw(fd)
-    except OSError:
+        tty.setraw(fd, termios.TCSANOW)  # TCSAFLUSH would discard a command already waiting
+    except (OSError, termios.error):
         pass
     return Link(fd, lambda b: os.write(fd, b), lambda: os.close(fd), split, rng)
 
