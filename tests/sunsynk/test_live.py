@@ -152,3 +152,78 @@ def test_capture_sends_nothing(tmp_path):
                 proc.kill()
         subprocess.run(["ip", "link", "del", vb], capture_output=True, timeout=20)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+
+
+@pytest.mark.servers
+def test_live_cli_to_mosquitto_and_victoriametrics(tmp_path, victoria, mosquitto):
+    """simulator -> lo -> sunsynk-capture (live, BPF on the port) -> real mosquitto and VictoriaMetrics."""
+    import signal
+
+    import paho.mqtt.client as mqtt
+
+    port = _free_port()
+    cfg = tmp_path / "capture.toml"
+    cfg.write_text(f"""
+state_dir = "{tmp_path}/state"
+[pcap]
+device = "lo"
+filter = "tcp port {port}"
+timezone = "Europe/London"
+[[influxdb2]]
+host = "{victoria.url}"
+org = "home"
+bucket = "solar"
+token = "t0ken"
+[[mqtt]]
+url = "{mosquitto.url}"
+""")
+    cfg.chmod(0o600)
+    got: dict[str, bytes] = {}
+    cli = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    cli.on_message = lambda c, u, m: got.__setitem__(m.topic, m.payload)
+    cli.connect("127.0.0.1", mosquitto.port)
+    cli.subscribe("#")
+    cli.loop_start()
+    cap = subprocess.Popen([sys.executable, "-m", "solarbridge.cli.sunsynk_capture", str(cfg), "-v"],
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        assert cap.stderr is not None
+        deadline = time.monotonic() + 20
+        for line in cap.stderr:  # wait until the socket is open
+            if "capturing on lo" in line:
+                break
+            assert time.monotonic() < deadline and cap.poll() is None, line
+        import threading
+
+        threading.Thread(target=cap.stderr.read, daemon=True).start()  # keep the pipe drained
+        sent = _sent(_simulator(port, "--interval", "0.1", "--count", "3", "--split", "2"))
+        serial = sent[0]["serial"]
+        uid = f"sunsniff_{serial}_battery_soc"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and f"homeassistant/sensor/{uid}/state" not in got:
+            time.sleep(0.05)
+        disc = json.loads(got[f"homeassistant/sensor/{uid}/config"])
+        assert disc["expire_after"] == 600 and disc["name"] == "Battery SOC"
+        assert disc["availability"], disc
+        assert float(got[f"homeassistant/sensor/{uid}/state"]) in {s["values"]["battery_soc"] for s in sent}
+        avail_topics = [a["topic"] for a in disc["availability"]]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(got.get(t) == b"online" for t in avail_topics):
+            time.sleep(0.05)
+        assert all(got.get(t) == b"online" for t in avail_topics), {t: got.get(t) for t in avail_topics}
+
+        series = victoria.wait_series('{__name__="inverter_value",name="SOC"}', lambda s: len(s[0]["values"]) == 3,
+                                      timeout=15)
+        assert series[0]["metric"]["serial"] == serial
+        assert series[0]["values"] == [s["values"]["battery_soc"] for s in sent]
+        # the dongle clock (2024-06-21 09:00 local, BST) is the timestamp, 5 minutes apart
+        assert series[0]["timestamps"][0] == 1718956800000 and series[0]["timestamps"][1] == 1718957100000
+    finally:
+        cap.send_signal(signal.SIGTERM)
+        try:
+            assert cap.wait(timeout=20) == 0
+        finally:
+            if cap.poll() is None:
+                cap.kill()
+            cli.loop_stop()
+            cli.disconnect()
