@@ -124,3 +124,22 @@ def test_config_errors(kw: dict, msg: str) -> None:
     with pytest.raises(ValidationError) as e:
         SolarEdgeConfig(type="solaredge", **kw)
     assert msg in str(e.value)
+
+
+def test_demo_part(tmp_path: Path) -> None:
+    from solarbridge.sources.solaredge import demo
+
+    async def main() -> list[Reading]:
+        part = await demo.start(tmp_path)
+        try:
+            assert (tmp_path / "solaredge.key").stat().st_mode & 0o077 == 0
+            table = dict(part.sources[0])
+            cfg = SolarEdgeConfig(**table)
+            src = SolarEdgeSource(cfg, Context.standalone("se", "source", "solaredge", tmp_path))
+            return await collect(src, lambda g: any(r.device_type == "battery" for r in g))
+        finally:
+            await asyncio.to_thread(part.stop)
+
+    got = asyncio.run(main())
+    assert {"inverter", "optimizer", "battery"} <= {r.device_type for r in got}
+    assert any(r.metrics.get("pv_power_w", 0) > 0 for r in got if r.device_type == "inverter")

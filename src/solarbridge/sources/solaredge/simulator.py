@@ -387,7 +387,7 @@ def run_network(host: str, port: int, site: list[InverterModel], *, key: bytes |
             while not stop() and time.monotonic() < deadline and (not count or stats.telemetry < count):
                 now = time.monotonic()
                 if now < next_at:
-                    data = link.read(next_at - now)
+                    data = link.read(min(next_at - now, 0.25))  # short slices: stop() is seen soon
                     if data is None:
                         raise ConnectionError("server closed the connection")
                     for fr in ep.receive(data):
