@@ -251,17 +251,22 @@ class SharedBackend(Backend):
             last = online
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             self._server.close()
+            self._server = None
             with contextlib.suppress(FileNotFoundError):
                 self.sock_path.unlink()
         if self._source is not None:
             await self._source.client.close()
+            self._source = None
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            os.close(self._lock_fd)  # releases the lock: a follower takes over
+            self._lock_fd = None
+        self.leader = False
 
     # ---- data
 
