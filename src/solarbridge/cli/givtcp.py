@@ -84,8 +84,14 @@ async def _publish(settings: Any, reading: Any) -> list[str]:
         sink = cls(cfg, Context.standalone(table["name"], "sink", table["type"], settings.cache_location))
         try:
             await sink.start()
+            # connection-oriented sinks (MQTT) connect in the background: give them a moment
+            deadline = asyncio.get_running_loop().time() + 10
+            while getattr(sink, "connected", True) is False and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)
             await sink.write([reading])
             await sink.flush()
+            while sink.pending() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)
         except Exception as e:  # an output failing must not hide the others
             errors.append(f"{table['name']}: {e}")
         finally:
