@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-DATA = Path(__file__).resolve().parent.parent / "data" / "converters"
+from convtools import DATA
 
 
 @pytest.fixture
@@ -36,7 +34,3 @@ def local_tz(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]
 @pytest.fixture
 def data() -> Path:
     return DATA
-
-
-def update_golden() -> bool:
-    return bool(os.environ.get("SOLARBRIDGE_UPDATE_GOLDEN"))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA, update_golden
+from convtools import DATA, update_golden
 
 from solarbridge.cli import pickle2graphite, se2csv, se2graphite, se2state
 from solarbridge.sinks.graphite_wire import decode_pickle, decode_text, encode_pickle
