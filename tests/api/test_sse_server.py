@@ -113,6 +113,31 @@ def test_start_failure_is_one_clear_error(tmp_path):
                 pass
 
 
+def test_accepted_connections_have_nodelay():
+    # asyncio sets TCP_NODELAY only on connections accepted from a socket with proto IPPROTO_TCP;
+    # without it every keep-alive response waited ~40 ms for a delayed ACK (Nagle)
+    import socket
+
+    from solarbridge.api.server import bind
+
+    async def go():
+        seen = asyncio.get_running_loop().create_future()
+
+        class P(asyncio.Protocol):
+            def connection_made(self, transport):
+                sock = transport.get_extra_info("socket")
+                seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        server = await asyncio.get_running_loop().create_server(P, sock=bind("127.0.0.1", 0))
+        _, w = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        flag = await asyncio.wait_for(seen, 5)
+        w.close()
+        server.close()
+        return flag
+
+    assert run(go()) != 0
+
+
 def test_broadcaster_slow_client_drops_oldest_and_detaches():
     async def go():
         bus = Bus()

@@ -72,8 +72,10 @@ def bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
         raise OSError(f"api: cannot resolve listen address {host!r}: {e.strerror}") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, socktype, proto, _, addr = infos[0]
+    # proto must be IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets of that protocol, and
+    # without it every keep-alive response waits ~40 ms for a delayed ACK (Nagle)
+    sock = socket.socket(family, socktype, proto or socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
