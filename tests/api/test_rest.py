@@ -330,3 +330,17 @@ def test_device_info_update_changes_listing(tmp_path):
 
     (d,) = run(go())
     assert d["name"] == "Garage" and d["model"] == "X2" and not math.isnan(d["last_seen"])
+
+
+def test_givtcp_routes_mounted_only_with_a_givenergy_source(tmp_path):
+    pytest.importorskip("solarbridge.api.givtcp")
+    from types import SimpleNamespace
+
+    sup = make_supervisor(tmp_path)
+    paths = {getattr(r, "path", "") for r in create_app(sup).routes}
+    assert "/runAll" not in paths
+    fake = ControlSource(tmp_path)
+    fake.config = SimpleNamespace(type="givenergy", name="ge")
+    sup.sources["ge"] = fake
+    paths = {getattr(r, "path", "") for r in create_app(sup).routes}
+    assert {"/runAll", "/getCache", "/api/devices"} <= paths
