@@ -302,13 +302,15 @@ class Reassembler:
                         if best is None or cand[:3] > best[:3]:
                             best = cand
             if best is not None:
-                _, neg, inside, size = best
+                score, neg, inside, size = best
                 st = -neg
                 e = st + size
                 if not final:
                     inner = any(0 < x < e for x in lead if x != st)
                     if inner or (known is None and not inside):
                         return  # later data may change the answer
+                    if known is None and score == 1 and size < _LONG and n < st + _LONG:
+                        return  # other bytes follow: they may be the tail of a longer report
                 if st:
                     self._unknown(st)
                 msg = bytes(buf[st:e])

@@ -43,8 +43,13 @@ _STATIC: tuple[tuple[str, dict[str, Any]], ...] = tuple(
     (i, {"id": i, "name": BY_ID[i].name, "group": BY_ID[i].group, "unit": BY_ID[i].unit,
          "device_class": BY_ID[i].device_class, "state_class": BY_ID[i].state_class}) for i in _ORDER
 )
-_METRICS: tuple[tuple[str, str, float], ...] = tuple(
-    (i, BY_ID[i].metric, BY_ID[i].metric_factor) for i in _ORDER if BY_ID[i].metric
+# (field id, metric, factor, digits): whole-unit fields need no rounding; others lose float noise
+# (1637 * 0.1 = 163.70000000000002 becomes 163.7; the original's exact f64 stays in extra["sunsniff"])
+_METRICS: tuple[tuple[str, str, float, int | None], ...] = tuple(
+    (i, BY_ID[i].metric, BY_ID[i].metric_factor,
+     None if (BY_ID[i].scale == 1 and BY_ID[i].bias == 0 and BY_ID[i].metric_factor == 1)
+     else 0 if BY_ID[i].metric_factor >= 1 / BY_ID[i].scale else 6)
+    for i in _ORDER if BY_ID[i].metric
 )
 
 
@@ -68,10 +73,20 @@ def report_to_reading(report: codec.Report, ts: float, tz: tzinfo | None, source
         when = codec.pcap_time(ts)
     values = report.values
     metrics: dict[str, Any] = {}
-    for fid, name, factor in _METRICS:
-        metrics[name] = round(values[fid] * factor, 6)
+    for fid, name, factor, digits in _METRICS:
+        v = values[fid]
+        if digits is None:
+            metrics[name] = v
+        elif digits == 0:
+            metrics[name] = float(round(v * factor))
+        else:
+            metrics[name] = round(v * factor, digits)
     metrics["grid_available"] = values["grid_connected"] == 1
-    fields = [{**static, "value": values[fid]} for fid, static in _STATIC]
+    fields = []
+    for fid, static in _STATIC:
+        d = static.copy()
+        d["value"] = values[fid]
+        fields.append(d)
     serial = report.serial
     c = report.clock
     reading = Reading(
