@@ -131,6 +131,8 @@ class Mosquitto(Server):
         if not self.port:
             self.port = free_port()
         conf = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr", "log_type all"]
+        if os.geteuid() == 0:
+            conf.append("user root")  # else it drops to user mosquitto, which cannot enter /tmp/pytest-of-root
         if self.users:
             pw = self.dir / "passwd"
             pw.write_text("")

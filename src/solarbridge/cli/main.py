@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("args", nargs=argparse.REMAINDER)
 
     cap = sub.add_parser("capture", help="Sunsynk dongle passive capture (same as sunsynk-capture)", add_help=False)
+    cap.add_argument("-c", "--config", help="capture config (TOML, as sunsynk-capture takes)")
     cap.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
@@ -94,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "capture":
             from .sunsynk_capture import main as capture_main
 
-            rest = args.args
-            if rest[:1] in (["-c"], ["--config"]):
-                rest = rest[1:]
-            return capture_main(rest)
+            return capture_main(([args.config] if args.config else []) + args.args)
     except KeyboardInterrupt:
         return 130
     parser.print_help()
