@@ -52,3 +52,23 @@ def test_victoria_influx_v2_write_and_export(victoria):
     assert series[0]["values"] == [55]
     assert series[0]["timestamps"] == [ts_ns // 1_000_000]
     assert series[0]["metric"]["dev"] == "x"
+
+
+def test_mosquitto_with_password_refuses_anonymous(mosquitto_factory):
+    srv = mosquitto_factory(users={"alice": "s3cret"})
+    anon = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(srv.port), "-t", "x", "-m", "1"],
+                          capture_output=True, timeout=10)
+    assert anon.returncode != 0
+    ok = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(srv.port), "-u", "alice", "-P", "s3cret",
+                         "-t", "x", "-m", "1"], capture_output=True, timeout=10)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_carbon_and_victoria_restart_on_same_ports(carbon, victoria):
+    lp, hp = carbon.line_port, victoria.http_port
+    carbon.stop()
+    victoria.stop()
+    carbon.start()
+    victoria.start()
+    assert (carbon.line_port, victoria.http_port) == (lp, hp)
+    assert carbon.alive() and victoria.alive()
