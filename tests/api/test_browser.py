@@ -57,6 +57,19 @@ def attr(drv, element_id, name):
     return drv.find_element("id", element_id).get_attribute(name)
 
 
+def set_control(drv, device, name, value):
+    card = drv.find_element("css selector", f'[data-device="{device}"]')
+    details = card.find_element("css selector", "details.controls")
+    if details.get_attribute("open") is None:
+        details.find_element("tag name", "summary").click()
+    form = card.find_element("css selector", f'form[data-control="{name}"]')
+    box = form.find_element("name", "value")
+    box.clear()
+    box.send_keys(value)
+    form.find_element("css selector", "button").click()
+    return form
+
+
 def test_dashboard_live_flow_history_and_offline(tmp_path, browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     src = {"type": "synthetic", "interval": 300, "backfill": "7d", "utc_offset_h": 2, "seed": 3}
@@ -67,15 +80,15 @@ def test_dashboard_live_flow_history_and_offline(tmp_path, browser):
         until(drv, lambda b: attr(b, "flow-home-w", "data-w") != "", what="first power-flow numbers")
         before = int(attr(drv, "flow-home-w", "data-w"))
 
-        # a control through the API makes the synthetic home emit a new reading with 4 kW more load
+        # the card's control form sets 4 kW of extra load; the synthetic home emits a new reading at once
+        form = set_control(drv, "synthetic-home", "extra_load_w", "4000")
         sent = time.monotonic()
-        r = httpx.post(d.url + "/api/devices/synthetic-home/control",
-                       json={"command": "extra_load_w", "value": 4000})
-        assert r.status_code == 200, r.text
         until(drv, lambda b: int(attr(b, "flow-home-w", "data-w")) >= before + 3000, timeout=5,
               what="home load to rise after the reading")
         latency = time.monotonic() - sent
-        print(f"power flow updated {latency * 1000:.0f} ms after the control request (includes the POST)")
+        print(f"power flow updated {latency * 1000:.0f} ms after the control was submitted")
+        until(drv, lambda b: "extra_load_w set" in form.find_element("css selector", ".ctl-msg").text, timeout=5,
+              what="control confirmation")
         text = drv.find_element("id", "flow-home-w").text
         assert "kW" in text
 
@@ -124,3 +137,25 @@ def test_dashboard_live_flow_history_and_offline(tmp_path, browser):
         logs = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
         assert not logs, logs
     assert (ARTIFACTS / "dashboard-desktop-7d.png").stat().st_size > 10_000
+
+
+def test_dashboard_control_asks_for_the_token(tmp_path, browser):
+    src = {"type": "synthetic", "interval": 300}
+    with LiveDaemon(tmp_path, sources=[src], api={"token": "t0ken"}) as d:
+        drv = browser
+        drv.get(d.url + "/")
+        until(drv, lambda b: b.find_elements("css selector", '[data-device="synthetic-home"] details.controls'),
+              what="device card with controls")
+        form = set_control(drv, "synthetic-home", "battery_reserve_pct", "150")
+        alert = until(drv, lambda b: b.switch_to.alert, timeout=5, what="token prompt")
+        assert "token" in alert.text
+        alert.send_keys("t0ken")
+        alert.accept()
+        # the token is accepted; the device refuses the value and the card says why, naming the range
+        until(drv, lambda b: "from 4 to 100" in form.find_element("css selector", ".ctl-msg").text, timeout=5,
+              what="range message")
+        form = set_control(drv, "synthetic-home", "battery_reserve_pct", "20")
+        until(drv, lambda b: "battery_reserve_pct set" in form.find_element("css selector", ".ctl-msg").text,
+              timeout=5, what="control confirmation")
+        r = httpx.get(d.url + "/api/devices/synthetic-home/latest").json()
+        assert r["metrics"]["battery_reserve_pct"] == 20

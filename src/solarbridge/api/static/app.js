@@ -76,6 +76,7 @@ function upsertDevice(d, fromReading) {
     if (d[k] !== undefined && d[k] !== "") dev[k] = d[k];
   }
   if (d.metrics) Object.assign(dev.metrics, d.metrics);
+  if (Array.isArray(d.controls)) dev.controls = d.controls;
   if (d.online !== undefined) dev.online = d.online;
   if (fromReading) {
     if (dev.lastSeen && d.metrics && Object.keys(d.metrics).length) {
@@ -182,44 +183,153 @@ const CARD_METRICS = [
   ["pv_energy_today_wh", "Solar today"], ["inverter_temperature_c", "Inverter"],
 ];
 
+const cards = new Map(); // device_id -> {card, body, controls, sig}
+
 function renderDevices() {
   const box = $("devices");
   const devs = [...state.devices.values()].sort((a, b) => a.device_id.localeCompare(b.device_id));
   $("dev-count").textContent = devs.length ? `${devs.filter((d) => deviceStatus(d) === "online").length} of ${devs.length} online` : "";
   if (!devs.length) return;
-  const cards = devs.map((d) => {
+  if (!cards.size) box.replaceChildren();
+  for (const d of devs) {
+    let c = cards.get(d.device_id);
+    if (!c) {
+      // the card is built once; its body is redrawn, its controls only when the device's controls change,
+      // so a value being typed survives the live updates
+      const card = el("article", { class: "dev", "data-device": d.device_id });
+      const body = el("div");
+      const controls = el("div", { class: "controls-box" });
+      card.append(body, controls);
+      c = { card, body, controls, sig: "" };
+      cards.set(d.device_id, c);
+      box.append(card);
+    }
     const st = deviceStatus(d);
-    const dl = el("dl");
-    const add = (k, v, cls) => { dl.append(el("dt", { text: k }), el("dd", cls ? { class: cls, text: v } : { text: v })); };
-    let shown = 0;
-    for (const [m, label] of CARD_METRICS) {
-      if (d.metrics[m] !== undefined) { add(label, fmtValue(d.metrics[m], unitOf(m))); shown++; }
+    c.card.className = "dev " + st;
+    c.card.dataset.status = st;
+    c.body.replaceChildren(...cardBody(d, st));
+    const sig = JSON.stringify(d.controls || []);
+    if (sig !== c.sig) {
+      c.sig = sig;
+      c.controls.replaceChildren(...controlsFor(d));
     }
-    if (!shown) {
-      // devices without canonical power metrics: show their first few numeric values
-      for (const [m, v] of Object.entries(d.metrics).slice(0, 4)) add(m, fmtValue(v, unitOf(m)));
+    syncControlStates(d, c.controls);
+  }
+}
+
+function cardBody(d, st) {
+  const dl = el("dl");
+  const add = (k, v, cls) => { dl.append(el("dt", { text: k }), el("dd", cls ? { class: cls, text: v } : { text: v })); };
+  let shown = 0;
+  for (const [m, label] of CARD_METRICS) {
+    if (d.metrics[m] !== undefined) { add(label, fmtValue(d.metrics[m], unitOf(m))); shown++; }
+  }
+  if (!shown) {
+    // devices without canonical power metrics: show their first few values
+    for (const [m, v] of Object.entries(d.metrics).slice(0, 4)) add(m, fmtValue(v, unitOf(m)));
+  }
+  if (d.metrics.grid_available !== undefined) {
+    add("Grid supply", d.metrics.grid_available ? "on" : "OFF", d.metrics.grid_available ? "" : "grid-off");
+  }
+  add("Last data", ago(d.lastData || d.lastSeen));
+  add("Comms", d.comms || "–");
+  const out = [
+    el("span", { class: "badge " + st, text: st }),
+    el("h3", { text: d.name || d.device_id, title: d.name || d.device_id }),
+    el("div", { class: "ident", text: [d.device_type, d.model, d.serial && d.serial !== d.name ? d.serial : ""].filter(Boolean).join(" · ") }),
+  ];
+  if (typeof d.metrics.battery_soc_pct === "number") {
+    const soc = Math.max(0, Math.min(100, d.metrics.battery_soc_pct));
+    out.push(el("div", { class: "soc", title: `battery ${soc.toFixed(0)}%`, role: "meter", "aria-valuemin": "0",
+                         "aria-valuemax": "100", "aria-valuenow": soc.toFixed(0) }, el("i", { style: `width:${soc}%` })));
+    add("SOC", soc.toFixed(0) + " %");
+  }
+  out.push(dl);
+  if (st === "offline") out.push(el("div", { class: "why", text: `No comms with this device. Values are from ${ago(d.lastData || d.lastSeen)}.` }));
+  else if (st === "stale") out.push(el("div", { class: "why", text: `No new data for ${ago(d.lastData || d.lastSeen).replace(" ago", "")}.` }));
+  return out;
+}
+
+// ------------------------------------------------------------------ controls
+
+function controlsFor(d) {
+  const specs = d.controls || [];
+  if (!specs.length) return [];
+  const box = el("details", { class: "controls" }, el("summary", { text: `Controls (${specs.length})` }));
+  for (const c of specs) {
+    // novalidate: the daemon checks the value and answers with the allowed range in plain words
+    const row = el("form", { class: "ctl", "data-control": c.name, novalidate: "" });
+    const label = el("label", { text: (c.label || c.name) + (c.unit ? ` (${c.unit})` : "") });
+    let input;
+    if (c.kind === "switch") {
+      input = el("select", { name: "value", "aria-label": c.label || c.name },
+                 el("option", { value: "true", text: "on" }), el("option", { value: "false", text: "off" }));
+    } else if (c.kind === "select") {
+      input = el("select", { name: "value", "aria-label": c.label || c.name },
+                 ...c.options.map((o) => el("option", { value: o, text: o })));
+    } else if (c.kind === "number") {
+      const a = { type: "number", name: "value", "aria-label": c.label || c.name, inputmode: "decimal" };
+      if (c.minimum !== null) a.min = c.minimum;
+      if (c.maximum !== null) a.max = c.maximum;
+      a.step = c.step !== null ? c.step : "any";
+      input = el("input", a);
+    } else if (c.kind === "button") {
+      input = null;
+    } else {
+      input = el("input", { type: c.kind === "time" ? "time" : "text", name: "value", "aria-label": c.label || c.name });
     }
-    if (d.metrics.grid_available !== undefined) {
-      add("Grid supply", d.metrics.grid_available ? "on" : "OFF", d.metrics.grid_available ? "" : "grid-off");
+    const btn = el("button", { type: "submit", text: c.kind === "button" ? (c.label || c.name) : "Set" });
+    const msg = el("span", { class: "ctl-msg", "aria-live": "polite" });
+    row.append(label);
+    if (input) row.append(input);
+    row.append(btn, msg);
+    row.addEventListener("submit", (ev) => { ev.preventDefault(); sendControl(d.device_id, c, input, msg, btn); });
+    box.append(row);
+  }
+  return [box];
+}
+
+function syncControlStates(d, box) {
+  // show the device's current value in inputs the user is not editing
+  for (const c of d.controls || []) {
+    if (!c.state_metric || d.metrics[c.state_metric] === undefined) continue;
+    const input = box.querySelector(`form[data-control="${CSS.escape(c.name)}"] [name="value"]`);
+    if (!input || input === document.activeElement || input.dataset.touched) continue;
+    const v = d.metrics[c.state_metric];
+    input.value = typeof v === "boolean" ? String(v) : String(v);
+  }
+}
+
+async function sendControl(deviceId, c, input, msg, btn) {
+  let value = null;
+  if (input) {
+    value = input.value;
+    if (c.kind === "number") value = value === "" ? null : Number(value);
+    else if (c.kind === "switch") value = value === "true";
+  }
+  btn.disabled = true;
+  msg.className = "ctl-msg";
+  msg.textContent = "sending…";
+  const headers = { "Content-Type": "application/json" };
+  const token = sessionStorage.getItem("sb.token");
+  if (token) headers.Authorization = "Bearer " + token;
+  try {
+    const r = await fetch(`/api/devices/${encodeURIComponent(deviceId)}/control`,
+                          { method: "POST", headers, body: JSON.stringify({ command: c.name, value }) });
+    const body = await r.json().catch(() => ({}));
+    if (r.status === 401 || r.status === 403) {
+      const t = prompt(r.status === 401 ? "This daemon needs its API token for controls:" : "That token was refused. Token:");
+      if (t) { sessionStorage.setItem("sb.token", t); btn.disabled = false; return sendControl(deviceId, c, input, msg, btn); }
     }
-    add("Last data", ago(d.lastData || d.lastSeen));
-    add("Comms", d.comms || "–");
-    const card = el("article", { class: "dev " + st, "data-device": d.device_id, "data-status": st },
-      el("span", { class: "badge " + st, text: st }),
-      el("h3", { text: d.name || d.device_id, title: d.name || d.device_id }),
-      el("div", { class: "ident", text: [d.device_type, d.model, d.serial && d.serial !== d.name ? d.serial : ""].filter(Boolean).join(" · ") }));
-    if (typeof d.metrics.battery_soc_pct === "number") {
-      const soc = Math.max(0, Math.min(100, d.metrics.battery_soc_pct));
-      card.append(el("div", { class: "soc", title: `battery ${soc.toFixed(0)}%`, role: "meter", "aria-valuemin": "0",
-                              "aria-valuemax": "100", "aria-valuenow": soc.toFixed(0) }, el("i", { style: `width:${soc}%` })));
-      add("SOC", soc.toFixed(0) + " %");
-    }
-    card.append(dl);
-    if (st === "offline") card.append(el("div", { class: "why", text: `No comms with this device. Values are from ${ago(d.lastData || d.lastSeen)}.` }));
-    else if (st === "stale") card.append(el("div", { class: "why", text: `No new data for ${ago(d.lastData || d.lastSeen).replace(" ago", "")}.` }));
-    return card;
-  });
-  box.replaceChildren(...cards);
+    msg.className = "ctl-msg " + (r.ok ? "ok" : "bad");
+    msg.textContent = r.ok ? (body.message || "done") : (body.detail || `failed (${r.status})`);
+    if (input) delete input.dataset.touched;
+  } catch (e) {
+    msg.className = "ctl-msg bad";
+    msg.textContent = "no answer from the daemon";
+  } finally {
+    btn.disabled = false;
+  }
 }
 
 // ------------------------------------------------------------------ history plot
@@ -479,6 +589,7 @@ function init() {
   $("hist-metric").addEventListener("change", (e) => {
     state.histMetric = e.target.value; localStorage.setItem("sb.histMetric", state.histMetric); loadHistory();
   });
+  $("devices").addEventListener("input", (e) => { if (e.target.name === "value") e.target.dataset.touched = "1"; });
   const canvas = $("plot");
   canvas.addEventListener("mousemove", (e) => drawPlot(e.offsetX));
   canvas.addEventListener("mouseleave", () => drawPlot());
