@@ -196,7 +196,8 @@ url = "{mosquitto.url}"
         import threading
 
         threading.Thread(target=cap.stderr.read, daemon=True).start()  # keep the pipe drained
-        sent = _sent(_simulator(port, "--interval", "0.1", "--count", "3", "--split", "2"))
+        sent = _sent(_simulator(port, "--interval", "0.1", "--count", "3", "--split", "2",
+                                "--clock", "2024-06-21T09:00:00"))
         serial = sent[0]["serial"]
         uid = f"sunsniff_{serial}_battery_soc"
         deadline = time.monotonic() + 15

@@ -27,7 +27,7 @@ import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .codec import encode
@@ -114,7 +114,13 @@ class DongleState:
         })
         return v
 
+    #: "" = the simulated clock (starts at ``clock``, advances ``step_s`` per report); "local"/"utc" = wall clock
+    wall_clock: str = ""
+
     def next_report(self, layout: int = 292) -> tuple[bytes, dict[str, float], tuple[int, ...]]:
+        if self.wall_clock:
+            now = datetime.now(UTC) if self.wall_clock == "utc" else datetime.now()
+            self.clock = now.replace(tzinfo=None, microsecond=0)
         values = self.next_values()
         c = self.clock
         clock = (c.year, c.month, c.day, c.hour, c.minute, c.second)
@@ -174,6 +180,9 @@ class DongleOptions:
     json_out: bool = False
     serial: str = "2107224260"
     seed: int = 1
+    #: "local" or "utc": the dongle clock follows the wall clock; an ISO time: simulated clock from there,
+    #: five minutes per report (as a real dongle reports)
+    clock: str = "local"
 
 
 class Dongle:
@@ -182,6 +191,11 @@ class Dongle:
     def __init__(self, host: str, port: int, opts: DongleOptions) -> None:
         self.host, self.port, self.opts = host, port, opts
         self.state = DongleState(serial=opts.serial, seed=opts.seed)
+        if opts.clock in ("local", "utc"):
+            self.state.wall_clock = opts.clock
+            self.state.step_s = max(opts.interval, 0.001)
+        else:
+            self.state.clock = datetime.fromisoformat(opts.clock).replace(tzinfo=None)
         self.rng = random.Random(opts.seed + 1)
         self.sent: list[dict[str, float]] = []
 
@@ -364,6 +378,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", action="store_true", help="send other messages between reports")
     p.add_argument("--reconnect", type=int, default=0, metavar="K", help="new TCP connection every K reports")
     p.add_argument("--json", action="store_true", help="print each report's values as a JSON line")
+    p.add_argument("--clock", default="local",
+                   help="dongle clock: local or utc (wall clock), or an ISO start time advancing 5 min per "
+                        "report (default local)")
     p.add_argument("--pcap", metavar="FILE", help="write a synthetic capture of a session and exit")
     p.add_argument("--retransmit", type=float, default=0.0, metavar="P",
                    help="with --pcap: probability a segment is sent twice")
@@ -379,7 +396,7 @@ async def _run_live(args: argparse.Namespace) -> int:
     print(f"sunsynk simulator: cloud server listening on {host}:{server.port}", flush=True)
     opts = DongleOptions(layout=args.layout, interval=args.interval, count=args.count, split=args.split,
                          coalesce=args.coalesce, noise=args.noise, reconnect=args.reconnect, json_out=args.json,
-                         serial=args.serial, seed=args.seed)
+                         serial=args.serial, seed=args.seed, clock=args.clock)
     dongle = Dongle(host, server.port, opts)
     try:
         await dongle.run()
@@ -397,6 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.split < 1 or args.split > 100:
         print("sunsynk simulator: --split must be 1..100", file=sys.stderr)
         return 2
+    if args.clock not in ("local", "utc"):
+        try:
+            datetime.fromisoformat(args.clock)
+        except ValueError:
+            print(f"sunsynk simulator: --clock must be local, utc or an ISO time (got {args.clock!r})",
+                  file=sys.stderr)
+            return 2
     if args.interval < 0:
         print("sunsynk simulator: --interval must be >= 0", file=sys.stderr)
         return 2
