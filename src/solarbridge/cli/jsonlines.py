@@ -82,6 +82,7 @@ class JsonLines:
         self.lines = 0
         self.bad = 0
         self._progress: Any = None
+        self._fd = -1
         self._task: Any = None
 
     # ------------------------------------------------------------------ messages
@@ -109,15 +110,18 @@ class JsonLines:
             raise InputError(f"cannot read {self.source}: {e.strerror}", exit_code=2) from None
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        fd = self._open()
+        self._fd = self._open()
         try:
-            yield from self._lines(fd)
+            yield from self._lines(self._fd)
         finally:
             if self._progress is not None:
                 self._progress.stop()
                 self._progress = None
             if self.source != "-":
-                os.close(fd)
+                try:
+                    os.close(self._fd)
+                except OSError:
+                    pass
 
     def _start_progress(self, fd: int) -> None:
         st = os.fstat(fd)
@@ -183,6 +187,7 @@ class JsonLines:
             self.sleep(self.poll)
             if self.source != "-":
                 fd, pos, reset = self._check_replaced(fd, pos)
+                self._fd = fd
                 if reset:
                     buf, lineno, skipping = b"", 0, False
 
