@@ -8,6 +8,8 @@ import time
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from live import LiveDaemon
 
 from conftest import T0, reading, run
@@ -194,3 +196,24 @@ def test_event_loop_not_blocked_by_publish_with_many_clients():
         assert all(len(f) == 1 for f in got) and b.sent == 1
 
     run(go())
+
+
+@given(st.dictionaries(st.text(max_size=10), st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**80, 2**80), st.booleans(), st.text(max_size=10))),
+    st.text(max_size=10))
+def test_any_reading_encodes_to_one_valid_frame(metrics, device):
+    frames = []
+
+    class C:
+        device = None
+
+        def put(self, frame):
+            frames.append(frame)
+
+    b = Broadcaster(Bus())
+    b.clients.add(C())
+    b.on_reading(reading(device, T0, metrics))
+    (frame,) = frames
+    assert frame.endswith(b"\n\n") and frame.count(b"\n\n") == 1
+    data = json.loads(frame.split(b"data: ", 1)[1])  # strict JSON: NaN/inf became null
+    assert data["device_id"] == device and set(data["metrics"]) == set(metrics)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections import deque
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from starlette.responses import Response
 
 from ..model import Reading
+
+log = logging.getLogger("solarbridge.api")
 
 #: bytes that end a client's stream
 _CLOSE = b""
@@ -45,9 +48,23 @@ def reading_payload(reading: Reading) -> dict[str, Any]:
     return d
 
 
+def _deep_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _deep_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_deep_safe(v) for v in value]
+    return value
+
+
 def encode_event(event: str, data: Any, event_id: int | None = None) -> bytes:
     """One SSE frame. JSON never contains a raw newline, so ``data:`` fits on one line."""
-    text = json.dumps(data, separators=(",", ":"), default=str, allow_nan=False)
+    try:
+        text = json.dumps(data, separators=(",", ":"), default=str, allow_nan=False)
+    except (ValueError, TypeError):
+        # NaN/inf somewhere deeper, or keys JSON cannot take: the slow path cleans the whole tree
+        text = json.dumps(_deep_safe(data), separators=(",", ":"), default=str)
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {text}\n\n".encode()
 
@@ -102,6 +119,7 @@ class Broadcaster:
         self.clients: set[Client] = set()
         self.client_queue = client_queue
         self.sent = 0
+        self.skipped = 0
         self.closed = False
         self._next_id = 0
 
@@ -128,9 +146,16 @@ class Broadcaster:
             pass
 
     def on_reading(self, reading: Reading) -> None:
-        # called by Bus.publish for every reading: encode once, never await
+        # called by Bus.publish for every reading: encode once, never await, never raise into the source
         self._next_id += 1
-        frame = encode_event("reading", reading_payload(reading), self._next_id)
+        try:
+            frame = encode_event("reading", reading_payload(reading), self._next_id)
+        except Exception as e:  # noqa: BLE001 - a reading the stream cannot carry is skipped, not fatal
+            self.skipped += 1
+            if self.skipped == 1:
+                log.warning("event stream: skipped a reading of %s that cannot be encoded: %s",
+                            reading.device_id, e)
+            return
         dev = reading.device_id
         for c in self.clients:
             if c.device is None or c.device == dev:
