@@ -139,3 +139,27 @@ url = "{mosquitto.url}"
     finally:
         cli.loop_stop()
         cli.disconnect()
+
+
+def test_world_readable_token_warns_but_is_accepted(tmp_path, capsys):
+    p = tmp_path / "open.toml"
+    p.write_text('[pcap]\ndevice = "nosuchdev0"\n[[mqtt]]\nurl = "mqtt://127.0.0.1:1"\npassword = "pw"\n')
+    p.chmod(0o644)
+    assert main([str(p)]) == 2  # fails on the device, after the warning: the original accepted such files
+    warn, err = _err(capsys)
+    assert "warning:" in warn and "mqtt[0].password" in warn and "chmod 600" in warn
+    assert "no such network device" in err
+
+
+def test_corrupt_file_midway_exits_1(tmp_path):
+    data = DERIVED_PCAP.read_bytes()
+    bad = data + (2**31).to_bytes(4, "little") * 4  # a record header claiming a 2 GiB frame
+    p = tmp_path / "bad.pcap"
+    p.write_bytes(bad)
+    assert main([_cfg(tmp_path, f'state_dir = "{tmp_path}/s"\n[pcap]\ndevice = "{p}"\nfile = true\n'),
+                 "--no-progress"]) == 1
+
+
+def test_file_mode_without_outputs_exits_0(tmp_path):
+    assert main([_cfg(tmp_path, f'state_dir = "{tmp_path}/s"\n[pcap]\ndevice = "{DERIVED_PCAP}"\nfile = true\n'
+                                'filter = "tcp port 51100"\n'), "--no-progress"]) == 0
