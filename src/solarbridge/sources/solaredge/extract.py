@@ -594,7 +594,7 @@ class Extractor:
         self.max_pending = max_pending
         self.stats = PacketStats()
         self.out: list[bytes] = []
-        self._conns: dict[tuple[bytes, int, bytes, int], _Conn | None] = {}
+        self._conns: dict[tuple[bytes, int, bytes, int], _Conn] = {}
         #: the first-seen direction of each selected connection (its ``dirs[0]``)
         self._fwd: set[tuple[bytes, int, bytes, int]] = set()
 
@@ -612,13 +612,13 @@ class Extractor:
 
     def segment(self, seg: Segment) -> None:
         key = (seg.src, seg.sport, seg.dst, seg.dport)
-        conn = self._conns.get(key, False)
-        if conn is False:
+        conn = self._conns.get(key)
+        if conn is None:
             if not seg.payload and not seg.flags & SYN:
                 return  # the last ACK after both FINs, or a capture starting mid-connection
             conn = self._new_conn(seg)
-        if conn is None:
-            return
+            if conn is None:
+                return
         st = self.stats
         st.count("selected_segments")
         d = conn.dirs[0] if key in self._fwd else conn.dirs[1]
@@ -639,7 +639,8 @@ class Extractor:
         elif seg.sport in self.ports:
             server_side = 0
         else:
-            self._conns[fwd] = self._conns[rev] = None
+            # not remembered: deciding again is a few set lookups, and a capture running for months
+            # on a router would otherwise grow a table of every connection it ever saw
             return None
         self.stats.count("connections")
         conn = _Conn(server_side)
@@ -678,7 +679,7 @@ class Extractor:
         """End of the capture: deliver what every open connection still holds."""
         seen: set[int] = set()
         for conn in self._conns.values():
-            if conn is not None and id(conn) not in seen:
+            if id(conn) not in seen:
                 seen.add(id(conn))
                 self._finish(conn)
         self._conns.clear()
