@@ -252,3 +252,51 @@ def test_extraction_streams_while_tcpdump_writes(tmp_path: Path) -> None:
             proc.wait(10)
     assert ext.wait(20) == 0
     assert out.read_bytes() == want
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_capture_of_the_simulator_talking_to_semonitor(tmp_path: Path, encrypted: bool) -> None:
+    """The inverter simulator posts telemetry (split writes; encrypted like old firmware) to semonitor in
+    network mode while tcpdump records; semonitor on seextract's output writes the same JSON as live."""
+    if not (BIN / "semonitor").exists():
+        pytest.skip("semonitor is not installed")
+    key = Path(__file__).resolve().parent.parent / "data" / "solaredge-tools" / "7f104920.key"
+    port = _free_port(SERVER_IP)
+    env = dict(os.environ, TZ="UTC")
+    keyargs = ["-k", str(key)] if encrypted else []
+    live = tmp_path / "live.json"
+    pcap = tmp_path / "sim.pcap"
+    mon = subprocess.Popen([str(BIN / "semonitor"), "-t", "n", "--listen", SERVER_IP, "-p", str(port), *keyargs,
+                            "-o", str(live)], stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    try:
+        with tcpdump(pcap, port):
+            sim = subprocess.run([sys.executable, "-m", "solarbridge.cli.main", "simulate", "solaredge",
+                                  "--connect", f"{SERVER_IP}:{port}", "--count", "4", "--interval", "0.1",
+                                  "--split", "--optimizers", "3", "-q",
+                                  *(["--encrypted", "--key", str(key)] if encrypted else [])],
+                                 capture_output=True, timeout=60)
+            assert sim.returncode == 0, sim.stderr
+            _wait_for(lambda: live.exists() and len(live.read_bytes().splitlines()) >= 4, 20, "semonitor's JSON")
+    finally:
+        mon.terminate()
+        try:
+            mon.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            mon.kill()
+            mon.communicate()
+    dat = tmp_path / "sim.dat"
+    r = _seextract("-s", SERVER_IP, "-o", str(dat), str(pcap))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "replay.json"
+    r = subprocess.run([str(BIN / "semonitor"), *keyargs, "-o", str(out), str(dat)], capture_output=True,
+                       timeout=60, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = live.read_bytes().splitlines()
+    assert len(lines) == 4 and b'"optimizers": {"' in lines[0]
+    assert out.read_bytes().splitlines() == lines
