@@ -64,8 +64,8 @@ def build(path: Path, target_mb: float, reports_only: bool) -> tuple[int, int]:
     return frames, reports
 
 
-def run(path: Path) -> tuple[float, int, int]:
-    cfg = SunsynkCaptureConfig(type="sunsynk_capture", device=str(path), file=True, filter="tcp port 51100")
+def run(path: Path, flt: str | None = "tcp port 51100") -> tuple[float, int, int]:
+    cfg = SunsynkCaptureConfig(type="sunsynk_capture", device=str(path), file=True, filter=flt)
     src = SunsynkCaptureSource(cfg, Context.standalone("bench", "source", "sunsynk_capture"))
     n = 0
 
@@ -82,6 +82,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=200.0, help="capture size in MB (default 200)")
     ap.add_argument("--reports-only", action="store_true", help="only dongle traffic (worst case per byte)")
+    ap.add_argument("--filter", default="tcp port 51100", help="BPF filter ('' for none: every TCP packet decoded)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "big.pcap"
@@ -90,7 +91,8 @@ def main() -> None:
         size = path.stat().st_size
         print(f"built {size / 1e6:.1f} MB, {frames} frames, {reports} reports in {time.perf_counter() - t0:.1f} s")
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        secs, got, seen = run(path)
+        secs, got, seen = run(path, args.filter or None)
+        print(f"filter: {args.filter or '(none)'}")
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(f"decoded {got} reports of {reports} from {seen} frames in {secs:.2f} s")
         print(f"throughput: {size / 1e6 / secs:.1f} MB/s, {seen / secs:,.0f} frames/s, {got / secs:,.0f} reports/s")

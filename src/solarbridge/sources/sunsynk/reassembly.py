@@ -10,7 +10,8 @@ begins with 0xA5, and a report is 292 or 302 bytes from such a start that ends w
 where the next 0xA5-led message begins in the same segment). A 292-byte message could be the first part of
 a 302-byte report split at that very byte; such a message is held until the next data of the flow, the flow's
 end or ``hold`` seconds of capture time, unless the flow has already shown its layout or the layout is fixed.
-Memory is bounded: at most ``max_flows`` flows and ``max_pending`` bytes of out-of-order data per flow.
+Memory is bounded: at most ``max_flows`` flows and ``max_pending`` bytes of out-of-order data per flow
+(a quarter of that before a flow's first 0xA5-led segment).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Reassembler:
     """Feed TCP segments of any number of flows; get back complete report payloads, each exactly once."""
 
     def __init__(self, *, layout: int | None = None, hold: float = 2.0, max_flows: int = 4096,
-                 max_pending: int = 65536, flow_idle: float = 900.0) -> None:
+                 max_pending: int = 16384, flow_idle: float = 900.0) -> None:
         if layout is not None and layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS} or None (auto)")
         self.layout = layout
@@ -112,7 +113,8 @@ class Reassembler:
                 # joined mid-stream (no SYN seen): anchor the stream at the first segment that can start a
                 # message; earlier-looking segments wait, since segments may arrive out of order
                 if payload[0] != MAGIC:
-                    if fl.ooo_bytes + len(payload) > self.max_pending:
+                    # a small window only: on an unfiltered capture most flows are not the dongle's
+                    if fl.ooo_bytes + len(payload) > self.max_pending // 4:
                         self.stats.skipped_bytes += fl.ooo_bytes
                         fl.ooo.clear()
                         fl.ooo_bytes = 0
