@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import port_values
+from enphase_helpers import SimThread, port_values, write_conf
 
-from conftest import SimThread, write_conf
 from solarbridge.cli.enphase_monitor import main
 from solarbridge.sources.enphase import jwt
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLE, port_values
+from enphase_helpers import EXAMPLE, port_values
 
 from solarbridge.sources.enphase import jwt
 from solarbridge.sources.enphase import monitor as m

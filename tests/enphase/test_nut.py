@@ -6,7 +6,7 @@ import json
 from decimal import Decimal as D
 
 import pytest
-from helpers import EXAMPLE, FIXTURES, example_settings, port_values
+from enphase_helpers import EXAMPLE, FIXTURES, example_settings, port_values
 from hypothesis import given
 from hypothesis import strategies as st
 

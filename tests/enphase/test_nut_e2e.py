@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import SimThread, write_conf
+from enphase_helpers import SimThread, write_conf
 
 pytestmark = pytest.mark.servers
 

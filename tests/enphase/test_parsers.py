@@ -6,7 +6,7 @@ import base64
 import json
 
 import pytest
-from helpers import DATA, EXAMPLE, FIXTURES
+from enphase_helpers import DATA, EXAMPLE, FIXTURES
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import EXAMPLE, port_values
+from enphase_helpers import EXAMPLE, port_values
 
 from solarbridge.config import build
 from solarbridge.plugin import Context

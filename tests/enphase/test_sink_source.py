@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import port_values
+from enphase_helpers import port_values
 
 from solarbridge.config import ConfigError, build
 from solarbridge.model import DeviceInfo, Reading, utcnow
