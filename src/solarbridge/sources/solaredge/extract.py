@@ -191,16 +191,6 @@ class CaptureParser:
         del buf[:pos]
 
 
-def read_capture(fileobj: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
-    """All packets of a capture file object (to its end)."""
-    parser = CaptureParser()
-    while True:
-        data = fileobj.read(chunk_size)
-        if not data:
-            break
-        yield from parser.feed(data)
-
-
 # ---------------------------------------------------------------------------------------------
 # packets
 
