@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solarbridge.sources.solaredge.crc import crc16
+from solarbridge.sources.solaredge.crc import crc16, crc16_py
 from solarbridge.sources.solaredge.framing import MAGIC, Frame, FrameError, StreamDecoder, decode, encode
 
 from .conftest import EXAMPLES, GARBAGE_EXAMPLES, load_table
@@ -27,7 +27,8 @@ def _bitwise_crc(data: bytes, crc: int = 0x5A5A) -> int:
 @pytest.mark.parametrize("n", [0, 1, 2, 63, 64, 65, 1000, 1001])
 def test_crc_matches_bitwise(n: int) -> None:
     data = bytes(random.Random(n).randrange(256) for _ in range(n))
-    assert crc16(data) == _bitwise_crc(data)
+    assert crc16(data) == crc16_py(data) == _bitwise_crc(data)
+    assert crc16(data[3:], crc16(data[:3])) == crc16_py(data[3:], crc16_py(data[:3])) == _bitwise_crc(data)
 
 
 def test_crc_covers_big_endian_header(frames: dict[str, bytes]) -> None:

@@ -156,3 +156,55 @@ def test_sample_identical_to_original_semonitor(tmp_path) -> None:
                        env=env, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == (DATA / "sample.json").read_bytes()
+
+
+def _record_strategy():
+    layouts = {0x0080: 13, 0x0082: 15, 0x0000: 36, 0x0010: 104, 0x0011: 128, 0x0300: 28, 0x0030: 86, 0x0022: 58,
+               0x0017: 24, 0x0800: 4}
+
+    @st.composite
+    def rec(draw):
+        se_type = draw(st.sampled_from(sorted(layouts)))
+        n = layouts[se_type] + draw(st.sampled_from([0, 0, 0, 3, -1]))
+        raw_id = draw(st.sampled_from([0x20800001, 0x20000002, 0x7F104920]))
+        data = draw(st.binary(min_size=max(0, n), max_size=max(0, n)))
+        if se_type == 0x0030 and draw(st.booleans()):
+            data = data[:4] + b"BATTERY1\x00\x00\x00\x00" + data[16:]
+        return sim.record(se_type, raw_id, data)
+
+    return rec()
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(_record_strategy(), max_size=8), st.binary(max_size=3))
+def test_fast_rendering_equals_json_of_parse(recs: list[bytes], tail: bytes) -> None:
+    """render_post_data (semonitor's fast path) == json.dumps(parse_post_data(...), sort_keys=True)."""
+    from solarbridge.sources.solaredge.devices import render_post_data
+
+    payload = b"".join(recs) + (tail if len(tail) < 3 else b"")
+    try:
+        expected = dumps(parse_post_data(payload))
+    except RecordError:
+        with pytest.raises(RecordError):
+            render_post_data(payload)
+        return
+    assert render_post_data(payload) == expected
+
+
+def test_date_time_fast_path_matches_strftime(monkeypatch: pytest.MonkeyPatch) -> None:
+    from solarbridge.sources.solaredge import devices
+
+    for tz in ("UTC", "US/Pacific", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kolkata"):
+        monkeypatch.setenv("TZ", tz)
+        time.tzset()
+        devices.date_time.cache_clear()
+        # across both DST changes of 2021 and random times
+        rng = __import__("random").Random(tz)
+        stamps = list(range(1615690800 - 7200, 1615690800 + 7200, 599)) + list(
+            range(1636250400 - 7200, 1636250400 + 7200, 601)) + [rng.randrange(0, 2**32) for _ in range(2000)]
+        for ts in stamps:
+            lt = time.localtime(ts)
+            assert devices.date_time(ts) == (time.strftime("%Y-%m-%d", lt), time.strftime("%H:%M:%S", lt)), (tz, ts)
+    monkeypatch.undo()
+    time.tzset()
+    devices.date_time.cache_clear()

@@ -166,7 +166,8 @@ class Runner:
 
         key = read_key_file(a.keyfile) if a.keyfile else None
         self.a, self.mode, self.out, self.rec = a, mode, out, rec
-        self.monitor = Monitor(reply=mode.network or mode.master, key=key, collect_update=bool(a.updatefile))
+        self.monitor = Monitor(reply=mode.network or mode.master, key=key, collect_update=bool(a.updatefile),
+                               render=True)
         self.stream: Any = None
         self.n_in = 0
         self.n_out = 0
@@ -189,11 +190,11 @@ class Runner:
         self.stream.write(data)
         self.record(data)
 
-    def write_obj(self, obj: dict[str, Any]) -> None:
+    def write_obj(self, obj: dict[str, Any] | None, rendered: str | None = None) -> None:
         from ..sources.solaredge.jsonout import line
 
         if self.out is not None:
-            text = line(obj)
+            text = line(obj) if rendered is None else rendered.encode("latin-1") + b"\n"
             if log.isEnabledFor(LOG_DATA):
                 log.log(LOG_DATA, text.decode("latin-1").rstrip("\n"))
             self.out.write(text)
@@ -223,7 +224,7 @@ class Runner:
                 received.append(act)
             elif isinstance(act, Output):
                 if not self.mode.commands:
-                    self.write_obj(act.obj)
+                    self.write_obj(act.obj, act.text)
             elif isinstance(act, Send):
                 self.send(act.data)
             elif isinstance(act, Failed):

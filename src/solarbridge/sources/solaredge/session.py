@@ -13,8 +13,9 @@ from typing import Any
 
 from . import functions as fn
 from .crypto import DecryptError, SessionCipher
-from .devices import RecordError
+from .devices import RecordError, render_post_data
 from .framing import Frame, FrameError, StreamDecoder, decode, encode
+from .jsonout import dumps
 from .messages import gmt_payload, parse_data
 
 UPDATE_SIZE = 0x80000
@@ -39,9 +40,10 @@ class Failed:
 
 @dataclass(slots=True)
 class Output:
-    """An object for the JSON output (one line)."""
+    """One JSON output line: the object, or (``Monitor(render=True)``) its JSON text already."""
 
-    obj: dict[str, Any]
+    obj: dict[str, Any] | None
+    text: str | None = None
 
 
 @dataclass(slots=True)
@@ -65,12 +67,14 @@ class Monitor:
 
     ``reply``: answer as the monitoring server / RS485 master (ACK 0x0500 and 0x0503, GMT for 0x0501).
     ``key``: 16-byte key for the legacy encryption (0x0503/0x003d); without it 0x003d messages are dropped.
+    ``render``: give 0x0500 output as JSON text (fast path for semonitor) instead of objects.
     """
 
     reply: bool = False
     key: bytes | None = None
     clock: Any = time.time
     collect_update: bool = False
+    render: bool = False
     decoder: StreamDecoder = field(default_factory=StreamDecoder)
     cipher: SessionCipher | None = None
     drops: Counter[str] = field(default_factory=Counter)
@@ -130,15 +134,21 @@ class Monitor:
             if inner is None:
                 return
             frame, function, encrypted = inner, inner.function, True
+        text = None
         try:
-            data = {} if function == fn.KEY_EXCHANGE else parse_data(function, frame.payload)
+            if function == fn.KEY_EXCHANGE:
+                data: Any = {}
+            elif self.render and function == fn.POST_DATA and frame.payload:
+                data, text = None, render_post_data(frame.payload, dumps)
+            else:
+                data = parse_data(function, frame.payload)
         except RecordError as e:
             self.drops["record"] += 1
             out.append(Failed(frame, e))
             return
         out.append(Received(frame, data, encrypted))
         if function == fn.POST_DATA and frame.payload:
-            out.append(Output(data))
+            out.append(Output(data, text))
         elif function == 0x0021 and self.update is not None and isinstance(data, dict):
             off, chunk = data["offset"], data["data"]
             if 0 <= off < UPDATE_SIZE:
