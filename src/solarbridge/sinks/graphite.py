@@ -119,22 +119,22 @@ class GraphiteClient:
         except OSError:
             return True
 
+    def _say(self, msg: str) -> None:
+        if self.status is not None:
+            self.status(msg)
+        else:
+            self.log.warning(msg)
+
     def _note_failure(self, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
         if not self._failing:
             self._failing = True
-            msg = f"carbon at {self.address}: {self.last_error}; reconnecting (nothing is dropped)"
-            self.log.warning(msg)
-            if self.status:
-                self.status(msg)
+            self._say(f"carbon at {self.address}: {self.last_error}; reconnecting (nothing is dropped)")
 
     def _note_ok(self) -> None:
         if self._failing:
             self._failing = False
-            msg = f"carbon at {self.address}: connected again, {self.unconfirmed()} point(s) replayed"
-            self.log.warning(msg)
-            if self.status:
-                self.status(msg)
+            self._say(f"carbon at {self.address}: connected again, {self.unconfirmed()} point(s) replayed")
         self.backoff.reset()
 
     def _attempts(self, retry_for: float | None) -> Callable[[BaseException], None]:
@@ -236,7 +236,8 @@ class GraphiteClient:
             if confirm:
                 self.confirm(retry_for=retry_for)
         except ConnectionError as e:
-            self.log.error("carbon at %s: %d point(s) not confirmed: %s", self.address, self.unconfirmed(), e)
+            self._say(f"carbon at {self.address}: {self.unconfirmed()} point(s) not confirmed yet "
+                      f"(kept for the next connection): {e}")
         finally:
             self._drop()
 
@@ -355,7 +356,8 @@ class GraphiteSink(Sink):
         self.ctx.health.gauges["unconfirmed_points"] = 0.0
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self.client.close, confirm=True, retry_for=0)
+        # after a failed write the socket is already gone: keep the window for the restart, no noise
+        await asyncio.to_thread(self.client.close, confirm=self.client.sock is not None, retry_for=0)
 
     def pending(self) -> int:
         return self.client.unconfirmed()
