@@ -4,6 +4,7 @@ BusyBox ``udhcpc`` as the client and ``dig`` for DNS."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -230,6 +231,8 @@ def link() -> Iterator[Link]:
         _run("ip", "netns", "del", lk.client_ns, check=False)
         _run("ip", "netns", "del", lk.server_ns, check=False)
         shutil.rmtree(f"/etc/netns/{lk.client_ns}", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir("/etc/netns")  # only if empty, i.e. only if these tests made it
 
 
 def _start_services(lk: Link, *extra: str) -> subprocess.Popen[str]:
