@@ -200,3 +200,26 @@ def test_garbage_segments_never_crash(segs):
     out += ra.close()
     for _, m in out:
         assert codec.identify(m) is not None
+
+
+def test_fin_overtaking_data_waits_for_it():
+    a, b = _reports(2)
+    ra = Reassembler(layout=292)
+    out = ra.feed(0.0, "f", 0, SYN, b"")
+    out += ra.feed(0.1, "f", 1, 0, a)
+    out += ra.feed(0.2, "f", 1 + 292 + 292, FIN, b"")  # FIN before b (reordered)
+    out += ra.feed(0.3, "f", 1 + 292, 0, b)
+    out += ra.close()
+    assert [m for _, m in out] == [a, b]
+
+
+def test_close_resolves_several_gaps():
+    a, b, c = _reports(3)
+    ra = Reassembler(layout=292)
+    ra.feed(0.0, "f", 0, SYN, b"")
+    out = ra.feed(0.1, "f", 1 + 292 + 10, 0, b[10:])  # head of b never captured
+    out += ra.feed(0.2, "f", 1 + 584 + 20, 0, c[20:])  # head of c never captured
+    out += ra.feed(0.3, "f", 1 + 876, 0, a)  # a later report, after two gaps
+    out += ra.close()
+    assert [m for _, m in out] == [a]
+    assert ra.stats.gaps >= 2

@@ -148,9 +148,10 @@ class Reassembler:
                     fl.ooo_bytes += n - (len(old) if old else 0)
                 if fl.ooo_bytes > self.max_pending:
                     self._skip_gap(fl, ts, out)
-        if flags & (FIN | RST):
+        if flags & RST or (flags & FIN and not fl.ooo):
             self._finish(fl, ts, out)
             del flows[flow_key]
+        # (a FIN that overtook missing data leaves the flow to the hold timeout, which resolves it)
         return out
 
     def poll(self, now: float) -> list[tuple[float, bytes]]:
@@ -165,7 +166,7 @@ class Reassembler:
         """End of capture: resolve everything still held."""
         out: list[tuple[float, bytes]] = []
         for fl in self.flows.values():
-            if fl.ooo:
+            while fl.ooo:
                 self._skip_gap(fl, fl.last, out)
             self._finish(fl, fl.last, out)
         self.flows.clear()
