@@ -352,7 +352,10 @@ class GraphiteSink(Sink):
         self.ctx.health.count("points", sum(n for _, n in chunks))
 
     async def flush(self) -> None:
-        await asyncio.to_thread(self.client.confirm, retry_for=self.config.timeout)
+        try:
+            await asyncio.to_thread(self.client.confirm, retry_for=self.config.timeout)
+        except ConnectionError as e:
+            raise ConnectionError(f"{e}; {self.client.unconfirmed()} point(s) not confirmed") from None
         self.ctx.health.gauges["unconfirmed_points"] = 0.0
 
     async def stop(self) -> None:
