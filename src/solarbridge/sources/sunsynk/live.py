@@ -96,6 +96,9 @@ class LiveCapture:
             sock.close()
             raise CaptureError(f"cannot capture on {device!r}: {e.strerror or e}") from None
         self.sock = sock
+        # one receive buffer for every packet (lo's MTU is 64 KiB; offloads can pass larger frames, truncated)
+        self._buf = bytearray(262144)
+        self._view = memoryview(self._buf)
         self.packets = 0
         self.kernel_drops = 0
 
@@ -105,18 +108,19 @@ class LiveCapture:
     def read_batch(self, limit: int = 512) -> list[tuple[float, bytes]]:
         """Frames waiting in the socket (up to ``limit``), each with its receive time; never blocks."""
         out: list[tuple[float, bytes]] = []
-        recv = self.sock.recvfrom
+        recv = self.sock.recvfrom_into
+        buf, view = self._buf, self._view
         loopback = self.loopback
         now = time.time()
         for _ in range(limit):
             try:
-                data, addr = recv(262144)
+                n, addr = recv(buf)
             except (BlockingIOError, InterruptedError):
                 break
             # on loopback every packet is seen twice (sent and received); keep the received copy, like libpcap
             if loopback and addr[2] == PACKET_OUTGOING:
                 continue
-            out.append((now, data))
+            out.append((now, bytes(view[:n])))
         self.packets += len(out)
         return out
 
