@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 from convtools import DATA
+from hypothesis import given
+from hypothesis import strategies as st
 
 from solarbridge.cli import se2csv, se2graphite, se2state
-from solarbridge.cli.jsonlines import JsonLines
+from solarbridge.cli.jsonlines import JsonLines, parse_line
 
 BIN = Path(sys.executable).parent
 GOOD = (DATA / "recorded.json").read_text().splitlines()
@@ -232,3 +234,16 @@ def test_se2state_init_and_unreadable_state(tmp_path, capsys):
     assert se2state.main(["--once", "-i", "7F1,7F2", "-o", str(state), str(tmp_path / "in.json")]) == 0
     s = json.loads(state.read_text())
     assert {"7F1", "7F2", "stats"} <= set(s["inverters"]) and len(s["optimizers"]) == 1 + len(json.loads(GOOD[0])["optimizers"])
+
+
+@given(st.binary(max_size=300))
+def test_parse_line_never_raises(raw):
+    obj, reason = parse_line(raw)
+    assert (obj is None) != (reason == "")
+
+
+def test_parse_line_accepts_nan_and_latin1():
+    obj, _ = parse_line('{"a": NaN, "b": "caf\xe9"}'.encode("latin-1"))
+    assert obj is not None and obj["b"] == "caf\xe9" and obj["a"] != obj["a"]
+    deep, reason = parse_line(b"[" * 100_000 + b"]" * 100_000)
+    assert deep is None and reason == "nested too deeply"
