@@ -187,10 +187,14 @@ const cards = new Map(); // device_id -> {card, body, controls, sig}
 
 function renderDevices() {
   const box = $("devices");
-  const devs = [...state.devices.values()].sort((a, b) => a.device_id.localeCompare(b.device_id));
+  // devices with power-flow metrics first (inverters, gateways), then parts (optimizers, meters), by id
+  const rank = (d) => FLOW.filter((m) => typeof d.metrics[m] === "number").length;
+  const devs = [...state.devices.values()].sort((a, b) => (rank(b) > 0) - (rank(a) > 0) ||
+                                                        a.device_id.localeCompare(b.device_id));
   $("dev-count").textContent = devs.length ? `${devs.filter((d) => deviceStatus(d) === "online").length} of ${devs.length} online` : "";
   if (!devs.length) return;
   if (!cards.size) box.replaceChildren();
+  let idx = 0;
   for (const d of devs) {
     let c = cards.get(d.device_id);
     if (!c) {
@@ -202,8 +206,10 @@ function renderDevices() {
       card.append(body, controls);
       c = { card, body, controls, sig: "" };
       cards.set(d.device_id, c);
-      box.append(card);
     }
+    // keep the cards in sort order; move a card only when out of place (moving would blur a focused input)
+    if (box.children[idx] !== c.card) box.insertBefore(c.card, box.children[idx] || null);
+    idx++;
     const st = deviceStatus(d);
     c.card.className = "dev " + st;
     c.card.dataset.status = st;
@@ -343,7 +349,12 @@ async function loadSeries() {
   const devSel = $("hist-device");
   const devices = [...new Set(state.series.map((s) => s.device_id))];
   if (!devices.length) { $("hist-note").textContent = "No history yet."; return; }
-  if (!devices.includes(state.histDevice)) state.histDevice = devices.includes(state.site) ? state.site : devices[0];
+  if (!devices.includes(state.histDevice)) {
+    // default: the power-flow device, else the device with the most power-flow metrics in its history
+    const score = (dev) => state.series.filter((x) => x.device_id === dev && FLOW.includes(x.metric)).length;
+    state.histDevice = devices.includes(state.site) ? state.site
+      : devices.reduce((best, dev) => (score(dev) > score(best) ? dev : best), devices[0]);
+  }
   if (devSel.dataset.opts !== devices.join("|")) {
     devSel.replaceChildren(...devices.map((d) => el("option", { value: d, text: state.devices.get(d)?.name || d })));
     devSel.dataset.opts = devices.join("|");
@@ -390,7 +401,7 @@ async function loadHistory() {
 function fmtStep(s) { return s >= 3600 ? s / 3600 + " h" : s >= 60 ? Math.round(s / 60) + " min" : s + " s"; }
 
 function niceTicks(lo, hi, n) {
-  if (!(hi > lo)) { hi = lo + 1; lo = lo - 1; }
+  if (!(hi - lo > Math.abs(hi) * 1e-9)) { const pad = Math.max(1, Math.abs(hi) * 0.05); hi += pad; lo -= pad; }
   const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw);
   const start = Math.floor(lo / step) * step, ticks = [];
@@ -435,11 +446,14 @@ function drawPlot(hoverX) {
   // grid and y labels
   ctx.strokeStyle = line; ctx.fillStyle = ink; ctx.lineWidth = 1; ctx.textAlign = "right"; ctx.textBaseline = "middle";
   const unit = d.unit || "";
+  const tickStep = yt.length > 1 ? Math.abs(yt[1] - yt[0]) : 1;
+  const kilo = (unit === "W" || unit === "Wh") && Math.max(Math.abs(hi), Math.abs(lo)) >= 2000;
+  const places = (x) => Math.max(0, Math.min(6, -Math.floor(Math.log10(x) + 1e-9)));
+  const decimals = places(tickStep), kDecimals = places(tickStep / 1000);
   for (const v of yt) {
     const y = Math.round(Y(v)) + 0.5;
     ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(W - right, y); ctx.stroke();
-    const kilo = (unit === "W" || unit === "Wh") && Math.max(Math.abs(hi), Math.abs(lo)) >= 2000;
-    const label = v === 0 ? "0" : kilo ? (v / 1000).toFixed(Math.abs(yt[1] - yt[0]) >= 1000 ? 0 : 1) + "k" : String(v);
+    const label = v === 0 ? "0" : kilo ? (v / 1000).toFixed(kDecimals) + "k" : v.toFixed(decimals);
     ctx.fillText(label, left - 6, y);
   }
   // x labels
