@@ -57,16 +57,22 @@ def attr(drv, element_id, name):
     return drv.find_element("id", element_id).get_attribute(name)
 
 
+def click(drv, element):
+    # centre the element first: the sticky header would otherwise sit on top of it
+    drv.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
 def set_control(drv, device, name, value):
     card = drv.find_element("css selector", f'[data-device="{device}"]')
     details = card.find_element("css selector", "details.controls")
     if details.get_attribute("open") is None:
-        details.find_element("tag name", "summary").click()
+        click(drv, details.find_element("tag name", "summary"))
     form = card.find_element("css selector", f'form[data-control="{name}"]')
     box = form.find_element("name", "value")
     box.clear()
     box.send_keys(value)
-    form.find_element("css selector", "button").click()
+    click(drv, form.find_element("css selector", "button"))
     return form
 
 
@@ -104,12 +110,12 @@ def test_dashboard_live_flow_history_and_offline(tmp_path, browser):
 
         # history: 24 h is the default; switch to 7 d and 1 h
         until(drv, lambda b: int(attr(b, "plot", "data-points")) > 0, timeout=20, what="24 h history plot")
-        drv.find_element("css selector", '.ranges button[data-range="604800"]').click()
+        click(drv, drv.find_element("css selector", '.ranges button[data-range="604800"]'))
         until(drv, lambda b: attr(b, "plot", "data-range") == "604800" and int(attr(b, "plot", "data-points")) > 100,
               timeout=20, what="7 d history plot")
         note7 = drv.find_element("id", "hist-note").text
         drv.save_screenshot(str(ARTIFACTS / "dashboard-desktop-7d.png"))
-        drv.find_element("css selector", '.ranges button[data-range="3600"]').click()
+        click(drv, drv.find_element("css selector", '.ranges button[data-range="3600"]'))
         until(drv, lambda b: attr(b, "plot", "data-range") == "3600", timeout=10, what="1 h history plot")
         assert drv.find_element("css selector", '.ranges button[data-range="3600"]').get_attribute(
             "aria-pressed") == "true"
