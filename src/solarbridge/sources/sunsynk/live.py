@@ -31,6 +31,7 @@ SO_RCVBUFFORCE = 33
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_OUTGOING = 4
+PACKET_IGNORE_OUTGOING = 23
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
 _SYS_NET = Path("/sys/class/net")
@@ -90,6 +91,12 @@ class LiveCapture:
                 sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if self.loopback:
+                # lo shows each packet twice (sent, received): let the kernel drop the sent copy (Linux >= 4.20)
+                try:
+                    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                except OSError:
+                    pass  # older kernels: read_batch skips the copy instead
             sock.bind((device, ETH_P_ALL))
             sock.setblocking(False)
         except OSError as e:
