@@ -143,3 +143,14 @@ def test_golden_dir_is_complete():
     for n in INPUTS:
         assert {f"{n}.graphite.txt", f"{n}.state.json"} <= names
     assert Path(DATA / "PROVENANCE.md").exists()
+
+
+def test_recorded_frame_meter_values_documented_in_issue_136():
+    """Frame i136_0500_meter0022 (CRC-valid): dateTime 1563466491, Interval 300, recType 9, onlyIntervalData 1."""
+    pts = _lines("recorded")
+    base = "solar.meters_0x0022.73123D96.9_PVProduction"
+    assert pts[f"{base}.Interval"] == (1563466491.0, 300)
+    assert pts[f"{base}.dateTime"] == (1563466491.0, 1563466491)
+    assert pts[f"{base}.recType"] == (1563466491.0, 9)
+    assert pts[f"{base}.onlyIntervalData"] == (1563466491.0, 1)
+    assert pts[f"{base}.E2X"] == (1563466491.0, 0) and pts[f"{base}.P2X"] == (1563466491.0, 0.0)

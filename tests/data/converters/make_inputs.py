@@ -5,7 +5,8 @@
 recorded.json  : the device records of ../../../../shared/reference/solaredge/records.txt (real captures from
                  jbuehl/solaredge issues #178, #4, #8, #11, see that folder's frames.md), grouped per source
                  frame into 0x0500 payloads and decoded by solarbridge.sources.solaredge.devices.parse_post_data,
-                 written as semonitor writes its lines (jsonout.line), with TZ=UTC.
+                 written as semonitor writes its lines (jsonout.line), with TZ=UTC; last line: the complete
+                 recorded 0x0500 frame i136_0500_meter0022 from frames.txt, decoded by the frame codec.
 simulated.json : six telemetry messages of a simulated site (two inverters, one three-phase, three optimizers
                  each, one battery with meters) from solarbridge.sources.solaredge.simulator, decoded the same
                  way, plus one wake/sleep event message; fixed clock, TZ=UTC.
@@ -32,7 +33,14 @@ def recorded_lines(records_txt: Path = RECORDS) -> list[bytes]:
             continue
         rec_id, hexdata = text.split()
         groups.setdefault(rec_id.split("_")[0], []).append(bytes.fromhex(hexdata))
-    return [line(parse_post_data(b"".join(recs))) for _, recs in sorted(groups.items())]
+    out = [line(parse_post_data(b"".join(recs))) for _, recs in sorted(groups.items())]
+    # the one complete, CRC-valid recorded 0x0500 frame (issue #136, meter record), through the frame codec
+    from solarbridge.sources.solaredge.framing import decode
+
+    for text in (records_txt.parent / "frames.txt").read_text().splitlines():
+        if text.startswith("i136_0500_meter0022 "):
+            out.append(line(parse_post_data(decode(bytes.fromhex(text.split()[1])).payload)))
+    return out
 
 
 def simulated_lines() -> list[bytes]:
