@@ -107,7 +107,8 @@ def _uvicorn_server(app: Any) -> Any:
         def capture_signals(self) -> Iterator[None]:  # the daemon handles signals
             yield
 
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
+    # log_config=None: uvicorn's records go through the daemon's logging set-up (text or JSON), not its own
+    config = uvicorn.Config(app, lifespan="off", log_config=None, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=3, ws="none")
     return _Server(config)
 

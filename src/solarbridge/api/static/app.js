@@ -374,9 +374,10 @@ function fillMetrics() {
   sel.value = state.histMetric;
 }
 
-let histSeq = 0;
+let histSeq = 0, lastHistoryLoad = 0;
 async function loadHistory() {
   if (!state.histDevice || !state.histMetric) return;
+  lastHistoryLoad = Date.now();
   const canvas = $("plot");
   const width = Math.max(100, canvas.clientWidth || 600);
   const range = state.range;
@@ -588,6 +589,9 @@ function connect() {
     const r = JSON.parse(ev.data);
     upsertDevice(r, true);
     schedule();
+    // the 1 h plot follows live data (at most one reload per 10 s)
+    if (state.range <= 3600 && r.device_id === state.histDevice && r.metrics && state.histMetric in r.metrics &&
+        Date.now() - lastHistoryLoad > 10000) loadHistory();
   });
 }
 
