@@ -402,7 +402,11 @@ def _network(a: argparse.Namespace, mode: Mode, runner: Runner) -> int:
     if a.interface:
         from ..sources.solaredge import netservices
 
-        services = netservices.start(a.interface)
+        try:
+            services = netservices.start(a.interface)
+        except netservices.NetServicesError as e:
+            print(f"semonitor: -n {a.interface}: {e}", file=sys.stderr)
+            return 2
     try:
         while True:
             try:

@@ -97,7 +97,9 @@ def asctime(ts: int) -> str:
 
 def hex_data(data: bytes) -> str:
     """``"xx xx .."`` with 16 bytes per line, lines joined by ``" | "`` (semonitor's hex field format)."""
-    return " | ".join(data[i:i + 16].hex(" ") for i in range(0, len(data), 16))
+    if len(data) <= 16:
+        return data.hex(" ")
+    return " | ".join([data[i:i + 16].hex(" ") for i in range(0, len(data), 16)])
 
 
 # --------------------------------------------------------------------------- fixed-layout (legacy) records
@@ -446,6 +448,7 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
     tx = _opt_texts()
     volt, amp, energy, temp = tx.volt, tx.amp, tx.energy, tx.temp
     ids = _IDS
+    hour_offset, day_text, tods = _HOUR_OFFSET, _DAY_TEXT, _TOD
     template = _OPT_PACKED_TEMPLATE
     hdr = _REC_HDR.unpack_from
     u80, u82 = _OPT_0080.unpack_from, _OPT_0082.unpack_from
@@ -462,7 +465,7 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
         start = ptr + 8
         ptr = start + dev_len
         if se_type == 0x0080 or se_type == 0x0082:
-            avail = min(dev_len, n - start)
+            avail = dev_len if start + dev_len <= n else n - start
             dev_id = ids.get(raw_id)
             if dev_id is None:
                 if len(ids) > 100_000:
@@ -478,7 +481,15 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
                     raise RecordError(f"optimizer 0x0082 record needs 10 bytes, has {avail}")
                 ts, uptime, b6, b7, b8, b9 = u82(payload, start)
                 e_txt = t_txt = "0"
-            d, tod = _local_day_time(ts)
+            off = hour_offset.get(ts // 3600)
+            if off is None or off == _NO_OFFSET:
+                d, tod = date_time(ts)
+            else:
+                local = ts + off
+                d = day_text.get(local // 86400)
+                tod = tods.get(local % 86400)
+                if d is None or tod is None:
+                    d, tod = _local_day_time(ts)
             optimizers[dev_id] = template % (dev_id, d, e_txt, dev_id, amp[b9 << 4 | b8 >> 4], t_txt, tod, uptime,
                                              volt[b6 | (b7 & 3) << 8], volt[b7 >> 2 | (b8 & 0xF) << 6])
             continue
