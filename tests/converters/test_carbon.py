@@ -191,3 +191,28 @@ def test_sink_in_daemon_loses_nothing_across_carbon_restart(protocol, carbon, tm
 
     asyncio.run(go())
     assert_stored(carbon, _sink_expected(readings))
+
+
+def test_follow_mode_sends_lines_as_they_are_appended(carbon, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    src, expected = recent_input(tmp_path)
+    lines = src.read_text().splitlines(True)
+    live = tmp_path / "live.json"
+    live.write_text(lines[0])
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "pickle2graphite"), "-f", "--delay", "0", "-b", "solar",
+                             "-h", "127.0.0.1", "-p", str(carbon.pickle_port), "--tz", "UTC", str(live)],
+                            stderr=subprocess.PIPE)
+    try:
+        first_ts = min(ts for _, ts, _ in expected)
+        assert_stored(carbon, [p for p in expected if p[1] == first_ts])
+        with live.open("a") as f:
+            f.writelines(lines[1:])
+        assert_stored(carbon, expected)
+        assert proc.poll() is None  # still following
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and b"Traceback" not in err

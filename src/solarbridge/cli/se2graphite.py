@@ -94,10 +94,16 @@ def send_metrics(args: argparse.Namespace, protocol: str, prog: str) -> int:
     from ..sources.solaredge.converters import PointStats, graphite_points
 
     tz = _zone(args.tz)
-    reader = JsonLines(args.infile, follow=args.follow, strict=args.strict,
-                       progress=False if args.no_progress else None, prog=prog)
-    stats = PointStats()
     client = None
+
+    def caught_up() -> None:
+        # waiting for more input: make sure Carbon has read what was sent so far
+        if client is not None and client.unconfirmed():
+            client.confirm(retry_for=args.retry_for)
+
+    reader = JsonLines(args.infile, follow=args.follow, strict=args.strict,
+                       progress=False if args.no_progress else None, prog=prog, on_idle=caught_up)
+    stats = PointStats()
     if not args.dry_run:
         from ..sinks.graphite import GraphiteClient
 
