@@ -64,6 +64,13 @@ def test_relay_states() -> None:
         assert parse_relay(bad) is None
 
 
+def test_absurd_numbers_do_not_crash_the_mapping() -> None:
+    # found by the fuzzer: a soc of 1e26 overflowed the x100 decimal arithmetic
+    for soc in ("1e+26", "-1e300", "1e999999"):
+        out = generate(NutInputs(status="OB", charge=soc, capacity="5000"), {})
+        assert out["ups.status"] == "OB" and "battery.voltage" not in out
+
+
 def test_livedata_quirks() -> None:
     assert parse_livedata('{"meters":{"soc":null,"phase_count":3}}').soc is None
     assert parse_livedata('{"meters":{"soc":86.5}}').soc == "86.5"

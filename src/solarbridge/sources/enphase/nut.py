@@ -21,6 +21,7 @@ from ...util.atomic import atomic_write
 #: per-cell LiFePO4 open-circuit voltage (centivolts) at SoC 0, 10, ... 110 %
 LIFEPO4_CV = (250, 290, 310, 320, 325, 330, 335, 340, 345, 350, 360, 365)
 RUNTIME_CAP_S = 172800  # two days
+_DEC_LIMIT = Decimal(10) ** 15
 
 #: defaults a user may override by writing the line into the port file
 DEFAULT_SETTINGS: dict[str, str] = {
@@ -62,7 +63,8 @@ def dec(text: str | float | int | None) -> Decimal | None:
         d = Decimal(str(text).strip().replace(",", "."))
     except InvalidOperation:
         return None
-    return d if d.is_finite() else None
+    # beyond any real reading; keeps the x100 integer arithmetic inside Decimal's precision
+    return d if d.is_finite() and abs(d) < _DEC_LIMIT else None
 
 
 def x100(value: Decimal) -> int:
