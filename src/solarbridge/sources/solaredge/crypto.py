@@ -17,8 +17,6 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from .framing import MAGIC
 
 KEY_PARAMS = (0x0239, 0x023A, 0x023B, 0x023C)
@@ -56,6 +54,8 @@ def read_key_file(path: str | Path) -> bytes:
 
 
 def _ecb(key: bytes) -> Callable[[bytes], bytes]:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # lazy: start-up time
+
     enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
     return enc.update
 
@@ -71,6 +71,8 @@ def _ctr(skey: bytes, buf: bytes) -> bytes:
     """XOR bytes 16.. with the keystream whose first counter block is buf[0:16]."""
     if len(buf) <= 16:
         return bytes(buf)
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     # AES-CTR in `cryptography` increments the full 128-bit block big-endian, as the protocol does.
     ctr = Cipher(algorithms.AES(skey), modes.CTR(bytes(buf[:16]))).encryptor()
     return bytes(buf[:16]) + ctr.update(bytes(buf[16:]))

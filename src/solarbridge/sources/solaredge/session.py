@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import functions as fn
-from .crypto import DecryptError, SessionCipher
 from .devices import RecordError, render_post_data
 from .framing import Frame, FrameError, StreamDecoder, decode, encode
 from .jsonout import dumps
 from .messages import gmt_payload, parse_data
+
+if TYPE_CHECKING:
+    from .crypto import SessionCipher
 
 UPDATE_SIZE = 0x80000
 
@@ -108,6 +110,8 @@ class Monitor:
         return []
 
     def _unwrap(self, frame: Frame) -> Frame | None:
+        from .crypto import DecryptError
+
         if self.cipher is None:
             self.drops["encrypted_without_key"] += 1
             return None
@@ -125,6 +129,8 @@ class Monitor:
         encrypted = False
         function = frame.function
         if function == fn.KEY_EXCHANGE and self.key is not None:
+            from .crypto import SessionCipher  # lazy: only encrypted links pay for `cryptography`
+
             try:
                 self.cipher = SessionCipher(self.key, frame.payload)
             except ValueError:
