@@ -433,6 +433,27 @@ def _local_day_time(ts: int) -> tuple[str, str]:
     return d, t
 
 
+#: 0x0010 record with its keys in sorted order
+_INV1_TEMPLATE = ('{"Date": "%s", "Eac": %s, "Eday": %s, "Etot": %s, "Freq": %s, "ID": "%s", "Iac": %s, '
+                  '"Interval": %s, "Pac": %s, "Pmax": %s, "Temp": %s, "Time": "%s", "Uptime": %s, "Vac": %s, "Vdc": %s}')
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _inverter_0010_text(dev_id: str, data: bytes) -> str:
+    _need(data, 104, "inverter 0x0010")
+    w = _INV_0010.unpack_from(data)
+    pmax = w[18]
+    if pmax < -3e38:
+        pmax = NAN
+    nums = [repr(w[5]), repr(w[4]), repr(w[13]), repr(w[8]), repr(w[7]), repr(w[2]), repr(w[23]), repr(pmax),
+            repr(w[3]), repr(w[1]), repr(w[6]), repr(w[11])]
+    if "nan" in nums or "inf" in nums or "-inf" in nums:
+        nums = [_NON_FINITE.get(x, x) for x in nums]
+    d, t = date_time(w[0])
+    return _INV1_TEMPLATE % (d, nums[0], nums[1], nums[2], nums[3], dev_id, nums[4], nums[5], nums[6], nums[7],
+                             nums[8], t, nums[9], nums[10], nums[11])
+
+
 def render_post_data(payload: bytes, encode: Any = None) -> str:
     """``json.dumps(parse_post_data(payload), sort_keys=True)``, faster.
 
@@ -452,7 +473,7 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
     template = _OPT_PACKED_TEMPLATE
     hdr = _REC_HDR.unpack_from
     u80, u82 = _OPT_0080.unpack_from, _OPT_0082.unpack_from
-    inverters: dict[str, Any] = {}
+    inverters: dict[str, str] = {}
     events: dict[str, Any] = {}
     optimizers: dict[str, str] = {}
     other: dict[str, Any] = {}
@@ -497,9 +518,12 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
         if se_type == 0x0000:
             dev_id = parse_id(raw_id)
             optimizers[dev_id] = f'"{dev_id}": {encode(parse_optimizer_0000(dev_id, data))}'
-        elif se_type == 0x0010 or se_type == 0x0011:
+        elif se_type == 0x0010:
             dev_id = parse_id(raw_id)
-            inverters[dev_id] = LEGACY[se_type][1](dev_id, data)
+            inverters[dev_id] = _inverter_0010_text(dev_id, data)
+        elif se_type == 0x0011:
+            dev_id = parse_id(raw_id)
+            inverters[dev_id] = encode(parse_inverter_0011(dev_id, data))
         elif se_type == 0x0300:
             dev_id = parse_id(raw_id)
             events[dev_id] = parse_event_0300(dev_id, data)
@@ -507,7 +531,7 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
             dev_type, rec = parse_table_record(se_type, raw_id, dev_len, data)
             merge_update(other, _wrap(se_type, dev_type, rec))
     parts = {k: encode(v) for k, v in other.items()}
-    parts["inverters"] = encode(inverters)
+    parts["inverters"] = "{" + ", ".join([f'"{k}": {inverters[k]}' for k in sorted(inverters)]) + "}"
     parts["events"] = encode(events)
     parts["optimizers"] = "{" + ", ".join([optimizers[k] for k in sorted(optimizers)]) + "}"
     return "{" + ", ".join([f"{encode(k)}: {parts[k]}" for k in sorted(parts)]) + "}"
