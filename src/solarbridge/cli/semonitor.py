@@ -173,6 +173,7 @@ class Runner:
         self.n_out = 0
         self.grant_ack: set[int] = set()
         self.errors = 0
+        self.wrote = False
 
     # ------------------------------------------------------------------ I/O helpers
     def record(self, data: bytes) -> None:
@@ -198,7 +199,7 @@ class Runner:
             if log.isEnabledFor(LOG_DATA):
                 log.log(LOG_DATA, text.decode("latin-1").rstrip("\n"))
             self.out.write(text)
-            self.out.flush()
+            self.wrote = True
 
     def handle(self, data: bytes) -> list[Any]:
         """Feed received bytes; perform the resulting actions; return the Received frames."""
@@ -232,6 +233,9 @@ class Runner:
                 log.info("Failed to parse message: %s", act.error)
                 if self.a.xerror:
                     raise DataError(str(act.error))
+        if self.wrote and self.out is not None:
+            self.out.flush()  # once per chunk read: readers following the file see whole lines promptly
+            self.wrote = False
         return received
 
     def finish_stream(self) -> None:
