@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import gzip
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -38,6 +38,7 @@ from . import lineprotocol as lp
 from .spool import Entry, Spool
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
 
 
 class InfluxConfig(SinkConfig):
@@ -126,35 +127,67 @@ class LineEncoder:
         if k is None:
             if len(self._key_cache) > 100_000:
                 self._key_cache.clear()
-            k = self._key_cache[name] = lp.escape_field_key(name)
+            k = self._key_cache[name] = lp.escape_field_key(name) + "="
         return k
 
     def encode(self, readings: list[Reading], out: list[str]) -> int:
-        """Append lines for ``readings`` to ``out``; returns how many points were added."""
+        """Append lines for ``readings`` to ``out``; returns how many points were added.
+
+        This is the sink's hot path, hence the inlined type dispatch and the caches.
+        """
         n0 = len(out)
         fmt = lp.format_field_value
-        div = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}[self.precision]
+        precision = self.precision
+        ns = precision == "ns"
+        div = {"ns": 1, "us": 1, "ms": 1_000, "s": 1_000_000}[precision]
+        keys = self._key_cache
+        series = self._tag_cache
+        measurement = self.measurement
+        sunsniff = self.schema == "sunsniff"
+        append = out.append
         for r in readings:
-            if not r.metrics and not r.extra:
+            metrics = r.metrics
+            if not metrics and not (sunsniff and r.extra):
                 continue
-            ts = reading_ns(r) // div
-            if self.schema == "sunsniff":
+            ts = r.timestamp
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=UTC)
+            us = (ts - _EPOCH) // _US
+            stamp = us * 1000 if ns else us // div
+            if sunsniff:
                 ss = r.extra.get("sunsniff") if r.extra else None
                 if ss:
-                    self._encode_sunsniff(ss, ts, out)
+                    self._encode_sunsniff(ss, stamp, out)
                     continue
-            if not r.metrics:
-                continue
+                if not metrics:
+                    continue
             parts = []
-            for k, v in r.metrics.items():
-                text = fmt(v)
-                if text is None:
-                    self.skipped_values += 1
+            for k, v in metrics.items():
+                key = keys.get(k)
+                if key is None:
+                    key = self._field_key(k)
+                t = type(v)
+                if t is float:
+                    if v - v == 0.0:  # finite (NaN and inf are not writable)
+                        parts.append(key + repr(v))
+                        continue
+                elif t is int:
+                    parts.append(f"{key}{v}i")
                     continue
-                parts.append(self._field_key(k) + "=" + text)
+                elif t is bool:
+                    parts.append(key + ("true" if v else "false"))
+                    continue
+                else:
+                    text = fmt(v)
+                    if text is not None:
+                        parts.append(key + text)
+                        continue
+                self.skipped_values += 1
             if parts:
-                out.append(f"{self._series_key(self.measurement or r.device_type, r.device_id)} "
-                           f"{','.join(parts)} {ts}")
+                sk = series.get((measurement or r.device_type, r.device_id))
+                if sk is None:
+                    sk = self._series_key(measurement or r.device_type, r.device_id)
+                append(f"{sk} {','.join(parts)} {stamp}")
         return len(out) - n0
 
     def _encode_sunsniff(self, ss: dict[str, Any], ts: int, out: list[str]) -> None:

@@ -15,8 +15,9 @@ change and again every ``heartbeat`` seconds. While the broker is away nothing
 queues up: on reconnect (and when Home Assistant's birth message arrives) the
 sink publishes discovery, availability and the newest state per topic again.
 
-The paho-mqtt client runs its network loop in its own thread and reconnects
-with exponential backoff; its callbacks are handed to the event loop.
+The paho-mqtt client runs on the event loop itself (its socket is watched with
+``add_reader``/``add_writer``; no network thread), reconnecting with
+exponential backoff; only the blocking TCP/TLS connect runs in an executor.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -35,8 +38,12 @@ from pydantic import Field, field_validator
 from ..config import Secret
 from ..model import ControlError, ControlRequest, ControlSpec, DeviceInfo, MetricValue, Reading
 from ..plugin import Context, Sink, SinkConfig
+from ..util.backoff import Backoff
 from . import homeassistant as ha
 from . import mqtt_layouts as layouts
+
+_UNACKED_HIGH = 10_000
+_UNACKED_LOW = 2_000
 
 
 class MqttConfig(SinkConfig):
@@ -119,6 +126,14 @@ class MqttSink(Sink):
         self._ever_connected = False
         self._last_conn_error = ""
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._conn_task: asyncio.Task[None] | None = None
+        self._loop_thread = 0
+        self._sock: Any = None
+        self._gone = asyncio.Event()
+        self._stopping = False
+        #: QoS>0 messages sent but not yet acknowledged, oldest first (bounded by back-pressure in write());
+        #: checked lazily because an on_publish callback costs more than the publish itself
+        self._unacked: deque[Any] = deque()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.published = 0
         self.connections = 0
@@ -131,56 +146,123 @@ class MqttSink(Sink):
 
         c = self.config
         self._loop = asyncio.get_running_loop()
-        u = urlsplit(c.url)
-        tls = u.scheme in ("mqtts", "ssl")
-        port = u.port or (8883 if tls else 1883)
+        self._loop_thread = threading.get_ident()
         client_id = c.client_id or f"solarbridge-{self.ctx.name or 'mqtt'}-{uuid.uuid4().hex[:8]}"
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         if c.username:
             client.username_pw_set(c.username, c.password.get_secret_value() if c.password else None)
-        if tls:
+        if self._tls:
             client.tls_set(ca_certs=c.ca_file or None, certfile=c.cert_file or None, keyfile=c.key_file or None)
             if c.tls_insecure:
                 client.tls_insecure_set(True)
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=max(1, int(c.reconnect_min)), max_delay=max(1, int(c.reconnect_max)))
-        # QoS>0 messages published while a burst is in flight wait in paho; bound that queue
-        client.max_inflight_messages_set(1000)
-        client.max_queued_messages_set(100_000)
-        client.on_connect = self._on_connect_thread
-        client.on_disconnect = self._on_disconnect_thread
-        client.on_message = self._on_message_thread
-        client.connect_async(u.hostname, port, keepalive=c.keepalive)
-        client.loop_start()
+        # no paho-side window (its queue handling is O(n) per ack): write() bounds what is unacknowledged
+        client.max_inflight_messages_set(0)
+        client.on_connect = self._cb_connect
+        client.on_disconnect = self._cb_disconnect
+        client.on_message = self._cb_message
+        # paho runs on this event loop (no network thread): the loop watches its socket
+        client.on_socket_open = lambda cl, ud, sock: self._in_loop(self._sock_open, sock)
+        client.on_socket_close = lambda cl, ud, sock: self._in_loop(self._sock_close, sock)
+        client.on_socket_register_write = lambda cl, ud, sock: self._in_loop(self._sock_want_write, sock, True)
+        client.on_socket_unregister_write = lambda cl, ud, sock: self._in_loop(self._sock_want_write, sock, False)
         self._client = client
+        self._stopping = False
+        self._conn_task = asyncio.create_task(self._connection_loop(), name=f"mqtt-connection:{self.ctx.name}")
         if c.heartbeat > 0:
             self._heartbeat_task = asyncio.create_task(self._heartbeat(), name=f"mqtt-heartbeat:{self.ctx.name}")
 
-    # paho thread -> event loop
-    def _on_connect_thread(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        assert self._loop is not None
-        ok = not reason_code.is_failure
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._on_connect, ok, str(reason_code))
+    @property
+    def _tls(self) -> bool:
+        return urlsplit(self.config.url).scheme in ("mqtts", "ssl")
 
-    def _on_disconnect_thread(self, client: Any, userdata: Any, flags: Any, reason_code: Any,
-                              properties: Any) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._on_disconnect, str(reason_code))
+    def _in_loop(self, fn: Any, *args: Any) -> None:
+        """Run ``fn`` on the event loop (paho calls socket callbacks from the connect executor thread too)."""
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        elif self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(fn, *args)
 
-    def _on_message_thread(self, client: Any, userdata: Any, msg: Any) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._on_message, msg.topic, bytes(msg.payload), bool(msg.retain))
+    def _sock_open(self, sock: Any) -> None:
+        client = self._client
+        if client is None:
+            return
+        self._sock = sock
+        self._loop.add_reader(sock, client.loop_read)  # type: ignore[union-attr]
+
+    def _sock_close(self, sock: Any) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(sock)  # type: ignore[union-attr]
+            self._loop.remove_writer(sock)  # type: ignore[union-attr]
+        if self._sock is sock:
+            self._sock = None
+        self._gone.set()
+
+    def _sock_want_write(self, sock: Any, want: bool) -> None:
+        client = self._client
+        if client is None or sock is not self._sock:
+            return
+        if want:
+            self._loop.add_writer(sock, client.loop_write)  # type: ignore[union-attr]
+        else:
+            self._loop.remove_writer(sock)  # type: ignore[union-attr]
+
+    async def _connection_loop(self) -> None:
+        """Connect, keep alive, reconnect with exponential backoff; never gives up."""
+        c = self.config
+        u = urlsplit(c.url)
+        host, port = u.hostname, u.port or (8883 if self._tls else 1883)
+        backoff = Backoff(initial=c.reconnect_min, cap=c.reconnect_max)
+        loop = asyncio.get_running_loop()
+        client = self._client
+        first = True
+        while not self._stopping:
+            self._gone = asyncio.Event()
+            try:
+                # the TCP (and TLS) connect blocks: run it off the loop
+                if first:
+                    await loop.run_in_executor(None, client.connect, host, port, c.keepalive)
+                else:
+                    await loop.run_in_executor(None, client.reconnect)
+                first = False
+            except Exception as exc:  # noqa: BLE001 - refused, unreachable, DNS, TLS: retry
+                self._conn_failed(f"cannot connect to {c.url}: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            t_up = time.monotonic()
+            while not self._gone.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._gone.wait(), 1.0)
+                if not self._gone.is_set():
+                    client.loop_misc()  # keepalive pings, ping timeout detection
+            if self._stopping:
+                return
+            if self.connected:
+                self._on_disconnect("connection closed")
+            if time.monotonic() - t_up > 10:
+                backoff.reset()
+            await asyncio.sleep(backoff.next_delay())
+
+    def _conn_failed(self, text: str) -> None:
+        if text != self._last_conn_error:
+            self.ctx.log.error("mqtt sink %s: %s (retrying with backoff)", self.ctx.name, text)
+            self._last_conn_error = text
+        self.ctx.health.last_error = text
+
+    # paho callbacks (called from loop_read/loop_write/loop_misc, on the event loop)
+    def _cb_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._in_loop(self._on_connect, not reason_code.is_failure, str(reason_code))
+
+    def _cb_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._in_loop(self._on_disconnect, str(reason_code))
+
+    def _cb_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self._in_loop(self._on_message, msg.topic, bytes(msg.payload), bool(msg.retain))
 
     def _on_connect(self, ok: bool, reason: str) -> None:
         if not ok:
-            text = f"broker {self.config.url} refused the connection: {reason}"
-            if text != self._last_conn_error:
-                self.ctx.log.error("mqtt sink %s: %s", self.ctx.name, text)
-                self._last_conn_error = text
-            self.ctx.health.last_error = text
+            self._conn_failed(f"broker {self.config.url} refused the connection: {reason}")
             return
         self.connected = True
         self.connections += 1
@@ -207,8 +289,9 @@ class MqttSink(Sink):
     def _on_disconnect(self, reason: str) -> None:
         was = self.connected
         self.connected = False
+        self._unacked.clear()
         self.ctx.health.gauges["connected"] = 0
-        if was:
+        if was and not self._stopping:
             self.ctx.health.count("disconnects")
             text = f"lost connection to {self.config.url}: {reason}; reconnecting with backoff"
             self.ctx.log.warning("mqtt sink %s: %s", self.ctx.name, text)
@@ -238,6 +321,8 @@ class MqttSink(Sink):
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == 0:
             self.published += 1
+            if qos:
+                self._unacked.append(info)
         else:
             self.ctx.health.count("publish_errors")
 
@@ -261,6 +346,8 @@ class MqttSink(Sink):
         self._raw_publish(topic, data, True, 1)
 
     async def write(self, batch: list[Reading]) -> None:
+        if len(self._unacked) > _UNACKED_HIGH:
+            await self._wait_acks()
         dirty: dict[str, _Device] = {}
         layout = self.config.layout
         for r in batch:
@@ -282,6 +369,17 @@ class MqttSink(Sink):
                 dirty[r.device_id] = dev
         for dev in dirty.values():
             self._flush_device(dev)
+
+    async def _wait_acks(self) -> None:
+        """QoS>0 backlog: let the broker catch up (bounded wait; the runtime queue drops oldest beyond it)."""
+        unacked = self._unacked
+        deadline = time.monotonic() + 5.0
+        while unacked and self.connected and time.monotonic() < deadline:
+            while unacked and unacked[0].is_published():
+                unacked.popleft()
+            if len(unacked) < _UNACKED_LOW:
+                return
+            await asyncio.sleep(0.002)
 
     def _device(self, r: Reading) -> _Device:
         dev = self.devices.get(r.device_id)
@@ -351,25 +449,33 @@ class MqttSink(Sink):
         pass
 
     async def stop(self) -> None:
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._heartbeat_task
-            self._heartbeat_task = None
+        self._stopping = True
+        for task in (self._heartbeat_task, self._conn_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self._heartbeat_task = self._conn_task = None
         for t in list(self._tasks):
             t.cancel()
         client = self._client
         if client is None:
             return
-        self._client = None
         try:
             if self.connected:
                 info = client.publish(self.status_topic, b"offline", qos=1, retain=True)
-                await asyncio.to_thread(info.wait_for_publish, 2.0)
-            client.disconnect()
+                deadline = time.monotonic() + 2.0
+                while not info.is_published() and self.connected and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                client.disconnect()
+                deadline = time.monotonic() + 2.0
+                while self._sock is not None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
         except Exception as exc:  # noqa: BLE001 - stop must not raise
             self.ctx.log.debug("mqtt sink %s: error on stop: %s", self.ctx.name, exc)
-        await asyncio.to_thread(client.loop_stop)
+        if self._sock is not None:
+            self._sock_close(self._sock)
+        self._client = None
         self.connected = False
 
     def pending(self) -> int:
