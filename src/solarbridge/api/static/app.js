@@ -3,6 +3,7 @@
 "use strict";
 
 const FLOW = ["pv_power_w", "grid_power_w", "battery_power_w", "load_power_w"];
+const NICE_STEPS = [10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
 const $ = (id) => document.getElementById(id);
 const state = {
   devices: new Map(),   // device_id -> {info fields..., metrics, lastSeen (ms), interval (s), online}
@@ -381,7 +382,9 @@ async function loadHistory() {
   const canvas = $("plot");
   const width = Math.max(100, canvas.clientWidth || 600);
   const range = state.range;
-  const step = Math.max(10, Math.ceil(range / Math.min(720, width)));
+  // a "nice" step (multiples of 5 min from 5 min up) so buckets line up with the store's pre-aggregates
+  const want = range / Math.min(720, width);
+  const step = NICE_STEPS.find((x) => x >= want) || Math.ceil(want / 86400) * 86400;
   const q = new URLSearchParams({ device: state.histDevice, metric: state.histMetric, since: `${range}s`, step: `${step}s` });
   const seq = ++histSeq;
   const t0 = performance.now();
