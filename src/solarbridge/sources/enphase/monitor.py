@@ -133,7 +133,8 @@ class HttpCloud:
     def __init__(self, login_url: str, tokens_url: str, timeout: float, verify: str | bool = True,
                  reporter: Reporter | None = None) -> None:
         self.login_url, self.tokens_url = login_url, tokens_url
-        self.timeout, self.verify = timeout, verify
+        self.timeout = timeout
+        self.verify = verify
         self.rep = reporter or Reporter()
 
     def random_expiry(self) -> bool:
@@ -144,7 +145,12 @@ class HttpCloud:
 
         self.rep.debug(f"curl to {url}")
         try:
-            async with httpx.AsyncClient(verify=self.verify, timeout=self.timeout) as client:
+            verify: Any = self.verify
+            if isinstance(verify, str):  # a CA file (the simulator's certificate)
+                import ssl
+
+                verify = ssl.create_default_context(cafile=verify)
+            async with httpx.AsyncClient(verify=verify, timeout=self.timeout) as client:
                 resp = await client.post(url, content=content,
                                          headers={"Content-Type": ctype, "Accept": "application/json"})
         except (httpx.HTTPError, OSError, ValueError) as e:
