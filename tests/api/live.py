@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,16 @@ class LiveDaemon:
     """``with LiveDaemon(tmp, sources=[...]) as d: d.url ...``; ``d.publish(reading)`` injects a reading."""
 
     def __init__(self, state_dir: Path, *, sources: list[dict[str, Any]] | None = None,
-                 api: dict[str, Any] | None = None, history: bool = True) -> None:
-        raw = {"daemon": {"state_dir": str(state_dir), "history": history, "shutdown_timeout": 3},
-               "api": {"enabled": True, "listen": "127.0.0.1:0", **(api or {})},
-               "sources": sources or []}
-        self.cfg = build(raw)
+                 api: dict[str, Any] | None = None, history: bool = True,
+                 demo_parts: list[Callable[[Path], Awaitable[Any]]] | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.raw = {"daemon": {"state_dir": str(state_dir), "history": history, "shutdown_timeout": 3},
+                    "api": {"enabled": True, "listen": "127.0.0.1:0", **(api or {})},
+                    "sources": list(sources or [])}
+        self.demo_parts = demo_parts or []
+        self.cfg: Any = None
         self.url = ""
+        self.urls: list[str] = []
         self.sup: Supervisor | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -70,12 +74,18 @@ class LiveDaemon:
 
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        parts = []
+        for start in self.demo_parts:  # simulators run in this loop, their sources read them
+            parts.append(await start(self.state_dir))
+            self.raw["sources"] += parts[-1].sources
+        self.cfg = build(self.raw)
         sup = self.sup = Supervisor(self.cfg)
         sup.build()
         await sup.start()
 
         def ready(urls: list[str]) -> None:
-            self.url = urls[0].rstrip("/")
+            self.urls = [u.rstrip("/") for u in urls]
+            self.url = self.urls[0]
             self._ready.set()
 
         api = asyncio.create_task(serve(sup, self.cfg.api, on_ready=ready))
@@ -88,3 +98,8 @@ class LiveDaemon:
         await asyncio.gather(api, return_exceptions=True)
         stop.cancel()
         await sup.stop()
+        for p in parts:
+            if p.stop is not None:
+                res = p.stop()
+                if asyncio.iscoroutine(res):
+                    await res

@@ -107,6 +107,23 @@ def test_history_served_from_running_sink(tmp_path):
         assert 'solarbridge_pv_power_w{device_id="synthetic-home",device_type="synthetic"}' in m
 
 
+def test_givenergy_demo_with_givtcp_listener(tmp_path):
+    demo = pytest.importorskip("solarbridge.sources.givenergy.demo")
+    with LiveDaemon(tmp_path, demo_parts=[demo.start], api={"givtcp_listen": "127.0.0.1:0"}) as d:
+        assert len(d.urls) == 2 and d.urls[0] != d.urls[1]
+
+        def run_all(base):
+            r = httpx.get(base + "/runAll", timeout=5)
+            return r.json() if r.status_code == 200 else None
+
+        data = wait_for(lambda: run_all(d.urls[1]), 20)
+        assert data, "GivTCP-compatible listener never answered /runAll"
+        assert run_all(d.urls[1]) and run_all(d.urls[0])  # served on both listeners
+        assert httpx.get(d.urls[1] + "/api/devices").status_code == 404  # the second listener is GivTCP-only
+        devs = httpx.get(d.url + "/api/devices").json()
+        assert any(x["serial"] == "SA2114G000" or x["device_id"].startswith("SA2114G000") for x in devs)
+
+
 def test_start_failure_is_one_clear_error(tmp_path):
     with LiveDaemon(tmp_path) as d:
         port = int(d.url.rsplit(":", 1)[1])
