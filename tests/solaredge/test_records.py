@@ -208,3 +208,21 @@ def test_date_time_fast_path_matches_strftime(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.undo()
     time.tzset()
     devices.date_time.cache_clear()
+
+
+def test_fast_rendering_across_time_zones_and_dst(monkeypatch: pytest.MonkeyPatch) -> None:
+    from solarbridge.sources.solaredge import devices
+
+    stamps = list(range(1615690800 - 5400, 1615690800 + 5400, 97)) + list(range(1636250400 - 5400, 1636250400 + 5400, 89))
+    payload = b"".join(sim.record(0x0080, 0x20000000 + i, sim.optimizer_0080(ts, i, 30.0, 40.0, 5.0, 100.0, 20.0))
+                       for i, ts in enumerate(stamps))
+    try:
+        for tz in ("UTC", "US/Pacific", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kathmandu"):
+            monkeypatch.setenv("TZ", tz)
+            time.tzset()
+            devices.date_time.cache_clear()
+            assert devices.render_post_data(payload) == dumps(parse_post_data(payload)), tz
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+        devices.date_time.cache_clear()

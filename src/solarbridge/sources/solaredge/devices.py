@@ -81,6 +81,7 @@ def _clear_time_caches() -> None:
     """Forget cached offsets (after the process changes TZ)."""
     _HOUR_OFFSET.clear()
     _DAY_TEXT.clear()
+    _MINUTES.clear()
     asctime.cache_clear()
 
 
@@ -392,11 +393,27 @@ def parse_post_data(payload: bytes) -> dict[str, Any]:
 # --------------------------------------------------------------------------- fast JSON text of a 0x0500 payload
 
 _OPT_PACKED_TEMPLATE = '"%s": {"Date": "%s", "Eday": %s, "ID": "%s", "Imod": %s, "Inverter": 0, "Temp": %s, ' \
-                       '"Time": "%s", "Uptime": %d, "Vmod": %s, "Vopt": %s}'
+                       '"Time": "%s%s", "Uptime": %d, "Vmod": %s, "Vopt": %s}'
 _OPT_0080 = struct.Struct("<LHBBBBHb")
 _OPT_0082 = struct.Struct("<LHBBBB")
-_TOD: dict[int, str] = {}
+#: a whole 0x0080 record of the usual 13 bytes, header included
+_REC_0080 = struct.Struct("<HIHLHBBBBHb")
 _IDS: dict[int, str] = {}
+#: Unix minute -> (local date, "HH:MM:") when that minute is a whole local minute, else None
+_MINUTES: dict[int, tuple[str, str] | None] = {}
+_SECONDS = [f"{i:02d}" for i in range(60)]
+
+
+def _minute(m: int) -> tuple[str, str] | None:
+    if len(_MINUTES) > 200_000:
+        _MINUTES.clear()
+    try:
+        lt = time.localtime(m * 60)
+        hit = (time.strftime("%Y-%m-%d", lt), time.strftime("%H:%M:", lt)) if lt.tm_sec == 0 else None
+    except (OverflowError, OSError, ValueError):
+        hit = None
+    _MINUTES[m] = hit
+    return hit
 
 
 class _Texts:
@@ -417,20 +434,6 @@ def _opt_texts() -> _Texts:
     if _texts is None:
         _texts = _Texts()
     return _texts
-
-
-def _local_day_time(ts: int) -> tuple[str, str]:
-    off = _HOUR_OFFSET.get(ts // 3600)
-    if off is None or off == _NO_OFFSET:
-        return date_time(ts)
-    day, sec = divmod(ts + off, 86400)
-    d = _DAY_TEXT.get(day)
-    t = _TOD.get(sec)
-    if d is None or t is None:
-        d, t = date_time(ts)
-        if len(_TOD) < 86400:
-            _TOD[sec] = t
-    return d, t
 
 
 #: 0x0010 record with its keys in sorted order
@@ -468,18 +471,44 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
         encode = json.JSONEncoder(sort_keys=True).encode
     tx = _opt_texts()
     volt, amp, energy, temp = tx.volt, tx.amp, tx.energy, tx.temp
-    ids = _IDS
-    hour_offset, day_text, tods = _HOUR_OFFSET, _DAY_TEXT, _TOD
+    ids, minutes, seconds = _IDS, _MINUTES, _SECONDS
     template = _OPT_PACKED_TEMPLATE
     hdr = _REC_HDR.unpack_from
     u80, u82 = _OPT_0080.unpack_from, _OPT_0082.unpack_from
+    run_0080 = _REC_0080.iter_unpack
     inverters: dict[str, str] = {}
     events: dict[str, Any] = {}
     optimizers: dict[str, str] = {}
     other: dict[str, Any] = {}
     n = len(payload)
+    view = memoryview(payload)
     ptr = 0
     while ptr < n:
+        if n - ptr >= 21 and payload[ptr] == 0x80 and payload[ptr + 1] == 0 and payload[ptr + 6] == 13 \
+                and payload[ptr + 7] == 0:
+            # A run of usual 0x0080 records: one C call unpacks header and body of each.
+            for se_type, raw_id, dev_len, ts, uptime, b6, b7, b8, b9, e, t in run_0080(
+                    view[ptr:ptr + (n - ptr) // 21 * 21]):
+                if se_type != 0x0080 or dev_len != 13:
+                    break
+                ptr += 21
+                dev_id = ids.get(raw_id)
+                if dev_id is None:
+                    if len(ids) > 100_000:
+                        ids.clear()
+                    dev_id = ids[raw_id] = f"{raw_id & 0xFF7FFFFF:X}"
+                m = ts // 60
+                dm = minutes.get(m) if m in minutes else _minute(m)
+                if dm is None:
+                    d, tod = date_time(ts)
+                    hm, sec = tod, ""
+                else:
+                    d, hm = dm
+                    sec = seconds[ts - m * 60]
+                optimizers[dev_id] = template % (dev_id, d, energy[e], dev_id, amp[b9 << 4 | b8 >> 4],
+                                                 temp[t & 0xFF], hm, sec, uptime, volt[b6 | (b7 & 3) << 8],
+                                                 volt[b7 >> 2 | (b8 & 0xF) << 6])
+            continue
         if n - ptr < 8:
             raise RecordError(f"{n - ptr} bytes left at offset {ptr}, a record header needs 8")
         se_type, raw_id, dev_len = hdr(payload, ptr)
@@ -487,11 +516,7 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
         ptr = start + dev_len
         if se_type == 0x0080 or se_type == 0x0082:
             avail = dev_len if start + dev_len <= n else n - start
-            dev_id = ids.get(raw_id)
-            if dev_id is None:
-                if len(ids) > 100_000:
-                    ids.clear()
-                dev_id = ids[raw_id] = f"{raw_id & 0xFF7FFFFF:X}"
+            dev_id = parse_id(raw_id)
             if se_type == 0x0080:
                 if avail < 13:
                     raise RecordError(f"optimizer 0x0080 record needs 13 bytes, has {avail}")
@@ -502,17 +527,9 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
                     raise RecordError(f"optimizer 0x0082 record needs 10 bytes, has {avail}")
                 ts, uptime, b6, b7, b8, b9 = u82(payload, start)
                 e_txt = t_txt = "0"
-            off = hour_offset.get(ts // 3600)
-            if off is None or off == _NO_OFFSET:
-                d, tod = date_time(ts)
-            else:
-                local = ts + off
-                d = day_text.get(local // 86400)
-                tod = tods.get(local % 86400)
-                if d is None or tod is None:
-                    d, tod = _local_day_time(ts)
-            optimizers[dev_id] = template % (dev_id, d, e_txt, dev_id, amp[b9 << 4 | b8 >> 4], t_txt, tod, uptime,
-                                             volt[b6 | (b7 & 3) << 8], volt[b7 >> 2 | (b8 & 0xF) << 6])
+            d, tod = date_time(ts)
+            optimizers[dev_id] = template % (dev_id, d, e_txt, dev_id, amp[b9 << 4 | b8 >> 4], t_txt, tod, "",
+                                             uptime, volt[b6 | (b7 & 3) << 8], volt[b7 >> 2 | (b8 & 0xF) << 6])
             continue
         data = payload[start:ptr]
         if se_type == 0x0000:
@@ -532,6 +549,6 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
             merge_update(other, _wrap(se_type, dev_type, rec))
     parts = {k: encode(v) for k, v in other.items()}
     parts["inverters"] = "{" + ", ".join([f'"{k}": {inverters[k]}' for k in sorted(inverters)]) + "}"
-    parts["events"] = encode(events)
+    parts["events"] = encode(events) if events else "{}"
     parts["optimizers"] = "{" + ", ".join([optimizers[k] for k in sorted(optimizers)]) + "}"
     return "{" + ", ".join([f"{encode(k)}: {parts[k]}" for k in sorted(parts)]) + "}"
