@@ -267,16 +267,10 @@ def _givtcp_router(supervisor: Any, api_config: Any) -> Any:
     if not any(getattr(s.config, "type", "") == "givenergy" for s in getattr(supervisor, "sources", {}).values()):
         return None
     try:
-        from . import givtcp  # type: ignore[attr-defined]
-    except ImportError:
+        from .givtcp import create_router
+    except ImportError:  # an installation without the GivEnergy family
         return None
-    factory = getattr(givtcp, "create_router", None) or getattr(givtcp, "router_factory", None)
-    if factory is None:
-        return None
-    try:
-        return factory(supervisor, api_config)
-    except TypeError:
-        return factory(supervisor)
+    return create_router(supervisor, api_config)
 
 
 # --------------------------------------------------------------------------- the app
