@@ -280,3 +280,22 @@ def test_rs485_master_grants_each_slave(tmp_path: Path) -> None:
     ids = [next(iter(x["inverters"])) for x in lines(out)]
     assert ids[:4] == ["7F104920", "7F104A31", "7F104920", "7F104A31"]
     assert int((tmp_path / "seseq.txt").read_text()) >= 4  # grants use the sequence file
+
+
+def test_update_file_collects_firmware_writes(tmp_path: Path) -> None:
+    import struct
+
+    from solarbridge.sources.solaredge.framing import Frame, encode
+
+    chunks = [(0x100, b"\xaa" * 40), (0x7FFF0, b"\x55" * 16), (0x10, b"hello")]
+    data = b"".join(encode(Frame(i, 0xFFFFFFFE, 0x7F104920, 0x0021, struct.pack("<LL", off, len(c)) + c))
+                    for i, (off, c) in enumerate(chunks))
+    src = tmp_path / "upd.rec"
+    src.write_bytes(data)
+    upd = tmp_path / "fw.bin"
+    r = run(["-u", str(upd), str(src)])
+    assert r.returncode == 0 and r.stdout == b""
+    image = upd.read_bytes()
+    assert len(image) == 0x80000
+    assert image[0x100:0x128] == b"\xaa" * 40 and image[0x7FFF0:] == b"\x55" * 16 and image[0x10:0x15] == b"hello"
+    assert image.count(0) == 0x80000 - 40 - 16 - 5
