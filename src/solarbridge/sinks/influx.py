@@ -264,8 +264,13 @@ class InfluxSink(Sink):
         return self.spool
 
     async def start(self) -> None:
+        import logging
+
         import httpx
 
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.level == logging.NOTSET:
+            httpx_log.setLevel(logging.WARNING)  # one INFO line per request would flood the daemon log
         self._open_spool()
         if self._client is None:
             verify: Any = self.config.verify_tls

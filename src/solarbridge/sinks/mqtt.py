@@ -369,6 +369,10 @@ class MqttSink(Sink):
                 dirty[r.device_id] = dev
         for dev in dirty.values():
             self._flush_device(dev)
+        g = self.ctx.health.gauges
+        g["published"] = self.published
+        g["devices"] = len(self.devices)
+        g["unacked"] = len(self._unacked)
 
     async def _wait_acks(self) -> None:
         """QoS>0 backlog: let the broker catch up (bounded wait; the runtime queue drops oldest beyond it)."""
