@@ -129,6 +129,8 @@ def test_history_window_edges_and_auto_step(tmp_path, store):
     ({"device": "inv1", "metric": "pv_power_w", "step": "500ms"}, "step"),
     ({"device": "inv1", "metric": "pv_power_w", "since": "30d", "step": "1s"}, "step"),
     ({"device": "x" * 300, "metric": "pv_power_w"}, "device"),
+    ({"device": "inv1", "metric": "pv_power_w", "until": "0001-01-01T00:00:00Z"}, "until"),
+    ({"device": "inv1", "metric": "pv_power_w", "step": "99999999999999w"}, "step"),
 ])
 def test_history_bad_values_are_400_naming_the_field(tmp_path, store, params, field):
     sup = make_supervisor(tmp_path)
@@ -140,6 +142,7 @@ def test_history_bad_values_are_400_naming_the_field(tmp_path, store, params, fi
     r = run(go())
     assert r.status_code == 400, r.text
     detail = r.json()["detail"]
+    assert detail.startswith(field), detail
     assert field in detail and "\n" not in detail
 
 

@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ log = logging.getLogger("solarbridge.api")
 STATIC = Path(__file__).parent / "static"
 #: most buckets one /api/history answer may hold
 MAX_BUCKETS = 20_000
+#: the widest bucket (about 100 years): bucket arithmetic stays within SQLite's 64-bit integers
+MAX_STEP = 36500 * 86400
 #: buckets aimed for when the client gives no step
 AUTO_BUCKETS = 720
 NICE_STEPS = (10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 604800)
@@ -181,7 +183,13 @@ def history_params(since: str | None, until: str | None, step: str | None,
     """Validate the time window and step of /api/history (raises ApiError 400 with a message)."""
     now = now or datetime.now(UTC)
     t1 = parse_when("until", until, now) if until else now
-    t0 = parse_when("since", since, now) if since else datetime.fromtimestamp(t1.timestamp() - 86400, UTC)
+    if since:
+        t0 = parse_when("since", since, now)
+    else:
+        try:
+            t0 = t1 - timedelta(days=1)
+        except OverflowError:
+            raise _bad(f"until: out of range: {until!r}") from None
     if t0 >= t1:
         raise _bad(f"since: must be before until (since {t0.isoformat()}, until {t1.isoformat()})")
     span = t1.timestamp() - t0.timestamp()
@@ -191,8 +199,8 @@ def history_params(since: str | None, until: str | None, step: str | None,
         s = parse_duration(step)
     except ValueError as e:
         raise _bad(f"step: {e}") from None
-    if not math.isfinite(s) or s < 1:
-        raise _bad(f"step: must be at least 1s (got {step!r})")
+    if not math.isfinite(s) or s < 1 or s > MAX_STEP:
+        raise _bad(f"step: must be from 1s to {MAX_STEP // 86400}d (got {step!r})")
     if span / s > MAX_BUCKETS:
         need = math.ceil(span / MAX_BUCKETS)
         raise _bad(f"step: {step!r} gives {int(span / s)} buckets for this range (max {MAX_BUCKETS});"
@@ -313,13 +321,11 @@ def create_app(supervisor: Any, api_config: Any = None, *, history: Any = None,
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         e = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = [str(x) for x in e.get("loc", ())]
-        where = loc[0] if loc else "request"
-        field = ".".join(loc[1:]) or where
+        field = ".".join(loc[1:]) or (loc[0] if loc else "request")  # loc[0] is query, path or body
         msg = str(e.get("msg", "invalid"))
         if e.get("type") == "json_invalid":
-            msg = "body is not valid JSON"
-        return JSONResponse({"detail": f"{where} {field}: {msg}" if field != where else f"{where}: {msg}"},
-                            status_code=400)
+            field, msg = "body", "not valid JSON"
+        return JSONResponse({"detail": f"{field}: {msg}"}, status_code=400)
 
     @app.exception_handler(ControlError)
     async def _control_error(request: Request, exc: ControlError) -> JSONResponse:
