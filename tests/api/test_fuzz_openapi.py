@@ -21,7 +21,9 @@ from solarbridge.config import ApiConfig
 from solarbridge.sinks.history import HistoryStore
 
 _plausible = st.sampled_from(["1h", "24h", "7d", "0", "now", "-5", "1e9", "2026-01-01T00:00:00Z", "inv1",
-                              "pv_power_w", "10s", "auto", "9" * 30, "1.5", "NaN", "inf", "-1h", " ", "%00"])
+                              "pv_power_w", "10s", "auto", "9" * 30, "1.5", "NaN", "inf", "-1h", " ", "%00",
+                              "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "99999999999999w", "1e308",
+                              "-99999999999", "2026-02-30", "1000000000000000000d"])
 _value = st.one_of(_plausible, st.text(max_size=40), st.integers(-10**20, 10**20).map(str),
                    st.floats(allow_nan=True).map(str))
 _json = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=20),
