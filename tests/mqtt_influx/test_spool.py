@@ -28,6 +28,18 @@ def test_fifo_peek_ack_and_reopen(tmp_path):
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
 
 
+def test_one_owner_per_spool(tmp_path):
+    import pytest
+
+    from solarbridge.sinks.spool import SpoolBusy
+
+    s = Spool(tmp_path / "s.sqlite")
+    with pytest.raises(SpoolBusy, match="in use by another process"):
+        Spool(tmp_path / "s.sqlite")
+    s.close()
+    Spool(tmp_path / "s.sqlite").close()  # free again after close
+
+
 def test_peek_returns_one_entry_even_if_larger_than_limit(tmp_path):
     s = Spool(tmp_path / "s.sqlite")
     s.put(b"big", 500)

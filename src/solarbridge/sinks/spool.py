@@ -19,7 +19,9 @@ fsync per entry.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -34,6 +36,10 @@ CREATE TABLE IF NOT EXISTS spool (
     body BLOB NOT NULL
 );
 """
+
+
+class SpoolBusy(RuntimeError):
+    """Another process (or another sink with the same name) holds this spool."""
 
 
 @dataclass(slots=True)
@@ -53,6 +59,13 @@ class Spool:
             raise ValueError("synchronous must be OFF, NORMAL or FULL")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # one owner per spool: two senders would deliver the same entries twice
+        self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            raise SpoolBusy(f"spool {self.path} is in use by another process") from None
         self.max_bytes = max_bytes
         self.log = log or logging.getLogger("solarbridge.spool")
         self._lock = threading.Lock()
@@ -168,3 +181,6 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
