@@ -33,7 +33,7 @@ class GivEnergyConfig(PluginConfig):
     full_refresh_interval: float = Field(120.0, gt=0, le=86400, description="seconds between full refreshes")
     timeout: float = Field(1.5, gt=0, le=30, description="seconds to wait for each reply")
     retries: int = Field(2, ge=0, le=10)
-    request_gap: float = Field(0.05, ge=0, le=5, description="minimum seconds between transmitted frames")
+    request_gap: float = Field(0.02, ge=0, le=5, description="minimum seconds between transmitted frames")
     batteries: int | None = Field(None, ge=0, le=6, description="LV batteries (default: detect)")
     read_address: int = Field(0x11, ge=0, le=255, description="device address for reads (0x11, 0x31, 0x32)")
     layout: Literal["v1", "v3"] = Field("v1", description="GivTCP key names in extra['givtcp']")
@@ -124,11 +124,17 @@ class GivEnergySource(Source):
                     self._last_full = 0.0
                     log.info("connected to %s:%s, inverter %s (%s)", cfg.host, cfg.port, self.client.plant.serial,
                              self.client.plant.model.label)
+                    next_poll = time.monotonic()
                     while True:
                         await self.poll_once()
                         backoff.reset()
                         self.ctx.health.gauges["connected"] = 1
-                        await asyncio.sleep(cfg.poll_interval)
+                        # fixed cadence: poll_interval from start to start, not after each poll
+                        next_poll += cfg.poll_interval
+                        now = time.monotonic()
+                        if next_poll < now:
+                            next_poll = now
+                        await asyncio.sleep(next_poll - now)
                 except GivEnergyError as e:
                     self.ctx.health.count("comm_errors")
                     self.ctx.health.last_error = str(e)
