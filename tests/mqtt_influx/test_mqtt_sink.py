@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-import servers
 from conftest import (
     FakeInverter,
     FakeInverterConfig,
@@ -304,29 +303,8 @@ def test_sunsniff_layout(mosquitto, tmp_path, collector_factory):
     asyncio.run(main())
 
 
-class _RootMosquitto(servers.Mosquitto):
-    """Work-around until servers.py adds ``user root`` (see /work/helpers/requests-mqtt-influx.md):
-    as root, mosquitto drops to user mosquitto, which cannot enter pytest's 0700 temp root."""
-
-    def _spawn(self, key, argv, env=None):  # type: ignore[no-untyped-def]
-        conf = self.dir / "mosquitto.conf"
-        text = conf.read_text()
-        if os.geteuid() == 0 and "\nuser " not in text:
-            conf.write_text(text + "user root\n")
-        return super()._spawn(key, argv, env)
-
-
-@pytest.fixture
-def auth_broker(tmp_path_factory):
-    srv = servers._make(_RootMosquitto, tmp_path_factory, "mosquitto", users={"u": "p"})
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
-
-
-def test_username_password_and_refused_login(auth_broker, tmp_path, collector_factory):
-    broker = auth_broker
+def test_username_password_and_refused_login(mosquitto_factory, tmp_path, collector_factory):
+    broker = mosquitto_factory(users={"u": "p"})
 
     async def main() -> None:
         from solarbridge.plugin import Context
