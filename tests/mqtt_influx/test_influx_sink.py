@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mi_helpers import async_wait, context, supervisor
 
 import servers
-from conftest import async_wait, context, supervisor
 from solarbridge.model import Reading
 from solarbridge.plugin import Context, PluginConfig, Source
 from solarbridge.sinks.influx import InfluxConfig, InfluxSink

@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from mi_helpers import async_wait, context, supervisor
 
-from conftest import async_wait, context, supervisor
 from solarbridge.sinks.mqtt import MqttConfig, MqttSink
 from solarbridge.sources.givenergy.simulator import DongleSimulator, SimInverter
 from solarbridge.sources.givenergy.source import GivEnergyConfig, GivEnergySource

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import (
+from mi_helpers import (
     FakeInverter,
     FakeInverterConfig,
     async_wait,
     context,
     supervisor,
 )
+
 from solarbridge.sinks.mqtt import MqttConfig, MqttSink
 
 pytestmark = pytest.mark.servers

@@ -12,9 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from mi_helpers import async_wait
 
 import servers
-from conftest import async_wait
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
 from solarbridge.sinks.mqtt import MqttConfig, MqttSink
