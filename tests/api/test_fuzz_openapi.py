@@ -26,7 +26,7 @@ _plausible = st.sampled_from(["1h", "24h", "7d", "0", "now", "-5", "1e9", "2026-
                               "-99999999999", "2026-02-30", "1000000000000000000d"])
 _value = st.one_of(_plausible, st.text(max_size=40), st.integers(-10**20, 10**20).map(str),
                    st.floats(allow_nan=True).map(str))
-_json = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=20),
+_json = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | st.integers() | st.text(max_size=20),
                      lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
                      max_leaves=8)
 

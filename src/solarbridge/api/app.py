@@ -336,16 +336,18 @@ def create_app(supervisor: Any, api_config: Any = None, *, history: Any = None,
         return JSONResponse(body, status_code=status)
 
     # ------------------------------------------------------------------ devices
+    # Routes that read the supervisor's state are `async def` on purpose: they run on the event loop, never in
+    # FastAPI's thread pool, so they cannot see the device registry or the SSE client set mid-update.
 
     @app.get("/api/devices", response_model=list[DeviceOut], tags=["devices"])
-    def devices() -> Any:
+    async def devices() -> Any:
         """Every device the daemon knows: identity, source, online state and last-seen time."""
         now = time.time()
         return JSONResponse([_device_out(sup, k, d, now) for k, d in sorted(sup.bus.devices.items())])
 
     @app.get("/api/devices/{device_id}/latest", response_model=LatestOut, tags=["devices"],
              responses={404: {"model": ErrorOut}})
-    def latest(device_id: str) -> Any:
+    async def latest(device_id: str) -> Any:
         """The device's latest value of every metric, with units."""
         dev = sup.bus.devices.get(device_id)
         if dev is None:
@@ -409,7 +411,7 @@ def create_app(supervisor: Any, api_config: Any = None, *, history: Any = None,
     # ------------------------------------------------------------------ health, events, metrics
 
     @app.get("/api/health", response_model=HealthOut, tags=["daemon"])
-    def health() -> Any:
+    async def health() -> Any:
         """Every source and sink: state, last success, last error, queue and spool depth."""
         comps = sup.health_report()
         for c in comps:
@@ -429,7 +431,7 @@ def create_app(supervisor: Any, api_config: Any = None, *, history: Any = None,
              responses={200: {"content": {"text/event-stream": {}},
                               "description": "`event: device` for each known device, then `event: reading`"
                                              " for every reading as it arrives"}})
-    def events_route(device: str | None = Query(None, max_length=200, description="only this device_id")) -> Any:
+    async def events_route(device: str | None = Query(None, max_length=200, description="only this device_id")) -> Any:
         """Server-sent events: the current state of each device, then every live reading."""
         client = events.add(device)
         now = time.time()
@@ -439,7 +441,7 @@ def create_app(supervisor: Any, api_config: Any = None, *, history: Any = None,
 
     @app.get("/metrics", tags=["daemon"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format 0.0.4"}})
-    def metrics() -> Any:
+    async def metrics() -> Any:
         """Prometheus exposition: latest device metrics and the daemon's own counters."""
         from .metrics import CONTENT_TYPE, render
 
@@ -448,7 +450,7 @@ def create_app(supervisor: Any, api_config: Any = None, *, history: Any = None,
     # ------------------------------------------------------------------ dashboard
 
     @app.get("/", include_in_schema=False)
-    def index() -> Any:
+    async def index() -> Any:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
