@@ -48,23 +48,29 @@ def test_discovery_state_availability_and_retained_flags(mosquitto, tmp_path, co
         await sup.start()
         try:
             await async_wait(lambda: sink.connected and sink.devices.get(SERIAL), what="sink connected")
-            await async_wait(lambda: sink.published > 10, what="first publishes")
-            # a client subscribing now receives the retained messages with the retain flag set
+            first = collector_factory(mosquitto.port)
+            await wait_msg(first, f"solarbridge/{SERIAL}/charge_slot_1_start")
+            # everything is on the broker now; a client subscribing now gets the retained copies, retain flag set
             col = collector_factory(mosquitto.port)
-            status = await wait_msg(col, "solarbridge/status")
+
+            async def retained(topic: str) -> Any:
+                await wait_msg(col, topic)
+                return col.on(topic)[0]  # the first delivery is the retained copy
+
+            status = await retained("solarbridge/status")
             assert status.payload == b"online" and status.retain
-            avail = await wait_msg(col, f"solarbridge/{SERIAL}/availability")
+            avail = await retained(f"solarbridge/{SERIAL}/availability")
             assert avail.payload == b"online" and avail.retain
-            state = await wait_msg(col, f"solarbridge/{SERIAL}/state")
+            state = await retained(f"solarbridge/{SERIAL}/state")
             assert state.retain
             st = state.json()
             assert st["battery_soc_pct"] == 55 and st["charge_target_pct"] == 80 and st["grid_available"] is True
             assert st["pv_power_w"] > 1000 and "timestamp" in st
-            per = await wait_msg(col, f"solarbridge/{SERIAL}/battery_soc_pct")
+            per = await retained(f"solarbridge/{SERIAL}/battery_soc_pct")
             assert per.payload == b"55" and per.retain
             assert (await wait_msg(col, f"solarbridge/{SERIAL}/battery_mode")).payload == b"Eco"
 
-            disc = await wait_msg(col, f"homeassistant/sensor/{NODE}/{NODE}_pv_power_w/config")
+            disc = await retained(f"homeassistant/sensor/{NODE}/{NODE}_pv_power_w/config")
             assert disc.retain
             d = disc.json()
             assert d == {
