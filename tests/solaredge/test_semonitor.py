@@ -299,3 +299,40 @@ def test_update_file_collects_firmware_writes(tmp_path: Path) -> None:
     assert len(image) == 0x80000
     assert image[0x100:0x128] == b"\xaa" * 40 and image[0x7FFF0:] == b"\x55" * 16 and image[0x10:0x15] == b"hello"
     assert image.count(0) == 0x80000 - 40 - 16 - 5
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_network_commands(tmp_path: Path, encrypted: bool) -> None:
+    """-c in network mode: wait for the inverter, send the commands over its connection."""
+    port = free_port()
+    key = ["-k", str(DATA / "7f104920.key")] if encrypted else []
+    mon = subprocess.Popen(MON + ["-t", "n", "-p", str(port), "--listen", "127.0.0.1", "-s", "7f104920",
+                                  "-c", "12,H23c/33", "--command-delay", "0", "-o", str(tmp_path / "o.json"), *key],
+                           env=ENV, cwd=tmp_path, stderr=subprocess.PIPE)
+    sim = subprocess.Popen(SIM + ["--connect", f"127.0.0.1:{port}", "--interval", "0.2", "--duration", "20", "-q",
+                                  *(["--encrypted"] if encrypted else [])], env=ENV)
+    try:
+        _, err = mon.communicate(timeout=40)
+        assert mon.returncode == 0, err
+    finally:
+        stop(sim)
+        stop(mon)
+    got = lines(tmp_path / "o.json")
+    assert [(x["command"], x["response"]) for x in got] == [(0x12, 0x90), (0x33, 0xB0)]
+    assert got[0]["data"] == {"type": 0, "value": 0x78327E17}  # last quarter of the key, little-endian
+    assert got[1]["sequence"] == got[0]["sequence"] + 1
+
+
+def test_rs232_passive_telemetry(tmp_path: Path) -> None:
+    s1, n1, s2, n2 = pty_pair()
+    sim = subprocess.Popen(SIM + ["--serial", n2, "--interval", "0.1", "--optimizers", "2", "--three-phase",
+                                  "--bad-crc", "0.3", "--seed", "4", "-q"], env=ENV)
+    out = tmp_path / "out.json"
+    mon = subprocess.Popen(MON + ["-t", "2", "-o", str(out), n1], env=ENV)
+    try:
+        wait_for(lambda: len(lines(out)) >= 3, what="telemetry over RS232")
+    finally:
+        stop(mon)
+        stop(sim)
+    got = lines(out)
+    assert all("Vac3" in x["inverters"]["7F104920"] and len(x["optimizers"]) == 2 for x in got)

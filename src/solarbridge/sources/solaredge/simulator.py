@@ -377,12 +377,16 @@ def run_network(host: str, port: int, site: list[InverterModel], *, key: bytes |
         stats.connections += 1
         ep = Endpoint(first.inverter_id, key=key, faults=faults, rng=rng)
         sent_on_link = 0
+
+        def commands(fr: Frame, link: Link = link, ep: Endpoint = ep) -> None:
+            _answer_commands(link, ep, site, fr, stats)
+
         try:
             if key is not None:
                 link.send(ep.key_exchange())
-                _await(link, ep, fn.ACK, ack_timeout)
+                _await(link, ep, fn.ACK, ack_timeout, other=commands)
             link.send(ep.frame(Frame(ep.next_seq(), first.inverter_id, fn.MASTER_ADDR, fn.GET_GMT)))
-            _await(link, ep, fn.GMT_RESPONSE, ack_timeout)
+            _await(link, ep, fn.GMT_RESPONSE, ack_timeout, other=commands)
             next_at = time.monotonic()
             while not stop() and time.monotonic() < deadline and (not count or stats.telemetry < count):
                 now = time.monotonic()
@@ -391,14 +395,14 @@ def run_network(host: str, port: int, site: list[InverterModel], *, key: bytes |
                     if data is None:
                         raise ConnectionError("server closed the connection")
                     for fr in ep.receive(data):
-                        _answer_commands(link, ep, site, fr, stats)
+                        commands(fr)
                     continue
                 payload = b"".join(m.telemetry(time.time()) for m in site)
                 seq = ep.next_seq()
                 link.send(ep.frame(Frame(seq, first.inverter_id, fn.MASTER_ADDR, fn.POST_DATA, payload)))
                 stats.telemetry += 1
                 sent_on_link += 1
-                if _await(link, ep, fn.ACK, ack_timeout, seq=seq if key is None else None):
+                if _await(link, ep, fn.ACK, ack_timeout, seq=seq if key is None else None, other=commands):
                     stats.acks += 1
                 next_at = time.monotonic() + interval
                 if faults.disconnect_every and sent_on_link >= faults.disconnect_every:
@@ -412,16 +416,21 @@ def run_network(host: str, port: int, site: list[InverterModel], *, key: bytes |
     return stats
 
 
-def _await(link: Link, ep: Endpoint, function: int, timeout: float, seq: int | None = None) -> bool:
+def _await(link: Link, ep: Endpoint, function: int, timeout: float, seq: int | None = None,
+           other: Callable[[Frame], None] | None = None) -> bool:
+    """Wait for a reply; frames that are not it (commands from the server) go to ``other``."""
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    found = False
+    while not found and time.monotonic() < end:
         data = link.read(end - time.monotonic())
         if data is None:
             raise ConnectionError("peer closed the connection")
         for fr in ep.receive(data):
-            if fr.function == function and (seq is None or fr.seq == seq):
-                return True
-    return False
+            if not found and fr.function == function and (seq is None or fr.seq == seq):
+                found = True
+            elif other is not None:
+                other(fr)
+    return found
 
 
 def _answer_commands(link: Link, ep: Endpoint, site: list[InverterModel], fr: Frame, stats: Stats) -> None:
