@@ -234,3 +234,30 @@ def test_any_reading_encodes_to_one_valid_frame(metrics, device):
     assert frame.endswith(b"\n\n") and frame.count(b"\n\n") == 1
     data = json.loads(frame.split(b"data: ", 1)[1])  # strict JSON: NaN/inf became null
     assert data["device_id"] == device and set(data["metrics"]) == set(metrics)
+
+
+def test_requests_during_a_burst_of_new_devices(tmp_path):
+    """Device registry and SSE clients change while requests read them: never a 500."""
+    with LiveDaemon(tmp_path, history=False) as d:
+        done = []
+
+        async def burst():
+            i, end = 0, time.monotonic() + 1.5
+            while time.monotonic() < end:
+                d.sup.bus.publish(reading(f"dev{i}", T0 + i, {"pv_power_w": float(i), f"m{i % 50}_w": 1.0}))
+                i += 1
+                if i % 20 == 0:
+                    await asyncio.sleep(0.001)
+            done.append(i)
+
+        d.call(lambda: asyncio.ensure_future(burst()))
+        statuses = []
+        with httpx.Client(base_url=d.url, timeout=10) as c:
+            while not done:
+                for path in ("/api/devices", "/metrics", "/api/health"):
+                    statuses.append(c.get(path).status_code)
+                with c.stream("GET", "/api/events") as resp:
+                    statuses.append(resp.status_code)
+                    next(resp.iter_lines())
+        assert len(statuses) > 8 and set(statuses) == {200}
+        assert len(httpx.get(d.url + "/api/devices").json()) == done[0]
