@@ -291,3 +291,23 @@ def test_replay_seeds_registers_from_capture() -> None:
         finally:
             await sim.stop()
     run(go())
+
+
+def test_demo_part_runs_a_readable_simulator(tmp_path: Path) -> None:
+    from solarbridge.config import build
+    from solarbridge.sources.givenergy.demo import start
+
+    async def go() -> None:
+        part = await start(tmp_path)
+        try:
+            cfg = build({"sources": part.sources})  # the tables validate as daemon config
+            src = GivEnergySource(cfg.sources[0], Context.standalone("givenergy", "source", "givenergy", tmp_path))
+            await src.client.connect()
+            await src.client.detect()
+            reading = await src.poll_once(full=True)
+            assert reading.device_id == "SA2114G000" and "battery_soc_pct" in reading.metrics
+            await src.client.close()
+        finally:
+            assert part.stop is not None
+            await part.stop()
+    run(go())
