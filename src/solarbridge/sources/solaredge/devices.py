@@ -398,22 +398,34 @@ _OPT_0080 = struct.Struct("<LHBBBBHb")
 _OPT_0082 = struct.Struct("<LHBBBB")
 #: a whole 0x0080 record of the usual 13 bytes, header included
 _REC_0080 = struct.Struct("<HIHLHBBBBHb")
-_IDS: dict[int, str] = {}
-#: Unix minute -> (local date, "HH:MM:") when that minute is a whole local minute, else None
-_MINUTES: dict[int, tuple[str, str] | None] = {}
+class _Ids(dict[int, str]):
+    """raw device id -> its text (bit 23 cleared, upper-case hex)."""
+
+    def __missing__(self, raw: int) -> str:
+        if len(self) > 100_000:
+            self.clear()
+        text = self[raw] = f"{raw & 0xFF7FFFFF:X}"
+        return text
+
+
+class _Minutes(dict[int, "tuple[str, str] | None"]):
+    """Unix minute -> (local date, "HH:MM:") when that minute is a whole local minute, else None."""
+
+    def __missing__(self, m: int) -> tuple[str, str] | None:
+        if len(self) > 200_000:
+            self.clear()
+        try:
+            lt = time.localtime(m * 60)
+            hit = (time.strftime("%Y-%m-%d", lt), time.strftime("%H:%M:", lt)) if lt.tm_sec == 0 else None
+        except (OverflowError, OSError, ValueError):
+            hit = None
+        self[m] = hit
+        return hit
+
+
+_IDS = _Ids()
+_MINUTES = _Minutes()
 _SECONDS = [f"{i:02d}" for i in range(60)]
-
-
-def _minute(m: int) -> tuple[str, str] | None:
-    if len(_MINUTES) > 200_000:
-        _MINUTES.clear()
-    try:
-        lt = time.localtime(m * 60)
-        hit = (time.strftime("%Y-%m-%d", lt), time.strftime("%H:%M:", lt)) if lt.tm_sec == 0 else None
-    except (OverflowError, OSError, ValueError):
-        hit = None
-    _MINUTES[m] = hit
-    return hit
 
 
 class _Texts:
@@ -492,13 +504,9 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
                 if se_type != 0x0080 or dev_len != 13:
                     break
                 ptr += 21
-                dev_id = ids.get(raw_id)
-                if dev_id is None:
-                    if len(ids) > 100_000:
-                        ids.clear()
-                    dev_id = ids[raw_id] = f"{raw_id & 0xFF7FFFFF:X}"
+                dev_id = ids[raw_id]
                 m = ts // 60
-                dm = minutes.get(m) if m in minutes else _minute(m)
+                dm = minutes[m]
                 if dm is None:
                     d, tod = date_time(ts)
                     hm, sec = tod, ""
