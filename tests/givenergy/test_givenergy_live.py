@@ -311,3 +311,22 @@ def test_demo_part_runs_a_readable_simulator(tmp_path: Path) -> None:
             assert part.stop is not None
             await part.stop()
     run(go())
+
+
+def test_timeouts_retries_and_other_clients_replies() -> None:
+    """No reply -> retries then an error; a reply to another client's request never satisfies ours."""
+    async def go() -> None:
+        async with simulator(realism=Realism(fanout=True)) as sim:
+            async with GivEnergyClient("127.0.0.1", sim.port, gap=0, timeout=0.1, retries=2) as c:
+                with pytest.raises(GivEnergyError, match="no reply"):
+                    await c.read(4, 0, 60, device=0x40)  # nobody answers at 0x40
+                assert c.stats["timeouts"] == 3 and c.stats["requests"] == 3
+                other = GivEnergyClient("127.0.0.1", sim.port, gap=0)
+                await other.connect()
+                await other.read(3, 60, 60)  # fanned out to c as well
+                await until(lambda: c.stats["unsolicited"] >= 1, what="fan-out reply")
+                assert 60 in c.plant.holding  # used to refresh the cache
+                resp = await c.read(3, 0, 60)
+                assert resp.base == 0 and resp.count == 60
+                await other.close()
+    run(go())

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from ge_helpers import run, simulator, until
 
 from solarbridge.model import ControlRequest, ControlResult
@@ -213,4 +214,36 @@ def test_shared_backend_one_poller_and_forwarded_controls(tmp_path: Path) -> Non
             finally:
                 await b.stop()
                 await a.stop()
+    run(go(), timeout=60)
+
+
+def test_daemon_api_serves_givtcp_routes_from_a_real_supervisor(tmp_path: Path) -> None:
+    """The web service's create_app mounts our router for a configured givenergy source."""
+    app_mod = pytest.importorskip("solarbridge.api.app")
+    from solarbridge.config import ApiConfig, build
+    from solarbridge.runtime import Supervisor
+
+    async def go() -> None:
+        async with simulator() as sim:
+            cfg = build({"daemon": {"state_dir": str(tmp_path), "history": False},
+                         "sources": [{"type": "givenergy", "name": "ge", "host": "127.0.0.1", "port": sim.port,
+                                      "poll_interval": 0.2, "request_gap": 0}]})
+            sup = Supervisor(cfg)
+            sup.build()
+            await sup.start()
+            try:
+                app = app_mod.create_app(sup, ApiConfig(enabled=True))
+                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                    deadline = time.monotonic() + 10
+                    while (r := await c.get("/runAll")).status_code != 200:
+                        assert time.monotonic() < deadline, r.text
+                        await asyncio.sleep(0.05)
+                    assert r.json()["Invertor Details"]["Invertor Serial Number"] == sim.inverter.serial
+                    r = await c.post("/setBatteryReserve", json={"dischargeToPercent": "21"})
+                    assert r.status_code == 200, r.text
+                    assert sim.inverter.holding[110] == 21
+                    r = await c.get("/getModesandTimes")
+                    assert r.json()["Control"]["Battery Power Reserve"] == 21
+            finally:
+                await sup.stop()
     run(go(), timeout=60)
