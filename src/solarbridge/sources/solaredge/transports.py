@@ -75,9 +75,11 @@ class SerialStream:
         if not r:
             return b""
         try:
-            return self._s.read(max(1, self._s.in_waiting) or CHUNK) or b""
-        except OSError:
+            data = self._s.read(max(1, self._s.in_waiting))
+        except (OSError, ValueError):  # pyserial's SerialException is an OSError
             return None
+        # readable but nothing to read: the device went away (unplugged adapter, closed pty)
+        return data or None
 
     def write(self, data: bytes) -> None:
         self._s.write(data)
