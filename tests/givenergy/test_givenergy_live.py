@@ -330,3 +330,22 @@ def test_timeouts_retries_and_other_clients_replies() -> None:
                 assert resp.base == 0 and resp.count == 60
                 await other.close()
     run(go())
+
+
+def test_replay_stream_reaches_clients_as_unsolicited_traffic() -> None:
+    from solarbridge.sources.givenergy.framing import parse_capture_line
+    from solarbridge.sources.givenergy.simulator import DongleSimulator
+
+    path = DATA / "hybrid_2_bat_a" / "hybrid_gen1_arm449_0x11_poll_10min.log"
+    frames = [b for d, b in filter(None, map(parse_capture_line, path.read_text().splitlines())) if d == "rx"][:40]
+
+    async def go() -> None:
+        sim = DongleSimulator(SimInverter(serial="XX0000X000"), port=0, replay_frames=frames, replay_interval=0.001)
+        await sim.start()
+        try:
+            async with GivEnergyClient("127.0.0.1", sim.port) as c:
+                await until(lambda: c.plant.serial == "SA2114G000", what="captured identity from the replay")
+                assert c.stats["unsolicited"] >= 1
+        finally:
+            await sim.stop()
+    run(go())

@@ -185,3 +185,37 @@ def test_givtcp_read_mqtt_output(mosquitto: Any, tmp_path: Path) -> None:
             await until(lambda: col.get(topic) == b"100", timeout=10, what=topic)
             col.close()
     run(go(), timeout=60)
+
+
+@pytest.mark.servers
+def test_givtcp_read_influx_output(victoria: Any, tmp_path: Path) -> None:
+    """INFLUX_OUTPUT=True: givtcp-read writes the reading through the generic InfluxDB sink."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("solarbridge.sinks.influx")
+
+    async def go() -> None:
+        async with simulator() as sim:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("INFLUX_", "INVERTOR", "GIVTCP"))}
+            env.update(INVERTOR_IP="127.0.0.1", INVERTOR_PORT=str(sim.port), INFLUX_OUTPUT="True",
+                       INFLUX_URL=victoria.url, INFLUX_TOKEN="t", INFLUX_BUCKET="solar", INFLUX_ORG="home",
+                       CACHELOCATION=str(tmp_path))
+            proc = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "givtcp-read"), "getTimeslots", env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            _out, err = await proc.communicate()
+            assert proc.returncode == 0, err.decode()
+            return sim.inverter.serial
+
+    serial = run(go(), timeout=60)
+    deadline = time.monotonic() + 10
+    while True:
+        victoria.flush()
+        series = victoria.export('{__name__=~"inverter_battery_soc_pct"}')
+        if series:
+            break
+        assert time.monotonic() < deadline, "no battery_soc_pct point in VictoriaMetrics"
+        time.sleep(0.2)
+    assert series[0]["metric"]["device_id"] == serial

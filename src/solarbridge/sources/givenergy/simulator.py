@@ -376,7 +376,7 @@ class DongleSimulator:
     def __init__(self, inverter: SimInverter, host: str = "127.0.0.1", port: int = 8899,
                  adapter_serial: str = "WF2125G000", realism: Realism | None = None,
                  heartbeat_interval: float = 180.0, heartbeat_misses: int = 3, tick: float = 1.0,
-                 replay_frames: list[bytes] | None = None) -> None:
+                 replay_frames: list[bytes] | None = None, replay_interval: float = 0.2) -> None:
         self.inverter = inverter
         self.host = host
         self.port = port
@@ -386,6 +386,7 @@ class DongleSimulator:
         self.heartbeat_misses = heartbeat_misses
         self.tick_interval = tick
         self.replay_frames = replay_frames or []
+        self.replay_interval = replay_interval
         self.clients: set[_Client] = set()
         self.stats: dict[str, int] = {"requests": 0, "writes": 0, "heartbeats_sent": 0, "heartbeats_answered": 0,
                                       "clients_dropped": 0, "connections": 0}
@@ -469,7 +470,7 @@ class DongleSimulator:
     async def _replay_loop(self) -> None:
         while True:
             for frame in self.replay_frames:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(self.replay_interval)
                 for c in list(self.clients):
                     self._send(c, frame)
 
