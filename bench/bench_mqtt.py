@@ -92,7 +92,10 @@ def main() -> int:
         broker.start()
         # the fixture's broker logs every message ("log_type all"); that is the broker's cost, not ours
         conf = tmp / "mosquitto.conf"
-        conf.write_text(conf.read_text().replace("log_type all", "log_type error"))
+        # and lets a slow QoS 1 subscriber fall 1000 messages behind before dropping (max_queued_messages):
+        # the bench counts every message, so queue without limit
+        conf.write_text(conf.read_text().replace("log_type all", "log_type error")
+                        + "max_queued_messages 0\nmax_inflight_messages 0\n")
         broker.stop()
         broker._spawn("mosquitto", ["mosquitto", "-c", str(conf)])
         servers.wait_for(lambda: servers.port_open(broker.port), 10)
