@@ -62,6 +62,29 @@ def test_cap_drops_oldest_with_counter_and_one_log_line(tmp_path, caplog):
     assert s.oldest_age(now=1100.0) == 80.0
 
 
+def test_sink_counts_spool_overflow(tmp_path):
+    import asyncio
+    from datetime import UTC, datetime
+
+    from solarbridge.model import Reading
+    from solarbridge.plugin import Context
+    from solarbridge.sinks.influx import InfluxConfig, InfluxSink
+
+    async def main() -> Context:
+        ctx = Context.standalone("i", "sink", "influxdb2", tmp_path)
+        # nothing listens on port 9: everything stays in a 1 kB spool
+        sink = InfluxSink(InfluxConfig(type="influxdb2", host="http://127.0.0.1:9", bucket="b",
+                                       spool_max_mb=1 / 1024), ctx)
+        for i in range(50):
+            await sink.write([Reading("d", "inverter", datetime.now(UTC), {"pv_power_w": float(i)})])
+        assert sink.pending() < 50
+        await sink.stop()
+        return ctx
+
+    ctx = asyncio.run(main())
+    assert ctx.health.counters["dropped_points"] == 50 - ctx.health.gauges["spool_depth_points"] > 0
+
+
 def test_discard_counts_dropped(tmp_path):
     s = Spool(tmp_path / "s.sqlite")
     s.put(b"a", 3)

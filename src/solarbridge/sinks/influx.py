@@ -289,7 +289,10 @@ class InfluxSink(Sink):
         n = self.encoder.encode(batch, lines)
         if n:
             lines.append("")
+            dropped = spool.dropped_points
             spool.put("\n".join(lines).encode(), n)
+            if spool.dropped_points != dropped:
+                self.ctx.health.count("dropped_points", spool.dropped_points - dropped)
             self._update_gauges()
             self._wake.set()
 
