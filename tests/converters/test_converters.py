@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from zoneinfo import ZoneInfo
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from solarbridge.sources.solaredge.converters import (
@@ -171,6 +172,15 @@ def test_csv_append_keeps_existing_header_columns(tmp_path):
     assert text == "__Identifier__,Date,x,y\r\nA,d,1,2\r\nB,e,6,5\r\n"
 
 
+def test_csv_device_type_cannot_leave_the_prefix_directory(tmp_path):
+    (tmp_path / "out").mkdir()
+    out = CsvSet(str(tmp_path / "out" / "p"))
+    out.write_line({"../../x": {"A": {"Date": "d"}}, "a/b": {"B": {"Date": "d"}}})
+    out.close()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p..csv", "p.a_b.csv"]  # dots split levels: "../../x" has an empty type
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_csv_quotes_cells_containing_the_delimiter(tmp_path):
     out = CsvSet(str(tmp_path / "p"), delimiter=";")
     out.write_line({"events": {"A": {"Date": "d", "Event1": "a;b", "n": float("nan")}}})
@@ -193,6 +203,7 @@ lines = st.dictionaries(st.sampled_from(["inverters", "optimizers", "events", "x
                         max_size=4)
 
 
+@settings(max_examples=1500 if os.environ.get("SOLARBRIDGE_FUZZ") else 60)
 @given(st.lists(lines, max_size=4))
 def test_every_converter_survives_arbitrary_json_objects(tmp_path_factory, objs):
     d = tmp_path_factory.mktemp("fuzz")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from solarbridge.sinks.graphite_wire import (
@@ -112,12 +113,16 @@ def test_decode_pickle_oversized_length_discards_the_stream():
 
 # ----------------------------------------------------------------------------- properties and fuzzing
 
+#: property tests (not decoders fed garbage) stay moderate under SOLARBRIDGE_FUZZ=1
+PROPERTY = settings(max_examples=2000 if os.environ.get("SOLARBRIDGE_FUZZ") else 100)
+
 paths = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=5).map(".".join)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 points = st.lists(st.tuples(paths.map(sanitize_path).filter(bool), st.integers(0, 2**32).map(float), finite),
                   max_size=30)
 
 
+@PROPERTY
 @given(points)
 def test_text_round_trip(pts):
     d = decode_text(encode_text(pts))
@@ -125,6 +130,7 @@ def test_text_round_trip(pts):
     assert d.points == pts
 
 
+@PROPERTY
 @given(points, st.integers(200, 4000))
 def test_pickle_round_trip_with_splitting(pts, max_frame):
     try:
@@ -155,6 +161,7 @@ def test_decode_pickle_never_crashes_on_garbage(data):
     assert len(d.rest) <= len(data)
 
 
+@PROPERTY
 @given(points, st.integers(0, 200), st.binary(max_size=50))
 def test_decode_pickle_survives_truncation_and_corruption(pts, cut, junk):
     stream = b"".join(encode_pickle(pts))

@@ -19,6 +19,7 @@ import csv
 import io
 import math
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from ...util.atomic import atomic_write
 #: attributes that are never metrics (the original skipped exactly these)
 NOT_METRICS = frozenset({"Date", "Time", "Undeciphered_data"})
 IDENTIFIER = "__Identifier__"
+_UNSAFE_FILE = re.compile(r"[^A-Za-z0-9_\-+.@#%=~,]")
 
 
 # ----------------------------------------------------------------------------- flattening
@@ -196,7 +198,10 @@ class CsvSet:
     widened: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def path_for(self, dev_type: str) -> Path:
-        return Path(f"{self.prefix}.{dev_type}.csv")
+        """``<prefix>.<dev_type>.csv``; the device type comes from the input, so it can never name
+        another directory (the original would follow a "/" or ".." in a key)."""
+        safe = _UNSAFE_FILE.sub("_", dev_type)[:120]
+        return Path(f"{self.prefix}.{safe}.csv")
 
     def _dialect(self) -> dict[str, Any]:
         return {"delimiter": self.delimiter, "lineterminator": self.lineterminator}
