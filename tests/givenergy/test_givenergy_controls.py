@@ -140,3 +140,32 @@ def test_lan_config_broadcast_is_recognised() -> None:
     frame = b"YY\x00\x01" + (len(body) + 2).to_bytes(2, "big") + b"\x01\x02" + body
     fr = decode_frame(frame)
     assert isinstance(fr, LanConfig) and fr.text.startswith("192.168.1.20,")
+
+
+def test_rates_in_watts() -> None:
+    from solarbridge.sources.givenergy.controls import PlanContext
+
+    ctx = PlanContext(battery_capacity_wh=8192.0, max_battery_w=2600.0)
+    assert plan("setChargeRate", {"chargeRate": "2600"}, context=ctx).writes == [(111, 32)]
+    assert plan("setDischargeRate", "10000", context=ctx).writes == [(112, 32)]  # capped at the battery rate
+    assert plan("setChargeRate", {"chargeRate": 0}, context=ctx).writes == [(111, 0)]
+    big = PlanContext(battery_capacity_wh=2000.0, max_battery_w=6000.0)
+    assert plan("setChargeRate", "5000", context=big).writes == [(111, 50)]  # register limit 50
+    with pytest.raises(ControlError, match="chargeRate: must be a power"):
+        plan("setChargeRate", {"chargeRate": "-5"}, context=ctx)
+    with pytest.raises(ControlError) as ei:
+        plan("setChargeRate", "100")  # capacity not known yet
+    assert ei.value.status == 503
+
+
+def test_date_time() -> None:
+    from datetime import datetime
+
+    from solarbridge.sources.givenergy.controls import PlanContext
+
+    assert plan("setDateTime", {"dateTime": "25/11/2026 13:45:10"}).writes == [
+        (35, 26), (36, 11), (37, 25), (38, 13), (39, 45), (40, 10)]
+    ctx = PlanContext(now=datetime(2027, 1, 2, 3, 4, 5))
+    assert plan("syncDateTime", None, context=ctx).writes == [(35, 27), (36, 1), (37, 2), (38, 3), (39, 4), (40, 5)]
+    with pytest.raises(ControlError, match="DD/MM/YYYY"):
+        plan("setDateTime", {"dateTime": "2026-11-25 13:45"})

@@ -349,3 +349,23 @@ def test_replay_stream_reaches_clients_as_unsolicited_traffic() -> None:
         finally:
             await sim.stop()
     run(go())
+
+
+def test_rate_and_clock_controls(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    async def go() -> None:
+        async with simulator(batteries=1) as sim:
+            src = _source(sim.port, tmp_path)
+            readings: list[Reading] = []
+            task = asyncio.create_task(src.run(readings.append))
+            await until(lambda: readings, what="first reading")
+            # 1 battery: 160 Ah x 51.2 V = 8192 Wh; Gen1 hybrid battery limit 2600 W
+            await src.control(ControlRequest(src.client.plant.serial, "setChargeRate", {"chargeRate": "1000"}))
+            assert sim.inverter.holding[111] == round(1000 / 8192 * 100)
+            await src.control(ControlRequest(src.client.plant.serial, "setDateTime",
+                                             {"dateTime": "24/12/2030 18:30:00"}))
+            assert abs(sim.inverter.now() - datetime(2030, 12, 24, 18, 30)) < timedelta(seconds=5)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    run(go())

@@ -151,7 +151,7 @@ def build_router(backend: Backend, token: str = "") -> APIRouter:
                     return JSONResponse({"result": f"Setting {command} failed: body is not valid JSON ({e})",
                                          "field": "payload"}, status_code=400)
             try:  # validate here too, so a bad payload never reaches the poller
-                ge_controls.plan(command, payload)
+                ge_controls.validate(command, payload)
             except ControlError as e:
                 return JSONResponse(_control_error_body(command, e), status_code=e.status)
             status, reply = await backend.control(command, payload)

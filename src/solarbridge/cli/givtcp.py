@@ -134,16 +134,24 @@ async def _read(a: argparse.Namespace) -> int:
 async def _write(a: argparse.Namespace) -> int:
     from ..model import ControlError
     from ..sources.givenergy.client import GivEnergyError
-    from ..sources.givenergy.controls import plan
+    from ..sources.givenergy.controls import NEEDS_PLANT, PlanContext, plan, validate
 
     try:
-        wp = plan(a.command, a.payload)
+        wp = validate(a.command, a.payload)
     except ControlError as e:
         _print({"result": f"Setting {a.command} failed: {e}"})
         return 2
     s = _settings(a)
     try:
         async with _client(s, a.timeout) as c:
+            if wp.command in NEEDS_PLANT:  # W -> register units needs the battery capacity
+                await c.read(3, 0, 60, device=0x11)
+                plant = c.plant
+                wp = plan(a.command, a.payload, context=PlanContext(
+                    battery_capacity_wh=plant.battery_capacity_kwh * 1000 or None,
+                    max_battery_w=plant.model.max_battery_w))
+            else:
+                wp = plan(a.command, a.payload)
             await c.execute(wp)
     except ControlError as e:
         _print({"result": f"Setting {a.command} failed: {e}"})

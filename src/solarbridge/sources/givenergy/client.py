@@ -35,6 +35,7 @@ from .framing import (
 from .model import FIRST_BATTERY_ADDRESS, MAX_BATTERIES, Plant, battery_present, is_garbage_block
 
 DEFAULT_PORT = 8899
+CLOCK_REGISTERS = frozenset(range(35, 41))
 INVERTER_ADDRESS = 0x11
 
 
@@ -269,7 +270,8 @@ class GivEnergyClient:
                 await self.write_register(reg, val)
             except InverterRefused as e:
                 raise ControlError(f"{plan.command}: {e}", field_name=str(reg), status=502) from None
-        expected = dict(plan.writes)
+        # the clock registers (HR35-40) run on by themselves: their echo is the confirmation
+        expected = {r: v for r, v in plan.writes if r not in CLOCK_REGISTERS}
         for base in sorted({r // 60 * 60 for r in expected}):
             await self.read(FC_READ_HOLDING, base, device=self.write_address)
         wrong = {r: self.plant.holding.get(r) for r, v in expected.items() if self.plant.holding.get(r) != v}

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ...model import ControlError, ControlSpec
@@ -182,6 +183,16 @@ def mode_number(hr27: int | None, hr59: int | None, hr110: int | None) -> int | 
 
 
 @dataclass
+class PlanContext:
+    """What some commands need to know about the plant (rates in W) or the clock (syncDateTime)."""
+
+    saved_reserve: int = 4
+    battery_capacity_wh: float | None = None
+    max_battery_w: float | None = None
+    now: datetime | None = None
+
+
+@dataclass
 class WritePlan:
     command: str
     writes: list[tuple[int, int]]
@@ -227,8 +238,8 @@ def _required(command: str, payload: dict[str, Any], *keys: str) -> tuple[str, A
     raise ControlError(f"{keys[0]}: required for {command}", field_name=keys[0])
 
 
-def _state_cmd(register: int, fixed: bool | None, what: str) -> Callable[[str, dict[str, Any], int], WritePlan]:
-    def build(command: str, payload: dict[str, Any], saved: int) -> WritePlan:
+def _state_cmd(register: int, fixed: bool | None, what: str) -> Callable[[str, dict[str, Any], PlanContext], WritePlan]:
+    def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
         if fixed is None:
             _, v = _required(command, payload, "state")
             on = parse_bool("state", v)
@@ -238,28 +249,28 @@ def _state_cmd(register: int, fixed: bool | None, what: str) -> Callable[[str, d
     return build
 
 
-def _charge_target(command: str, payload: dict[str, Any], saved: int) -> WritePlan:
+def _charge_target(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
     k, v = _required(command, payload, "chargeToPercent", "value")
     p = parse_percent(k, v)
     writes = [(96, 1)] + ([(20, 0), (116, 100)] if p == 100 else [(20, 1), (116, p)])
     return WritePlan(command, writes, "Charge Target")
 
 
-def _reserve(command: str, payload: dict[str, Any], saved: int) -> WritePlan:
+def _reserve(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
     k, v = _required(command, payload, "dischargeToPercent", "reservePercent", "value")
     p = parse_percent(k, v)
     return WritePlan(command, [(110, p)], "Battery Reserve", saved_reserve=p if p < 100 else None)
 
 
-def _cutoff(command: str, payload: dict[str, Any], saved: int) -> WritePlan:
+def _cutoff(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
     k, v = _required(command, payload, "dischargeToPercent", "value")
     return WritePlan(command, [(114, parse_percent(k, v))], "Battery Cutoff")
 
 
-def _slot(kind: str, n: int, start_reg: int) -> Callable[[str, dict[str, Any], int], WritePlan]:
+def _slot(kind: str, n: int, start_reg: int) -> Callable[[str, dict[str, Any], PlanContext], WritePlan]:
     pct_key = "chargeToPercent" if kind == "Charge" else "dischargeToPercent"
 
-    def build(command: str, payload: dict[str, Any], saved: int) -> WritePlan:
+    def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
         _, s = _required(command, payload, "start")
         _, f = _required(command, payload, "finish", "end")
         writes = [(start_reg, parse_time("start", s)), (start_reg + 1, parse_time("finish", f))]
@@ -273,20 +284,56 @@ def _slot(kind: str, n: int, start_reg: int) -> Callable[[str, dict[str, Any], i
     return build
 
 
-def _slot_edge(register: int, what: str) -> Callable[[str, dict[str, Any], int], WritePlan]:
-    def build(command: str, payload: dict[str, Any], saved: int) -> WritePlan:
+def _slot_edge(register: int, what: str) -> Callable[[str, dict[str, Any], PlanContext], WritePlan]:
+    def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
         k, v = _required(command, payload, "time", "value", "start", "finish")
         return WritePlan(command, [(register, parse_time(k, v))], what)
     return build
 
 
-def _battery_mode(command: str, payload: dict[str, Any], saved: int) -> WritePlan:
+def _battery_mode(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
     _, v = _required(command, payload, "mode", "value")
     m = parse_mode(v)
-    return WritePlan(command, mode_writes(m, saved), f"Battery Mode to {MODE_NUMBERS.get(m, m)}")
+    return WritePlan(command, mode_writes(m, ctx.saved_reserve), f"Battery Mode to {MODE_NUMBERS.get(m, m)}")
 
 
-COMMANDS: dict[str, tuple[str | None, Callable[[str, dict[str, Any], int], WritePlan]]] = {
+def _rate(register: int, key: str, what: str) -> Callable[[str, dict[str, Any], PlanContext], WritePlan]:
+    def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+        k, v = _required(command, payload, key, "value")
+        try:
+            watts = float(str(v).strip())
+            if watts != watts or watts < 0 or watts > 100000:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ControlError(f"{k}: must be a power in W, 0 or more (got {v!r})", field_name=k) from None
+        if not ctx.battery_capacity_wh:
+            raise ControlError(f"{command}: the battery capacity is not known yet (no poll so far)",
+                               field_name=k, status=503)
+        if ctx.max_battery_w:
+            watts = min(watts, ctx.max_battery_w)  # GivTCP caps at the inverter's battery rate
+        # HR111/HR112 are in % of the battery capacity per hour, 0..50
+        value = min(50, round(watts / ctx.battery_capacity_wh * 100))
+        return WritePlan(command, [(register, value)], what, extra={"watts": watts})
+    return build
+
+
+def _date_time(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+    if command == "syncDateTime":
+        when = ctx.now or datetime.now()
+    else:
+        _, v = _required(command, payload, "dateTime", "value")
+        try:
+            when = datetime.strptime(str(v).strip(), "%d/%m/%Y %H:%M:%S")
+        except ValueError:
+            raise ControlError(f"dateTime: must be 'DD/MM/YYYY HH:MM:SS' (got {v!r})", field_name="dateTime") from None
+    if not 2000 <= when.year <= 2099:
+        raise ControlError(f"dateTime: year must be 2000..2099 (got {when.year})", field_name="dateTime")
+    writes = [(35, when.year - 2000), (36, when.month), (37, when.day), (38, when.hour), (39, when.minute),
+              (40, when.second)]
+    return WritePlan(command, writes, "Date and Time")
+
+
+COMMANDS: dict[str, tuple[str | None, Callable[[str, dict[str, Any], PlanContext], WritePlan]]] = {
     "enableChargeTarget": ("state", lambda c, p, s: _state_cmd(20, None if "state" in p else True,
                                                                  "Charge Target")(c, p, s)),
     "disableChargeTarget": (None, _state_cmd(20, False, "Charge Target")),
@@ -313,6 +360,10 @@ COMMANDS: dict[str, tuple[str | None, Callable[[str, dict[str, Any], int], Write
     "setDischargeStart2": ("time", _slot_edge(44, "Discharge Start 2")),
     "setDischargeEnd2": ("time", _slot_edge(45, "Discharge End 2")),
     "setBatteryMode": ("mode", _battery_mode),
+    "setChargeRate": ("chargeRate", _rate(111, "chargeRate", "Charge Rate")),
+    "setDischargeRate": ("dischargeRate", _rate(112, "dischargeRate", "Discharge Rate")),
+    "setDateTime": ("dateTime", _date_time),
+    "syncDateTime": (None, _date_time),
 }
 # GivTCP accepts the command names in any case on MQTT; map lower-case names too
 _BY_LOWER = {k.lower(): k for k in COMMANDS}
@@ -332,8 +383,9 @@ CONTROL_NAMES: dict[str, tuple[str, str]] = {
 }
 
 
-def plan(command: str, value: Any = None, *, saved_reserve: int = 4) -> WritePlan:
+def plan(command: str, value: Any = None, *, saved_reserve: int = 4, context: PlanContext | None = None) -> WritePlan:
     """Validate a GivTCP command (or daemon control name) with its payload into a write plan."""
+    ctx = context or PlanContext(saved_reserve=saved_reserve)
     if command in CONTROL_NAMES:
         gcmd, key = CONTROL_NAMES[command]
         if isinstance(value, dict):
@@ -342,7 +394,7 @@ def plan(command: str, value: Any = None, *, saved_reserve: int = 4) -> WritePla
             if isinstance(value, bool):
                 value = "enable" if value else "disable"
             payload = {key: value}
-        p = COMMANDS[gcmd][1](gcmd, payload, saved_reserve)
+        p = COMMANDS[gcmd][1](gcmd, payload, ctx)
         p.command = command
     else:
         name = _BY_LOWER.get(command.lower())
@@ -350,10 +402,19 @@ def plan(command: str, value: Any = None, *, saved_reserve: int = 4) -> WritePla
             raise ControlError(f"command: unknown command {command!r} (allowed: {', '.join(sorted(COMMANDS))},"
                                f" {', '.join(sorted(CONTROL_NAMES))})", field_name="command", status=404)
         main_key, builder = COMMANDS[name]
-        p = builder(name, _payload(name, value, main_key), saved_reserve)
+        p = builder(name, _payload(name, value, main_key), ctx)
     for reg, val in p.writes:
         check_write(reg, val)
     return p
+
+
+#: commands whose plan needs the plant's battery capacity (read HR 0-59 first)
+NEEDS_PLANT = frozenset({"setChargeRate", "setDischargeRate"})
+
+
+def validate(command: str, value: Any = None) -> WritePlan:
+    """Check a payload's form before the plant is known (HTTP/CLI front doors): raises ControlError."""
+    return plan(command, value, context=PlanContext(battery_capacity_wh=10000.0, max_battery_w=10000.0))
 
 
 def control_specs() -> tuple[ControlSpec, ...]:

@@ -98,6 +98,7 @@ class SimInverter:
         self.input = [0] * BANK_SIZE
         self.battery_banks = [[0] * 120 for _ in range(6)]
         self.write_log: list[WriteRecord] = []
+        self._clock_writes: dict[int, int] = {}
         self.speed = speed
         self._t0_real = time.monotonic()
         self._t0_sim = start or datetime.now().replace(microsecond=0)
@@ -341,6 +342,14 @@ class SimInverter:
             lo, hi = WRITE_RANGES.get(register, (0, 0xFFFF))
             ok = lo <= value <= hi and not (register in TIME_REGISTERS and value % 100 > 59)
         self.write_log.append(WriteRecord(device, register, value, ok))
+        if ok and 35 <= register <= 40:
+            # setting the clock: HR35..39 are collected, HR40 (written last) applies them
+            self._clock_writes[register] = value
+            if register == 40:
+                parts = [self._clock_writes.get(r, self.holding[r]) for r in range(35, 41)]
+                with contextlib.suppress(ValueError):
+                    self.set_time(datetime(2000 + parts[0], *parts[1:]))
+                self._clock_writes.clear()
         if ok and register < BANK_SIZE:
             self.holding[register] = value
         return ok

@@ -22,6 +22,7 @@ from ...plugin import Context, Emit, PluginConfig, Source
 from ...util.atomic import atomic_write
 from ...util.backoff import Backoff
 from .client import DEFAULT_PORT, GivEnergyClient, GivEnergyError
+from .controls import PlanContext
 from .controls import plan as make_plan
 from .readings import DEVICE_TYPE, build_reading, device_info
 
@@ -159,7 +160,11 @@ class GivEnergySource(Source):
         serial = self.client.plant.serial
         if serial and request.device_id not in (serial, "", None):
             raise ControlError(f"device {request.device_id!r} is not handled here (inverter {serial})", status=404)
-        wp = make_plan(request.command, request.value, saved_reserve=self.saved_reserve)
+        plant = self.client.plant
+        ctx = PlanContext(saved_reserve=self.saved_reserve,
+                          battery_capacity_wh=plant.battery_capacity_kwh * 1000 or None,
+                          max_battery_w=plant.model.max_battery_w if plant.holding else None)
+        wp = make_plan(request.command, request.value, context=ctx)
         if not self.client.connected:
             raise ControlError(f"{wp.command}: inverter {self.config.host}:{self.config.port} is unreachable",
                                status=503)
