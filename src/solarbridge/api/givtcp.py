@@ -205,7 +205,7 @@ class SharedBackend(Backend):
         return True
 
     async def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._try_lead():
             await self._become_leader()
         else:
