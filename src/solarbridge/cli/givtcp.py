@@ -234,6 +234,8 @@ def _rest(a: argparse.Namespace) -> int:
     if a.bind not in ("127.0.0.1", "::1", "localhost") and not env.get("GIVTCP_REST_TOKEN"):
         print(f"warning: listening on {a.bind} without a bearer token: anyone on the network can control"
               " the inverter", file=sys.stderr)
+    print(f"givtcp-rest: http://{a.bind}:{a.listen_port} ({a.workers} worker{'s' if a.workers > 1 else ''}),"
+          f" polling {s.invertor_ip}:{s.invertor_port} every {s.self_run_loop_timer:g} s", file=sys.stderr, flush=True)
     uvicorn.run("solarbridge.api.givtcp:create_app_from_env", factory=True, host=a.bind, port=a.listen_port,
                 workers=a.workers, log_level="warning")
     return 0
