@@ -84,3 +84,18 @@ class RaisingSink(CollectSink):
 def config(tmp: Path, **daemon: Any):
     return build({"daemon": {"state_dir": str(tmp), "history": False, "backoff_initial": 0.01,
                              "backoff_cap": 0.05, **daemon}})
+
+
+class StubbornSource(Source):
+    """Swallows cancellation (as a buggy device client might) and keeps running."""
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(None, ctx("stubborn", "source", tmp))
+
+    async def run(self, emit) -> None:
+        emit(reading(0))
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass

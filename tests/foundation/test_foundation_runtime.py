@@ -6,13 +6,14 @@ import asyncio
 import logging
 
 import pytest
-from helpers import CollectSink, FailingSource, ListSource, RaisingSink, config, reading
+from foundation_helpers import CollectSink, FailingSource, ListSource, RaisingSink, config, reading
 
 from solarbridge.runtime import SinkQueue, Supervisor
+from solarbridge.util import aiorun
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    return aiorun.run(asyncio.wait_for(coro, 30))
 
 
 async def until(pred, timeout=5.0):
@@ -160,3 +161,24 @@ def test_control_routing_unknown_device(tmp_path):
             await sup.control(ControlRequest("nope", "x", 1))
         assert e.value.status == 404
     run(go())
+
+
+def test_shutdown_is_bounded_even_if_a_source_ignores_cancel(tmp_path, caplog):
+    from foundation_helpers import StubbornSource
+
+    async def go():
+        sup = Supervisor(config(tmp_path, shutdown_timeout=2))
+        sink = CollectSink("c", tmp_path)
+        sup.add_sink(sink)
+        sup.add_source(StubbornSource(tmp_path))
+        await sup.start()
+        await until(lambda: len(sink.got) == 1)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await sup.stop()
+        return loop.time() - t0, sink
+    with caplog.at_level(logging.ERROR, logger="solarbridge.runtime"):
+        took, sink = run(go())
+    assert took < 3
+    assert sink.flushed
+    assert any("source:stubborn did not stop" in r.getMessage() for r in caplog.records)

@@ -8,7 +8,7 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta
 
-from helpers import ctx, reading
+from foundation_helpers import ctx, reading
 
 from solarbridge.model import Reading
 from solarbridge.sinks.files import CsvSink, JsonlSink, StateSink

@@ -110,4 +110,6 @@ def run_daemon(args: argparse.Namespace) -> int:
 
     setup(args.verbose, args.log_format)
     cfg = load_config_or_exit(args.config)
-    return asyncio.run(run_supervisor(cfg))
+    from ..util.aiorun import run
+
+    return run(run_supervisor(cfg))

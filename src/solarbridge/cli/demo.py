@@ -83,4 +83,6 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..logsetup import setup
 
     setup(max(args.verbose, 1) if args.verbose else 0, args.log_format)
-    return asyncio.run(_demo(args))
+    from ..util.aiorun import run
+
+    return run(_demo(args))

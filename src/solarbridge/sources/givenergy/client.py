@@ -102,8 +102,15 @@ class GivEnergyClient:
         task, self._rx_task = self._rx_task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await task
+            except asyncio.CancelledError:
+                # the reader's cancellation is expected; ours (close() called while being cancelled) is not
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+            except Exception:  # noqa: BLE001 - the reader's own failure was already reported
+                pass
         w, self._writer = self._writer, None
         if w is not None:
             w.close()
