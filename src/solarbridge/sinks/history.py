@@ -40,7 +40,21 @@ CREATE TABLE IF NOT EXISTS samples (
     value REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS samples_series_ts ON samples (series, ts_ms);
+-- 5-minute pre-aggregates, kept in step with samples by insert() and prune(): long ranges read these
+CREATE TABLE IF NOT EXISTS rollup_5m (
+    series INTEGER NOT NULL,
+    bucket_ms INTEGER NOT NULL,
+    lo REAL NOT NULL,
+    hi REAL NOT NULL,
+    total REAL NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (series, bucket_ms)
+) WITHOUT ROWID;
 """
+
+#: width of the pre-aggregated buckets; downsample() uses them for steps that are multiples of it
+ROLLUP_MS = 300_000
+_SCHEMA_VERSION = 1  # PRAGMA user_version: 1 = rollup_5m is complete
 
 
 @dataclass(slots=True)
@@ -66,6 +80,15 @@ class HistoryStore:
             self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.db.executescript(SCHEMA)
             self.db.execute("PRAGMA synchronous=NORMAL")
+            if self.db.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
+                # a database from before the rollup table: build it once from the samples
+                self.db.execute("BEGIN")
+                self.db.execute("DELETE FROM rollup_5m")
+                self.db.execute(
+                    f"INSERT INTO rollup_5m SELECT series, ts_ms / {ROLLUP_MS} * {ROLLUP_MS}, MIN(value), MAX(value),"
+                    " SUM(value), COUNT(*) FROM samples GROUP BY 1, 2")
+                self.db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                self.db.execute("COMMIT")
         self.lock = threading.Lock()
         self._series: dict[tuple[str, str], int] = {}
         if not readonly:
@@ -114,6 +137,11 @@ class HistoryStore:
             try:
                 rows = self.rows_for(readings)
                 self.db.executemany("INSERT INTO samples (series, ts_ms, value) VALUES (?, ?, ?)", rows)
+                self.db.executemany(
+                    "INSERT INTO rollup_5m (series, bucket_ms, lo, hi, total, n) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (series, bucket_ms) DO UPDATE SET lo = min(lo, excluded.lo),"
+                    " hi = max(hi, excluded.hi), total = total + excluded.total, n = n + excluded.n",
+                    _aggregate(rows))
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
@@ -123,9 +151,25 @@ class HistoryStore:
     def prune(self, older_than: datetime) -> int:
         """Delete samples older than ``older_than``; returns rows deleted."""
         cutoff = int(older_than.timestamp() * 1000)
+        edge = cutoff // ROLLUP_MS * ROLLUP_MS
         with self.lock:
-            cur = self.db.execute("DELETE FROM samples WHERE ts_ms < ?", (cutoff,))
-            return cur.rowcount
+            self.db.execute("BEGIN")
+            try:
+                cur = self.db.execute("DELETE FROM samples WHERE ts_ms < ?", (cutoff,))
+                deleted = cur.rowcount
+                self.db.execute("DELETE FROM rollup_5m WHERE bucket_ms < ?", (edge,))
+                if cutoff != edge:
+                    # the bucket the cutoff cuts through: recompute it from the samples that are left
+                    self.db.execute("DELETE FROM rollup_5m WHERE bucket_ms = ?", (edge,))
+                    self.db.execute(
+                        "INSERT INTO rollup_5m SELECT series, ?, MIN(value), MAX(value), SUM(value), COUNT(*)"
+                        " FROM samples WHERE ts_ms >= ? AND ts_ms < ? GROUP BY series",
+                        (edge, edge, edge + ROLLUP_MS))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            return deleted
 
     # ------------------------------------------------------------------ reading
     def series(self) -> list[dict[str, str]]:
@@ -164,12 +208,48 @@ class HistoryStore:
         if sid is None:
             return []
         step_ms = int(step * 1000)
-        sql = ("SELECT (ts_ms / ?) * ? AS b, MIN(value), AVG(value), MAX(value), COUNT(*) FROM samples "
+        t0, t1 = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
+        raw = ("SELECT (ts_ms / ?) * ? AS b, MIN(value), MAX(value), SUM(value), COUNT(*) FROM samples "
                "WHERE series = ? AND ts_ms >= ? AND ts_ms <= ? GROUP BY b ORDER BY b")
+        if step_ms % ROLLUP_MS or t1 - t0 < 2 * ROLLUP_MS:
+            with self.lock:
+                rows = self.db.execute(raw, (step_ms, step_ms, sid, t0, t1)).fetchall()
+            return [Bucket(b / 1000, lo, total / n, hi, n) for b, lo, hi, total, n in rows]
+        # whole 5-minute buckets from the rollup, the partial ones at both ends from the samples
+        a0 = -(-t0 // ROLLUP_MS) * ROLLUP_MS  # first whole bucket
+        a1 = (t1 + 1) // ROLLUP_MS * ROLLUP_MS  # end (exclusive) of the last whole bucket
+        roll = ("SELECT (bucket_ms / ?) * ? AS b, MIN(lo), MAX(hi), SUM(total), SUM(n) FROM rollup_5m "
+                "WHERE series = ? AND bucket_ms >= ? AND bucket_ms < ? GROUP BY b ORDER BY b")
         with self.lock:
-            rows = self.db.execute(sql, (step_ms, step_ms, sid, int(since.timestamp() * 1000),
-                                         int(until.timestamp() * 1000))).fetchall()
-        return [Bucket(b / 1000, lo, mean, hi, n) for b, lo, mean, hi, n in rows]
+            parts = self.db.execute(raw, (step_ms, step_ms, sid, t0, a0 - 1)).fetchall()
+            parts += self.db.execute(roll, (step_ms, step_ms, sid, a0, a1)).fetchall()
+            parts += self.db.execute(raw, (step_ms, step_ms, sid, a1, t1)).fetchall()
+        merged: dict[int, list[float]] = {}
+        for b, lo, hi, total, n in parts:
+            m = merged.get(b)
+            if m is None:
+                merged[b] = [lo, hi, total, n]
+            else:
+                m[0], m[1], m[2], m[3] = min(m[0], lo), max(m[1], hi), m[2] + total, m[3] + n
+        return [Bucket(b / 1000, lo, total / n, hi, int(n)) for b, (lo, hi, total, n) in sorted(merged.items())]
+
+
+def _aggregate(rows: list[tuple[int, int, float]]) -> list[tuple[int, int, float, float, float, int]]:
+    """Rows of one batch folded into 5-minute (series, bucket) aggregates for rollup_5m."""
+    acc: dict[tuple[int, int], list[Any]] = {}
+    for sid, ts, v in rows:
+        key = (sid, ts // ROLLUP_MS * ROLLUP_MS)
+        a = acc.get(key)
+        if a is None:
+            acc[key] = [v, v, v, 1]
+        else:
+            if v < a[0]:
+                a[0] = v
+            if v > a[1]:
+                a[1] = v
+            a[2] += v
+            a[3] += 1
+    return [(sid, b, lo, hi, total, n) for (sid, b), (lo, hi, total, n) in acc.items()]
 
 
 class HistoryConfig(SinkConfig):
