@@ -27,6 +27,7 @@ SINKS: dict[str, str] = {
     "mqtt": "solarbridge.sinks.mqtt:MqttSink",
     "influxdb2": "solarbridge.sinks.influx:InfluxSink",
     "graphite": "solarbridge.sinks.graphite:GraphiteSink",
+    "ha_rest": "solarbridge.sources.givenergy.ha_rest:HaRestSink",
 }
 
 #: `solarbridge simulate NAME ...` -> module with ``main(argv) -> int``

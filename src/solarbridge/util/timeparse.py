@@ -28,11 +28,12 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
     if t == "now":
         return now
     try:
-        return now - timedelta(seconds=parse_duration(t))
+        # a bare number is a Unix time; a duration ago needs its unit ("3600s", "1h")
+        return datetime.fromtimestamp(float(t), UTC)
     except ValueError:
         pass
     try:
-        return datetime.fromtimestamp(float(t), UTC)
+        return now - timedelta(seconds=parse_duration(t))
     except ValueError:
         pass
     try:
