@@ -83,23 +83,22 @@ def default_state_dir() -> Path:
 class DaemonConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    state_dir: Path = Field(default_factory=default_state_dir)
-    #: add the embedded SQLite history store when no [[sinks]] of type history is configured
-    history: bool = True
-    shutdown_timeout: float = Field(8.0, gt=0, le=60)
-    backoff_initial: float = Field(1.0, gt=0, le=60)
-    backoff_cap: float = Field(60.0, gt=0, le=3600)
+    state_dir: Path = Field(default_factory=default_state_dir,
+                            description="where sinks and sources keep files (history, spools, tokens)")
+    history: bool = Field(True, description="add the SQLite history sink when none is configured")
+    shutdown_timeout: float = Field(8.0, gt=0, le=60, description="seconds to drain and flush on SIGTERM")
+    backoff_initial: float = Field(1.0, gt=0, le=60, description="first restart delay after a failure (s)")
+    backoff_cap: float = Field(60.0, gt=0, le=3600, description="longest restart delay (s)")
 
 
 class ApiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
-    listen: str = "127.0.0.1:8080"
-    #: also serve the GivTCP-compatible routes on this address (e.g. "127.0.0.1:6345")
-    givtcp_listen: str = ""
-    token: Secret | None = None
-    cors_origins: list[str] = Field(default_factory=list)
+    enabled: bool = Field(False, description="serve the dashboard, REST API and /metrics")
+    listen: str = Field("127.0.0.1:8080", description="host:port")
+    givtcp_listen: str = Field("", description="also serve the GivTCP-compatible routes here (e.g. 127.0.0.1:6345)")
+    token: Secret | None = Field(None, description="bearer token required by control routes")
+    cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins (default: none)")
 
 
 class Config(BaseModel):
