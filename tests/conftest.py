@@ -29,7 +29,6 @@ settings.load_profile("fuzz" if os.environ.get("SOLARBRIDGE_FUZZ") else "default
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
-REFERENCE = REPO.parent / "shared" / "reference"
 
 
 @pytest.fixture(autouse=True)
