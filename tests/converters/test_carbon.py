@@ -127,10 +127,10 @@ def _readings(n: int, base_ts: int) -> list[Reading]:
     return out
 
 
-def _sink(carbon, protocol: str, tmp_path: Path) -> GraphiteSink:
+def _sink(carbon, protocol: str, tmp_path: Path, spool: str = "disk") -> GraphiteSink:
     port = carbon.line_port if protocol == "text" else carbon.pickle_port
     cfg = GraphiteConfig(type="graphite", name="g", host="127.0.0.1", port=port, protocol=protocol, prefix="sb",
-                         timeout=5)
+                         timeout=5, spool=spool)
     return GraphiteSink(cfg, Context.standalone("g", "sink", "graphite", tmp_path))
 
 
@@ -144,26 +144,28 @@ def _sink_expected(readings: list[Reading]) -> list[Point]:
     return out
 
 
-@pytest.mark.parametrize("protocol", ["text", "pickle"])
-def test_sink_writes_any_source_readings(protocol, carbon, tmp_path):
+@pytest.mark.parametrize(("protocol", "spool"), [("text", "memory"), ("pickle", "disk")])
+def test_sink_writes_any_source_readings(protocol, spool, carbon, tmp_path):
     readings = _readings(20, int(time.time()) - 600)
-    sink = _sink(carbon, protocol, tmp_path)
+    sink = _sink(carbon, protocol, tmp_path, spool)
 
-    async def go() -> None:
+    async def go() -> int:
         await sink.start()
         await sink.write(readings[:10])
         await sink.write(readings[10:])
         await sink.flush()
+        pending = sink.pending()
         await sink.stop()
+        return pending
 
-    asyncio.run(go())
-    assert sink.pending() == 0
+    assert asyncio.run(go()) == 0
     assert_stored(carbon, _sink_expected(readings))
     assert not carbon.wsp_path("sb.inverter.INV_1_a.mode").exists()  # strings are not sent
 
 
-@pytest.mark.parametrize("protocol", ["text", "pickle"])
-def test_sink_in_daemon_loses_nothing_across_carbon_restart(protocol, carbon, tmp_path):
+@pytest.mark.parametrize(("protocol", "spool"), [("text", "memory"), ("pickle", "memory"), ("text", "disk"),
+                                                 ("pickle", "disk")])
+def test_sink_in_daemon_loses_nothing_across_carbon_restart(protocol, spool, carbon, tmp_path):
     """Readings published through the real runtime while Carbon restarts all end up in whisper."""
     from solarbridge import config as cfgmod
     from solarbridge.runtime import Supervisor
@@ -172,7 +174,7 @@ def test_sink_in_daemon_loses_nothing_across_carbon_restart(protocol, carbon, tm
     cfg = cfgmod.build({"daemon": {"state_dir": str(tmp_path), "history": False, "backoff_initial": 0.1,
                                    "backoff_cap": 0.5},
                         "sinks": [{"type": "graphite", "port": port, "protocol": protocol, "prefix": "sb",
-                                   "timeout": 5, "batch_size": 5}]})
+                                   "timeout": 5, "batch_size": 5, "spool": spool}]})
     readings = _readings(60, int(time.time()) - 900)
 
     async def go() -> None:
@@ -190,6 +192,35 @@ def test_sink_in_daemon_loses_nothing_across_carbon_restart(protocol, carbon, tm
         await sup.stop()
 
     asyncio.run(go())
+    assert_stored(carbon, _sink_expected(readings))
+
+
+def test_disk_spool_keeps_data_across_a_daemon_restart_while_carbon_is_down(carbon, tmp_path):
+    """Carbon down: the daemon stops with data undelivered; the next daemon run delivers it from disk."""
+    readings = _readings(30, int(time.time()) - 300)
+    carbon.stop()
+
+    async def first_run() -> int:
+        sink = _sink(carbon, "text", tmp_path)
+        await sink.start()
+        await sink.write(readings)  # never raises: the spool has it
+        await sink.flush()  # Carbon is down: logged, data stays on disk
+        pending = sink.pending()
+        await sink.stop()
+        return pending
+
+    assert asyncio.run(first_run()) == 3 * len(readings)
+    carbon.start()
+
+    async def second_run() -> int:
+        sink = _sink(carbon, "text", tmp_path)
+        await sink.start()
+        await sink.flush()
+        pending = sink.pending()
+        await sink.stop()
+        return pending
+
+    assert asyncio.run(second_run()) == 0
     assert_stored(carbon, _sink_expected(readings))
 
 

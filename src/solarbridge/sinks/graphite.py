@@ -18,30 +18,35 @@ that gap with three rules:
    ``flush()`` and at the end of a command, then the window is emptied and the next write
    reconnects.
 
-Spool policy (daemon sink): in memory and bounded. A batch whose write fails stays with the
-runtime (requeued at the front of the sink's queue, which holds ``queue_size`` readings and
-drops the oldest, counted, beyond that); data already written but not yet confirmed stays in
-the replay window (at most about ``confirm_bytes`` plus one batch). Nothing is written to disk:
-if Carbon is unreachable when the daemon stops, what is still queued is lost and logged.
+Spool policy (daemon sink), ``spool = "disk"`` (default): every batch is appended to a durable,
+size-capped SQLite spool (:mod:`solarbridge.sinks.spool`, ``spool_max_mb``, oldest data dropped and
+counted beyond the cap) before anything is sent; a sender task delivers it and removes entries only
+after a confirmation covered them, so nothing is lost across a Carbon outage or a daemon restart
+(points sent but not yet confirmed when the daemon stops are sent again at the next start).
+``spool = "memory"``: no disk; a batch whose write fails goes back to the front of the runtime's
+queue (``queue_size`` readings, oldest dropped and counted beyond that) and unconfirmed data stays in
+the replay window; what is still undelivered when the daemon stops is lost and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ..model import Reading
+from ..model import Reading, slug
 from ..plugin import Context, Sink, SinkConfig
 from ..util.backoff import Backoff
 from ..util.timeparse import parse_duration
-from .graphite_wire import Point, WireError, encode_text, numeric, pickle_frames, render_template
+from .graphite_wire import Point, WireError, decode_text, encode_text, numeric, pickle_frames, render_template
 
 DEFAULT_PORTS = {"text": 2003, "pickle": 2004}
 
@@ -69,6 +74,8 @@ class GraphiteClient:
         self.sleep = sleep
         self.status = status
         self.sock: socket.socket | None = None
+        #: called after each successful confirmation (the disk spool removes what was confirmed)
+        self.on_confirm: Callable[[], None] | None = None
         self._window: list[tuple[bytes, int]] = []
         self._window_bytes = 0
         self._window_since = 0.0
@@ -158,7 +165,13 @@ class GraphiteClient:
         return failed
 
     # ------------------------------------------------------------------ sending
-    def send(self, data: bytes, points: int = 0, *, retry_for: float | None = None) -> None:
+    def confirm_due(self) -> bool:
+        """True when the unconfirmed window is big or old enough to be confirmed now."""
+        return bool(self._window) and (self._window_bytes >= self.confirm_bytes
+                                       or time.monotonic() - self._window_since >= self.confirm_interval)
+
+    def send(self, data: bytes, points: int = 0, *, retry_for: float | None = None,
+             auto_confirm: bool = True) -> None:
         """Deliver ``data`` (whole lines or frames). Raises ConnectionError once ``retry_for`` has passed;
         the data is then not kept, the caller still owns it."""
         if not data:
@@ -189,8 +202,7 @@ class GraphiteClient:
                     raise
         self.sent_points += points
         self._note_ok()
-        if (self._window_bytes >= self.confirm_bytes
-                or time.monotonic() - self._window_since >= self.confirm_interval):
+        if auto_confirm and self.confirm_due():
             self.confirm(retry_for=retry_for)
 
     def confirm(self, *, retry_for: float | None = None) -> None:
@@ -229,6 +241,8 @@ class GraphiteClient:
         self._window.clear()
         self._window_bytes = 0
         self._note_ok()
+        if self.on_confirm is not None:
+            self.on_confirm()
 
     def close(self, *, confirm: bool = True, retry_for: float | None = 0) -> None:
         """Confirm delivery (unless ``confirm=False``) and close; never raises."""
@@ -255,6 +269,9 @@ class GraphiteConfig(SinkConfig):
     timeout: float = Field(10.0, gt=0, le=300, description="connect and confirm timeout, seconds")
     confirm_interval: str | float = Field("60s", description="confirm delivery at least this often")
     confirm_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="confirm after this many bytes")
+    spool: Literal["disk", "memory"] = Field("disk", description="where undelivered data waits (see module doc)")
+    spool_dir: str = Field("", description="default: <state_dir>/spool")
+    spool_max_mb: float = Field(256.0, gt=0, le=1_000_000, description="spool size cap; oldest data dropped beyond")
 
     @field_validator("template")
     @classmethod
@@ -316,51 +333,189 @@ class GraphiteSink(Sink):
 
     def __init__(self, config: GraphiteConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
+        self.confirm_every = parse_duration(config.confirm_interval)
         self.client = GraphiteClient(config.host, config.port or DEFAULT_PORTS[config.protocol],
                                      timeout=config.timeout, confirm_bytes=config.confirm_bytes,
-                                     confirm_interval=parse_duration(config.confirm_interval), log=ctx.log)
+                                     confirm_interval=self.confirm_every, log=ctx.log)
         self._paths: dict[tuple[str, str, str, str], str] = {}
+        # disk spool mode
+        spool_dir = config.spool_dir or str(ctx.state_dir / "spool")
+        self.spool_path = f"{spool_dir}/{slug(ctx.name or 'graphite') or 'graphite'}.graphite.sqlite"
+        self.spool: Any = None
+        self._sender: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._deliver_lock = threading.Lock()
+        self._unacked: list[Any] = []  # spool entries sent, waiting for a confirmation
+        self._sent_upto = 0  # highest spool entry id handed to the client
+
+    # ------------------------------------------------------------------ encoding
+    def points(self, batch: Sequence[Reading]) -> list[Point]:
+        return reading_points(batch, self.config.template, self.config.prefix, self._paths)
 
     def encode(self, batch: Sequence[Reading]) -> list[tuple[bytes, int]]:
-        points = reading_points(batch, self.config.template, self.config.prefix, self._paths)
+        """Protocol-native chunks (one text block, or pickle frames) with their point counts."""
+        return self._native(self.points(batch))
+
+    def _native(self, points: list[Point]) -> list[tuple[bytes, int]]:
         if not points:
             return []
         if self.config.protocol == "text":
             return [(encode_text(points), len(points))]
         return pickle_frames(points)
 
-    def _send(self, chunks: list[tuple[bytes, int]]) -> None:
-        for data, n in chunks:
-            self.client.send(data, n, retry_for=0)
-
+    # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        # connect lazily on the first write; an unreachable Carbon shows up as a failed write
-        self.ctx.health.gauges["unconfirmed_points"] = float(self.client.unconfirmed())
+        if self.config.spool == "disk":
+            self._open_spool()
+            if self._sender is None or self._sender.done():
+                self._sender = asyncio.create_task(self._send_loop(), name=f"graphite-sender:{self.ctx.name}")
+        self._gauges()
 
     async def write(self, batch: list[Reading]) -> None:
+        if self.config.spool == "disk":
+            pts = self.points(batch)
+            if pts:
+                spool = self._open_spool()
+                dropped = spool.dropped_points
+                # the spool stores plaintext lines whatever the protocol: readable and protocol-neutral
+                spool.put(encode_text(pts), len(pts))
+                if spool.dropped_points != dropped:
+                    self.ctx.health.count("dropped_points", spool.dropped_points - dropped)
+                self._wake.set()
+                self._gauges()
+            return
         chunks = self.encode(batch)
         if not chunks:
             return
         before = self.client.reconnects
         try:
-            await asyncio.to_thread(self._send, chunks)
+            await asyncio.to_thread(self._send_chunks, chunks)
         finally:
-            h = self.ctx.health
             if self.client.reconnects > before:
-                h.count("reconnects", self.client.reconnects - before)
-            h.gauges["unconfirmed_points"] = float(self.client.unconfirmed())
+                self.ctx.health.count("reconnects", self.client.reconnects - before)
+            self._gauges()
         self.ctx.health.count("points", sum(n for _, n in chunks))
 
+    def _send_chunks(self, chunks: list[tuple[bytes, int]]) -> None:
+        for data, n in chunks:
+            self.client.send(data, n, retry_for=0)
+
     async def flush(self) -> None:
+        if self.config.spool == "disk":
+            if self.spool is None:
+                return
+            try:
+                await asyncio.to_thread(self._deliver_spooled, True)
+            except ConnectionError as e:
+                self.ctx.log.warning("graphite %s: %s; %d point(s) stay in the spool %s for the next start",
+                                     self.ctx.name, e, self.spool.points, self.spool_path)
+            self._gauges()
+            return
         try:
             await asyncio.to_thread(self.client.confirm, retry_for=self.config.timeout)
         except ConnectionError as e:
             raise ConnectionError(f"{e}; {self.client.unconfirmed()} point(s) not confirmed") from None
-        self.ctx.health.gauges["unconfirmed_points"] = 0.0
+        self._gauges()
 
     async def stop(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(BaseException):
+                await self._sender
+            self._sender = None
+        if self.config.spool == "disk":
+            # unconfirmed entries stay in the spool and are sent again at the next start
+            with self._deliver_lock:
+                self.client.close(confirm=False)
+                self._unacked = []
+                self._sent_upto = 0
+            if self.spool is not None:
+                self._gauges()
+                self.spool.close()
+                self.spool = None
+            return
         # after a failed write the socket is already gone: keep the window for the restart, no noise
         await asyncio.to_thread(self.client.close, confirm=self.client.sock is not None, retry_for=0)
 
     def pending(self) -> int:
+        if self.config.spool == "disk":
+            return self.spool.points if self.spool is not None else 0
         return self.client.unconfirmed()
+
+    # ------------------------------------------------------------------ disk spool delivery
+    def _open_spool(self) -> Any:
+        if self.spool is None:
+            from .spool import Spool
+
+            self.spool = Spool(self.spool_path, max_bytes=int(self.config.spool_max_mb * 1024 * 1024),
+                               log=self.ctx.log)
+            self.client.on_confirm = self._confirmed
+            if self.spool.points:
+                self.ctx.log.info("spool %s holds %d point(s) from before; sending them first",
+                                  self.spool_path, self.spool.points)
+        return self.spool
+
+    def _confirmed(self) -> None:
+        """Carbon has read everything sent: remove those entries from the spool."""
+        if self._unacked and self.spool is not None:
+            self.spool.ack(self._unacked)
+            self.ctx.health.count("points", sum(e.points for e in self._unacked))
+            self._unacked = []
+
+    def _deliver_spooled(self, confirm: bool = False) -> None:
+        """Send every spooled entry not sent yet; confirm when due (or when ``confirm``). Raises ConnectionError."""
+        with self._deliver_lock:
+            spool = self.spool
+            if spool is None:
+                return
+            before = self.client.reconnects
+            try:
+                while True:
+                    unacked_points = sum(e.points for e in self._unacked)
+                    fresh = [e for e in spool.peek(unacked_points + 5000) if e.id > self._sent_upto]
+                    if not fresh:
+                        break
+                    for entry in fresh:
+                        chunks = ([(entry.body, entry.points)] if self.config.protocol == "text"
+                                  else self._native(decode_text(entry.body, final=True).points))
+                        self._unacked.append(entry)
+                        try:
+                            for data, n in chunks:
+                                self.client.send(data, n, retry_for=0, auto_confirm=False)
+                        except ConnectionError:
+                            self._unacked.remove(entry)
+                            raise
+                        self._sent_upto = entry.id
+                        if self.client.confirm_due():
+                            self.client.confirm(retry_for=0)
+                if self._unacked and (confirm or self.client.confirm_due()):
+                    self.client.confirm(retry_for=self.config.timeout if confirm else 0)
+            finally:
+                if self.client.reconnects > before:
+                    self.ctx.health.count("reconnects", self.client.reconnects - before)
+
+    async def _send_loop(self) -> None:
+        backoff = Backoff(initial=0.2, cap=30.0)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(self.confirm_every, 5.0))
+            self._wake.clear()
+            try:
+                await asyncio.to_thread(self._deliver_spooled)
+                backoff.reset()
+            except ConnectionError:
+                await asyncio.sleep(backoff.next_delay())
+                self._wake.set()
+            except Exception as e:  # noqa: BLE001 - keep delivering; the spool keeps the data
+                self.ctx.log.error("graphite %s: delivery failed: %s", self.ctx.name, e)
+                await asyncio.sleep(backoff.next_delay())
+                self._wake.set()
+            self._gauges()
+
+    def _gauges(self) -> None:
+        g = self.ctx.health.gauges
+        g["unconfirmed_points"] = float(self.client.unconfirmed())
+        if self.spool is not None:
+            g["spool_depth_points"] = self.spool.points
+            g["spool_bytes"] = self.spool.bytes
+            g["dropped_points"] = self.spool.dropped_points
