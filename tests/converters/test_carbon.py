@@ -247,3 +247,21 @@ def test_follow_mode_sends_lines_as_they_are_appended(carbon, tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 130 and b"Traceback" not in err
+
+
+def test_client_counts_only_real_reconnects_and_confirms_by_half_close(carbon):
+    from solarbridge.sinks.graphite import GraphiteClient
+
+    ts = int(time.time()) - 120
+    client = GraphiteClient("127.0.0.1", carbon.line_port, timeout=5, status=lambda _m: None)
+    client.send(f"c.a 1 {ts}\n".encode(), 1)
+    client.confirm()
+    assert client.unconfirmed() == 0 and client.sock is None  # confirmed: Carbon closed its side
+    client.send(f"c.a 2 {ts + 1}\n".encode(), 1)  # a planned new connection, not a reconnect
+    assert client.reconnects == 0 and client.connects == 2
+    carbon.stop()
+    carbon.start()
+    client.send(f"c.a 3 {ts + 2}\n".encode(), 1)  # the old connection is dead: detected before writing
+    client.close()
+    assert client.reconnects == 1
+    assert_stored(carbon, [("c.a", ts, 1.0), ("c.a", ts + 1, 2.0), ("c.a", ts + 2, 3.0)])

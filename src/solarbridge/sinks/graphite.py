@@ -17,6 +17,10 @@ that gap with three rules:
    This happens when the window exceeds ``confirm_bytes`` or ``confirm_interval`` seconds, on
    ``flush()`` and at the end of a command, then the window is emptied and the next write
    reconnects.
+4. Confirmed is not yet stored: Carbon writes its cache to whisper about once a second and a
+   stopping Carbon drops what is still cached. So data confirmed in the last ``grace`` seconds
+   (5 s) is kept as well and sent again after a connection failure, or on a planned reconnect
+   that came late enough for Carbon to have restarted in between.
 
 Spool policy (daemon sink), ``spool = "disk"`` (default): every batch is appended to a durable,
 size-capped SQLite spool (:mod:`solarbridge.sinks.spool`, ``spool_max_mb``, oldest data dropped and
@@ -37,6 +41,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -63,7 +68,7 @@ class GraphiteClient:
     def __init__(self, host: str, port: int, *, timeout: float = 10.0, confirm_bytes: int = 1 << 20,
                  confirm_interval: float = 60.0, backoff: Backoff | None = None,
                  log: logging.Logger | None = None, sleep: Callable[[float], None] = time.sleep,
-                 status: Callable[[str], None] | None = None) -> None:
+                 status: Callable[[str], None] | None = None, grace: float = 5.0) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -79,7 +84,12 @@ class GraphiteClient:
         self._window: list[tuple[bytes, int]] = []
         self._window_bytes = 0
         self._window_since = 0.0
+        self.grace = grace
+        self._recent: deque[tuple[float, bytes]] = deque()
+        self._recent_bytes = 0
+        self._last_confirm = 0.0
         self._failing = False
+        self._lost = False  # the last connection ended in a failure (not a planned confirm)
         # counters
         self.connects = 0
         self.reconnects = 0
@@ -102,8 +112,9 @@ class GraphiteClient:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self.connects += 1
-        if self.connects > 1:
+        if self._lost:
             self.reconnects += 1
+            self._lost = False
 
     def _drop(self) -> None:
         if self.sock is not None:
@@ -117,8 +128,9 @@ class GraphiteClient:
         """True if Carbon closed or reset the connection (it never sends data on these ports)."""
         assert self.sock is not None
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-            if not readable:
+            poller = select.poll()  # not select(): the daemon may hold more than 1024 descriptors
+            poller.register(self.sock, select.POLLIN)
+            if not poller.poll(0):
                 return False
             return self.sock.recv(4096, socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
@@ -150,6 +162,7 @@ class GraphiteClient:
         free = [True]  # one immediate retry when an established connection turns out dead
 
         def failed(exc: BaseException) -> None:
+            self._lost = self._lost or self.connects > 0
             self._drop()
             self._note_failure(exc)
             if free[0] and self.connects and not isinstance(exc, ConnectionRefusedError):
@@ -165,6 +178,25 @@ class GraphiteClient:
         return failed
 
     # ------------------------------------------------------------------ sending
+    def _prune_recent(self, now: float) -> None:
+        recent = self._recent
+        while recent and (now - recent[0][0] > self.grace or self._recent_bytes > self.confirm_bytes):
+            self._recent_bytes -= len(recent.popleft()[1])
+
+    def _recent_to_replay(self) -> bytes:
+        """Data Carbon confirmed in the last ``grace`` seconds, when a Carbon restart may have lost it.
+
+        Carbon's writer persists its cache about once a second and a stopping Carbon drops what is
+        still cached, so a confirmation alone does not mean "stored". After a failure, or when a
+        planned reconnect comes late enough for Carbon to have restarted in between, the recent data
+        is sent again (harmless duplicates). Back-to-back reconnects at high rates skip it.
+        """
+        now = time.monotonic()
+        self._prune_recent(now)
+        if not self._recent or not (self._lost or now - self._last_confirm >= 0.3):
+            return b""
+        return b"".join(chunk for _, chunk in self._recent)
+
     def confirm_due(self) -> bool:
         """True when the unconfirmed window is big or old enough to be confirmed now."""
         return bool(self._window) and (self._window_bytes >= self.confirm_bytes
@@ -186,8 +218,9 @@ class GraphiteClient:
                 if self.sock is not None and self._peer_closed():
                     raise ConnectionResetError("connection closed by carbon")
                 if self.sock is None:
+                    recent = self._recent_to_replay()
                     self._connect()
-                    replay = b"".join(d for d, _ in self._window)
+                    replay = recent + b"".join(d for d, _ in self._window)
                     self.replayed_bytes += len(replay) - len(data)
                     self.sock.sendall(replay)  # type: ignore[union-attr]
                 else:
@@ -218,8 +251,9 @@ class GraphiteClient:
         while True:
             try:
                 if self.sock is None:
+                    recent = self._recent_to_replay()
                     self._connect()
-                    replay = b"".join(d for d, _ in self._window)
+                    replay = recent + b"".join(d for d, _ in self._window)
                     self.replayed_bytes += len(replay)
                     self.sock.sendall(replay)  # type: ignore[union-attr]
                 elif self._peer_closed():
@@ -238,6 +272,13 @@ class GraphiteClient:
                 failed(e)
         self._drop()
         self.confirmed_points += self.unconfirmed()
+        now = time.monotonic()
+        self._last_confirm = now
+        if self.grace > 0:
+            for chunk, _n in self._window:
+                self._recent.append((now, chunk))
+                self._recent_bytes += len(chunk)
+            self._prune_recent(now)
         self._window.clear()
         self._window_bytes = 0
         self._note_ok()
