@@ -191,28 +191,35 @@ class Runner:
         self.stream.write(data)
         self.record(data)
 
-    def write_obj(self, obj: dict[str, Any] | None, rendered: str | None = None) -> None:
-        from ..sources.solaredge.jsonout import line
-
-        if self.out is not None:
-            text = line(obj) if rendered is None else rendered.encode("latin-1") + b"\n"
+    def write_lines(self, lines: list[str]) -> None:
+        """Output lines (JSON texts) with one write; the file is flushed at the end of each chunk read."""
+        if self.out is not None and lines:
             if log.isEnabledFor(LOG_DATA):
-                log.log(LOG_DATA, text.decode("latin-1").rstrip("\n"))
-            self.out.write(text)
+                for text in lines:
+                    log.log(LOG_DATA, text)
+            lines.append("")  # the last line's newline
+            self.out.write("\n".join(lines).encode("latin-1"))
             self.wrote = True
 
     def handle(self, data: bytes) -> list[Any]:
         """Feed received bytes; perform the resulting actions; return the Received frames."""
         from ..sources.solaredge.functions import MASTER_GRANT_ACK, function_name
+        from ..sources.solaredge.jsonout import dumps
         from ..sources.solaredge.session import Failed, Output, Received, Send
 
         self.record(data)
         received = []
+        lines: list[str] = []  # written once per chunk
+        debug = log.isEnabledFor(logging.DEBUG)
         for act in self.monitor.receive(data):
-            if isinstance(act, Received):
+            kind = type(act)
+            if kind is Output:
+                if not self.mode.commands:
+                    lines.append(dumps(act.obj) if act.text is None else act.text)
+            elif kind is Received:
                 self.n_in += 1
                 fr = act.frame
-                if log.isEnabledFor(logging.DEBUG):
+                if debug:
                     log.debug("%s --> message: %d length: %d function: %04x %s seq: %04x from: %08x to: %08x%s",
                               self.stream.name, self.n_in, len(fr.payload) + 22, fr.function,
                               function_name(fr.function), fr.seq, fr.src, fr.dst,
@@ -223,16 +230,17 @@ class Runner:
                 if fr.function == MASTER_GRANT_ACK:
                     self.grant_ack.add(fr.src)
                 received.append(act)
-            elif isinstance(act, Output):
-                if not self.mode.commands:
-                    self.write_obj(act.obj, act.text)
-            elif isinstance(act, Send):
+            elif kind is Send:
                 self.send(act.data)
-            elif isinstance(act, Failed):
+            elif kind is Failed:
                 self.errors += 1
                 log.info("Failed to parse message: %s", act.error)
                 if self.a.xerror:
+                    self.write_lines(lines)
+                    if self.out is not None:
+                        self.out.flush()
                     raise DataError(str(act.error))
+        self.write_lines(lines)
         if self.wrote and self.out is not None:
             self.out.flush()  # once per chunk read: readers following the file see whole lines promptly
             self.wrote = False

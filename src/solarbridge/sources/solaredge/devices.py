@@ -14,6 +14,7 @@ import math
 import struct
 import time
 from functools import lru_cache
+from operator import getitem
 from typing import Any
 
 NAN = math.nan
@@ -53,7 +54,20 @@ def date_time(ts: int) -> tuple[str, str]:
     per hour (checked at both ends of the hour, so DST changes take the exact path) and the date
     text per day; the time of day is then arithmetic.
     """
-    hour = ts // 3600
+    off = _HOUR_OFFSET.get(ts // 3600)
+    if off is None:
+        off = _hour_offset(ts // 3600)
+    if off == _NO_OFFSET:
+        return _date_time_slow(ts)
+    day, sec = divmod(ts + off, 86400)
+    text = _DAY_TEXT.get(day)
+    if text is None:
+        text = _day_text(day)
+    return text, f"{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}"
+
+
+def _hour_offset(hour: int) -> int:
+    """The UTC offset valid for that whole hour, or ``_NO_OFFSET`` (cached)."""
     off = _HOUR_OFFSET.get(hour)
     if off is None:
         if len(_HOUR_OFFSET) > 100_000:
@@ -65,16 +79,17 @@ def date_time(ts: int) -> tuple[str, str]:
         except (OverflowError, OSError, ValueError):
             off = _NO_OFFSET
         _HOUR_OFFSET[hour] = off
-    if off == _NO_OFFSET:
-        return _date_time_slow(ts)
-    local = ts + off
-    day, sec = divmod(local, 86400)
+    return off
+
+
+def _day_text(day: int) -> str:
+    """``"%Y-%m-%d"`` of a local day number (days since 1970-01-01 in local time; cached)."""
     text = _DAY_TEXT.get(day)
     if text is None:
         if len(_DAY_TEXT) > 100_000:
             _DAY_TEXT.clear()
         text = _DAY_TEXT[day] = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
-    return text, f"{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}"
+    return text
 
 
 def _clear_time_caches() -> None:
@@ -391,6 +406,10 @@ def parse_post_data(payload: bytes) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- fast JSON text of a 0x0500 payload
+# semonitor -o spends its time here. The text of a record is built from lookup tables holding
+# the JSON text of each field *with the constant text around it*, in sorted-key order, so a
+# record is a "".join of a few table entries. Runs of usual 0x0080 optimizer records are done
+# column-wise: one struct call unpacks the run, and the per-record work is C-level map/zip.
 
 _OPT_PACKED_TEMPLATE = '"%s": {"Date": "%s", "Eday": %s, "ID": "%s", "Imod": %s, "Inverter": 0, "Temp": %s, ' \
                        '"Time": "%s%s", "Uptime": %d, "Vmod": %s, "Vopt": %s}'
@@ -398,6 +417,11 @@ _OPT_0080 = struct.Struct("<LHBBBBHb")
 _OPT_0082 = struct.Struct("<LHBBBB")
 #: a whole 0x0080 record of the usual 13 bytes, header included
 _REC_0080 = struct.Struct("<HIHLHBBBBHb")
+#: the same, with bytes 6 and 7 of the data as one little-endian word (Vmod and the low bits of Vopt)
+_REC_0080_W = struct.Struct("<HIHLHHBBHb")
+_REC_0080_LEN = _REC_0080.size  # 21
+
+
 class _Ids(dict[int, str]):
     """raw device id -> its text (bit 23 cleared, upper-case hex)."""
 
@@ -423,6 +447,23 @@ class _Minutes(dict[int, "tuple[str, str] | None"]):
         return hit
 
 
+class _Lazy(dict[Any, Any]):
+    """key -> ``make(key)``, computed on first use (bounded: cleared when it grows past ``limit``)."""
+
+    __slots__ = ("make", "limit")
+
+    def __init__(self, make: Any, limit: int = 100_000) -> None:
+        super().__init__()
+        self.make = make
+        self.limit = limit
+
+    def __missing__(self, key: Any) -> Any:
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.make(key)
+        return value
+
+
 _IDS = _Ids()
 _MINUTES = _Minutes()
 _SECONDS = [f"{i:02d}" for i in range(60)]
@@ -434,8 +475,41 @@ class _Texts:
     def __init__(self) -> None:
         self.volt = [repr(0.125 * i) for i in range(1024)]
         self.amp = [repr(0.00625 * i) for i in range(4096)]
-        self.energy = [repr(0.25 * i) for i in range(65536)]
+        self.energy = _Lazy(lambda i: repr(0.25 * i))
         self.temp = [repr(2.0 * (i - 256 if i > 127 else i)) for i in range(256)]
+        volt, amp = self.volt, self.amp
+        # Pieces of a 0x0080 record's text, each with the constant text that follows it.
+        #: raw id -> 'ID", "Imod": '
+        self.id_imod = _Lazy(lambda raw: f'{raw & 0xFF7FFFFF:X}", "Imod": ')
+        #: energy word -> 'Eday, "ID": "'
+        self.eday_id = _Lazy(lambda e: f'{0.25 * e!r}, "ID": "')
+        #: byte 9 -> [byte 8 -> 'Imod, "Inverter": 0, "Temp": ']
+        self.imod_temp = _Lazy(lambda b9: [f'{amp[b9 << 4 | b8 >> 4]}, "Inverter": 0, "Temp": ' for b8 in range(256)])
+        #: signed byte 12 (a negative index reads from the end) -> 'Temp, "Time": "'
+        self.temp_time = [f'{x}, "Time": "' for x in self.temp]
+        #: byte 8 -> {bytes 6-7 word -> ', "Vmod": Vmod, "Vopt": Vopt}'}
+        self.vmod_vopt = _Lazy(lambda b8: _Lazy(
+            lambda w: f', "Vmod": {volt[w & 0x3FF]}, "Vopt": {volt[w >> 10 | (b8 & 0xF) << 6]}}}', 65536))
+        self._tod: list[str] | None = None
+        self._heads: dict[str, _Lazy] = {}
+
+    def tod_uptime(self) -> list[str]:
+        """second of the day -> 'HH:MM:SS", "Uptime": '."""
+        if self._tod is None:
+            from itertools import product
+
+            self._tod = list(map("".join, product([f"{h:02d}:" for h in range(24)], [f"{m:02d}:" for m in range(60)],
+                                                  [f'{s:02d}", "Uptime": ' for s in range(60)])))
+        return self._tod
+
+    def heads(self, date: str) -> _Lazy:
+        """raw id -> '"ID": {"Date": "date", "Eday": ' for one date."""
+        hit = self._heads.get(date)
+        if hit is None:
+            if len(self._heads) > 16:
+                self._heads.clear()
+            hit = self._heads[date] = _Lazy(lambda raw: f'"{raw & 0xFF7FFFFF:X}": {{"Date": "{date}", "Eday": ')
+        return hit
 
 
 _texts: _Texts | None = None
@@ -448,9 +522,57 @@ def _opt_texts() -> _Texts:
     return _texts
 
 
+def _render_0080_run(payload: bytes, ptr: int, optimizers: dict[str, str]) -> int:
+    """Render the run of usual 13-byte 0x0080 records starting at ``ptr`` into ``optimizers``.
+
+    Returns the offset after the run, or ``ptr`` when the run is not all in one local day with
+    one UTC offset (the caller then takes the record-by-record path).
+    """
+    m = (len(payload) - ptr) // _REC_0080_LEN
+    typ, raw, size, ts, up, w67, b8, b9, e, t = zip(
+        *_REC_0080_W.iter_unpack(memoryview(payload)[ptr:ptr + m * _REC_0080_LEN]), strict=True)
+    if typ.count(0x0080) != m or size.count(13) != m:
+        k = 0
+        for a, b in zip(typ, size, strict=True):
+            if a != 0x0080 or b != 13:
+                break
+            k += 1
+        m = k
+        raw, ts, up, w67, b8, b9, e, t = raw[:k], ts[:k], up[:k], w67[:k], b8[:k], b9[:k], e[:k], t[:k]
+    lo, hi = min(ts), max(ts)
+    if hi - lo >= 86400:
+        return ptr
+    hour = lo // 3600
+    off = _HOUR_OFFSET.get(hour)
+    if off is None:
+        off = _hour_offset(hour)
+    if off == _NO_OFFSET:
+        return ptr
+    while hour < hi // 3600:
+        hour += 1
+        if _HOUR_OFFSET.get(hour, _NO_OFFSET) != off and _hour_offset(hour) != off:
+            return ptr
+    day = (lo + off) // 86400
+    if (hi + off) // 86400 != day:
+        return ptr
+    tx = _opt_texts()
+    start = day * 86400 - off
+    texts = map("".join, zip(map(tx.heads(_day_text(day)).__getitem__, raw), map(tx.eday_id.__getitem__, e),
+                             map(tx.id_imod.__getitem__, raw), map(getitem, map(tx.imod_temp.__getitem__, b9), b8),
+                             map(tx.temp_time.__getitem__, t),
+                             map(tx.tod_uptime().__getitem__, map(start.__rsub__, ts)), map(str, up),
+                             map(getitem, map(tx.vmod_vopt.__getitem__, b8), w67), strict=True))
+    optimizers.update(zip(map(_IDS.__getitem__, raw), texts, strict=True))
+    return ptr + m * _REC_0080_LEN
+
+
 #: 0x0010 record with its keys in sorted order
 _INV1_TEMPLATE = ('{"Date": "%s", "Eac": %s, "Eday": %s, "Etot": %s, "Freq": %s, "ID": "%s", "Iac": %s, '
                   '"Interval": %s, "Pac": %s, "Pmax": %s, "Temp": %s, "Time": "%s", "Uptime": %s, "Vac": %s, "Vdc": %s}')
+#: the same with %r for the float fields (repr is the JSON text of a finite float)
+_INV1_TEMPLATE_R = ('"%s": {"Date": "%s", "Eac": %r, "Eday": %r, "Etot": %r, "Freq": %r, "ID": "%s", "Iac": %r, '
+                    '"Interval": %d, "Pac": %r, "Pmax": %s, "Temp": %r, "Time": "%s", "Uptime": %d, "Vac": %r, '
+                    '"Vdc": %r}')
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
@@ -469,13 +591,27 @@ def _inverter_0010_text(dev_id: str, data: bytes) -> str:
                              nums[8], t, nums[9], nums[10], nums[11])
 
 
+def _inverter_0010_item(dev_id: str, data: bytes) -> str:
+    """'"ID": {...}' of a 0x0010 record: one % with %r when every float is finite (the usual case)."""
+    if len(data) >= 104:
+        (ts, uptime, interval, temp, eday, eac, vac, iac, freq, _, _, vdc, _, etot, _, _, _, _, pmax, _, _, _, _,
+         pac, _, _) = _INV_0010.unpack_from(data)
+        # the sum of finite float32 values is finite; one NaN or infinity makes it NaN or infinite
+        total = temp + eday + eac + vac + iac + freq + vdc + etot + pac + (0.0 if pmax < -3e38 else pmax)
+        if total - total == 0.0:
+            d, tod = date_time(ts)
+            return _INV1_TEMPLATE_R % (dev_id, d, eac, eday, etot, freq, dev_id, iac, interval, pac,
+                                       "NaN" if pmax < -3e38 else pmax, temp, tod, uptime, vac, vdc)
+    return f'"{dev_id}": {_inverter_0010_text(dev_id, data)}'
+
+
 def render_post_data(payload: bytes, encode: Any = None) -> str:
     """``json.dumps(parse_post_data(payload), sort_keys=True)``, faster.
 
-    Packed optimizer records (the bulk of real traffic) are written from a template with their
-    keys already in sorted order and every field's text looked up; everything else goes through
-    the JSON encoder. Raises :class:`RecordError` exactly where :func:`parse_post_data` does
-    (tested against it).
+    Optimizer records (the bulk of real traffic) and single-phase inverter records are written
+    from text pieces with their keys already in sorted order; everything else goes through the
+    JSON encoder. Raises :class:`RecordError` exactly where :func:`parse_post_data` does (tested
+    against it).
     """
     if encode is None:
         import json
@@ -498,7 +634,11 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
     while ptr < n:
         if n - ptr >= 21 and payload[ptr] == 0x80 and payload[ptr + 1] == 0 and payload[ptr + 6] == 13 \
                 and payload[ptr + 7] == 0:
-            # A run of usual 0x0080 records: one C call unpacks header and body of each.
+            end = _render_0080_run(payload, ptr, optimizers)
+            if end > ptr:
+                ptr = end
+                continue
+            # A run across a day or a UTC offset change: record by record.
             for se_type, raw_id, dev_len, ts, uptime, b6, b7, b8, b9, e, t in run_0080(
                     view[ptr:ptr + (n - ptr) // 21 * 21]):
                 if se_type != 0x0080 or dev_len != 13:
@@ -540,23 +680,28 @@ def render_post_data(payload: bytes, encode: Any = None) -> str:
                                              uptime, volt[b6 | (b7 & 3) << 8], volt[b7 >> 2 | (b8 & 0xF) << 6])
             continue
         data = payload[start:ptr]
-        if se_type == 0x0000:
+        if se_type == 0x0010:
+            dev_id = ids[raw_id]
+            inverters[dev_id] = _inverter_0010_item(dev_id, data)
+        elif se_type == 0x0000:
             dev_id = parse_id(raw_id)
             optimizers[dev_id] = f'"{dev_id}": {encode(parse_optimizer_0000(dev_id, data))}'
-        elif se_type == 0x0010:
-            dev_id = parse_id(raw_id)
-            inverters[dev_id] = _inverter_0010_text(dev_id, data)
         elif se_type == 0x0011:
             dev_id = parse_id(raw_id)
-            inverters[dev_id] = encode(parse_inverter_0011(dev_id, data))
+            inverters[dev_id] = f'"{dev_id}": {encode(parse_inverter_0011(dev_id, data))}'
         elif se_type == 0x0300:
             dev_id = parse_id(raw_id)
             events[dev_id] = parse_event_0300(dev_id, data)
         else:
             dev_type, rec = parse_table_record(se_type, raw_id, dev_len, data)
             merge_update(other, _wrap(se_type, dev_type, rec))
+    inv = ", ".join(map(inverters.__getitem__, sorted(inverters))) if len(inverters) > 1 else "".join(
+        inverters.values())
+    opt = ", ".join(map(optimizers.__getitem__, sorted(optimizers)))
+    if not other and not events:
+        return '{"events": {}, "inverters": {' + inv + '}, "optimizers": {' + opt + "}}"
     parts = {k: encode(v) for k, v in other.items()}
-    parts["inverters"] = "{" + ", ".join([f'"{k}": {inverters[k]}' for k in sorted(inverters)]) + "}"
+    parts["inverters"] = "{" + inv + "}"
     parts["events"] = encode(events) if events else "{}"
-    parts["optimizers"] = "{" + ", ".join([optimizers[k] for k in sorted(optimizers)]) + "}"
+    parts["optimizers"] = "{" + opt + "}"
     return "{" + ", ".join([f"{encode(k)}: {parts[k]}" for k in sorted(parts)]) + "}"
