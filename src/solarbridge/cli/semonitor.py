@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import re
 import sys
 import time
@@ -139,7 +138,9 @@ def setup_logging(a: argparse.Namespace) -> None:
     logging.addLevelName(LOG_RAW, "RAW")
     plain = logging.Formatter("%(message)s")
     if a.logfile == "syslog":
-        handler: logging.Handler = logging.handlers.SysLogHandler(address="/dev/log")
+        from logging.handlers import SysLogHandler  # lazy: it pulls in socket, pickle and queue
+
+        handler: logging.Handler = SysLogHandler(address="/dev/log")
     elif a.logfile == "stderr":
         handler = logging.StreamHandler(sys.stderr)
     elif a.logfile == "stdout":
@@ -160,11 +161,10 @@ def hexdump(data: bytes) -> list[str]:
 
 
 class Runner:
-    def __init__(self, a: argparse.Namespace, mode: Mode, out: BinaryIO | None, rec: BinaryIO | None) -> None:
-        from ..sources.solaredge.crypto import read_key_file
+    def __init__(self, a: argparse.Namespace, mode: Mode, out: BinaryIO | None, rec: BinaryIO | None,
+                 key: bytes | None = None) -> None:
         from ..sources.solaredge.session import Monitor
 
-        key = read_key_file(a.keyfile) if a.keyfile else None
         self.a, self.mode, self.out, self.rec = a, mode, out, rec
         self.monitor = Monitor(reply=mode.network or mode.master, key=key, collect_update=bool(a.updatefile),
                                render=True)
@@ -339,19 +339,22 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     mode = validate(p, a)
     setup_logging(a)
-    from ..sources.solaredge.crypto import KeyError_
-
     try:
         out = sys.stdout.buffer if a.outfile == "stdout" else _open_out(a.outfile, a.append)
         rec = _open_out(a.record, a.append)
     except OSError as e:
         print(f"semonitor: cannot open {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
-    try:
-        runner = Runner(a, mode, out, rec)
-    except KeyError_ as e:
-        print(f"semonitor: -k: {e}", file=sys.stderr)
-        return 2
+    key = None
+    if a.keyfile:
+        from ..sources.solaredge.crypto import KeyError_, read_key_file  # lazy: only -k needs it
+
+        try:
+            key = read_key_file(a.keyfile)
+        except KeyError_ as e:
+            print(f"semonitor: -k: {e}", file=sys.stderr)
+            return 2
+    runner = Runner(a, mode, out, rec, key)
     try:
         return _run(a, mode, runner)
     except DataError as e:

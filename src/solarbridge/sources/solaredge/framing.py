@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .crc import crc16
 
@@ -38,8 +38,9 @@ class FrameError(ValueError):
         self.reason = reason
 
 
-@dataclass(slots=True, frozen=True)
-class Frame:
+class Frame(NamedTuple):
+    """One frame (immutable). A named tuple: the stream decoder makes one per frame, cheaply."""
+
     seq: int
     src: int
     dst: int
@@ -99,7 +100,7 @@ class StreamDecoder:
     _LOOKAHEAD = 8
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf = b""
         self.drops: Counter[str] = Counter()
         self.skipped_bytes = 0
         self.frames = 0
@@ -110,27 +111,31 @@ class StreamDecoder:
         """Bytes buffered waiting for the rest of a frame."""
         return len(self._buf)
 
-    def _valid_at(self, buf: bytearray, i: int) -> bool:
+    def _valid_at(self, buf: bytes, i: int) -> bool:
         if len(buf) - i < OVERHEAD:
             return False
         dlen, dinv = struct.unpack_from("<HH", buf, i + 4)
         if dlen != (~dinv & 0xFFFF) or len(buf) < i + OVERHEAD + dlen:
             return False
         try:
-            decode(bytes(buf[i:i + OVERHEAD + dlen]))
+            decode(buf[i:i + OVERHEAD + dlen])
         except FrameError:
             return False
         return True
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
-        buf = self._buf
-        buf += data
+        # The buffer is an immutable bytes (the unused tail of the last chunk + this one): a payload
+        # is then one slice, one copy.
+        buf = self._buf + data if self._buf else bytes(data)
         self.bytes_in += len(data)
         out: list[Frame] = []
+        append = out.append
         pos = 0
         n = len(buf)
         find = buf.find
         unpack = HEADER.unpack_from
+        pack_be = _CRC_HEADER.pack
+        new = tuple.__new__
         while True:
             i = find(MAGIC, pos)
             if i < 0:
@@ -168,17 +173,16 @@ class StreamDecoder:
                     pos = j
                     continue
                 break
-            payload = bytes(buf[i + 20:end])
-            if (buf[end] | buf[end + 1] << 8) != frame_crc(seq, src, dst, fn, payload):
+            payload = buf[i + 20:end]
+            if (buf[end] | buf[end + 1] << 8) != crc16(payload, crc16(pack_be(seq, src, dst, fn))):
                 # a frame cut short and followed by the next one fails its CRC too: tell them apart
                 j = find(MAGIC, i + 4, end + 2)
                 self.drops["truncated" if j >= 0 and self._valid_at(buf, j) else "crc"] += 1
                 pos = i + 4
                 continue
-            out.append(Frame(seq, src, dst, fn, payload))
+            append(new(Frame, (seq, src, dst, fn, payload)))
             pos = end + 2
-        if pos:
-            del buf[:pos]
+        self._buf = buf[pos:] if pos < n else b""
         self.frames += len(out)
         return out
 
@@ -194,5 +198,5 @@ class StreamDecoder:
                 self.drops["truncated"] += 1
             else:
                 self._skip(len(buf))
-            buf.clear()
+            self._buf = b""
         return []

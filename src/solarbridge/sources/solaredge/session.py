@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import functions as fn
@@ -23,37 +22,52 @@ if TYPE_CHECKING:
 UPDATE_SIZE = 0x80000
 
 
-@dataclass(slots=True)
 class Received:
     """One valid message (after decryption when it came wrapped in 0x003d)."""
 
-    frame: Frame
-    data: Any
-    encrypted: bool = False
+    __slots__ = ("frame", "data", "encrypted")
+
+    def __init__(self, frame: Frame, data: Any, encrypted: bool = False) -> None:
+        self.frame, self.data, self.encrypted = frame, data, encrypted
+
+    def __repr__(self) -> str:
+        return f"Received(frame={self.frame!r}, data={self.data!r}, encrypted={self.encrypted!r})"
 
 
-@dataclass(slots=True)
 class Failed:
     """A valid frame whose payload could not be decoded (semonitor drops it, sends no reply)."""
 
-    frame: Frame
-    error: Exception
+    __slots__ = ("frame", "error")
+
+    def __init__(self, frame: Frame, error: Exception) -> None:
+        self.frame, self.error = frame, error
+
+    def __repr__(self) -> str:
+        return f"Failed(frame={self.frame!r}, error={self.error!r})"
 
 
-@dataclass(slots=True)
 class Output:
     """One JSON output line: the object, or (``Monitor(render=True)``) its JSON text already."""
 
-    obj: dict[str, Any] | None
-    text: str | None = None
+    __slots__ = ("obj", "text")
+
+    def __init__(self, obj: dict[str, Any] | None, text: str | None = None) -> None:
+        self.obj, self.text = obj, text
+
+    def __repr__(self) -> str:
+        return f"Output(obj={self.obj!r}, text={self.text!r})"
 
 
-@dataclass(slots=True)
 class Send:
     """Bytes to write to the peer."""
 
-    data: bytes
-    frame: Frame
+    __slots__ = ("data", "frame")
+
+    def __init__(self, data: bytes, frame: Frame) -> None:
+        self.data, self.frame = data, frame
+
+    def __repr__(self) -> str:
+        return f"Send(data={self.data!r}, frame={self.frame!r})"
 
 
 Action = Received | Failed | Output | Send
@@ -63,7 +77,6 @@ def local_tz_offset(now: float) -> int:
     return int(time.localtime(now).tm_gmtoff)
 
 
-@dataclass
 class Monitor:
     """semonitor's message handling.
 
@@ -72,19 +85,18 @@ class Monitor:
     ``render``: give 0x0500 output as JSON text (fast path for semonitor) instead of objects.
     """
 
-    reply: bool = False
-    key: bytes | None = None
-    clock: Any = time.time
-    collect_update: bool = False
-    render: bool = False
-    decoder: StreamDecoder = field(default_factory=StreamDecoder)
-    cipher: SessionCipher | None = None
-    drops: Counter[str] = field(default_factory=Counter)
-    update: bytearray | None = None
-
-    def __post_init__(self) -> None:
-        if self.collect_update:
-            self.update = bytearray(UPDATE_SIZE)
+    def __init__(self, reply: bool = False, key: bytes | None = None, clock: Any = time.time,
+                 collect_update: bool = False, render: bool = False, decoder: StreamDecoder | None = None,
+                 cipher: SessionCipher | None = None) -> None:
+        self.reply = reply
+        self.key = key
+        self.clock = clock
+        self.collect_update = collect_update
+        self.render = render
+        self.decoder = StreamDecoder() if decoder is None else decoder
+        self.cipher = cipher
+        self.drops: Counter[str] = Counter()
+        self.update: bytearray | None = bytearray(UPDATE_SIZE) if collect_update else None
 
     # ------------------------------------------------------------------ sending
     def frame_bytes(self, frame: Frame) -> bytes:
