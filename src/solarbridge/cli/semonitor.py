@@ -191,14 +191,14 @@ class Runner:
         self.stream.write(data)
         self.record(data)
 
-    def write_lines(self, lines: list[str]) -> None:
-        """Output lines (JSON texts) with one write; the file is flushed at the end of each chunk read."""
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Output lines (JSON texts, latin-1) with one write; the file is flushed at the end of each chunk read."""
         if self.out is not None and lines:
             if log.isEnabledFor(LOG_DATA):
                 for text in lines:
-                    log.log(LOG_DATA, text)
-            lines.append("")  # the last line's newline
-            self.out.write("\n".join(lines).encode("latin-1"))
+                    log.log(LOG_DATA, text.decode("latin-1"))
+            lines.append(b"")  # the last line's newline
+            self.out.write(b"\n".join(lines))
             self.wrote = True
 
     def handle(self, data: bytes) -> list[Any]:
@@ -209,13 +209,13 @@ class Runner:
 
         self.record(data)
         received = []
-        lines: list[str] = []  # written once per chunk
+        lines: list[bytes] = []  # written once per chunk
         debug = log.isEnabledFor(logging.DEBUG)
         for act in self.monitor.receive(data):
             kind = type(act)
             if kind is Output:
                 if not self.mode.commands:
-                    lines.append(dumps(act.obj) if act.text is None else act.text)
+                    lines.append(dumps(act.obj).encode("latin-1") if act.raw is None else act.raw)
             elif kind is Received:
                 self.n_in += 1
                 fr = act.frame

@@ -470,7 +470,11 @@ _SECONDS = [f"{i:02d}" for i in range(60)]
 
 
 class _Texts:
-    """JSON texts of every value a packed optimizer field can take (exactly ``repr`` of semonitor's float)."""
+    """JSON texts of every value a packed optimizer field can take (exactly ``repr`` of semonitor's float).
+
+    ``volt``, ``amp``, ``energy``, ``temp``: the value texts (str). The rest are the pieces of a
+    0x0080 record's text (ASCII bytes), each with the constant text that follows it.
+    """
 
     def __init__(self) -> None:
         self.volt = [repr(0.125 * i) for i in range(1024)]
@@ -478,37 +482,38 @@ class _Texts:
         self.energy = _Lazy(lambda i: repr(0.25 * i))
         self.temp = [repr(2.0 * (i - 256 if i > 127 else i)) for i in range(256)]
         volt, amp = self.volt, self.amp
-        # Pieces of a 0x0080 record's text, each with the constant text that follows it.
-        #: raw id -> 'ID", "Imod": '
-        self.id_imod = _Lazy(lambda raw: f'{raw & 0xFF7FFFFF:X}", "Imod": ')
-        #: energy word -> 'Eday, "ID": "'
-        self.eday_id = _Lazy(lambda e: f'{0.25 * e!r}, "ID": "')
-        #: byte 9 -> [byte 8 -> 'Imod, "Inverter": 0, "Temp": ']
-        self.imod_temp = _Lazy(lambda b9: [f'{amp[b9 << 4 | b8 >> 4]}, "Inverter": 0, "Temp": ' for b8 in range(256)])
-        #: signed byte 12 (a negative index reads from the end) -> 'Temp, "Time": "'
-        self.temp_time = [f'{x}, "Time": "' for x in self.temp]
-        #: byte 8 -> {bytes 6-7 word -> ', "Vmod": Vmod, "Vopt": Vopt}'}
+        #: raw id -> b'ID", "Imod": '
+        self.id_imod = _Lazy(lambda raw: f'{raw & 0xFF7FFFFF:X}", "Imod": '.encode())
+        #: energy word -> b'Eday, "ID": "'
+        self.eday_id = _Lazy(lambda e: f'{0.25 * e!r}, "ID": "'.encode())
+        #: byte 9 -> [byte 8 -> b'Imod, "Inverter": 0, "Temp": ']
+        self.imod_temp = _Lazy(lambda b9: [f'{amp[b9 << 4 | b8 >> 4]}, "Inverter": 0, "Temp": '.encode()
+                                           for b8 in range(256)])
+        #: signed byte 12 (a negative index reads from the end) -> b'Temp, "Time": "'
+        self.temp_time = [f'{x}, "Time": "'.encode() for x in self.temp]
+        #: byte 8 -> {bytes 6-7 as a word -> b', "Vmod": Vmod, "Vopt": Vopt}'}
         self.vmod_vopt = _Lazy(lambda b8: _Lazy(
-            lambda w: f', "Vmod": {volt[w & 0x3FF]}, "Vopt": {volt[w >> 10 | (b8 & 0xF) << 6]}}}', 65536))
-        self._tod: list[str] | None = None
+            lambda w: f', "Vmod": {volt[w & 0x3FF]}, "Vopt": {volt[w >> 10 | (b8 & 0xF) << 6]}}}'.encode(), 65536))
+        self._tod: list[bytes] | None = None
         self._heads: dict[str, _Lazy] = {}
 
-    def tod_uptime(self) -> list[str]:
-        """second of the day -> 'HH:MM:SS", "Uptime": '."""
+    def tod_uptime(self) -> list[bytes]:
+        """second of the day -> b'HH:MM:SS", "Uptime": '."""
         if self._tod is None:
             from itertools import product
 
-            self._tod = list(map("".join, product([f"{h:02d}:" for h in range(24)], [f"{m:02d}:" for m in range(60)],
-                                                  [f'{s:02d}", "Uptime": ' for s in range(60)])))
+            self._tod = list(map(b"".join, product([b"%02d:" % h for h in range(24)], [b"%02d:" % m for m in range(60)],
+                                                   [b'%02d", "Uptime": ' % s for s in range(60)])))
         return self._tod
 
     def heads(self, date: str) -> _Lazy:
-        """raw id -> '"ID": {"Date": "date", "Eday": ' for one date."""
+        """raw id -> b'"ID": {"Date": "date", "Eday": ' for one date."""
         hit = self._heads.get(date)
         if hit is None:
             if len(self._heads) > 16:
                 self._heads.clear()
-            hit = self._heads[date] = _Lazy(lambda raw: f'"{raw & 0xFF7FFFFF:X}": {{"Date": "{date}", "Eday": ')
+            hit = self._heads[date] = _Lazy(
+                lambda raw: f'"{raw & 0xFF7FFFFF:X}": {{"Date": "{date}", "Eday": '.encode())
         return hit
 
 
@@ -522,7 +527,7 @@ def _opt_texts() -> _Texts:
     return _texts
 
 
-def _render_0080_run(payload: bytes, ptr: int, optimizers: dict[str, str]) -> int:
+def _render_0080_run(payload: bytes, ptr: int, optimizers: dict[str, bytes]) -> int:
     """Render the run of usual 13-byte 0x0080 records starting at ``ptr`` into ``optimizers``.
 
     Returns the offset after the run, or ``ptr`` when the run is not all in one local day with
@@ -555,15 +560,61 @@ def _render_0080_run(payload: bytes, ptr: int, optimizers: dict[str, str]) -> in
     day = (lo + off) // 86400
     if (hi + off) // 86400 != day:
         return ptr
-    tx = _opt_texts()
+    tx = _texts if _texts is not None else _opt_texts()
     start = day * 86400 - off
-    texts = map("".join, zip(map(tx.heads(_day_text(day)).__getitem__, raw), map(tx.eday_id.__getitem__, e),
-                             map(tx.id_imod.__getitem__, raw), map(getitem, map(tx.imod_temp.__getitem__, b9), b8),
-                             map(tx.temp_time.__getitem__, t),
-                             map(tx.tod_uptime().__getitem__, map(start.__rsub__, ts)), map(str, up),
-                             map(getitem, map(tx.vmod_vopt.__getitem__, b8), w67), strict=True))
+    texts = map(b"".join, zip(map(tx.heads(_day_text(day)).__getitem__, raw), map(tx.eday_id.__getitem__, e),
+                              map(tx.id_imod.__getitem__, raw), map(getitem, map(tx.imod_temp.__getitem__, b9), b8),
+                              map(tx.temp_time.__getitem__, t),
+                              map(tx.tod_uptime().__getitem__, map(start.__rsub__, ts)), map(b"%d".__mod__, up),
+                              map(getitem, map(tx.vmod_vopt.__getitem__, b8), w67), strict=True))
     optimizers.update(zip(map(_IDS.__getitem__, raw), texts, strict=True))
     return ptr + m * _REC_0080_LEN
+
+
+def _render_0080_records(payload: bytes, ptr: int, optimizers: dict[str, bytes]) -> int:
+    """Record by record, the run of usual 0x0080 records at ``ptr`` (any times); returns the offset after it."""
+    tx = _opt_texts()
+    volt, amp, energy, temp = tx.volt, tx.amp, tx.energy, tx.temp
+    ids, minutes, seconds = _IDS, _MINUTES, _SECONDS
+    template = _OPT_PACKED_TEMPLATE
+    n = len(payload)
+    for se_type, raw_id, dev_len, ts, uptime, b6, b7, b8, b9, e, t in _REC_0080.iter_unpack(
+            memoryview(payload)[ptr:ptr + (n - ptr) // 21 * 21]):
+        if se_type != 0x0080 or dev_len != 13:
+            break
+        ptr += 21
+        dev_id = ids[raw_id]
+        m = ts // 60
+        dm = minutes[m]
+        if dm is None:
+            d, tod = date_time(ts)
+            hm, sec = tod, ""
+        else:
+            d, hm = dm
+            sec = seconds[ts - m * 60]
+        optimizers[dev_id] = (template % (dev_id, d, energy[e], dev_id, amp[b9 << 4 | b8 >> 4], temp[t & 0xFF], hm,
+                                          sec, uptime, volt[b6 | (b7 & 3) << 8],
+                                          volt[b7 >> 2 | (b8 & 0xF) << 6])).encode()
+    return ptr
+
+
+def _render_packed_optimizer(se_type: int, dev_id: str, payload: bytes, start: int, avail: int) -> bytes:
+    """One 0x0080 (of any length) or 0x0082 record."""
+    tx = _opt_texts()
+    volt, amp = tx.volt, tx.amp
+    if se_type == 0x0080:
+        if avail < 13:
+            raise RecordError(f"optimizer 0x0080 record needs 13 bytes, has {avail}")
+        ts, uptime, b6, b7, b8, b9, e, t = _OPT_0080.unpack_from(payload, start)
+        e_txt, t_txt = tx.energy[e], tx.temp[t & 0xFF]
+    else:
+        if avail < 10:
+            raise RecordError(f"optimizer 0x0082 record needs 10 bytes, has {avail}")
+        ts, uptime, b6, b7, b8, b9 = _OPT_0082.unpack_from(payload, start)
+        e_txt = t_txt = "0"
+    d, tod = date_time(ts)
+    return (_OPT_PACKED_TEMPLATE % (dev_id, d, e_txt, dev_id, amp[b9 << 4 | b8 >> 4], t_txt, tod, "", uptime,
+                                    volt[b6 | (b7 & 3) << 8], volt[b7 >> 2 | (b8 & 0xF) << 6])).encode()
 
 
 #: 0x0010 record with its keys in sorted order
@@ -591,8 +642,8 @@ def _inverter_0010_text(dev_id: str, data: bytes) -> str:
                              nums[8], t, nums[9], nums[10], nums[11])
 
 
-def _inverter_0010_item(dev_id: str, data: bytes) -> str:
-    """'"ID": {...}' of a 0x0010 record: one % with %r when every float is finite (the usual case)."""
+def _inverter_0010_item(dev_id: str, data: bytes) -> bytes:
+    """b'"ID": {...}' of a 0x0010 record: one % with %r when every float is finite (the usual case)."""
     if len(data) >= 104:
         (ts, uptime, interval, temp, eday, eac, vac, iac, freq, _, _, vdc, _, etot, _, _, _, _, pmax, _, _, _, _,
          pac, _, _) = _INV_0010.unpack_from(data)
@@ -600,108 +651,78 @@ def _inverter_0010_item(dev_id: str, data: bytes) -> str:
         total = temp + eday + eac + vac + iac + freq + vdc + etot + pac + (0.0 if pmax < -3e38 else pmax)
         if total - total == 0.0:
             d, tod = date_time(ts)
-            return _INV1_TEMPLATE_R % (dev_id, d, eac, eday, etot, freq, dev_id, iac, interval, pac,
-                                       "NaN" if pmax < -3e38 else pmax, temp, tod, uptime, vac, vdc)
-    return f'"{dev_id}": {_inverter_0010_text(dev_id, data)}'
+            return (_INV1_TEMPLATE_R % (dev_id, d, eac, eday, etot, freq, dev_id, iac, interval, pac,
+                                        "NaN" if pmax < -3e38 else pmax, temp, tod, uptime, vac, vdc)).encode()
+    return f'"{dev_id}": {_inverter_0010_text(dev_id, data)}'.encode()
 
 
 def render_post_data(payload: bytes, encode: Any = None) -> str:
-    """``json.dumps(parse_post_data(payload), sort_keys=True)``, faster.
+    """``json.dumps(parse_post_data(payload), sort_keys=True)``, faster (see :func:`render_post_data_bytes`)."""
+    return render_post_data_bytes(payload, encode).decode("ascii")
+
+
+def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
+    """``json.dumps(parse_post_data(payload), sort_keys=True)`` as ASCII bytes, faster.
 
     Optimizer records (the bulk of real traffic) and single-phase inverter records are written
     from text pieces with their keys already in sorted order; everything else goes through the
-    JSON encoder. Raises :class:`RecordError` exactly where :func:`parse_post_data` does (tested
-    against it).
+    JSON encoder (``encode``, default ``json.JSONEncoder(sort_keys=True).encode``). Raises
+    :class:`RecordError` exactly where :func:`parse_post_data` does (tested against it).
     """
-    if encode is None:
-        import json
-
-        encode = json.JSONEncoder(sort_keys=True).encode
-    tx = _opt_texts()
-    volt, amp, energy, temp = tx.volt, tx.amp, tx.energy, tx.temp
-    ids, minutes, seconds = _IDS, _MINUTES, _SECONDS
-    template = _OPT_PACKED_TEMPLATE
-    hdr = _REC_HDR.unpack_from
-    u80, u82 = _OPT_0080.unpack_from, _OPT_0082.unpack_from
-    run_0080 = _REC_0080.iter_unpack
-    inverters: dict[str, str] = {}
+    inverters: dict[str, bytes] = {}
+    optimizers: dict[str, bytes] = {}
     events: dict[str, Any] = {}
-    optimizers: dict[str, str] = {}
     other: dict[str, Any] = {}
     n = len(payload)
-    view = memoryview(payload)
     ptr = 0
     while ptr < n:
         if n - ptr >= 21 and payload[ptr] == 0x80 and payload[ptr + 1] == 0 and payload[ptr + 6] == 13 \
                 and payload[ptr + 7] == 0:
             end = _render_0080_run(payload, ptr, optimizers)
-            if end > ptr:
-                ptr = end
-                continue
-            # A run across a day or a UTC offset change: record by record.
-            for se_type, raw_id, dev_len, ts, uptime, b6, b7, b8, b9, e, t in run_0080(
-                    view[ptr:ptr + (n - ptr) // 21 * 21]):
-                if se_type != 0x0080 or dev_len != 13:
-                    break
-                ptr += 21
-                dev_id = ids[raw_id]
-                m = ts // 60
-                dm = minutes[m]
-                if dm is None:
-                    d, tod = date_time(ts)
-                    hm, sec = tod, ""
-                else:
-                    d, hm = dm
-                    sec = seconds[ts - m * 60]
-                optimizers[dev_id] = template % (dev_id, d, energy[e], dev_id, amp[b9 << 4 | b8 >> 4],
-                                                 temp[t & 0xFF], hm, sec, uptime, volt[b6 | (b7 & 3) << 8],
-                                                 volt[b7 >> 2 | (b8 & 0xF) << 6])
+            # a run across a day or a UTC offset change: record by record
+            ptr = end if end > ptr else _render_0080_records(payload, ptr, optimizers)
             continue
         if n - ptr < 8:
             raise RecordError(f"{n - ptr} bytes left at offset {ptr}, a record header needs 8")
-        se_type, raw_id, dev_len = hdr(payload, ptr)
+        se_type, raw_id, dev_len = _REC_HDR.unpack_from(payload, ptr)
         start = ptr + 8
         ptr = start + dev_len
-        if se_type == 0x0080 or se_type == 0x0082:
-            avail = dev_len if start + dev_len <= n else n - start
-            dev_id = parse_id(raw_id)
-            if se_type == 0x0080:
-                if avail < 13:
-                    raise RecordError(f"optimizer 0x0080 record needs 13 bytes, has {avail}")
-                ts, uptime, b6, b7, b8, b9, e, t = u80(payload, start)
-                e_txt, t_txt = energy[e], temp[t & 0xFF]
-            else:
-                if avail < 10:
-                    raise RecordError(f"optimizer 0x0082 record needs 10 bytes, has {avail}")
-                ts, uptime, b6, b7, b8, b9 = u82(payload, start)
-                e_txt = t_txt = "0"
-            d, tod = date_time(ts)
-            optimizers[dev_id] = template % (dev_id, d, e_txt, dev_id, amp[b9 << 4 | b8 >> 4], t_txt, tod, "",
-                                             uptime, volt[b6 | (b7 & 3) << 8], volt[b7 >> 2 | (b8 & 0xF) << 6])
-            continue
-        data = payload[start:ptr]
         if se_type == 0x0010:
-            dev_id = ids[raw_id]
-            inverters[dev_id] = _inverter_0010_item(dev_id, data)
-        elif se_type == 0x0000:
-            dev_id = parse_id(raw_id)
-            optimizers[dev_id] = f'"{dev_id}": {encode(parse_optimizer_0000(dev_id, data))}'
-        elif se_type == 0x0011:
-            dev_id = parse_id(raw_id)
-            inverters[dev_id] = f'"{dev_id}": {encode(parse_inverter_0011(dev_id, data))}'
-        elif se_type == 0x0300:
-            dev_id = parse_id(raw_id)
-            events[dev_id] = parse_event_0300(dev_id, data)
+            dev_id = _IDS[raw_id]
+            inverters[dev_id] = _inverter_0010_item(dev_id, payload[start:ptr])
+        elif se_type == 0x0080 or se_type == 0x0082:
+            dev_id = _IDS[raw_id]
+            optimizers[dev_id] = _render_packed_optimizer(se_type, dev_id, payload, start,
+                                                          dev_len if ptr <= n else n - start)
         else:
-            dev_type, rec = parse_table_record(se_type, raw_id, dev_len, data)
-            merge_update(other, _wrap(se_type, dev_type, rec))
-    inv = ", ".join(map(inverters.__getitem__, sorted(inverters))) if len(inverters) > 1 else "".join(
+            if encode is None:
+                from .jsonout import dumps as encode
+            dev_id = _IDS[raw_id]
+            data = payload[start:ptr]
+            if se_type == 0x0000:
+                optimizers[dev_id] = f'"{dev_id}": {encode(parse_optimizer_0000(dev_id, data))}'.encode()
+            elif se_type == 0x0011:
+                inverters[dev_id] = f'"{dev_id}": {encode(parse_inverter_0011(dev_id, data))}'.encode()
+            elif se_type == 0x0300:
+                events[dev_id] = parse_event_0300(dev_id, data)
+            else:
+                dev_type, rec = parse_table_record(se_type, raw_id, dev_len, data)
+                merge_update(other, _wrap(se_type, dev_type, rec))
+    inv = b", ".join(map(inverters.__getitem__, sorted(inverters))) if len(inverters) > 1 else b"".join(
         inverters.values())
-    opt = ", ".join(map(optimizers.__getitem__, sorted(optimizers)))
     if not other and not events:
-        return '{"events": {}, "inverters": {' + inv + '}, "optimizers": {' + opt + "}}"
-    parts = {k: encode(v) for k, v in other.items()}
-    parts["inverters"] = "{" + inv + "}"
-    parts["events"] = encode(events) if events else "{}"
-    parts["optimizers"] = "{" + opt + "}"
-    return "{" + ", ".join([f"{encode(k)}: {parts[k]}" for k in sorted(parts)]) + "}"
+        head = b'{"events": {}, "inverters": {' + inv + b'}, "optimizers": {'
+        if not optimizers:
+            return head + b"}}"
+        # one join for the whole line: the head and tail go onto the first and last item
+        items = list(map(optimizers.__getitem__, sorted(optimizers)))
+        items[0] = head + items[0]
+        items[-1] += b"}}"
+        return b", ".join(items)
+    if encode is None:
+        from .jsonout import dumps as encode
+    parts = {k: encode(v).encode() for k, v in other.items()}
+    parts["inverters"] = b"{" + inv + b"}"
+    parts["events"] = encode(events).encode() if events else b"{}"
+    parts["optimizers"] = b"{" + b", ".join(map(optimizers.__getitem__, sorted(optimizers))) + b"}"
+    return b"{" + b", ".join([encode(k).encode() + b": " + parts[k] for k in sorted(parts)]) + b"}"

@@ -11,9 +11,8 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from . import functions as fn
-from .devices import RecordError, render_post_data
+from .devices import RecordError, render_post_data_bytes
 from .framing import Frame, FrameError, StreamDecoder, decode, encode
-from .jsonout import dumps
 from .messages import gmt_payload, parse_data
 
 if TYPE_CHECKING:
@@ -47,15 +46,15 @@ class Failed:
 
 
 class Output:
-    """One JSON output line: the object, or (``Monitor(render=True)``) its JSON text already."""
+    """One JSON output line: the object, or (``Monitor(render=True)``) its JSON text already as ASCII ``raw`` bytes."""
 
-    __slots__ = ("obj", "text")
+    __slots__ = ("obj", "raw")
 
-    def __init__(self, obj: dict[str, Any] | None, text: str | None = None) -> None:
-        self.obj, self.text = obj, text
+    def __init__(self, obj: dict[str, Any] | None, raw: bytes | None = None) -> None:
+        self.obj, self.raw = obj, raw
 
     def __repr__(self) -> str:
-        return f"Output(obj={self.obj!r}, text={self.text!r})"
+        return f"Output(obj={self.obj!r}, raw={self.raw!r})"
 
 
 class Send:
@@ -152,12 +151,12 @@ class Monitor:
             if inner is None:
                 return
             frame, function, encrypted = inner, inner.function, True
-        text = None
+        raw = None
         try:
             if function == fn.KEY_EXCHANGE:
                 data: Any = {}
             elif self.render and function == fn.POST_DATA and frame.payload:
-                data, text = None, render_post_data(frame.payload, dumps)
+                data, raw = None, render_post_data_bytes(frame.payload)
             else:
                 data = parse_data(function, frame.payload)
         except RecordError as e:
@@ -166,7 +165,7 @@ class Monitor:
             return
         out.append(Received(frame, data, encrypted))
         if function == fn.POST_DATA and frame.payload:
-            out.append(Output(data, text))
+            out.append(Output(data, raw))
         elif function == 0x0021 and self.update is not None and isinstance(data, dict):
             off, chunk = data["offset"], data["data"]
             if 0 <= off < UPDATE_SIZE:
