@@ -109,6 +109,13 @@ class GraphiteClient:
     # ------------------------------------------------------------------ connection
     def _connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        try:
+            if sock.getsockname() == sock.getpeername():
+                # TCP simultaneous open with itself: nothing listens on this (ephemeral) port
+                raise ConnectionRefusedError(f"nothing listens on {self.address} (self-connected socket)")
+        except OSError:
+            sock.close()
+            raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self.connects += 1
