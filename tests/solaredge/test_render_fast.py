@@ -140,3 +140,20 @@ def test_inverter_0010_non_finite_texts() -> None:
     text = render_post_data(sim.record(0x0010, 0x7F104920, data))
     assert '"Eday": NaN' in text and '"Eac": Infinity' in text and '"Pmax": NaN' in text and '"Pac": -Infinity' in text
     _check(sim.record(0x0010, 0x7F104920, data))
+
+
+def test_time_of_day_table_filled_hour_by_hour(zone, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hours of the time-of-day table are filled on first use; a run over unfilled middle hours is still exact."""
+    zone("Asia/Kathmandu")
+    monkeypatch.setattr(devices, "_texts", None)
+    day = 1700006400 - 20700  # a local midnight in Kathmandu (UTC+5:45)
+
+    def run(*hours_and_seconds: int) -> bytes:
+        return b"".join(sim.record(0x0080, 0x20100000 + i, sim.optimizer_0080(day + s, i, 30, 40, 5, 100, 20))
+                        for i, s in enumerate(hours_and_seconds))
+
+    for payload in (run(5 * 3600 + 1), run(7 * 3600 + 59, 7 * 3600), run(4 * 3600, 9 * 3600 + 3599, 6 * 3600 + 7),
+                    run(0, 86399, 43200)):
+        assert devices._render_0080_run(payload, 0, {}) == len(payload)
+        _check(payload)
+    assert None not in devices._texts.tod_uptime[4 * 3600:10 * 3600]

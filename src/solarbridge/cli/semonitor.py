@@ -28,6 +28,15 @@ log = logging.getLogger("semonitor")
 
 
 class _Parser(argparse.ArgumentParser):
+    #: while the parser is built, argparse makes a formatter per argument only to check its metavar:
+    #: give it a fixed width, so start-up does not import shutil and ask for the terminal size 20 times
+    building = True
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if self.building:
+            return self.formatter_class(prog=self.prog, width=80)  # type: ignore[call-arg]
+        return super()._get_formatter()
+
     def error(self, message: str) -> Any:  # original: usage + message, exit 2
         self.print_usage(sys.stderr)
         sys.stderr.write(f"semonitor: error: {message}\n")
@@ -84,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--command-delay", type=float, default=COMMAND_DELAY, help=argparse.SUPPRESS)
     p.add_argument("--master-pause", type=float, default=MASTER_PAUSE, help=argparse.SUPPRESS)
     p.add_argument("datasource", nargs="?", default="stdin", help="input file, serial port or - for stdin")
+    p.building = False
     return p
 
 

@@ -494,17 +494,21 @@ class _Texts:
         #: byte 8 -> {bytes 6-7 as a word -> b', "Vmod": Vmod, "Vopt": Vopt}'}
         self.vmod_vopt = _Lazy(lambda b8: _Lazy(
             lambda w: f', "Vmod": {volt[w & 0x3FF]}, "Vopt": {volt[w >> 10 | (b8 & 0xF) << 6]}}}'.encode(), 65536))
-        self._tod: list[bytes] | None = None
+        #: uptime word -> b"%d"
+        self.uptime = _Lazy(b"%d".__mod__)
+        #: second of the day -> b'HH:MM:SS", "Uptime": ' (each hour filled on first use)
+        self.tod_uptime: list[bytes | None] = [None] * 86400
+        self.filled = bytearray(24)
         self._heads: dict[str, _Lazy] = {}
 
-    def tod_uptime(self) -> list[bytes]:
-        """second of the day -> b'HH:MM:SS", "Uptime": '."""
-        if self._tod is None:
-            from itertools import product
-
-            self._tod = list(map(b"".join, product([b"%02d:" % h for h in range(24)], [b"%02d:" % m for m in range(60)],
-                                                   [b'%02d", "Uptime": ' % s for s in range(60)])))
-        return self._tod
+    def fill_hours(self, first: int, last: int) -> None:
+        """Fill :attr:`tod_uptime` for the hours ``first..last`` of the day."""
+        secs = [b'%02d", "Uptime": ' % s for s in range(60)]
+        for h in range(first, last + 1):
+            if not self.filled[h]:
+                self.tod_uptime[h * 3600:h * 3600 + 3600] = [
+                    hm + s for hm in [b"%02d:%02d:" % (h, m) for m in range(60)] for s in secs]
+                self.filled[h] = 1
 
     def heads(self, date: str) -> _Lazy:
         """raw id -> b'"ID": {"Date": "date", "Eday": ' for one date."""
@@ -562,10 +566,13 @@ def _render_0080_run(payload: bytes, ptr: int, optimizers: dict[str, bytes]) -> 
         return ptr
     tx = _texts if _texts is not None else _opt_texts()
     start = day * 86400 - off
+    h0, h1 = (lo - start) // 3600, (hi - start) // 3600
+    if h1 - h0 > 1 or not tx.filled[h0] or not tx.filled[h1]:
+        tx.fill_hours(h0, h1)
     texts = map(b"".join, zip(map(tx.heads(_day_text(day)).__getitem__, raw), map(tx.eday_id.__getitem__, e),
                               map(tx.id_imod.__getitem__, raw), map(getitem, map(tx.imod_temp.__getitem__, b9), b8),
                               map(tx.temp_time.__getitem__, t),
-                              map(tx.tod_uptime().__getitem__, map(start.__rsub__, ts)), map(b"%d".__mod__, up),
+                              map(tx.tod_uptime.__getitem__, map(start.__rsub__, ts)), map(tx.uptime.__getitem__, up),
                               map(getitem, map(tx.vmod_vopt.__getitem__, b8), w67), strict=True))
     optimizers.update(zip(map(_IDS.__getitem__, raw), texts, strict=True))
     return ptr + m * _REC_0080_LEN
