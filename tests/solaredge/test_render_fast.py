@@ -152,7 +152,8 @@ def test_time_of_day_table_filled_hour_by_hour(zone, monkeypatch: pytest.MonkeyP
         return b"".join(sim.record(0x0080, 0x20100000 + i, sim.optimizer_0080(day + s, i, 30, 40, 5, 100, 20))
                         for i, s in enumerate(hours_and_seconds))
 
-    for payload in (run(5 * 3600 + 1), run(7 * 3600 + 59, 7 * 3600), run(4 * 3600, 9 * 3600 + 3599, 6 * 3600 + 7),
+    # hours 4 and 9 filled first, then a run from 4 to 9: the hours between are filled too
+    for payload in (run(4 * 3600 + 1), run(9 * 3600 + 59, 9 * 3600), run(4 * 3600, 9 * 3600 + 3599, 6 * 3600 + 7),
                     run(0, 86399, 43200)):
         assert devices._render_0080_run(payload, 0, {}) == len(payload)
         _check(payload)
