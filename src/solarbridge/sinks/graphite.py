@@ -269,10 +269,14 @@ class GraphiteClient:
                 sock = self.sock
                 assert sock is not None
                 sock.shutdown(socket.SHUT_WR)
-                sock.settimeout(self.timeout)
+                # wait for Carbon's end-of-stream; bounded even if a peer keeps talking (not Carbon)
+                until = time.monotonic() + self.timeout
                 while True:
-                    chunk = sock.recv(4096)
-                    if not chunk:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"no end-of-stream from {self.address} within {self.timeout}s")
+                    sock.settimeout(left)
+                    if not sock.recv(4096):
                         break
                 break
             except OSError as e:
