@@ -420,6 +420,8 @@ _REC_0080 = struct.Struct("<HIHLHBBBBHb")
 #: the same, with bytes 6 and 7 of the data as one little-endian word (Vmod and the low bits of Vopt)
 _REC_0080_W = struct.Struct("<HIHLHHBBHb")
 _REC_0080_LEN = _REC_0080.size  # 21
+#: record count -> struct of that many _REC_0080_W records
+_RUN_STRUCTS: dict[int, struct.Struct] = {}
 
 
 class _Ids(dict[int, str]):
@@ -538,8 +540,14 @@ def _render_0080_run(payload: bytes, ptr: int, optimizers: dict[str, bytes]) -> 
     one UTC offset (the caller then takes the record-by-record path).
     """
     m = (len(payload) - ptr) // _REC_0080_LEN
-    typ, raw, size, ts, up, w67, b8, b9, e, t = zip(
-        *_REC_0080_W.iter_unpack(memoryview(payload)[ptr:ptr + m * _REC_0080_LEN]), strict=True)
+    st = _RUN_STRUCTS.get(m)
+    if st is None:
+        if len(_RUN_STRUCTS) > 256:
+            _RUN_STRUCTS.clear()
+        st = _RUN_STRUCTS[m] = struct.Struct("<" + _REC_0080_W.format[1:] * m)
+    # one flat tuple for the whole run; a column is every 10th value
+    f = st.unpack_from(payload, ptr)
+    typ, size = f[0::10], f[2::10]
     if typ.count(0x0080) != m or size.count(13) != m:
         k = 0
         for a, b in zip(typ, size, strict=True):
@@ -547,7 +555,8 @@ def _render_0080_run(payload: bytes, ptr: int, optimizers: dict[str, bytes]) -> 
                 break
             k += 1
         m = k
-        raw, ts, up, w67, b8, b9, e, t = raw[:k], ts[:k], up[:k], w67[:k], b8[:k], b9[:k], e[:k], t[:k]
+        f = f[:k * 10]
+    raw, ts, up, w67, b8, b9, e, t = f[1::10], f[3::10], f[4::10], f[5::10], f[6::10], f[7::10], f[8::10], f[9::10]
     lo, hi = min(ts), max(ts)
     if hi - lo >= 86400:
         return ptr
