@@ -96,7 +96,7 @@ def test_run_fast_path_is_taken_and_exact(zone) -> None:
         for start in (1700000000, 1615690800 - 4000, 1636250400 + 4000, 1700006400 + 10):
             recs = b"".join(sim.record(0x0080, 0x20100000 + 7 * i, sim.optimizer_0080(
                 start - i, 3600 + i, 30 + i / 8, 40.0, 5 + i / 16, 100.0 + i, 20.0 - 3 * i)) for i in range(24))
-            out: dict[str, str] = {}
+            out = devices._OptTexts()
             span_ok = time.localtime(start - 23).tm_mday == time.localtime(start).tm_mday and \
                 time.localtime(start - 23).tm_gmtoff == time.localtime(start).tm_gmtoff
             end = devices._render_0080_run(recs, 0, out)
@@ -110,9 +110,9 @@ def test_run_stops_at_a_record_of_another_kind() -> None:
             for i in range(5)]
     longer = sim.record(0x0080, 0x20200000, sim.optimizer_0080(1700000000, 1, 30, 40, 5, 100, 20) + b"\x00")
     payload = b"".join(good[:3]) + longer + b"".join(good[3:])
-    out: dict[str, str] = {}
+    out = devices._OptTexts()
     assert devices._render_0080_run(payload, 0, out) == 3 * 21
-    assert sorted(out) == ["20100000", "20100001", "20100002"]
+    assert [t[:11] for t in out.sorted_texts()] == [b'"20100000":', b'"20100001":', b'"20100002":']
     _check(payload)
 
 
@@ -155,6 +155,6 @@ def test_time_of_day_table_filled_hour_by_hour(zone, monkeypatch: pytest.MonkeyP
     # hours 4 and 9 filled first, then a run from 4 to 9: the hours between are filled too
     for payload in (run(4 * 3600 + 1), run(9 * 3600 + 59, 9 * 3600), run(4 * 3600, 9 * 3600 + 3599, 6 * 3600 + 7),
                     run(0, 86399, 43200)):
-        assert devices._render_0080_run(payload, 0, {}) == len(payload)
+        assert devices._render_0080_run(payload, 0, devices._OptTexts()) == len(payload)
         _check(payload)
     assert None not in devices._texts.tod_uptime[4 * 3600:10 * 3600]

@@ -533,7 +533,33 @@ def _opt_texts() -> _Texts:
     return _texts
 
 
-def _render_0080_run(payload: bytes, ptr: int, optimizers: dict[str, bytes]) -> int:
+class _OptTexts(dict[str, bytes]):
+    """Optimizer id -> its text (``"ID": {...}``), later records replacing earlier ones.
+
+    A first run of records with distinct ids is kept as the list :attr:`run` instead (no keys to
+    make); :meth:`spill` moves it into the dict before anything else is added. A text starts with
+    its quoted id, and ``"`` sorts before every hex digit, so texts sort as their ids do.
+    """
+
+    __slots__ = ("run",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run: list[bytes] | None = None
+
+    def spill(self) -> None:
+        if self.run is not None:
+            for text in self.run:
+                self[text[1:text.index(b'"', 1)].decode()] = text
+            self.run = None
+
+    def sorted_texts(self) -> list[bytes]:
+        if self.run is not None:
+            return sorted(self.run)
+        return list(map(self.__getitem__, sorted(self)))
+
+
+def _render_0080_run(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
     """Render the run of usual 13-byte 0x0080 records starting at ``ptr`` into ``optimizers``.
 
     Returns the offset after the run, or ``ptr`` when the run is not all in one local day with
@@ -578,17 +604,23 @@ def _render_0080_run(payload: bytes, ptr: int, optimizers: dict[str, bytes]) -> 
     h0, h1 = (lo - start) // 3600, (hi - start) // 3600
     if h1 - h0 > 1 or not tx.filled[h0] or not tx.filled[h1]:
         tx.fill_hours(h0, h1)
-    texts = map(b"".join, zip(map(tx.heads(_day_text(day)).__getitem__, raw), map(tx.eday_id.__getitem__, e),
-                              map(tx.id_imod.__getitem__, raw), map(getitem, map(tx.imod_temp.__getitem__, b9), b8),
-                              map(tx.temp_time.__getitem__, t),
-                              map(tx.tod_uptime.__getitem__, map(start.__rsub__, ts)), map(tx.uptime.__getitem__, up),
-                              map(getitem, map(tx.vmod_vopt.__getitem__, b8), w67), strict=True))
-    optimizers.update(zip(map(_IDS.__getitem__, raw), texts, strict=True))
+    heads = list(map(tx.heads(_day_text(day)).__getitem__, raw))
+    texts = list(map(b"".join, zip(
+        heads, map(tx.eday_id.__getitem__, e), map(tx.id_imod.__getitem__, raw),
+        map(getitem, map(tx.imod_temp.__getitem__, b9), b8), map(tx.temp_time.__getitem__, t),
+        map(tx.tod_uptime.__getitem__, map(start.__rsub__, ts)), map(tx.uptime.__getitem__, up),
+        map(getitem, map(tx.vmod_vopt.__getitem__, b8), w67), strict=True)))
+    if optimizers.run is None and not optimizers and len(set(heads)) == m:
+        optimizers.run = texts  # the usual post: one run of distinct optimizers
+    else:
+        optimizers.spill()
+        optimizers.update(zip(map(_IDS.__getitem__, raw), texts, strict=True))
     return ptr + m * _REC_0080_LEN
 
 
-def _render_0080_records(payload: bytes, ptr: int, optimizers: dict[str, bytes]) -> int:
+def _render_0080_records(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
     """Record by record, the run of usual 0x0080 records at ``ptr`` (any times); returns the offset after it."""
+    optimizers.spill()
     tx = _opt_texts()
     volt, amp, energy, temp = tx.volt, tx.amp, tx.energy, tx.temp
     ids, minutes, seconds = _IDS, _MINUTES, _SECONDS
@@ -686,7 +718,7 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
     :class:`RecordError` exactly where :func:`parse_post_data` does (tested against it).
     """
     inverters: dict[str, bytes] = {}
-    optimizers: dict[str, bytes] = {}
+    optimizers = _OptTexts()
     events: dict[str, Any] = {}
     other: dict[str, Any] = {}
     n = len(payload)
@@ -708,6 +740,7 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
             inverters[dev_id] = _inverter_0010_item(dev_id, payload[start:ptr])
         elif se_type == 0x0080 or se_type == 0x0082:
             dev_id = _IDS[raw_id]
+            optimizers.spill()
             optimizers[dev_id] = _render_packed_optimizer(se_type, dev_id, payload, start,
                                                           dev_len if ptr <= n else n - start)
         else:
@@ -716,6 +749,7 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
             dev_id = _IDS[raw_id]
             data = payload[start:ptr]
             if se_type == 0x0000:
+                optimizers.spill()
                 optimizers[dev_id] = f'"{dev_id}": {encode(parse_optimizer_0000(dev_id, data))}'.encode()
             elif se_type == 0x0011:
                 inverters[dev_id] = f'"{dev_id}": {encode(parse_inverter_0011(dev_id, data))}'.encode()
@@ -728,10 +762,10 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
         inverters.values())
     if not other and not events:
         head = b'{"events": {}, "inverters": {' + inv + b'}, "optimizers": {'
-        if not optimizers:
+        items = optimizers.sorted_texts()
+        if not items:
             return head + b"}}"
         # one join for the whole line: the head and tail go onto the first and last item
-        items = list(map(optimizers.__getitem__, sorted(optimizers)))
         items[0] = head + items[0]
         items[-1] += b"}}"
         return b", ".join(items)
@@ -740,5 +774,5 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
     parts = {k: encode(v).encode() for k, v in other.items()}
     parts["inverters"] = b"{" + inv + b"}"
     parts["events"] = encode(events).encode() if events else b"{}"
-    parts["optimizers"] = b"{" + b", ".join(map(optimizers.__getitem__, sorted(optimizers))) + b"}"
+    parts["optimizers"] = b"{" + b", ".join(optimizers.sorted_texts()) + b"}"
     return b"{" + b", ".join([encode(k).encode() + b": " + parts[k] for k in sorted(parts)]) + b"}"
