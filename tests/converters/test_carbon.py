@@ -161,8 +161,7 @@ def test_sink_writes_any_source_readings(protocol, spool, carbon, tmp_path):
     assert not carbon.wsp_path("sb.inverter.INV_1_a.mode").exists()  # strings are not sent
 
 
-@pytest.mark.parametrize(("protocol", "spool"), [("text", "memory"), ("pickle", "memory"), ("text", "disk"),
-                                                 ("pickle", "disk")])
+@pytest.mark.parametrize(("protocol", "spool"), [("text", "memory"), ("pickle", "memory"), ("pickle", "disk")])
 def test_sink_in_daemon_loses_nothing_across_carbon_restart(protocol, spool, carbon, tmp_path):
     """Readings published through the real runtime while Carbon restarts all end up in whisper."""
     from solarbridge import config as cfgmod
