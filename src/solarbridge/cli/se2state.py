@@ -42,6 +42,8 @@ def keep_state(args: argparse.Namespace) -> int:
         else:
             print(f"se2state: {msg}", file=sys.stderr)
 
+    if not out.parent.exists():
+        raise InputError(f"cannot write {out}: directory {out.parent} does not exist", exit_code=2)
     if args.init is not None:
         state = SeState.initial([x.strip() for x in args.init.split(",")])
         state.save(out, fsync=True)
@@ -56,8 +58,6 @@ def keep_state(args: argparse.Namespace) -> int:
             state = SeState()
     else:
         state = SeState()
-    if not out.parent.exists():
-        raise InputError(f"cannot write {out}: directory {out.parent} does not exist", exit_code=2)
 
     def on_idle() -> None:
         # caught up with the input: make the latest state durable, not only atomic
