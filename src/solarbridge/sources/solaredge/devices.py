@@ -541,11 +541,7 @@ class _OptTexts(dict[str, bytes]):
     its quoted id, and ``"`` sorts before every hex digit, so texts sort as their ids do.
     """
 
-    __slots__ = ("run",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.run: list[bytes] | None = None
+    run: list[bytes] | None = None  # (a class default: making one stays a C-level call)
 
     def spill(self) -> None:
         if self.run is not None:
@@ -690,18 +686,18 @@ def _inverter_0010_text(dev_id: str, data: bytes) -> str:
                              nums[8], t, nums[9], nums[10], nums[11])
 
 
-def _inverter_0010_item(dev_id: str, data: bytes) -> bytes:
-    """b'"ID": {...}' of a 0x0010 record: one % with %r when every float is finite (the usual case)."""
-    if len(data) >= 104:
+def _inverter_0010_item(dev_id: str, payload: bytes, start: int, end: int) -> bytes:
+    """b'"ID": {...}' of the 0x0010 record ``payload[start:end]``: one % with %r when every float is finite."""
+    if end - start >= 104 and len(payload) - start >= 104:
         (ts, uptime, interval, temp, eday, eac, vac, iac, freq, _, _, vdc, _, etot, _, _, _, _, pmax, _, _, _, _,
-         pac, _, _) = _INV_0010.unpack_from(data)
+         pac, _, _) = _INV_0010.unpack_from(payload, start)
         # the sum of finite float32 values is finite; one NaN or infinity makes it NaN or infinite
         total = temp + eday + eac + vac + iac + freq + vdc + etot + pac + (0.0 if pmax < -3e38 else pmax)
         if total - total == 0.0:
             d, tod = date_time(ts)
             return (_INV1_TEMPLATE_R % (dev_id, d, eac, eday, etot, freq, dev_id, iac, interval, pac,
                                         "NaN" if pmax < -3e38 else pmax, temp, tod, uptime, vac, vdc)).encode()
-    return f'"{dev_id}": {_inverter_0010_text(dev_id, data)}'.encode()
+    return f'"{dev_id}": {_inverter_0010_text(dev_id, payload[start:end])}'.encode()
 
 
 def render_post_data(payload: bytes, encode: Any = None) -> str:
@@ -737,7 +733,7 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
         ptr = start + dev_len
         if se_type == 0x0010:
             dev_id = _IDS[raw_id]
-            inverters[dev_id] = _inverter_0010_item(dev_id, payload[start:ptr])
+            inverters[dev_id] = _inverter_0010_item(dev_id, payload, start, ptr)
         elif se_type == 0x0080 or se_type == 0x0082:
             dev_id = _IDS[raw_id]
             optimizers.spill()

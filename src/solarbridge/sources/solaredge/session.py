@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .crypto import SessionCipher
 
 UPDATE_SIZE = 0x80000
+_POST_DATA = fn.POST_DATA
 
 
 class Received:
@@ -137,8 +138,19 @@ class Monitor:
         return None
 
     def process(self, frame: Frame, out: list[Action]) -> None:
-        encrypted = False
         function = frame.function
+        if function == _POST_DATA and self.render and frame.payload and not self.reply:
+            # semonitor -o on a recording: the bulk of the work, in short
+            try:
+                raw = render_post_data_bytes(frame.payload)
+            except RecordError as e:
+                self.drops["record"] += 1
+                out.append(Failed(frame, e))
+                return
+            out.append(Received(frame, None))
+            out.append(Output(None, raw))
+            return
+        encrypted = False
         if function == fn.KEY_EXCHANGE and self.key is not None:
             from .crypto import SessionCipher  # lazy: only encrypted links pay for `cryptography`
 
