@@ -142,8 +142,8 @@ def test_inverter_0010_non_finite_texts() -> None:
     _check(sim.record(0x0010, 0x7F104920, data))
 
 
-def test_time_of_day_table_filled_hour_by_hour(zone, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hours of the time-of-day table are filled on first use; a run over unfilled middle hours is still exact."""
+def test_time_of_day_table_filled_minute_by_minute(zone, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Minutes of the time-of-day table are filled on first use; a run over unfilled middle ones is still exact."""
     zone("Asia/Kathmandu")
     monkeypatch.setattr(devices, "_texts", None)
     day = 1700006400 - 20700  # a local midnight in Kathmandu (UTC+5:45)
@@ -152,8 +152,8 @@ def test_time_of_day_table_filled_hour_by_hour(zone, monkeypatch: pytest.MonkeyP
         return b"".join(sim.record(0x0080, 0x20100000 + i, sim.optimizer_0080(day + s, i, 30, 40, 5, 100, 20))
                         for i, s in enumerate(hours_and_seconds))
 
-    # hours 4 and 9 filled first, then a run from 4 to 9: the hours between are filled too
-    for payload in (run(4 * 3600 + 1), run(9 * 3600 + 59, 9 * 3600), run(4 * 3600, 9 * 3600 + 3599, 6 * 3600 + 7),
+    # minutes 04:00 and 09:59 filled first, then a run from 04:00 to 09:59: the minutes between are filled too
+    for payload in (run(4 * 3600 + 1), run(9 * 3600 + 3599, 9 * 3600 + 3540), run(4 * 3600, 9 * 3600 + 3599, 6 * 3600 + 7),
                     run(0, 86399, 43200)):
         assert devices._render_0080_run(payload, 0, devices._OptTexts()) == len(payload)
         _check(payload)

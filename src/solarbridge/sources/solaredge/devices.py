@@ -498,19 +498,19 @@ class _Texts:
             lambda w: f', "Vmod": {volt[w & 0x3FF]}, "Vopt": {volt[w >> 10 | (b8 & 0xF) << 6]}}}'.encode(), 65536))
         #: uptime word -> b"%d"
         self.uptime = _Lazy(b"%d".__mod__)
-        #: second of the day -> b'HH:MM:SS", "Uptime": ' (each hour filled on first use)
+        #: second of the day -> b'HH:MM:SS", "Uptime": ' (each minute filled on first use)
         self.tod_uptime: list[bytes | None] = [None] * 86400
-        self.filled = bytearray(24)
+        self.filled = bytearray(1440)
+        self._seconds = [b'%02d", "Uptime": ' % s for s in range(60)]
         self._heads: dict[str, _Lazy] = {}
 
-    def fill_hours(self, first: int, last: int) -> None:
-        """Fill :attr:`tod_uptime` for the hours ``first..last`` of the day."""
-        secs = [b'%02d", "Uptime": ' % s for s in range(60)]
-        for h in range(first, last + 1):
-            if not self.filled[h]:
-                self.tod_uptime[h * 3600:h * 3600 + 3600] = [
-                    hm + s for hm in [b"%02d:%02d:" % (h, m) for m in range(60)] for s in secs]
-                self.filled[h] = 1
+    def fill_minutes(self, first: int, last: int) -> None:
+        """Fill :attr:`tod_uptime` for the minutes ``first..last`` of the day."""
+        for m in range(first, last + 1):
+            if not self.filled[m]:
+                hm = b"%02d:%02d:" % divmod(m, 60)
+                self.tod_uptime[m * 60:m * 60 + 60] = [hm + s for s in self._seconds]
+                self.filled[m] = 1
 
     def heads(self, date: str) -> _Lazy:
         """raw id -> b'"ID": {"Date": "date", "Eday": ' for one date."""
@@ -597,9 +597,9 @@ def _render_0080_run(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
         return ptr
     tx = _texts if _texts is not None else _opt_texts()
     start = day * 86400 - off
-    h0, h1 = (lo - start) // 3600, (hi - start) // 3600
-    if h1 - h0 > 1 or not tx.filled[h0] or not tx.filled[h1]:
-        tx.fill_hours(h0, h1)
+    m0, m1 = (lo - start) // 60, (hi - start) // 60
+    if m1 - m0 > 1 or not tx.filled[m0] or not tx.filled[m1]:
+        tx.fill_minutes(m0, m1)
     heads = list(map(tx.heads(_day_text(day)).__getitem__, raw))
     texts = list(map(b"".join, zip(
         heads, map(tx.eday_id.__getitem__, e), map(tx.id_imod.__getitem__, raw),
