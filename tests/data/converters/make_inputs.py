@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECORDS = HERE.parents[3] / "shared" / "reference" / "solaredge" / "records.txt"
+# the copy of ../shared/reference/solaredge/records.txt (and frames.txt beside it) kept in tests/data
+RECORDS = HERE.parent / "solaredge" / "records.txt"
 
 
 def recorded_lines(records_txt: Path = RECORDS) -> list[bytes]:
