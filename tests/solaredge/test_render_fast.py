@@ -75,8 +75,8 @@ def _run_0080(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def _other(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from([0x0010, 0x0082, 0x0000, 0x0030, 0x0080]))
-    size = {0x0010: 104, 0x0082: 10, 0x0000: 36, 0x0030: 86, 0x0080: 13}[kind] + draw(st.sampled_from([0, 0, 2, -1]))
+    kind = draw(st.sampled_from([0x0010, 0x0082, 0x0000, 0x0030, 0x0022, 0x0300, 0x0017, 0x0080]))
+    size = {0x0010: 104, 0x0082: 10, 0x0000: 36, 0x0030: 86, 0x0022: 58, 0x0300: 28, 0x0017: 24, 0x0080: 13}[kind] + draw(st.sampled_from([0, 0, 2, -1]))
     return sim.record(kind, draw(_IDS), draw(st.binary(min_size=max(0, size), max_size=max(0, size))))
 
 
@@ -114,6 +114,37 @@ def test_run_stops_at_a_record_of_another_kind() -> None:
     assert devices._render_0080_run(payload, 0, out) == 3 * 21
     assert [t[:11] for t in out.sorted_texts()] == [b'"20100000":', b'"20100001":', b'"20100002":']
     _check(payload)
+
+
+_NAMES = [b"BAT000000SIM", b"BAT000001SIM", b'BA"T\\1\x00\x00\x00\x00\x00', "Batt\u00e9ry\u20ac".encode() + b"\x00",
+          b"\xff\xfeBAD-UTF8!!", bytes(12)]
+
+
+@st.composite
+def _table_record(draw: st.DrawFn) -> bytes:
+    """A battery (0x0030) or meter (0x0022) record: names with quotes, non-ASCII, bad UTF-8; meter kinds."""
+    se_type = draw(st.sampled_from([0x0030, 0x0022]))
+    size = {0x0030: 86, 0x0022: 58}[se_type]
+    data = bytearray(draw(st.binary(min_size=size, max_size=size)))
+    data[0:4] = struct.pack("<L", draw(st.sampled_from([1700000000, 1700006399, 0, 2**32 - 1])))
+    if se_type == 0x0030:
+        data[4:16] = draw(st.sampled_from(_NAMES))
+    else:
+        data[4] = draw(st.sampled_from([3, 5, 7, 8, 9, 0x81, data[4]]))
+    floats = [16, 20, 40, 48, 60, 66, 70] if se_type == 0x0030 else [50, 54, 50]  # 50: the meter's P2X
+    for off in draw(st.lists(st.sampled_from(floats), max_size=3)):
+        # not reported (-FLT_MAX), NaN, -3.39e38 (below -3e38), -inf, +inf
+        data[off:off + 4] = draw(st.sampled_from([b"\xff\xff\x7f\xff", b"\x00\x00\xc0\x7f", b"\x00\x00\x7f\xff",
+                                                  b"\x00\x00\x80\xff", b"\x00\x00\x80\x7f"]))
+    data = bytes(data) + draw(st.sampled_from([b"", b"", b"", b"\x01\x02"]))
+    return sim.record(se_type, draw(st.sampled_from([0x7F104920, 0x7F904920, 0x7F10492A])), data)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.one_of(_table_record(), _other()), min_size=1, max_size=8), st.binary(max_size=9))
+def test_battery_and_meter_texts_equal_the_obvious_path(parts: list[bytes], tail: bytes) -> None:
+    _check(b"".join(parts))
+    _check(b"".join(parts) + tail)
 
 
 _F32 = st.one_of(st.floats(width=32, allow_nan=True, allow_infinity=True),
@@ -158,3 +189,15 @@ def test_time_of_day_table_filled_minute_by_minute(zone, monkeypatch: pytest.Mon
         assert devices._render_0080_run(payload, 0, devices._OptTexts()) == len(payload)
         _check(payload)
     assert None not in devices._texts.tod_uptime[4 * 3600:10 * 3600]
+
+
+def test_battery_and_meter_template_path_is_taken(zone) -> None:
+    """A simulated battery site's posts (2 batteries, meters) go through the template path and match."""
+    zone("Europe/Berlin")
+    site = sim.make_site(1, 3, 2, seed=3)
+    for t in (1700000000, 1700003600):
+        payload = site[0].telemetry(t)
+        tables = [r for r in devices.iter_records(payload) if r[0] in (0x0030, 0x0022)]
+        assert len(tables) >= 3
+        assert all(devices._table_item(*r) is not None for r in tables)
+        _check(payload)

@@ -700,6 +700,115 @@ def _inverter_0010_item(dev_id: str, payload: bytes, start: int, end: int) -> by
     return f'"{dev_id}": {_inverter_0010_text(dev_id, payload[start:end])}'.encode()
 
 
+class _TablePlan:
+    """How to write a full-length record of a table layout as JSON text with one ``%``."""
+
+    __slots__ = ("dev_type", "struct", "template", "pick", "floats", "hexes", "strs", "label", "p2x")
+
+    def __init__(self, se_type: int) -> None:
+        from json.encoder import encode_basestring_ascii as quote
+
+        name, layout = TABLE_TYPES[se_type]
+        self.dev_type = f"{name}_0x{se_type:04x}"
+        self.struct = _compiled(layout)
+        n = len(layout)
+        # the values list is the unpacked fields, then Date, Time, seId, devLen
+        fields: dict[str, tuple[int, str]] = {key: (i, kind) for i, (_, kind, key) in enumerate(layout)}
+        fields.update({"Date": (n, "text"), "Time": (n + 1, "text"), "seId": (n + 2, "text"),
+                       "devLen": (n + 3, "int")})
+        consts = {"seType": quote(f"0x{se_type:04x}"), "devType": quote(self.dev_type)}
+        parts, pick = [], []
+        for key in sorted([*fields, *consts]):
+            if key in consts:
+                parts.append(f"{quote(key)}: {consts[key]}")
+                continue
+            i, kind = fields[key]
+            fmt = {"f": "%s", "hex": '"%s"', "text": '"%s"', "str": "%s"}.get(kind, "%d")  # str(float) is repr
+            parts.append(f"{quote(key)}: {fmt}")
+            pick.append(i)
+        self.template = "{" + ", ".join(parts) + "}"
+        self.pick = pick
+        self.floats = [i for i, (_, kind, _) in enumerate(layout) if kind == "f"]
+        self.hexes = [i for i, (_, kind, _) in enumerate(layout) if kind == "hex"]
+        self.strs = [i for i, (_, kind, _) in enumerate(layout) if kind == "str"]
+        self.label = layout.index((12, "str", "batteryId")) if se_type == 0x0030 else \
+            layout.index((1, "b", "recType"))
+        #: the meter's P2X: any value below -3e38 is not reported (parse_table_record's rule)
+        self.p2x = layout.index((4, "f", "P2X")) if se_type == 0x0022 else -1
+
+
+_TABLE_PLANS: dict[int, _TablePlan] = {}
+
+
+def _table_item(se_type: int, raw_id: int, dev_len: int, data: bytes) -> tuple[str, str, str, str] | None:
+    """(devType, seId, label, JSON text) of a battery or meter record of exactly its layout's length.
+
+    None when the record needs the general path: another type or length, a text field that is
+    not UTF-8.
+    """
+    plan = _TABLE_PLANS.get(se_type)
+    if plan is None:
+        if se_type not in (0x0030, 0x0022):
+            return None
+        plan = _TABLE_PLANS[se_type] = _TablePlan(se_type)
+    st = plan.struct
+    if dev_len != st.size or len(data) != dev_len:
+        return None
+    values = list(st.unpack_from(data))
+    floats = [values[i] for i in plan.floats]
+    total = sum(floats)
+    if total - total != 0.0 or min(floats) < -3e38:  # non-finite or not reported (-FLT_MAX): JSON texts
+        for i in plan.floats:
+            v = values[i]
+            if v == _FLOAT_NOT_REPORTED or v != v or (i == plan.p2x and v < -3e38):
+                values[i] = "NaN"
+            elif v - v != 0.0:
+                values[i] = "Infinity" if v > 0 else "-Infinity"
+    for i in plan.hexes:
+        values[i] = hex_data(values[i])
+    for i in plan.strs:
+        try:
+            values[i] = values[i].decode("utf-8").strip("\x00")
+        except UnicodeDecodeError:
+            return None
+    label_value = values[plan.label]
+    for i in plan.strs:
+        values[i] = _quote(values[i])
+    seid = _IDS[raw_id]
+    values.extend(date_time(values[0]))
+    values.append(seid)
+    values.append(dev_len)
+    text = plan.template % tuple([values[i] for i in plan.pick])
+    if se_type == 0x0022:
+        label = METER_REC_TYPES.get(label_value, f"{label_value}_UnrecognisedRecType")
+    else:
+        label = label_value
+    return plan.dev_type, seid, label, text
+
+
+def _quote(text: str) -> str:
+    from json.encoder import encode_basestring_ascii
+
+    return encode_basestring_ascii(text)
+
+
+def _tables_text(items: list[tuple[str, str, str, str]]) -> dict[str, bytes]:
+    """``{devType: {seId: {label: record}}}`` texts per devType.
+
+    Two records in one place are merged key by key in the original; records of one layout and
+    its exact length have the same keys, so the later one simply wins.
+    """
+    tree: dict[str, dict[str, dict[str, str]]] = {}
+    for dev_type, seid, label, text in items:
+        tree.setdefault(dev_type, {}).setdefault(seid, {})[label] = text
+    out = {}
+    for dev_type, ids in tree.items():
+        out[dev_type] = ("{" + ", ".join(
+            f'"{seid}": {{' + ", ".join(f"{_quote(label)}: {recs[label]}" for label in sorted(recs)) + "}"
+            for seid, recs in sorted(ids.items())) + "}").encode()
+    return out
+
+
 def render_post_data(payload: bytes, encode: Any = None) -> str:
     """``json.dumps(parse_post_data(payload), sort_keys=True)``, faster (see :func:`render_post_data_bytes`)."""
     return render_post_data_bytes(payload, encode).decode("ascii")
@@ -716,7 +825,8 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
     inverters: dict[str, bytes] = {}
     optimizers = _OptTexts()
     events: dict[str, Any] = {}
-    other: dict[str, Any] = {}
+    tables: list[tuple[int, int, int, bytes]] = []
+    table_items: list[tuple[str, str, str, str]] | None = []
     n = len(payload)
     ptr = 0
     while ptr < n:
@@ -752,11 +862,30 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
             elif se_type == 0x0300:
                 events[dev_id] = parse_event_0300(dev_id, data)
             else:
-                dev_type, rec = parse_table_record(se_type, raw_id, dev_len, data)
-                merge_update(other, _wrap(se_type, dev_type, rec))
+                # table-described records: texts from a template while every one allows it
+                tables.append((se_type, raw_id, dev_len, data))
+                if table_items is not None:
+                    item = _table_item(se_type, raw_id, dev_len, data)
+                    if item is not None:
+                        table_items.append(item)
+                        continue
+                    table_items = None
+                parse_table_record(se_type, raw_id, dev_len, data)  # raises where the general path does
     inv = b", ".join(map(inverters.__getitem__, sorted(inverters))) if len(inverters) > 1 else b"".join(
         inverters.values())
-    if not other and not events:
+    parts: dict[str, bytes] = {}
+    if tables:
+        if table_items is not None:
+            parts = _tables_text(table_items)
+        else:
+            if encode is None:
+                from .jsonout import dumps as encode
+            other: dict[str, Any] = {}
+            for se_type, raw_id, dev_len, data in tables:
+                dev_type, rec = parse_table_record(se_type, raw_id, dev_len, data)
+                merge_update(other, _wrap(se_type, dev_type, rec))
+            parts = {k: encode(v).encode() for k, v in other.items()}
+    if not parts and not events:
         head = b'{"events": {}, "inverters": {' + inv + b'}, "optimizers": {'
         items = optimizers.sorted_texts()
         if not items:
@@ -767,7 +896,6 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
         return b", ".join(items)
     if encode is None:
         from .jsonout import dumps as encode
-    parts = {k: encode(v).encode() for k, v in other.items()}
     parts["inverters"] = b"{" + inv + b"}"
     parts["events"] = encode(events).encode() if events else b"{}"
     parts["optimizers"] = b"{" + b", ".join(optimizers.sorted_texts()) + b"}"
