@@ -114,6 +114,12 @@ def test_run_stops_at_a_record_of_another_kind() -> None:
     assert devices._render_0080_run(payload, 0, out) == 3 * 21
     assert [t[:11] for t in out.sorted_texts()] == [b'"20100000":', b'"20100001":', b'"20100002":']
     _check(payload)
+    # records of another type with the same 13-byte length end the run too
+    for other_type in (0x0082, 0x0017):
+        other = sim.record(other_type, 0x20300000, sim.optimizer_0080(1700000000, 1, 30, 40, 5, 100, 20))
+        payload = b"".join(good[:2]) + other + b"".join(good[2:])
+        assert devices._render_0080_run(payload, 0, devices._OptTexts()) == 2 * 21
+        _check(payload)
 
 
 _NAMES = [b"BAT000000SIM", b"BAT000001SIM", b'BA"T\\1\x00\x00\x00\x00\x00', "Batt\u00e9ry\u20ac".encode() + b"\x00",

@@ -14,7 +14,9 @@ import math
 import struct
 import time
 from functools import lru_cache
-from operator import getitem
+from itertools import compress, count, repeat
+from json.encoder import encode_basestring_ascii as _quote
+from operator import getitem, ne
 from typing import Any
 
 NAN = math.nan
@@ -571,13 +573,10 @@ def _render_0080_run(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
     f = st.unpack_from(payload, ptr)
     typ, size = f[0::10], f[2::10]
     if typ.count(0x0080) != m or size.count(13) != m:
-        k = 0
-        for a, b in zip(typ, size, strict=True):
-            if a != 0x0080 or b != 13:
-                break
-            k += 1
-        m = k
-        f = f[:k * 10]
+        # the run ends at the first record of another type or length
+        m = min(next(compress(count(), map(ne, typ, repeat(0x0080))), m),
+                next(compress(count(), map(ne, size, repeat(13))), m))
+        f = f[:m * 10]
     raw, ts, up, w67, b8, b9, e, t = f[1::10], f[3::10], f[4::10], f[5::10], f[6::10], f[7::10], f[8::10], f[9::10]
     lo, hi = min(ts), max(ts)
     if hi - lo >= 86400:
@@ -786,10 +785,6 @@ def _table_item(se_type: int, raw_id: int, dev_len: int, data: bytes) -> tuple[s
     return plan.dev_type, seid, label, text
 
 
-def _quote(text: str) -> str:
-    from json.encoder import encode_basestring_ascii
-
-    return encode_basestring_ascii(text)
 
 
 def _tables_text(items: list[tuple[str, str, str, str]]) -> dict[str, bytes]:
