@@ -705,8 +705,7 @@ class _TablePlan:
     __slots__ = ("dev_type", "struct", "template", "pick", "floats", "hexes", "strs", "label", "p2x")
 
     def __init__(self, se_type: int) -> None:
-        from json.encoder import encode_basestring_ascii as quote
-
+        quote = _quote
         name, layout = TABLE_TYPES[se_type]
         self.dev_type = f"{name}_0x{se_type:04x}"
         self.struct = _compiled(layout)
@@ -783,8 +782,6 @@ def _table_item(se_type: int, raw_id: int, dev_len: int, data: bytes) -> tuple[s
     else:
         label = label_value
     return plan.dev_type, seid, label, text
-
-
 
 
 def _tables_text(items: list[tuple[str, str, str, str]]) -> dict[str, bytes]:
