@@ -402,7 +402,7 @@ async function loadHistory() {
   $("hist-note").textContent = `${data.t.length} points, ${fmtStep(data.step)} buckets (min/mean/max), ` +
     `loaded in ${Math.round(performance.now() - t0)} ms`;
 }
-function fmtStep(s) { return s >= 3600 ? s / 3600 + " h" : s >= 60 ? Math.round(s / 60) + " min" : s + " s"; }
+function fmtStep(s) { return s >= 3600 ? +(s / 3600).toFixed(1) + " h" : s >= 60 ? Math.round(s / 60) + " min" : s + " s"; }
 
 function niceTicks(lo, hi, n) {
   if (!(hi - lo > Math.abs(hi) * 1e-9)) { const pad = Math.max(1, Math.abs(hi) * 0.05); hi += pad; lo -= pad; }
