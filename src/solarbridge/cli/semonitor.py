@@ -11,7 +11,6 @@ its actions (JSON objects, replies) go to the output, the peer and the record fi
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import sys
 import time
@@ -19,12 +18,37 @@ from typing import Any, BinaryIO
 
 LOG_DATA = 9
 LOG_RAW = 8
+DEBUG, INFO, ERROR = 10, 20, 40  # logging's levels
 MASTER_TIMEOUT = 10.0
 MASTER_PAUSE = 5.0
 COMMAND_DELAY = 2.0
 COMMAND_TIMEOUT = 10.0
 
-log = logging.getLogger("semonitor")
+
+
+class _ErrorsToStderr:
+    """The logger of the default run (errors only, to stderr, as the message alone): it saves
+    importing :mod:`logging` at start-up. :func:`setup_logging` replaces it for -v or -d."""
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's name
+        return level >= ERROR
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        if level >= ERROR:
+            sys.stderr.write((msg % args if args else msg) + "\n")
+            sys.stderr.flush()
+
+    def error(self, msg: str, *args: Any) -> None:
+        self.log(ERROR, msg, *args)
+
+    def info(self, msg: str, *args: Any) -> None:
+        pass
+
+    def debug(self, msg: str, *args: Any) -> None:
+        pass
+
+
+log: Any = _ErrorsToStderr()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,6 +168,12 @@ def validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> Mode:
 
 
 def setup_logging(a: argparse.Namespace) -> None:
+    global log
+    if a.logfile == "stderr" and not a.verbose:
+        return  # errors only, to stderr: the _ErrorsToStderr logger does that
+    import logging
+
+    log = logging.getLogger("semonitor")
     logging.addLevelName(LOG_DATA, "DATA")
     logging.addLevelName(LOG_RAW, "RAW")
     plain = logging.Formatter("%(message)s")
@@ -159,7 +189,7 @@ def setup_logging(a: argparse.Namespace) -> None:
         handler = logging.FileHandler(a.logfile, mode="a" if a.append else "w")
         plain = logging.Formatter("%(asctime)s %(message)s", datefmt="%b %d %H:%M:%S")
     handler.setFormatter(plain)
-    level = {1: logging.INFO, 2: logging.DEBUG, 3: LOG_DATA, 4: LOG_RAW}.get(min(a.verbose, 4), logging.ERROR)
+    level = {1: INFO, 2: DEBUG, 3: LOG_DATA, 4: LOG_RAW}.get(min(a.verbose, 4), ERROR)
     log.setLevel(level)
     log.addHandler(handler)
     log.propagate = False
@@ -193,7 +223,7 @@ class Runner:
 
     def send(self, data: bytes) -> None:
         self.n_out += 1
-        if log.isEnabledFor(logging.DEBUG):
+        if log.isEnabledFor(DEBUG):
             log.debug("%s <-- message: %d length: %d", self.stream.name, self.n_out, len(data))
             if log.isEnabledFor(LOG_RAW):
                 for line in hexdump(data):
@@ -220,7 +250,7 @@ class Runner:
         self.record(data)
         received = []
         lines: list[bytes] = []  # written once per chunk
-        debug = log.isEnabledFor(logging.DEBUG)
+        debug = log.isEnabledFor(DEBUG)
         for act in self.monitor.receive(data):
             kind = type(act)
             if kind is Output:
