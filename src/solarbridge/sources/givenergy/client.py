@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -32,7 +33,19 @@ from .framing import (
     encode_read_request,
     encode_write_request,
 )
-from .model import FIRST_BATTERY_ADDRESS, MAX_BATTERIES, Plant, battery_present, is_garbage_block
+from .model import (
+    FIRST_BATTERY_ADDRESS,
+    FIRST_BCU_ADDRESS,
+    FIRST_BMU_ADDRESS,
+    MAX_BATTERIES,
+    MAX_BCUS,
+    MAX_BMUS,
+    Plant,
+    battery_present,
+    hv_present,
+    is_garbage_block,
+)
+from .registers import BASE_HOLDING_FAST, BASE_HOLDING_FULL, BASE_INPUT, Block, family_blocks
 
 DEFAULT_PORT = 8899
 CLOCK_REGISTERS = frozenset(range(35, 41))
@@ -49,22 +62,36 @@ class InverterRefused(GivEnergyError):
 
 @dataclass
 class PollPlan:
-    holding_fast: tuple[int, ...] = (0,)
-    holding_full: tuple[int, ...] = (0, 60, 120)
-    input_blocks: tuple[int, ...] = (0, 180)
+    """What :meth:`GivEnergyClient.refresh` reads: (base, count) blocks at ``read_address``."""
+
+    family: str = "unknown"
+    read_address: int = INVERTER_ADDRESS
+    input_blocks: tuple[Block, ...] = BASE_INPUT  # every poll
+    holding_fast: tuple[Block, ...] = BASE_HOLDING_FAST  # every poll
+    holding_full: tuple[Block, ...] = BASE_HOLDING_FULL  # full refreshes
+    batteries: str = "lv"  # lv | hv | none
+    unsupported: tuple[tuple[int, int], ...] = ()  # (function, base) of probed blocks that failed
 
 
 class GivEnergyClient:
     def __init__(self, host: str, port: int = DEFAULT_PORT, *, timeout: float = 1.5, retries: int = 2,
-                 gap: float = 0.01, read_address: int = INVERTER_ADDRESS, write_address: int = INVERTER_ADDRESS,
+                 gap: float = 0.01, read_address: int | None = None, write_address: int = INVERTER_ADDRESS,
                  adapter_serial: str = DEFAULT_ADAPTER_SERIAL, connect_timeout: float = 3.0,
-                 plant: Plant | None = None) -> None:
+                 plant: Plant | None = None, probe_timeout: float = 1.0,
+                 log: logging.Logger | None = None) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
         self.retries = retries
         self.gap = gap
-        self.read_address = read_address
+        #: None = chosen by model after :meth:`detect` (0x31 for Gen1 hybrid and AC, else 0x11)
+        self.pinned_read_address = read_address
+        self.read_address = INVERTER_ADDRESS if read_address is None else read_address
+        self.probe_timeout = probe_timeout
+        self.log = log or logging.getLogger("solarbridge.givenergy")
+        self.plan: PollPlan | None = None
+        self._plans: dict[tuple[int, int], PollPlan] = {}  # (HR0, HR21) -> probed plan, kept over reconnects
+        self._logged_unsupported: set[tuple[int, int]] = set()
         self.write_address = write_address
         self.adapter_serial = adapter_serial
         self.connect_timeout = connect_timeout
@@ -72,6 +99,8 @@ class GivEnergyClient:
         self.stats: Counter[str] = Counter()
         self.framer = Framer()
         self.battery_count: int | None = None
+        self.hv_addresses: tuple[int, ...] = ()  # present BCUs and BMUs
+        self.hv_blocks: tuple[tuple[int, int], ...] = ()  # (device address, IR base) read on every poll
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._rx_task: asyncio.Task[None] | None = None
@@ -235,15 +264,24 @@ class GivEnergyClient:
     # ------------------------------------------------------------------ plant level
 
     async def detect(self, batteries: int | None = None) -> Plant:
-        """Identify the inverter (HR 0-59 at 0x11) and find the LV batteries (all-zero block = absent)."""
+        """Identify the inverter (HR 0-59 at 0x11), choose the poll plan for its model family (probing
+        the optional blocks once), then find the batteries: LV packs at 0x32+n (all-zero block = absent)
+        or, on HV systems, BCUs at 0x70+n and BMU modules at 0x50+m."""
         await self.read(FC_READ_HOLDING, 0, 60, device=INVERTER_ADDRESS)
+        plan = await self._make_plan()
+        self.plan = plan
+        self.read_address = plan.read_address if self.pinned_read_address is None else self.pinned_read_address
+        self.hv_addresses = ()
+        self.hv_blocks = ()
+        if plan.batteries == "hv":
+            self.hv_addresses = await self._find_hv()
+            batteries = 0
+        elif plan.batteries == "none" and batteries is None:
+            batteries = 0
         if batteries is None:
             found = 0
             for n in range(MAX_BATTERIES):
-                try:
-                    await self.read(FC_READ_INPUT, 60, 60, device=FIRST_BATTERY_ADDRESS + n, timeout=min(
-                        self.timeout, 1.0), retries=0)
-                except GivEnergyError:
+                if not await self._probe_unit(FIRST_BATTERY_ADDRESS + n):
                     break
                 if not battery_present(self.plant.batteries.get(n, {})):
                     break
@@ -253,19 +291,84 @@ class GivEnergyClient:
         for n in list(self.plant.batteries):
             if n >= batteries:
                 del self.plant.batteries[n]
+        for addr in list(self.plant.hv):
+            if addr not in self.hv_addresses:
+                del self.plant.hv[addr]
         return self.plant
 
+    async def _probe(self, function: int, base: int, count: int, device: int | None = None) -> bool:
+        """One read with the probe timeout and no retry: False on timeout or exception reply."""
+        try:
+            await self.read(function, base, count, device=device, timeout=min(self.timeout, self.probe_timeout),
+                            retries=0)
+        except GivEnergyError:
+            if not self.connected:
+                raise
+            return False
+        return True
+
+    async def _probe_unit(self, device: int) -> bool:
+        return await self._probe(FC_READ_INPUT, 60, 60, device=device)
+
+    async def _make_plan(self) -> PollPlan:
+        hr0, hr21 = self.plant.holding.get(0, 0), self.plant.holding.get(21, 0)
+        cached = self._plans.get((hr0, hr21))
+        if cached is not None:
+            return cached
+        fam = family_blocks(hr0, hr21)
+        address = fam.read_address if self.pinned_read_address is None else self.pinned_read_address
+        unsupported: list[tuple[int, int]] = []
+        supported: dict[int, list[Block]] = {FC_READ_INPUT: [], FC_READ_HOLDING: []}
+        for function, blocks in ((FC_READ_INPUT, fam.extra_input), (FC_READ_HOLDING, fam.extra_holding)):
+            for base, count in blocks:
+                if await self._probe(function, base, count, device=address):
+                    supported[function].append((base, count))
+                    continue
+                unsupported.append((function, base))
+                self.stats["unsupported_blocks"] += 1
+                if (function, base) not in self._logged_unsupported:
+                    self._logged_unsupported.add((function, base))
+                    self.log.info("givenergy %s:%s: %s block %d-%d not supported by this %s, dropped from the "
+                                  "poll", self.host, self.port, "IR" if function == FC_READ_INPUT else "HR", base,
+                                  base + count - 1, self.plant.model.label)
+        plan = PollPlan(family=self.plant.model.key, read_address=address,
+                        input_blocks=BASE_INPUT + tuple(supported[FC_READ_INPUT]),
+                        holding_fast=BASE_HOLDING_FAST,
+                        holding_full=BASE_HOLDING_FULL + tuple(supported[FC_READ_HOLDING]),
+                        batteries=fam.batteries, unsupported=tuple(unsupported))
+        self._plans[(hr0, hr21)] = plan
+        return plan
+
+    async def _find_hv(self) -> tuple[int, ...]:
+        """BCUs at 0x70+n, then BMU modules at 0x50+m, each until the first absent one."""
+        found: list[int] = []
+        for first, limit in ((FIRST_BCU_ADDRESS, MAX_BCUS), (FIRST_BMU_ADDRESS, MAX_BMUS)):
+            for n in range(limit):
+                addr = first + n
+                if not await self._probe_unit(addr) or not hv_present(self.plant.hv.get(addr, {})):
+                    break
+                found.append(addr)
+        blocks = [(addr, 60) for addr in found]
+        for addr in found:  # a BCU's second block (IR 120-179, seen in the AIO captures), if it answers
+            if addr >= FIRST_BCU_ADDRESS and await self._probe(FC_READ_INPUT, 120, 60, device=addr):
+                blocks.append((addr, 120))
+        self.hv_blocks = tuple(blocks)
+        return tuple(found)
+
     async def refresh(self, full: bool = False, plan: PollPlan | None = None) -> Plant:
-        """Read the live blocks (and every holding block on a full refresh) into :attr:`plant`."""
-        plan = plan or PollPlan()
-        if self.battery_count is None:
+        """Read the live blocks (and the holding blocks of the plan on a full refresh) into :attr:`plant`."""
+        if self.battery_count is None or self.plan is None:
             await self.detect()
-        for base in plan.input_blocks:
-            await self.read(FC_READ_INPUT, base)
-        for base in plan.holding_full if full else plan.holding_fast:
-            await self.read(FC_READ_HOLDING, base)
+        plan = plan or self.plan or PollPlan()
+        address = plan.read_address if self.pinned_read_address is None else self.pinned_read_address
+        for base, count in plan.input_blocks:
+            await self.read(FC_READ_INPUT, base, count, device=address)
+        for base, count in plan.holding_full if full else plan.holding_fast:
+            await self.read(FC_READ_HOLDING, base, count, device=address)
         for n in range(self.battery_count or 0):
             await self.read(FC_READ_INPUT, 60, device=FIRST_BATTERY_ADDRESS + n)
+        for addr, base in self.hv_blocks:
+            await self.read(FC_READ_INPUT, base, device=addr)
         return self.plant
 
     async def execute(self, plan: WritePlan) -> None:

@@ -27,6 +27,13 @@ from .registers import (
 
 FIRST_BATTERY_ADDRESS = 0x32
 MAX_BATTERIES = 6
+#: HV battery stacks (AIO, 3-phase, Hybrid HV Gen3): BCUs at 0x70+n, BMU modules at 0x50+m
+FIRST_BCU_ADDRESS = 0x70
+MAX_BCUS = 8
+FIRST_BMU_ADDRESS = 0x50
+MAX_BMUS = 8
+HV_ADDRESSES = frozenset(range(FIRST_BCU_ADDRESS, FIRST_BCU_ADDRESS + MAX_BCUS)) | frozenset(
+    range(FIRST_BMU_ADDRESS, FIRST_BMU_ADDRESS + MAX_BMUS))
 NOMINAL_BATTERY_V = {"3ph": 76.8, "aio": 317.0}
 
 #: register values that show up in the "garbage" blocks some dongles return (IP bytes,
@@ -47,6 +54,11 @@ def battery_present(regs: dict[int, int]) -> bool:
     return bool(regs.get(80, 0) and regs.get(97, 0))
 
 
+def hv_present(regs: dict[int, int]) -> bool:
+    """An HV BCU/BMU is there when its IR 60-119 block is not all zero (the fact sheet gives no layout)."""
+    return any(regs.get(r, 0) for r in range(60, 120))
+
+
 @dataclass
 class Plant:
     """Raw registers of one inverter (+ LV batteries), filled from read replies."""
@@ -54,6 +66,7 @@ class Plant:
     holding: dict[int, int] = field(default_factory=dict)
     input: dict[int, int] = field(default_factory=dict)
     batteries: dict[int, dict[int, int]] = field(default_factory=dict)  # index 0.. -> IR 60-119
+    hv: dict[int, dict[int, int]] = field(default_factory=dict)  # HV BCU/BMU device address -> raw IR
     adapter_serial: str = ""
     envelope_serial: str = ""  # inverter serial from the reply envelope
     #: device addresses whose IR/HR replies describe this inverter
@@ -70,6 +83,8 @@ class Plant:
             bank = self.batteries.setdefault(dev - FIRST_BATTERY_ADDRESS, {})
         elif dev in self.inverter_addresses:
             bank = self.holding if resp.function == FC_READ_HOLDING else self.input
+        elif dev in HV_ADDRESSES and resp.function == FC_READ_INPUT:
+            bank = self.hv.setdefault(dev, {})
         else:
             return False
         for i, v in enumerate(resp.values):
@@ -99,6 +114,14 @@ class Plant:
                 d["index"] = idx
                 d["address"] = FIRST_BATTERY_ADDRESS + idx
                 out.append(d)
+        return out
+
+    def hv_modules(self) -> dict[str, list[int]]:
+        """Present HV units by kind: {"bcu": [0x70, ...], "bmu": [0x50, ...]} (device addresses)."""
+        out: dict[str, list[int]] = {"bcu": [], "bmu": []}
+        for addr in sorted(self.hv):
+            if hv_present(self.hv[addr]):
+                out["bcu" if addr >= FIRST_BCU_ADDRESS else "bmu"].append(addr)
         return out
 
     @property

@@ -102,6 +102,9 @@ def metrics(plant: Plant) -> dict[str, MetricValue]:
         if reg in hr and reg + 1 in hr:
             put(f"{name}_start", _time(hr[reg]))
             put(f"{name}_end", _time(hr[reg + 1]))
+    hv = plant.hv_modules()
+    if hv["bcu"] or hv["bmu"]:
+        put("battery_modules", len(hv["bmu"]))
     for b in plant.battery_values():
         n = b["index"] + 1
         put(f"battery_{n}_soc_pct", b.get("soc"))
@@ -123,5 +126,8 @@ def build_reading(plant: Plant, *, source: str = "givenergy", layout: str = "v1"
     if raw:
         extra["raw"] = {"holding": {str(k): v for k, v in sorted(plant.holding.items())},
                         "input": {str(k): v for k, v in sorted(plant.input.items())}}
+        if plant.hv:  # HV BCU/BMU blocks, by device address
+            extra["raw"]["hv"] = {f"0x{a:02x}": {str(k): v for k, v in sorted(regs.items())}
+                                  for a, regs in sorted(plant.hv.items())}
     return Reading(device_id=info.device_id, device_type=DEVICE_TYPE, timestamp=timestamp or utcnow(),
                    metrics=metrics(plant), source=source, extra=extra, info=info)

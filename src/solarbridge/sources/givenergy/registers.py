@@ -200,3 +200,58 @@ SIM_MODELS: dict[str, tuple[int, int]] = {  # key -> (HR0, HR21 ARM firmware)
     "aio": (0x8001, 612),
     "3ph": (0x4001, 1036),
 }
+
+
+# --------------------------------------------------------------------------- poll plan by model family
+
+#: a block to read: (first register, register count)
+Block = tuple[int, int]
+
+#: every model: IR 0-59 and 180-239 on each poll, HR 0-59 on each poll, HR 0-179 on a full refresh
+BASE_INPUT: tuple[Block, ...] = ((0, 60), (180, 60))
+BASE_HOLDING_FAST: tuple[Block, ...] = ((0, 60),)
+BASE_HOLDING_FULL: tuple[Block, ...] = ((0, 60), (60, 60), (120, 60))
+
+_EXT_HR: tuple[Block, ...] = ((180, 60), (240, 60), (300, 60))
+_3PH_IR: tuple[Block, ...] = ((240, 60), (1000, 60), (1060, 60), (1120, 60), (1180, 60), (1240, 60), (1300, 60),
+                              (1360, 54))
+_3PH_HR: tuple[Block, ...] = ((180, 60), (240, 60), (1000, 60), (1060, 60), (1120, 60))
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyBlocks:
+    """What a model family is polled with: the optional blocks are probed once after detection."""
+
+    read_address: int  # device address for reads (0x31 for Gen1 hybrid and AC, else 0x11)
+    extra_input: tuple[Block, ...]  # optional IR blocks, read on every poll when supported
+    extra_holding: tuple[Block, ...]  # optional HR blocks, read on full refreshes when supported
+    batteries: str  # "lv" (BMS at 0x32+n), "hv" (BCU 0x70+n, BMUs 0x50+m) or "none"
+
+
+#: by ModelInfo.key; fact sheet section 3.7 ("additional blocks probed by model")
+MODEL_BLOCKS: dict[str, FamilyBlocks] = {
+    "hybrid": FamilyBlocks(0x11, ((240, 60),), _EXT_HR, "lv"),
+    "ac": FamilyBlocks(0x31, (), _EXT_HR, "lv"),
+    "3ph": FamilyBlocks(0x11, _3PH_IR, _3PH_HR, "hv"),
+    # the fact sheet names AC 3ph without a block list: probe the 3-phase blocks, drop what is missing
+    "ac3ph": FamilyBlocks(0x11, _3PH_IR, _3PH_HR, "hv"),
+    "ems": FamilyBlocks(0x11, ((2040, 36),), ((2040, 36),), "none"),
+    "gateway": FamilyBlocks(0x11, ((1600, 60), (1660, 60), (1720, 60), (1780, 60), (1840, 60)), _EXT_HR, "none"),
+    "aio": FamilyBlocks(0x11, ((240, 60),), _EXT_HR, "hv"),
+    "pv": FamilyBlocks(0x11, (), _EXT_HR, "none"),
+    "unknown": FamilyBlocks(0x11, (), (), "lv"),
+}
+#: Hybrid HV Gen3 (81xx): a single-phase hybrid with an HV battery stack whose capture
+#: (hybrid_hv_gen3_a) also reads the 3-phase style IR 1000-1413 and HR 1060+ blocks
+_HV_HYBRID = FamilyBlocks(0x11, _3PH_IR, _3PH_HR + ((300, 60),), "hv")
+
+
+def family_blocks(device_type_code: int, arm_firmware: int) -> FamilyBlocks:
+    """The poll plan's data for the model HR0 (device type code) and HR21 (ARM firmware) describe."""
+    info = identify(device_type_code, arm_firmware)
+    if f"{device_type_code:04x}"[:2] == "81":
+        return _HV_HYBRID
+    fam = MODEL_BLOCKS.get(info.key, MODEL_BLOCKS["unknown"])
+    if info.label == "Gen1 Hybrid":
+        return FamilyBlocks(0x31, fam.extra_input, fam.extra_holding, fam.batteries)
+    return fam

@@ -2,6 +2,10 @@
 
 ``solarbridge simulate givenergy [--port 8899] [--batteries N] [--model hybrid|ac|aio|3ph]``
 
+* per model, the blocks that model has (``SIM_BLOCKS``); a block it lacks gets no reply (the
+  request times out, as on a real dongle) or, with ``--unsupported refuse``, an exception reply;
+* HV models (aio, 3ph): a BCU at 0x70 and ``--batteries`` BMU modules at 0x50.. instead of LV packs;
+
 * register banks per device address: the inverter answers at 0x11/0x31/0x32, LV batteries
   at 0x32+n (IR 60-119), empty battery slots return all-zero blocks;
 * heartbeats to every client, and a client that misses three is dropped (as the dongle does);
@@ -51,7 +55,25 @@ from .registers import SIM_MODELS
 
 INVERTER_ADDRESSES = (0x11, 0x31, 0x32)
 BATTERY_BASE_ADDRESS = 0x32
-BANK_SIZE = 400
+BANK_SIZE = 2200  # registers 0..2199 (gateway IR 1600-1899, EMS 2040-2075)
+BCU_ADDRESS, BMU_BASE_ADDRESS = 0x70, 0x50
+HV_SLOTS = 8  # 0x70-0x77, 0x50-0x57: absent slots answer all-zero blocks
+HV_MODELS = frozenset({"aio", "3ph"})
+
+
+def _ranges(*spans: tuple[int, int]) -> frozenset[int]:
+    return frozenset(r for a, b in spans for r in range(a, b + 1))
+
+
+#: the registers each simulated model answers (model -> (input, holding)); anything else is
+#: "not supported": no reply (the request times out) or an exception reply, as real units do
+SIM_BLOCKS: dict[str, tuple[frozenset[int], frozenset[int]]] = {
+    # Gen1 hybrid (ARM 449): no IR 240-299 (that block is Gen3/AIO)
+    "hybrid": (_ranges((0, 239)), _ranges((0, 359))),
+    "ac": (_ranges((0, 239)), _ranges((0, 359))),
+    "aio": (_ranges((0, 299)), _ranges((0, 359))),
+    "3ph": (_ranges((0, 299), (1000, 1413)), _ranges((0, 299), (1000, 1179))),
+}
 AH_PER_BATTERY = 160  # Giv-Bat 8.2
 
 
@@ -85,14 +107,23 @@ class SimInverter:
     """Register banks and the physics behind them. Pure state; the server drives it."""
 
     def __init__(self, model: str = "hybrid", batteries: int = 2, serial: str = "SA2114G000",
-                 seed: int = 0, start: datetime | None = None, speed: float = 1.0) -> None:
+                 seed: int = 0, start: datetime | None = None, speed: float = 1.0,
+                 unsupported: str = "timeout") -> None:
+        if unsupported not in ("timeout", "refuse"):
+            raise ValueError("unsupported must be 'timeout' or 'refuse'")
         if model not in SIM_MODELS:
             raise ValueError(f"model must be one of {', '.join(SIM_MODELS)}")
         if not 0 <= batteries <= 6:
             raise ValueError("batteries must be 0..6")
         self.model = model
         self.serial = serial
-        self.batteries = batteries if model != "aio" else 0
+        #: HV models (aio, 3ph): ``batteries`` counts BMU modules at 0x50+m behind one BCU at 0x70
+        self.hv_modules = batteries if model in HV_MODELS else 0
+        self.batteries = batteries if model not in HV_MODELS else 0
+        self.hv_banks: dict[int, dict[int, int]] = {}
+        self.supported_input, self.supported_holding = SIM_BLOCKS[model]
+        self.unsupported = unsupported
+        self._seen: dict[int, set[int]] = {FC_READ_INPUT: set(), FC_READ_HOLDING: set()}
         self.rng = random.Random(seed)
         self.holding = [0] * BANK_SIZE
         self.input = [0] * BANK_SIZE
@@ -120,7 +151,7 @@ class SimInverter:
         hr[8:13] = _ascii_regs("BG2134G000" if self.batteries else "")
         hr[13:18] = _ascii_regs(self.serial)
         hr[34], hr[47], hr[54] = 140, 1, 1
-        hr[55] = AH_PER_BATTERY * max(self.batteries, 1)
+        hr[55] = AH_PER_BATTERY * max(self.batteries, self.hv_modules, 1)
         hr[20], hr[27], hr[59], hr[96] = 0, 1, 0, 1
         hr[94], hr[95] = 30, 430
         hr[110], hr[111], hr[112], hr[114], hr[116] = 4, 50, 50, 4, 100
@@ -138,12 +169,25 @@ class SimInverter:
             bank[96], bank[97], bank[98] = 100 + 10 * n, 16, 3007
             bank[86 + 1] = AH_PER_BATTERY * 100
             bank[110:115] = _ascii_regs(f"BG2134G{n:03d}")
-
+        if self.hv_modules:
+            # the fact sheet gives no HV register layout: a serial in IR 110-114 (as on LV packs) and
+            # plausible per-cell millivolts in IR 60-83 so the block is not all zero; the rest stays 0
+            bcu = self.hv_banks.setdefault(BCU_ADDRESS, {})
+            for i, v in enumerate(_ascii_regs("HC2134G000")):
+                bcu[110 + i] = v
+            bcu[60], bcu[61] = self.hv_modules, 24 * self.hv_modules
+            for m in range(self.hv_modules):
+                bmu = self.hv_banks.setdefault(BMU_BASE_ADDRESS + m, {})
+                for i, v in enumerate(_ascii_regs(f"HX2134G{m:03d}")):
+                    bmu[110 + i] = v
     def seed_from_capture(self, path: Path) -> int:
         """Load the register values a captured session received; returns frames applied."""
         framer = Framer()
         applied = 0
         self.batteries = 0
+        self.hv_modules = 0
+        self.hv_banks = {}
+        self._seen = {FC_READ_INPUT: set(), FC_READ_HOLDING: set()}
         for line in path.read_text().splitlines():
             parsed = parse_capture_line(line)
             if parsed is None or parsed[0] != "rx":
@@ -151,6 +195,11 @@ class SimInverter:
             for fr in framer.feed(parsed[1]):
                 if isinstance(fr, ReadResponse) and fr.function in (FC_READ_HOLDING, FC_READ_INPUT):
                     applied += self._apply_capture(fr)
+        # answer the blocks the captured unit answered, plus the base blocks every model has
+        if self._seen[FC_READ_INPUT] or self._seen[FC_READ_HOLDING]:
+            self.supported_input = frozenset(self._seen[FC_READ_INPUT]) | _ranges((0, 59), (180, 239))
+            self.supported_holding = frozenset(self._seen[FC_READ_HOLDING]) | _ranges((0, 179))
+        self.hv_modules = sum(1 for a in self.hv_banks if BMU_BASE_ADDRESS <= a < BMU_BASE_ADDRESS + HV_SLOTS)
         if self.holding[13:18] != [0] * 5:
             raw = b"".join(v.to_bytes(2, "big") for v in self.holding[13:18])
             self.serial = raw.decode("latin-1").strip("\x00")
@@ -165,6 +214,12 @@ class SimInverter:
                 self.batteries = max(self.batteries, dev - BATTERY_BASE_ADDRESS + 1)
         elif dev in INVERTER_ADDRESSES:
             bank = self.holding if fr.function == FC_READ_HOLDING else self.input
+            self._seen[fr.function].update(range(base, base + len(fr.values)))
+        elif fr.function == FC_READ_INPUT and (BCU_ADDRESS <= dev < BCU_ADDRESS + HV_SLOTS or
+                                               BMU_BASE_ADDRESS <= dev < BMU_BASE_ADDRESS + HV_SLOTS):
+            hv = self.hv_banks.setdefault(dev, {})
+            hv.update(zip(range(base, base + len(fr.values)), fr.values, strict=True))
+            return 1
         else:
             return 0
         for i, v in enumerate(fr.values):
@@ -200,7 +255,7 @@ class SimInverter:
         charging_slot = bool(hr[96]) and (_in_slot(hhmm, hr[94], hr[95]) or _in_slot(hhmm, hr[31], hr[32]))
         discharge_slot = bool(hr[59]) and (_in_slot(hhmm, hr[56], hr[57]) or _in_slot(hhmm, hr[44], hr[45]))
         surplus = pv - load
-        if not self.batteries and self.model != "aio":
+        if not self.batteries and not self.hv_modules:
             return 0.0
         if charging_slot and soc < target:
             return -charge_max
@@ -330,6 +385,13 @@ class SimInverter:
             bank = self.battery_banks[n] if n < self.batteries else [0] * 120
         elif device in INVERTER_ADDRESSES:
             bank = self.holding if function == FC_READ_HOLDING else self.input
+            supported = self.supported_holding if function == FC_READ_HOLDING else self.supported_input
+            if not all(r in supported for r in range(base, base + count)):
+                return None if self.unsupported == "refuse" else ()
+        elif self.hv_banks and function == FC_READ_INPUT and (
+                BCU_ADDRESS <= device < BCU_ADDRESS + HV_SLOTS or BMU_BASE_ADDRESS <= device < BMU_BASE_ADDRESS + HV_SLOTS):
+            hv = self.hv_banks.get(device, {})
+            return tuple(hv.get(r, 0) for r in range(base, base + count))
         elif 0x30 <= device <= 0x37:
             return (0,) * count
         else:
@@ -580,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--garbage-rate", type=float, default=0.0, help="probability of garbage before a reply")
     p.add_argument("--split", action="store_true", help="split replies over two TCP segments")
     p.add_argument("--drop-every", type=float, default=0.0, help="drop client connections after N seconds")
+    p.add_argument("--unsupported", choices=("timeout", "refuse"), default="timeout",
+                   help="how a block the model lacks is answered: no reply (default) or an exception reply")
     p.add_argument("--replay", type=Path, help="seed registers from a capture log")
     p.add_argument("--replay-stream", action="store_true", help="also play the capture's rx frames to clients")
     return p
@@ -613,7 +677,7 @@ def make_simulators(a: argparse.Namespace) -> list[DongleSimulator]:
                          if d == "rx"]
     for i in range(a.count):
         serial = a.serial if a.count == 1 else f"{a.serial[:7]}{i:03d}"
-        inv = SimInverter(a.model, a.batteries, serial, seed=a.seed + i, speed=a.speed)
+        inv = SimInverter(a.model, a.batteries, serial, seed=a.seed + i, speed=a.speed, unsupported=a.unsupported)
         if a.replay is not None:
             inv.seed_from_capture(a.replay)
         port = a.port + i if a.port else 0
@@ -625,7 +689,9 @@ def make_simulators(a: argparse.Namespace) -> list[DongleSimulator]:
 async def _serve(sims: list[DongleSimulator]) -> None:
     for s in sims:
         await s.start()
-        print(f"givenergy simulator {s.inverter.serial} ({s.inverter.model}, {s.inverter.batteries} batteries)"
+        inv = s.inverter
+        packs = f"{inv.hv_modules} HV modules" if inv.hv_modules else f"{inv.batteries} batteries"
+        print(f"givenergy simulator {inv.serial} ({inv.model}, {packs})"
               f" listening on {s.host}:{s.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -3,8 +3,8 @@
     [[sources]]
     type = "givenergy"
     host = "192.168.1.50"
-    poll_interval = 15          # fast poll (IR 0-59, IR 180-239, HR 0-59, batteries)
-    full_refresh_interval = 120 # every holding block
+    poll_interval = 15          # fast poll (IR 0-59, IR 180-239 + the model's extra IR blocks, HR 0-59, batteries)
+    full_refresh_interval = 120 # HR 0-179 + the model's extra holding blocks
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class GivEnergyConfig(PluginConfig):
     retries: int = Field(2, ge=0, le=10)
     request_gap: float = Field(0.02, ge=0, le=5, description="minimum seconds between transmitted frames")
     batteries: int | None = Field(None, ge=0, le=6, description="LV batteries (default: detect)")
-    read_address: int = Field(0x11, ge=0, le=255, description="device address for reads (0x11, 0x31, 0x32)")
+    read_address: int | None = Field(None, ge=0, le=255, description="device address for reads (default: by "
+                                     "model, 0x31 for Gen1 hybrid and AC, else 0x11)")
     layout: Literal["v1", "v3"] = Field("v1", description="GivTCP key names in extra['givtcp']")
     print_raw: bool = Field(False, description="add raw registers to the output (GivTCP PRINT_RAW)")
     reconnect_initial: float = Field(1.0, gt=0, le=60)
@@ -49,7 +50,8 @@ class GivEnergySource(Source):
     def __init__(self, config: GivEnergyConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self.client = GivEnergyClient(config.host, config.port, timeout=config.timeout, retries=config.retries,
-                                      gap=config.request_gap, read_address=config.read_address)
+                                      gap=config.request_gap, read_address=config.read_address,
+                                      log=ctx.log)
         self._emit: Emit | None = None
         self._last_full = 0.0
         self._control_lock = asyncio.Lock()
@@ -123,8 +125,11 @@ class GivEnergySource(Source):
                     await self.client.connect()
                     await self.client.detect(cfg.batteries)
                     self._last_full = 0.0
-                    log.info("connected to %s:%s, inverter %s (%s)", cfg.host, cfg.port, self.client.plant.serial,
-                             self.client.plant.model.label)
+                    plan = self.client.plan
+                    log.info("connected to %s:%s, inverter %s (%s), polling at 0x%02x", cfg.host, cfg.port,
+                             self.client.plant.serial, self.client.plant.model.label, self.client.read_address)
+                    if plan is not None:
+                        self.ctx.health.gauges["unsupported_blocks"] = len(plan.unsupported)
                     next_poll = time.monotonic()
                     while True:
                         await self.poll_once()
