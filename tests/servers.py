@@ -358,43 +358,44 @@ def _make(cls: type, tmp_path_factory: pytest.TempPathFactory, name: str, **kw: 
     return srv
 
 
-@pytest.fixture
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    srv = _make(Mosquitto, tmp_path_factory, "mosquitto")
+@contextlib.contextmanager
+def _started(cls: type, tmp_path_factory: pytest.TempPathFactory, name: str,
+             **kw: object) -> Iterator[Callable[..., Server]]:
+    """A factory that makes and starts servers of ``cls``; every one it started is stopped on exit."""
+    started: list[Server] = []
+
+    def make(**more: object) -> Server:
+        srv = _make(cls, tmp_path_factory, name, **{**kw, **more})
+        started.append(srv)
+        return srv.start()
+
     try:
-        yield srv.start()
+        yield make
     finally:
-        srv.stop()
+        for srv in started:
+            srv.stop()
 
 
 @pytest.fixture
 def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Mosquitto]]:
-    started: list[Mosquitto] = []
+    with _started(Mosquitto, tmp_path_factory, "mosquitto") as make:
+        yield make
 
-    def make(**kw: object) -> Mosquitto:
-        srv = _make(Mosquitto, tmp_path_factory, "mosquitto", **kw)
-        started.append(srv)
-        return srv.start()
 
-    yield make
-    for s in started:
-        s.stop()
+@pytest.fixture
+def mosquitto(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
+    return mosquitto_factory()
 
 
 @pytest.fixture
 def nut_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Nut]]:
-    started: list[Nut] = []
+    with _started(Nut, tmp_path_factory, "nut") as make:
 
-    def make(ups: str = "test", port_file: Path | None = None, initial: str | None = Nut.initial) -> Nut:
-        srv = _make(Nut, tmp_path_factory, "nut", ups=ups, initial=initial)
-        if port_file is not None:
-            srv.port_file = Path(port_file)
-        started.append(srv)
-        return srv.start()
+        def make_nut(ups: str = "test", port_file: Path | None = None, initial: str | None = Nut.initial) -> Nut:
+            # port_file is set after construction: Nut.start() turns the default Path() into <dir>/<ups>.dev
+            return make(ups=ups, initial=initial, **({"port_file": Path(port_file)} if port_file else {}))
 
-    yield make
-    for s in started:
-        s.stop()
+        yield make_nut
 
 
 @pytest.fixture
@@ -404,17 +405,11 @@ def nut(nut_factory: Callable[..., Nut]) -> Nut:
 
 @pytest.fixture
 def carbon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Carbon]:
-    srv = _make(Carbon, tmp_path_factory, "carbon")
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    with _started(Carbon, tmp_path_factory, "carbon") as make:
+        yield make()
 
 
 @pytest.fixture
 def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Victoria]:
-    srv = _make(Victoria, tmp_path_factory, "victoria")
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
+    with _started(Victoria, tmp_path_factory, "victoria") as make:
+        yield make()
