@@ -296,11 +296,13 @@ class GivEnergyClient:
                 del self.plant.hv[addr]
         return self.plant
 
-    async def _probe(self, function: int, base: int, count: int, device: int | None = None) -> bool:
-        """One read with the probe timeout and no retry: False on timeout or exception reply."""
+    async def _probe(self, function: int, base: int, count: int, device: int | None = None,
+                     retries: int = 1) -> bool:
+        """A read with the probe timeout: False on an exception reply (at once) or when every try times out
+        (one retry by default, so a single lost or corrupted frame does not drop a block for good)."""
         try:
             await self.read(function, base, count, device=device, timeout=min(self.timeout, self.probe_timeout),
-                            retries=0)
+                            retries=retries)
         except GivEnergyError:
             if not self.connected:
                 raise
@@ -308,7 +310,8 @@ class GivEnergyClient:
         return True
 
     async def _probe_unit(self, device: int) -> bool:
-        return await self._probe(FC_READ_INPUT, 60, 60, device=device)
+        # absent units answer all-zero blocks (or time out): no retry, as before
+        return await self._probe(FC_READ_INPUT, 60, 60, device=device, retries=0)
 
     async def _make_plan(self) -> PollPlan:
         hr0, hr21 = self.plant.holding.get(0, 0), self.plant.holding.get(21, 0)

@@ -2,8 +2,8 @@
 
 ``solarbridge simulate givenergy [--port 8899] [--batteries N] [--model hybrid|ac|aio|3ph]``
 
-* per model, the blocks that model has (``SIM_BLOCKS``); a block it lacks gets no reply (the
-  request times out, as on a real dongle) or, with ``--unsupported refuse``, an exception reply;
+* per model, the blocks that model has (``SIM_BLOCKS``); a block it lacks gets an exception reply
+  or, with ``--unsupported timeout``, no reply at all (the request times out);
 * HV models (aio, 3ph): a BCU at 0x70 and ``--batteries`` BMU modules at 0x50.. instead of LV packs;
 
 * register banks per device address: the inverter answers at 0x11/0x31/0x32, LV batteries
@@ -66,10 +66,11 @@ def _ranges(*spans: tuple[int, int]) -> frozenset[int]:
 
 
 #: the registers each simulated model answers (model -> (input, holding)); anything else is
-#: "not supported": no reply (the request times out) or an exception reply, as real units do
+#: "not supported": an exception reply or no reply at all (the request times out), as real units do
 SIM_BLOCKS: dict[str, tuple[frozenset[int], frozenset[int]]] = {
-    # Gen1 hybrid (ARM 449): no IR 240-299 (that block is Gen3/AIO)
-    "hybrid": (_ranges((0, 239)), _ranges((0, 359))),
+    # Gen1 hybrid (ARM 449): answers IR 240-299 (seen in the hybrid_2_bat_a capture at 0x31) but not
+    # the extended holding blocks HR 180-359 (fact sheet 1.7: gen2/gen3/AC extended)
+    "hybrid": (_ranges((0, 299)), _ranges((0, 179))),
     "ac": (_ranges((0, 239)), _ranges((0, 359))),
     "aio": (_ranges((0, 299)), _ranges((0, 359))),
     "3ph": (_ranges((0, 299), (1000, 1413)), _ranges((0, 299), (1000, 1179))),
@@ -108,7 +109,7 @@ class SimInverter:
 
     def __init__(self, model: str = "hybrid", batteries: int = 2, serial: str = "SA2114G000",
                  seed: int = 0, start: datetime | None = None, speed: float = 1.0,
-                 unsupported: str = "timeout") -> None:
+                 unsupported: str = "refuse") -> None:
         if unsupported not in ("timeout", "refuse"):
             raise ValueError("unsupported must be 'timeout' or 'refuse'")
         if model not in SIM_MODELS:
@@ -642,8 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--garbage-rate", type=float, default=0.0, help="probability of garbage before a reply")
     p.add_argument("--split", action="store_true", help="split replies over two TCP segments")
     p.add_argument("--drop-every", type=float, default=0.0, help="drop client connections after N seconds")
-    p.add_argument("--unsupported", choices=("timeout", "refuse"), default="timeout",
-                   help="how a block the model lacks is answered: no reply (default) or an exception reply")
+    p.add_argument("--unsupported", choices=("refuse", "timeout"), default="refuse",
+                   help="how a block the model lacks is answered: an exception reply (default, as the AIO "
+                        "capture shows for HR 1100) or no reply at all (the request times out)")
     p.add_argument("--replay", type=Path, help="seed registers from a capture log")
     p.add_argument("--replay-stream", action="store_true", help="also play the capture's rx frames to clients")
     return p
