@@ -29,10 +29,15 @@ class Collector:
         self.msgs: dict[str, bytes] = {}
         self.lock = threading.Lock()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ge-test-{time.monotonic_ns()}")
+        self.subscribed = threading.Event()
         self.c.on_message = self._on
         self.c.on_connect = lambda c, *_a: c.subscribe(topic)
+        self.c.on_subscribe = lambda *_a: self.subscribed.set()
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
+        # messages published before the broker has the subscription would be missed (they are not retained)
+        if not self.subscribed.wait(10):
+            raise TimeoutError(f"no SUBACK for {topic} within 10 s")
 
     def _on(self, _c: Any, _u: Any, msg: Any) -> None:
         with self.lock:
