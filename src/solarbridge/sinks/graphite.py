@@ -396,6 +396,7 @@ class GraphiteSink(Sink):
         self.spool: Any = None
         self._sender: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._deliver_lock = threading.Lock()
         self._unacked: list[Any] = []  # spool entries sent, waiting for a confirmation
         self._sent_upto = 0  # highest spool entry id handed to the client
@@ -420,6 +421,7 @@ class GraphiteSink(Sink):
         if self.config.spool == "disk":
             self._open_spool()
             if self._sender is None or self._sender.done():
+                self._stopping.clear()
                 self._sender = asyncio.create_task(self._send_loop(), name=f"graphite-sender:{self.ctx.name}")
         self._gauges()
 
@@ -471,9 +473,14 @@ class GraphiteSink(Sink):
 
     async def stop(self) -> None:
         if self._sender is not None:
+            # the flag ends the loop even if a cancellation is lost (Python 3.11's wait_for can swallow one
+            # that arrives as its timeout fires); the wait is bounded either way
+            self._stopping.set()
+            self._wake.set()
             self._sender.cancel()
-            with contextlib.suppress(BaseException):
-                await self._sender
+            done, _ = await asyncio.wait({self._sender}, timeout=max(1.0, self.config.timeout))
+            if not done:
+                self.ctx.log.error("graphite %s: sender did not stop; leaving it behind", self.ctx.name)
             self._sender = None
         if self.config.spool == "disk":
             # unconfirmed entries stay in the spool and are sent again at the next start
@@ -548,21 +555,28 @@ class GraphiteSink(Sink):
 
     async def _send_loop(self) -> None:
         backoff = Backoff(initial=0.2, cap=30.0)
-        while True:
+        while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(self.confirm_every, 5.0))
             self._wake.clear()
+            if self._stopping.is_set():
+                break
             try:
                 await asyncio.to_thread(self._deliver_spooled)
                 backoff.reset()
             except ConnectionError:
-                await asyncio.sleep(backoff.next_delay())
+                await self._pause(backoff.next_delay())
                 self._wake.set()
             except Exception as e:  # noqa: BLE001 - keep delivering; the spool keeps the data
                 self.ctx.log.error("graphite %s: delivery failed: %s", self.ctx.name, e)
-                await asyncio.sleep(backoff.next_delay())
+                await self._pause(backoff.next_delay())
                 self._wake.set()
             self._gauges()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep for a retry delay, but wake at once when the sink stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _gauges(self) -> None:
         g = self.ctx.health.gauges

@@ -312,9 +312,15 @@ class InfluxSink(Sink):
             # let a request in flight finish (bounded by the HTTP timeout) so its points are acked, not resent
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(self._send_lock.acquire(), self.config.timeout + 1)
-            self._sender.cancel()
-            with contextlib.suppress(BaseException):
-                await self._sender
+            # bounded: Python 3.11's wait_for can swallow a cancellation that arrives as its timeout fires,
+            # and a sender that lives on must not hang the daemon's shutdown
+            for _ in range(2):
+                self._sender.cancel()
+                done, _ = await asyncio.wait({self._sender}, timeout=2.0)
+                if done:
+                    break
+            else:
+                self.ctx.log.error("influx %s: sender did not stop; leaving it behind", self.ctx.name)
             self._sender = None
             if self._send_lock.locked():
                 self._send_lock.release()
