@@ -200,17 +200,20 @@ def test_shared_backend_one_poller_and_forwarded_controls(tmp_path: Path) -> Non
             await b.start()
             try:
                 assert a.leader and not b.leader
-                await until(lambda: b.snapshot() is not None, what="cache file")
+                await until(lambda: b.snapshot() is not None, timeout=15, what="cache file")
                 assert b.snapshot()["serial"] == sim.inverter.serial  # type: ignore[index]
                 status, body = await b.control("setBatteryReserve", {"dischargeToPercent": "17"})
                 assert status == 200 and body["result"] == "Setting Battery Reserve was a success"
                 assert sim.inverter.holding[110] == 17
                 status, body = await b.control("setBatteryReserve", {"dischargeToPercent": "170"})
                 assert status == 400 and "dischargeToPercent" in body["result"]
-                assert sim.stats["connections"] == 1
+                # one poller: the follower never opened a connection of its own (the leader may have
+                # reconnected on a loaded machine, but never alongside another client)
+                assert sim.stats["max_concurrent_clients"] == 1
+                before = sim.stats["connections"]
                 await a.stop()
                 await until(lambda: b.leader, timeout=10, what="follower takes over")
-                await until(lambda: sim.stats["connections"] == 2, what="new poller connects")
+                await until(lambda: sim.stats["connections"] > before, timeout=10, what="new poller connects")
             finally:
                 await b.stop()
                 await a.stop()

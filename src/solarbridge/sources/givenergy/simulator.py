@@ -461,7 +461,7 @@ class DongleSimulator:
         self.replay_interval = replay_interval
         self.clients: set[_Client] = set()
         self.stats: dict[str, int] = {"requests": 0, "writes": 0, "heartbeats_sent": 0, "heartbeats_answered": 0,
-                                      "clients_dropped": 0, "connections": 0}
+                                      "clients_dropped": 0, "connections": 0, "max_concurrent_clients": 0}
         self.rng = random.Random(inverter.rng.random())
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -556,6 +556,7 @@ class DongleSimulator:
         c = _Client(reader, writer)
         self.clients.add(c)
         self.stats["connections"] += 1
+        self.stats["max_concurrent_clients"] = max(self.stats["max_concurrent_clients"], len(self.clients))
         try:
             while True:
                 data = await reader.read(4096)
