@@ -21,6 +21,7 @@ from typing import Any
 from . import registry
 from .model import ControlError, ControlRequest, ControlResult, DeviceInfo, Reading
 from .plugin import Context, Health, Sink, Source
+from .util.aiorun import cancel_and_wait
 from .util.backoff import Backoff
 
 log = logging.getLogger("solarbridge.runtime")
@@ -120,26 +121,6 @@ class Bus:
     def publish_many(self, readings: Iterable[Reading]) -> None:
         for r in readings:
             self.publish(r)
-
-
-async def _cancel_all(tasks: list[asyncio.Task[None]], timeout: float) -> None:
-    """Cancel tasks and wait for them, but never longer than ``timeout``.
-
-    A task that swallows its CancelledError (a bug, but one that must not hang shutdown) is cancelled once
-    more, and if it still runs it is abandoned with an error line naming it.
-    """
-    live = [t for t in tasks if not t.done()]
-    for t in live:
-        t.cancel()
-    if not live:
-        return
-    _, pending = await asyncio.wait(live, timeout=timeout)
-    if pending:
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=min(1.0, timeout))
-    for t in pending:
-        log.error("%s did not stop within %.1f s of being cancelled; abandoning it", t.get_name(), timeout)
 
 
 class Supervisor:
@@ -326,13 +307,13 @@ class Supervisor:
         """Stop sources, let sinks drain their queues, flush and stop them; bounded by shutdown_timeout."""
         timeout = self.config.daemon.shutdown_timeout
         self._stopping.set()
-        await _cancel_all(self._source_tasks, timeout * 0.3)
+        await cancel_and_wait(self._source_tasks, timeout * 0.3)
         for h in self.health.values():
             if h.kind == "source":
                 h.state = "stopped"
         deadline = time.monotonic() + timeout
         await self.drain(timeout * 0.6)
-        await _cancel_all(self._sink_tasks, max(0.1, (deadline - time.monotonic()) * 0.3))
+        await cancel_and_wait(self._sink_tasks, max(0.1, (deadline - time.monotonic()) * 0.3))
         for name, sink in self.sinks.items():
             q = self._sink_queues[name]
             remaining = max(0.1, deadline - time.monotonic())

@@ -32,6 +32,7 @@ from ..model import ControlError, ControlRequest
 from ..sources.givenergy import controls as ge_controls
 from ..sources.givenergy import givtcp as ge_givtcp
 from ..sources.givenergy.model import Plant
+from ..util.aiorun import cancel_and_wait
 
 READ_ROUTES = {
     "runAll": "runAll", "runALL": "runAll", "readData": "runAll", "getCache": "runAll",
@@ -252,9 +253,7 @@ class SharedBackend(Backend):
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks, 5.0)
         if self._server is not None:
             self._server.close()
             self._server = None

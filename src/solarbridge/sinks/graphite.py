@@ -49,6 +49,7 @@ from pydantic import Field, field_validator
 
 from ..model import Reading, slug
 from ..plugin import Context, Sink, SinkConfig
+from ..util.aiorun import cancel_and_wait
 from ..util.backoff import Backoff
 from ..util.timeparse import parse_duration
 from .graphite_wire import Point, WireError, decode_text, encode_text, numeric, pickle_frames, render_template
@@ -477,10 +478,7 @@ class GraphiteSink(Sink):
             # that arrives as its timeout fires); the wait is bounded either way
             self._stopping.set()
             self._wake.set()
-            self._sender.cancel()
-            done, _ = await asyncio.wait({self._sender}, timeout=max(1.0, self.config.timeout))
-            if not done:
-                self.ctx.log.error("graphite %s: sender did not stop; leaving it behind", self.ctx.name)
+            await cancel_and_wait([self._sender], max(1.0, self.config.timeout))
             self._sender = None
         if self.config.spool == "disk":
             # unconfirmed entries stay in the spool and are sent again at the next start

@@ -33,6 +33,7 @@ from pydantic import ConfigDict, Field, model_validator
 from ..config import Secret
 from ..model import Reading, slug
 from ..plugin import Context, Sink, SinkConfig
+from ..util.aiorun import cancel_and_wait
 from ..util.backoff import Backoff
 from . import lineprotocol as lp
 from .spool import Entry, Spool
@@ -314,13 +315,7 @@ class InfluxSink(Sink):
                 await asyncio.wait_for(self._send_lock.acquire(), self.config.timeout + 1)
             # bounded: Python 3.11's wait_for can swallow a cancellation that arrives as its timeout fires,
             # and a sender that lives on must not hang the daemon's shutdown
-            for _ in range(2):
-                self._sender.cancel()
-                done, _ = await asyncio.wait({self._sender}, timeout=2.0)
-                if done:
-                    break
-            else:
-                self.ctx.log.error("influx %s: sender did not stop; leaving it behind", self.ctx.name)
+            await cancel_and_wait([self._sender], 2.0)
             self._sender = None
             if self._send_lock.locked():
                 self._send_lock.release()

@@ -8,11 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("solarbridge.runtime")
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout: float) -> bool:
+    """Cancel tasks and wait for them, but never longer than about ``timeout``; True if all ended.
+
+    A task that swallows its CancelledError (a bug, or Python 3.11's ``wait_for`` losing a cancellation
+    that arrives as its timeout fires) is cancelled once more, and if it still runs it is abandoned with
+    an error line naming it, so shutdown can never hang on it.
+    """
+    live = [t for t in tasks if not t.done()]
+    for t in live:
+        t.cancel()
+    if not live:
+        return True
+    _, pending = await asyncio.wait(live, timeout=timeout)
+    if pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(1.0, timeout))
+    for t in pending:
+        log.error("%s did not stop within %.1f s of being cancelled; abandoning it", t.get_name(), timeout)
+    return not pending
 
 
 def run(coro: Coroutine[Any, Any, T], *, grace: float = 1.0) -> T:
