@@ -12,19 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from servers import free_port
 from solarbridge.sources.givenergy.settings import load_settings
 
 BIN = Path(sys.executable).parent
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("INVERTOR", "MQTT_", "INFLUX_", "HA_", "GIVTCP"))}
-
-
-def free_port() -> int:
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture

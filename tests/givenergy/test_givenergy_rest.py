@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -14,18 +13,11 @@ import httpx
 import pytest
 from ge_helpers import run, simulator, until
 
+from servers import free_port
 from solarbridge.model import ControlRequest, ControlResult
 from solarbridge.sources.givenergy.model import Plant
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("INVERTOR", "MQTT_", "INFLUX_", "HA_", "GIVTCP"))}
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 async def start_rest(sim_port: int, state_dir: Path, token: str = "", workers: int = 2) -> tuple[Any, str]:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from servers import free_port, wait_for
+
 from .conftest import DATA
 
 PY = sys.executable
@@ -26,21 +28,6 @@ ENV = dict(os.environ, TZ="US/Pacific")
 def run(args: list[str], **kw) -> subprocess.CompletedProcess[bytes]:
     kw.setdefault("timeout", 60)
     return subprocess.run(MON + args, env=ENV, capture_output=True, **kw)
-
-
-def wait_for(pred, timeout: float = 15.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop(p: subprocess.Popen) -> None:
@@ -101,11 +88,11 @@ def test_follow_growing_file(tmp_path: Path) -> None:
     src.write_bytes(data[:half])
     p = subprocess.Popen(MON + ["-f", "-o", str(out), str(src)], env=ENV)
     try:
-        wait_for(lambda: len(lines(out)) >= 3, what="first half decoded")
+        wait_for(lambda: len(lines(out)) >= 3, timeout=15, what="first half decoded")
         n_first = len(lines(out))
         with open(src, "ab") as f:
             f.write(data[half:])
-        wait_for(lambda: out.read_bytes() == (DATA / "sample.json").read_bytes(), what="all lines")
+        wait_for(lambda: out.read_bytes() == (DATA / "sample.json").read_bytes(), timeout=15, what="all lines")
         assert n_first < 11
         assert p.poll() is None  # still following
     finally:
@@ -165,7 +152,7 @@ def test_network_mode_with_simulator(tmp_path: Path, encrypted: bool) -> None:
             sim_args += ["--encrypted", "--key", str(DATA / "7f104920.key")]
         s = subprocess.run(SIM + sim_args, env=ENV, capture_output=True, timeout=60)
         assert s.returncode == 0, s.stderr
-        wait_for(lambda: len(lines(out)) == 6, what="6 telemetry lines")
+        wait_for(lambda: len(lines(out)) == 6, timeout=15, what="6 telemetry lines")
     finally:
         stop(mon)
     got = lines(out)
@@ -330,7 +317,7 @@ def test_rs232_passive_telemetry(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     mon = subprocess.Popen(MON + ["-t", "2", "-o", str(out), n1], env=ENV)
     try:
-        wait_for(lambda: len(lines(out)) >= 3, what="telemetry over RS232")
+        wait_for(lambda: len(lines(out)) >= 3, timeout=15, what="telemetry over RS232")
     finally:
         stop(mon)
         stop(sim)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import threading
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from servers import free_port
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
 from solarbridge.sources.solaredge.simulator import Faults, make_site, run_network, run_serial
@@ -19,12 +19,6 @@ from solarbridge.sources.solaredge.source import SolarEdgeConfig, SolarEdgeSourc
 
 from .conftest import DATA
 from .test_semonitor import pty_pair
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def collect(src: SolarEdgeSource, want, timeout: float = 20.0) -> list[Reading]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from servers import free_port as _free_port
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
 from solarbridge.sources.sunsynk.simulator import DongleState, session_frames
@@ -24,12 +25,6 @@ from .helpers import fields
 pytestmark = pytest.mark.root
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _simulator(port: int, *extra: str) -> subprocess.Popen[str]:
