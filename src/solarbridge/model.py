@@ -139,6 +139,17 @@ class MetricSpec:
     kind: Literal["float", "int", "bool", "str"] = "float"
     description: str = ""
 
+    def ha_attributes(self) -> dict[str, str]:
+        """Home Assistant's device_class, state_class and unit_of_measurement, where this metric has them."""
+        out: dict[str, str] = {}
+        if self.device_class:
+            out["device_class"] = self.device_class
+        if self.state_class:
+            out["state_class"] = self.state_class
+        if self.unit:
+            out["unit_of_measurement"] = self.unit
+        return out
+
 
 #: canonical metrics with a fixed meaning (see DESIGN.md)
 CANONICAL: dict[str, MetricSpec] = {

@@ -146,12 +146,7 @@ class Discovery:
             component = "sensor"
             payload["value_template"] = f"{{{{ {expr} }}}}"
             if not isinstance(value, str):
-                if spec.device_class:
-                    payload["device_class"] = spec.device_class
-                if spec.state_class:
-                    payload["state_class"] = spec.state_class
-                if spec.unit:
-                    payload["unit_of_measurement"] = spec.unit
+                payload.update(spec.ha_attributes())
         if self.expire_after:
             payload["expire_after"] = self.expire_after
         return f"{self.prefix}/{component}/{node}/{obj}/config", payload

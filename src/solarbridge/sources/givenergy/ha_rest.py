@@ -39,13 +39,8 @@ def entity_id(prefix: str, device_id: str, metric: str) -> str:
 
 def state_body(reading: Reading, metric: str, value: Any) -> dict[str, Any]:
     spec = metric_spec(metric)
-    attrs: dict[str, Any] = {"friendly_name": f"{reading.device_id} {metric.replace('_', ' ')}"}
-    if spec.unit:
-        attrs["unit_of_measurement"] = spec.unit
-    if spec.device_class:
-        attrs["device_class"] = spec.device_class
-    if spec.state_class:
-        attrs["state_class"] = spec.state_class
+    attrs: dict[str, Any] = {"friendly_name": f"{reading.device_id} {metric.replace('_', ' ')}",
+                             **spec.ha_attributes()}
     if isinstance(value, bool):
         value = "on" if value else "off"
     return {"state": value, "attributes": attrs}
