@@ -6,7 +6,6 @@ Adding a device or an output is one module plus one line here.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import Any
 
 SOURCES: dict[str, str] = {
@@ -54,11 +53,3 @@ def load(path: str) -> Any:
     mod = importlib.import_module(module)
     return getattr(mod, attr) if attr else mod
 
-
-def available(table: dict[str, str]) -> list[str]:
-    """Names whose module exists in this installation (for help texts and errors)."""
-    out = []
-    for name, path in table.items():
-        if importlib.util.find_spec(path.partition(":")[0]) is not None:
-            out.append(name)
-    return sorted(out)

@@ -329,7 +329,9 @@ class Supervisor:
             self.health[name].state = "stopped"
 
     async def run_until_stopped(self, stop_event: asyncio.Event) -> None:
-        self.build() if not (self.sources or self.sinks) else None
+        """Build from the config unless parts were added by hand, run until ``stop_event``, then stop."""
+        if not (self.sources or self.sinks):
+            self.build()
         await self.start()
         await stop_event.wait()
         await self.stop()

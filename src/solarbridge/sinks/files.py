@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import io
 import json
 import os
 from datetime import UTC, datetime
@@ -274,10 +273,3 @@ class StateSink(Sink):
             self._timer.cancel()
             self._timer = None
 
-
-def dump_readings(readings: list[Reading]) -> str:
-    """JSON lines for readings (used by commands that print to stdout)."""
-    buf = io.StringIO()
-    for r in readings:
-        buf.write(reading_line(r) + "\n")
-    return buf.getvalue()
