@@ -40,7 +40,7 @@ def pct(values: list[float], p: float) -> float:
 
 def build_db(path: Path, metrics: int, now: float) -> None:
     from solarbridge.model import Reading
-    from solarbridge.sinks.history import HistoryStore
+    from solarbridge.sinks.history.sink import HistoryStore
 
     store = HistoryStore(path)
     n = 7 * 86400 // 10
@@ -91,7 +91,7 @@ async def history_latency(db: Path, now: float, rounds: int) -> dict[str, tuple[
 def sql_variants(db: Path, now: float) -> None:
     """The 7 d query at the SQLite level: today's schema vs a covering index vs a 5-minute rollup table.
 
-    Works on a copy of the database; the figures back the schema proposal for sinks/history.py.
+    Works on a copy of the database; the figures back the schema proposal for sinks/history/sink.py.
     """
     import shutil
     import sqlite3

@@ -110,8 +110,8 @@ def bench_files(tmp: Path, lines: int) -> None:
 
 def bench_sink_encoding() -> None:
     from solarbridge.model import Reading
-    from solarbridge.sinks.graphite import reading_points
-    from solarbridge.sinks.graphite_wire import encode_text, pickle_frames
+    from solarbridge.sinks.graphite.sink import reading_points
+    from solarbridge.sinks.graphite.wire import encode_text, pickle_frames
 
     now = datetime.now(UTC)
     batch = [Reading(f"dev{i % 20}", "inverter", now, {f"m{j}_w": float(i + j) for j in range(10)}, "bench")

@@ -19,8 +19,8 @@ from solarbridge.config import build
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
 from solarbridge.runtime import Supervisor
-from solarbridge.sinks.history import HistoryStore
-from solarbridge.sinks.null import NullSink
+from solarbridge.sinks.history.sink import HistoryStore
+from solarbridge.sinks.null.sink import NullSink
 
 
 def bench_bus(n: int = 1_000_000, sinks: int = 3) -> float:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from solarbridge.config import Config, DaemonConfig  # noqa: E402
 from solarbridge.model import Reading  # noqa: E402
 from solarbridge.runtime import Supervisor  # noqa: E402
-from solarbridge.sinks.influx import InfluxConfig, InfluxSink, LineEncoder  # noqa: E402
+from solarbridge.sinks.influx.sink import InfluxConfig, InfluxSink, LineEncoder  # noqa: E402
 from solarbridge.sinks.spool import Spool  # noqa: E402
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

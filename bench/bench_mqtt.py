@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from solarbridge.model import Reading  # noqa: E402
 from solarbridge.plugin import Context  # noqa: E402
-from solarbridge.sinks.mqtt import MqttConfig, MqttSink  # noqa: E402
+from solarbridge.sinks.mqtt.sink import MqttConfig, MqttSink  # noqa: E402
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 METRICS = ("pv_power_w", "grid_power_w", "battery_power_w", "battery_soc_pct", "load_power_w",

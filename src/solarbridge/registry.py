@@ -17,16 +17,16 @@ SOURCES: dict[str, str] = {
 }
 
 SINKS: dict[str, str] = {
-    "null": "solarbridge.sinks.null:NullSink",
-    "jsonl": "solarbridge.sinks.files:JsonlSink",
-    "csv": "solarbridge.sinks.files:CsvSink",
-    "state": "solarbridge.sinks.files:StateSink",
-    "history": "solarbridge.sinks.history:HistorySink",
-    "nut": "solarbridge.sinks.nut:NutSink",
-    "mqtt": "solarbridge.sinks.mqtt:MqttSink",
-    "influxdb2": "solarbridge.sinks.influx:InfluxSink",
-    "graphite": "solarbridge.sinks.graphite:GraphiteSink",
-    "ha_rest": "solarbridge.sources.givenergy.ha_rest:HaRestSink",
+    "null": "solarbridge.sinks.null.sink:NullSink",
+    "jsonl": "solarbridge.sinks.files.sink:JsonlSink",
+    "csv": "solarbridge.sinks.files.sink:CsvSink",
+    "state": "solarbridge.sinks.files.sink:StateSink",
+    "history": "solarbridge.sinks.history.sink:HistorySink",
+    "nut": "solarbridge.sinks.nut.sink:NutSink",
+    "mqtt": "solarbridge.sinks.mqtt.sink:MqttSink",
+    "influxdb2": "solarbridge.sinks.influx.sink:InfluxSink",
+    "graphite": "solarbridge.sinks.graphite.sink:GraphiteSink",
+    "ha_rest": "solarbridge.sinks.homeassistant_rest.sink:HaRestSink",
 }
 
 #: `solarbridge simulate NAME ...` -> module with ``main(argv) -> int``

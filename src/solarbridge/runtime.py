@@ -149,7 +149,7 @@ class Supervisor:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         sink_cfgs = list(self.config.sinks)
         if self.config.daemon.history and not any(c.type == "history" for c in sink_cfgs):
-            from .sinks.history import HistorySink
+            from .sinks.history.sink import HistorySink
 
             sink_cfgs.append(HistorySink.Config(type="history", name="history"))
         for cfg in sink_cfgs:

@@ -26,7 +26,7 @@ from solarbridge.model import (  # noqa: E402
 )
 from solarbridge.plugin import Context, Source  # noqa: E402
 from solarbridge.runtime import Supervisor  # noqa: E402
-from solarbridge.sinks.history import HistoryStore  # noqa: E402
+from solarbridge.sinks.history.sink import HistoryStore  # noqa: E402
 
 T0 = 1_790_000_000  # a fixed instant (2026-09-21) so bucket alignment is known
 

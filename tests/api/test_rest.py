@@ -176,7 +176,7 @@ def test_history_unknown_series_404_and_no_store_503(tmp_path, store):
 
 
 def test_history_reads_database_file_when_no_sink_runs(tmp_path):
-    from solarbridge.sinks.history import HistoryStore
+    from solarbridge.sinks.history.sink import HistoryStore
 
     s = HistoryStore(tmp_path / "history.sqlite")
     _fill(s, [5.0, 7.0])

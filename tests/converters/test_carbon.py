@@ -20,8 +20,8 @@ from convtools import DATA
 from solarbridge.cli import pickle2graphite, se2graphite
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
-from solarbridge.sinks.graphite import GraphiteConfig, GraphiteSink
-from solarbridge.sinks.graphite_wire import Point, decode_text
+from solarbridge.sinks.graphite.sink import GraphiteConfig, GraphiteSink
+from solarbridge.sinks.graphite.wire import Point, decode_text
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
 
@@ -247,7 +247,7 @@ def test_follow_mode_sends_lines_as_they_are_appended(carbon, tmp_path):
 
 
 def test_client_counts_only_real_reconnects_and_confirms_by_half_close(carbon):
-    from solarbridge.sinks.graphite import GraphiteClient
+    from solarbridge.sinks.graphite.sink import GraphiteClient
 
     ts = int(time.time()) - 120
     client = GraphiteClient("127.0.0.1", carbon.line_port, timeout=5, status=lambda _m: None)

@@ -16,7 +16,7 @@ import pytest
 from convtools import DATA, update_golden
 
 from solarbridge.cli import pickle2graphite, se2csv, se2graphite, se2state
-from solarbridge.sinks.graphite_wire import decode_pickle, decode_text, encode_pickle
+from solarbridge.sinks.graphite.wire import decode_pickle, decode_text, encode_pickle
 
 GOLDEN = DATA / "golden"
 INPUTS = ["recorded", "simulated"]

@@ -9,7 +9,7 @@ import pytest
 
 from solarbridge import config
 from solarbridge.model import Reading
-from solarbridge.sinks.graphite import GraphiteClient, reading_points
+from solarbridge.sinks.graphite.sink import GraphiteClient, reading_points
 
 
 @pytest.mark.parametrize(("entry", "message"), [
@@ -28,7 +28,7 @@ def test_bad_config_is_one_line_naming_the_key(entry, message):
 
 def test_default_port_follows_the_protocol(tmp_path):
     from solarbridge.plugin import Context
-    from solarbridge.sinks.graphite import GraphiteSink
+    from solarbridge.sinks.graphite.sink import GraphiteSink
 
     for proto, port in (("text", 2003), ("pickle", 2004)):
         cfg = config.build({"daemon": {"history": False}, "sinks": [{"type": "graphite", "protocol": proto}]})

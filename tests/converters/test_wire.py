@@ -1,4 +1,4 @@
-"""graphite_wire: plaintext and pickle encoding, path sanitising, and decoders that never crash."""
+"""graphite wire: plaintext and pickle encoding, path sanitising, and decoders that never crash."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solarbridge.sinks.graphite_wire import (
+from solarbridge.sinks.graphite.wire import (
     CARBON_MAX_PICKLE_FRAME,
     WireError,
     decode_pickle,

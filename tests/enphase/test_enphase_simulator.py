@@ -132,7 +132,7 @@ def test_demo_part(tmp_path: Path) -> None:
             src_cfg, sink_cfg = cfg.sources[0], cfg.sinks[0]
             src = load("solarbridge.sources.enphase.source:EnphaseSource")(
                 src_cfg, Context.standalone(src_cfg.name, "source", "enphase", tmp_path))
-            sink = load("solarbridge.sinks.nut:NutSink")(sink_cfg, Context.standalone(sink_cfg.name, "sink", "nut",
+            sink = load("solarbridge.sinks.nut.sink:NutSink")(sink_cfg, Context.standalone(sink_cfg.name, "sink", "nut",
                                                                                        tmp_path))
             await sink.start()
             task = asyncio.create_task(src.run(lambda r: asyncio.ensure_future(sink.write([r]))))

@@ -12,7 +12,7 @@ from enphase_helpers import port_values
 from solarbridge.config import ConfigError, build
 from solarbridge.model import DeviceInfo, Reading, utcnow
 from solarbridge.plugin import Context
-from solarbridge.sinks.nut import NutSink, NutSinkConfig
+from solarbridge.sinks.nut.sink import NutSink, NutSinkConfig
 from solarbridge.sources.enphase.simulator import GatewaySimulator, Scenario
 from solarbridge.sources.enphase.source import EnphaseConfig, EnphaseSource
 

@@ -73,7 +73,7 @@ type = "jsonl"
 
 
 def test_history_bad_since_is_a_usage_error(tmp_path):
-    from solarbridge.sinks.history import HistoryStore
+    from solarbridge.sinks.history.sink import HistoryStore
 
     HistoryStore(tmp_path / "h.sqlite").close()
     out = subprocess.run([sys.executable, "-m", "solarbridge.cli.main", "history", "--db", str(tmp_path / "h.sqlite"),
@@ -88,7 +88,7 @@ def test_demo_runs_and_writes_history(tmp_path):
                           "--dir", str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "demo stopped cleanly." in out.stdout
-    from solarbridge.sinks.history import HistoryStore
+    from solarbridge.sinks.history.sink import HistoryStore
 
     store = HistoryStore(tmp_path / "history.sqlite", readonly=True)
     assert {"device_id": "synthetic-home", "device_type": "synthetic", "metric": "pv_power_w"} in store.series()

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from solarbridge.model import Reading
-from solarbridge.sinks.history import HistoryStore
+from solarbridge.sinks.history.sink import HistoryStore
 
 T0 = 1_790_000_000  # a multiple of 300? no: exercises unaligned starts too
 

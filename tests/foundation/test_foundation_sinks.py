@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from foundation_helpers import ctx, reading
 
 from solarbridge.model import Reading
-from solarbridge.sinks.files import CsvSink, JsonlSink, StateSink
-from solarbridge.sinks.history import HistorySink, HistoryStore
+from solarbridge.sinks.files.sink import CsvSink, JsonlSink, StateSink
+from solarbridge.sinks.history.sink import HistorySink, HistoryStore
 
 
 def run(coro):

@@ -16,7 +16,7 @@ from ge_helpers import run, simulator, until
 from solarbridge.config import Config, DaemonConfig
 from solarbridge.plugin import Context
 from solarbridge.runtime import Supervisor
-from solarbridge.sources.givenergy.ha_rest import HaRestConfig, HaRestSink
+from solarbridge.sinks.homeassistant_rest.sink import HaRestConfig, HaRestSink
 from solarbridge.sources.givenergy.source import GivEnergyConfig, GivEnergySource
 
 
@@ -57,7 +57,7 @@ class Collector:
 
 @pytest.mark.servers
 def test_mqtt_givtcp_topics_and_control_round_trip(mosquitto: Any, tmp_path: Path) -> None:
-    mqtt_mod = pytest.importorskip("solarbridge.sinks.mqtt")
+    mqtt_mod = pytest.importorskip("solarbridge.sinks.mqtt.sink")
 
     async def go() -> None:
         async with simulator() as sim:
@@ -171,7 +171,7 @@ def test_givtcp_read_mqtt_output(mosquitto: Any, tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    pytest.importorskip("solarbridge.sinks.mqtt")
+    pytest.importorskip("solarbridge.sinks.mqtt.sink")
 
     async def go() -> None:
         async with simulator() as sim:
@@ -199,7 +199,7 @@ def test_givtcp_read_influx_output(victoria: Any, tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    pytest.importorskip("solarbridge.sinks.influx")
+    pytest.importorskip("solarbridge.sinks.influx.sink")
 
     async def go() -> None:
         async with simulator() as sim:

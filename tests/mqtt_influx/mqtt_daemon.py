@@ -14,7 +14,7 @@ from solarbridge.config import Config, DaemonConfig
 from solarbridge.model import Reading
 from solarbridge.plugin import Context, Health, PluginConfig, Source
 from solarbridge.runtime import Supervisor
-from solarbridge.sinks.mqtt import MqttConfig, MqttSink
+from solarbridge.sinks.mqtt.sink import MqttConfig, MqttSink
 
 
 class Ticker(Source):

@@ -19,7 +19,7 @@ from mi_helpers import async_wait, context, supervisor
 import servers
 from solarbridge.model import Reading
 from solarbridge.plugin import Context, PluginConfig, Source
-from solarbridge.sinks.influx import InfluxConfig, InfluxSink
+from solarbridge.sinks.influx.sink import InfluxConfig, InfluxSink
 
 pytestmark = pytest.mark.servers
 

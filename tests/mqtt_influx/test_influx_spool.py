@@ -68,7 +68,7 @@ def test_sink_counts_spool_overflow(tmp_path):
 
     from solarbridge.model import Reading
     from solarbridge.plugin import Context
-    from solarbridge.sinks.influx import InfluxConfig, InfluxSink
+    from solarbridge.sinks.influx.sink import InfluxConfig, InfluxSink
 
     async def main() -> Context:
         ctx = Context.standalone("i", "sink", "influxdb2", tmp_path)

@@ -11,7 +11,7 @@ from mi_helpers import GIV_CONTROLS
 
 from solarbridge.model import ControlRequest, ControlResult, DeviceInfo, Reading
 from solarbridge.plugin import Context
-from solarbridge.sinks.mqtt import MqttConfig, MqttSink
+from solarbridge.sinks.mqtt.sink import MqttConfig, MqttSink
 
 INFO = DeviceInfo("SA1", "inverter", serial="SA1", controls=GIV_CONTROLS)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from mi_helpers import async_wait, context, supervisor
 
-from solarbridge.sinks.mqtt import MqttConfig, MqttSink
+from solarbridge.sinks.mqtt.sink import MqttConfig, MqttSink
 from solarbridge.sources.givenergy.simulator import DongleSimulator, SimInverter
 from solarbridge.sources.givenergy.source import GivEnergyConfig, GivEnergySource
 

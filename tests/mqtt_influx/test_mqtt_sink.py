@@ -20,7 +20,7 @@ from mi_helpers import (
     supervisor,
 )
 
-from solarbridge.sinks.mqtt import MqttConfig, MqttSink
+from solarbridge.sinks.mqtt.sink import MqttConfig, MqttSink
 
 pytestmark = pytest.mark.servers
 

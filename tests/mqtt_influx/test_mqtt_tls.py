@@ -17,7 +17,7 @@ from mi_helpers import async_wait
 import servers
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
-from solarbridge.sinks.mqtt import MqttConfig, MqttSink
+from solarbridge.sinks.mqtt.sink import MqttConfig, MqttSink
 
 pytestmark = pytest.mark.servers
 

@@ -230,7 +230,7 @@ class HistoryAccess:
                     return sink.store
                 path = getattr(sink, "path", None)
         if self._ro is None:
-            from ..sinks.history import HistoryStore
+            from ..sinks.history.sink import HistoryStore
 
             path = Path(path) if path else Path(self.sup.state_dir) / "history.sqlite"
             try:

@@ -72,7 +72,7 @@ async def _publish(settings: Any, reading: Any) -> list[str]:
         if table["type"] == "ha_rest" and "ha_rest" not in registry.SINKS:
             from pydantic import ValidationError
 
-            from ..sources.givenergy.ha_rest import HaRestSink
+            from ..sinks.homeassistant_rest.sink import HaRestSink
             cls: Any = HaRestSink
             try:
                 cfg = HaRestSink.Config.model_validate(table)

@@ -27,7 +27,7 @@ def _db_path(args: argparse.Namespace) -> Path:
 
 
 def history(args: argparse.Namespace) -> int:
-    from ..sinks.history import HistoryStore
+    from ..sinks.history.sink import HistoryStore
     from ..util.timeparse import parse_duration, parse_time
 
     path = _db_path(args)

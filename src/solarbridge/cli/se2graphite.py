@@ -90,7 +90,7 @@ def _zone(name: str | None) -> Any:
 
 
 def send_metrics(args: argparse.Namespace, protocol: str, prog: str) -> int:
-    from ..sinks.graphite_wire import encode_text, pickle_frames
+    from ..sinks.graphite.wire import encode_text, pickle_frames
     from ..sources.solaredge.converters import PointStats, graphite_points
 
     tz = _zone(args.tz)
@@ -105,7 +105,7 @@ def send_metrics(args: argparse.Namespace, protocol: str, prog: str) -> int:
                        progress=False if args.no_progress else None, prog=prog, on_idle=caught_up)
     stats = PointStats()
     if not args.dry_run:
-        from ..sinks.graphite import GraphiteClient
+        from ..sinks.graphite.sink import GraphiteClient
 
         client = GraphiteClient(args.host, args.port, timeout=args.timeout, status=reader.warn)
     out = sys.stdout.buffer

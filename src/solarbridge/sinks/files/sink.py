@@ -16,9 +16,9 @@ from typing import IO, Any, Literal
 
 from pydantic import Field
 
-from ..model import Reading, slug
-from ..plugin import Context, Sink, SinkConfig
-from ..util.atomic import atomic_write
+from ...model import Reading, slug
+from ...plugin import Context, Sink, SinkConfig
+from ...util.atomic import atomic_write
 
 
 def _resolve(path: str, ctx: Context, default: str) -> Path:

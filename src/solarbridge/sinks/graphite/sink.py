@@ -47,12 +47,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ..model import Reading, slug
-from ..plugin import Context, Sink, SinkConfig
-from ..util.aiorun import cancel_and_wait
-from ..util.backoff import Backoff
-from ..util.timeparse import parse_duration
-from .graphite_wire import Point, WireError, decode_text, encode_text, numeric, pickle_frames, render_template
+from ...model import Reading, slug
+from ...plugin import Context, Sink, SinkConfig
+from ...util.aiorun import cancel_and_wait
+from ...util.backoff import Backoff
+from ...util.timeparse import parse_duration
+from .wire import Point, WireError, decode_text, encode_text, numeric, pickle_frames, render_template
 
 DEFAULT_PORTS = {"text": 2003, "pickle": 2004}
 
@@ -502,7 +502,7 @@ class GraphiteSink(Sink):
     # ------------------------------------------------------------------ disk spool delivery
     def _open_spool(self) -> Any:
         if self.spool is None:
-            from .spool import Spool
+            from ..spool import Spool
 
             self.spool = Spool(self.spool_path, max_bytes=int(self.config.spool_max_mb * 1024 * 1024),
                                log=self.ctx.log)

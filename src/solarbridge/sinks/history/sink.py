@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from ..model import Reading
-from ..plugin import Context, Sink, SinkConfig
-from ..util.timeparse import parse_duration
+from ...model import Reading
+from ...plugin import Context, Sink, SinkConfig
+from ...util.timeparse import parse_duration
 
 SCHEMA = """
 PRAGMA journal_mode=WAL;

@@ -30,13 +30,13 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from ..config import Secret
-from ..model import Reading, slug
-from ..plugin import Context, Sink, SinkConfig
-from ..util.aiorun import cancel_and_wait
-from ..util.backoff import Backoff
+from ...config import Secret
+from ...model import Reading, slug
+from ...plugin import Context, Sink, SinkConfig
+from ...util.aiorun import cancel_and_wait
+from ...util.backoff import Backoff
+from ..spool import Entry, Spool
 from . import lineprotocol as lp
-from .spool import Entry, Spool
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)

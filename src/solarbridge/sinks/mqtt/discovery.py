@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .. import __version__
-from ..model import ControlSpec, DeviceInfo, MetricValue, metric_spec
+from ... import __version__
+from ...model import ControlSpec, DeviceInfo, MetricValue, metric_spec
 
 ORIGIN = {"name": "solarbridge", "sw_version": __version__}
 

@@ -1,11 +1,11 @@
 """Topic layouts and command parsing for the MQTT sink (sans-IO: values in, topics and payloads out).
 
-* ``solarbridge`` (default): see :mod:`solarbridge.sinks.homeassistant` for the topics.
+* ``solarbridge`` (default): see :mod:`solarbridge.sinks.mqtt.discovery` for the topics.
 * ``givtcp``: GivEnergy readings carry ``extra["givtcp"]``, GivTCP's runAll-shaped
   nested dict; each leaf goes to ``<root>/<serial>/<path...>`` as GivTCP did, and
   commands arrive on ``<root>/control/<serial>/<command>``.
 * ``sunsniff``: Sunsynk readings carry ``extra["sunsniff"]``; see
-  :func:`solarbridge.sinks.homeassistant.sunsniff_entities`.
+  :func:`solarbridge.sinks.mqtt.discovery.sunsniff_entities`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import date, datetime, time
 from typing import Any
 
-from ..model import ControlError, ControlSpec, MetricValue
+from ...model import ControlError, ControlSpec, MetricValue
 
 _TIME_RE = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?$")
 

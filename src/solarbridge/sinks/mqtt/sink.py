@@ -35,12 +35,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from ..config import Secret
-from ..model import ControlError, ControlRequest, ControlSpec, DeviceInfo, MetricValue, Reading
-from ..plugin import Context, Sink, SinkConfig
-from ..util.backoff import Backoff
-from . import homeassistant as ha
-from . import mqtt_layouts as layouts
+from ...config import Secret
+from ...model import ControlError, ControlRequest, ControlSpec, DeviceInfo, MetricValue, Reading
+from ...plugin import Context, Sink, SinkConfig
+from ...util.backoff import Backoff
+from . import discovery as ha
+from . import layouts
 
 _UNACKED_HIGH = 10_000
 _UNACKED_LOW = 2_000

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..model import Reading
-from ..plugin import Sink
+from ...model import Reading
+from ...plugin import Sink
 
 
 class NullSink(Sink):

@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import Field
 
-from ..model import MetricValue, Reading
-from ..plugin import Context, Sink, SinkConfig
-from ..sources.enphase.nut import (
+from ...model import MetricValue, Reading
+from ...plugin import Context, Sink, SinkConfig
+from ...sources.enphase.nut import (
     DEFAULT_SETTINGS,
     MeterRow,
     NutInputs,
@@ -36,7 +36,7 @@ from ..sources.enphase.nut import (
     generate,
     json_number,
 )
-from ..util.atomic import atomic_write
+from ...util.atomic import atomic_write
 
 
 class NutSinkConfig(SinkConfig):

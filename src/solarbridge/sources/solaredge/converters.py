@@ -27,7 +27,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
-from ...sinks.graphite_wire import Point, sanitize_path
+from ...sinks.graphite.wire import Point, sanitize_path
 from ...util.atomic import atomic_write
 
 #: attributes that are never metrics (the original skipped exactly these)

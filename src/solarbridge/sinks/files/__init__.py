@@ -1,0 +1,1 @@
+"""File sinks: JSON lines, CSV and the atomic state file."""

@@ -1,0 +1,1 @@
+"""History sink: the SQLite store the dashboard and `solarbridge history` read."""

@@ -1,0 +1,1 @@
+"""Home Assistant REST sink (GivTCP HA_OUTPUT): POST /api/states/sensor.<id>."""

@@ -1,0 +1,1 @@
+"""InfluxDB v2 sink: line protocol encoding (lineprotocol.py) and the HTTP writer with a durable spool."""

@@ -1,0 +1,1 @@
+"""The null sink: takes readings and drops them (benchmarks, dry runs)."""

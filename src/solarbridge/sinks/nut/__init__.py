@@ -1,0 +1,1 @@
+"""NUT port-file sink (the Enphase-to-NUT output)."""
