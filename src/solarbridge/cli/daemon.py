@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -65,13 +63,16 @@ def _to_toml(doc: dict[str, Any]) -> str:
 async def run_supervisor(cfg: Any, *, stop: asyncio.Event | None = None, duration: float = 0,
                          on_started: Callable[[Any], Awaitable[None] | None] | None = None) -> int:
     """Build and run a Supervisor until SIGINT/SIGTERM (or ``duration``), then shut down cleanly."""
+    from ..util.signals import StopSignals
+
+    with StopSignals(stop) as signals:
+        return await _supervise(cfg, signals.event, duration, on_started)
+
+
+async def _supervise(cfg: Any, stop: asyncio.Event, duration: float,
+                     on_started: Callable[[Any], Awaitable[None] | None] | None) -> int:
     from ..runtime import Supervisor
 
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     sup = Supervisor(cfg)
     sup.build()
     await sup.start()
@@ -99,9 +100,6 @@ async def run_supervisor(cfg: Any, *, stop: asyncio.Event | None = None, duratio
         t.cancel()
     log.info("stopping")
     await sup.stop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(sig)
     return rc
 
 

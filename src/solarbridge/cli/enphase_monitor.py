@@ -107,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(settings: object, verbose: bool = False, single: bool = False, nocomms: bool = False) -> int:
     import asyncio
-    import signal
 
     from solarbridge.sources.enphase import monitor as m
     from solarbridge.sources.enphase.nut import PortFile
@@ -137,26 +136,19 @@ def run(settings: object, verbose: bool = False, single: bool = False, nocomms: 
         except Fatal:
             await gateway.aclose()
             raise
-        loop = asyncio.get_running_loop()
+        from ..util.signals import StopSignals
+
         task = asyncio.current_task()
         assert task is not None
-        stopping = []
-
-        def stop(signum: int) -> None:
-            stopping.append(signum)
-            task.cancel()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop, sig)
+        signals = StopSignals(on_signal=lambda _signum: task.cancel())
         try:
-            await monitor.run(single=single, nocomms=nocomms)
+            with signals:
+                await monitor.run(single=single, nocomms=nocomms)
         except asyncio.CancelledError:
-            if not stopping:
+            if signals.signum is None:
                 raise
-            rep.info(f"Stopping on signal {signal.Signals(stopping[0]).name}")
+            rep.info(f"Stopping on signal {signals.name}")
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
             await monitor.aclose()
         return 0
 

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import signal
 import sys
 import time
 from typing import Any
@@ -147,6 +146,14 @@ class _Progress:
 
 
 async def _run(dcfg: Any, *, file_mode: bool, progress: bool, drain_timeout: float) -> int:
+    from ..util.signals import StopSignals
+
+    with StopSignals() as signals:
+        return await _capture(dcfg, signals.event, file_mode=file_mode, progress=progress,
+                              drain_timeout=drain_timeout)
+
+
+async def _capture(dcfg: Any, stop: asyncio.Event, *, file_mode: bool, progress: bool, drain_timeout: float) -> int:
     from ..runtime import Supervisor
 
     log = logging.getLogger("solarbridge.sunsynk_capture")
@@ -160,11 +167,6 @@ async def _run(dcfg: Any, *, file_mode: bool, progress: bool, drain_timeout: flo
             bar(done, total)
 
         src.progress = on_progress
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     await sup.start()
     code = 0
     if file_mode:

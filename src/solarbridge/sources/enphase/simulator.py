@@ -22,7 +22,6 @@ import ipaddress
 import json
 import secrets
 import shutil
-import signal
 import ssl
 import sys
 import tempfile
@@ -563,7 +562,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simulate enphase: {e}", file=sys.stderr)
         return 2
 
+    from ...util.signals import StopSignals
+
     async def run() -> int:
+        # handlers first: a SIGTERM right after the "enphase simulator on" line must still stop cleanly
+        with StopSignals() as stop:
+            return await serve(stop)
+
+    async def serve(stop: StopSignals) -> int:
         sim = await GatewaySimulator(sc, args.host, args.port).start()
         assert sim.cert_path is not None
         if args.cert:
@@ -579,10 +585,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"use: ENVOY_HOST={sim.host}:{sim.port} SOLARBRIDGE_ENPHASE_LOGIN_URL='{sim.login_url}'"
               f" SOLARBRIDGE_ENPHASE_TOKENS_URL={sim.tokens_url}"
               f" SOLARBRIDGE_ENPHASE_CLOUD_CA={info['cert']}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for s in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(s, stop.set)
         rc = 0
         script_task = asyncio.create_task(sim.apply_script(script)) if script else None
         try:

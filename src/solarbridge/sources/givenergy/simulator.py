@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import math
 import random
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -690,20 +689,19 @@ def make_simulators(a: argparse.Namespace) -> list[DongleSimulator]:
 
 
 async def _serve(sims: list[DongleSimulator]) -> None:
-    for s in sims:
-        await s.start()
-        inv = s.inverter
-        packs = f"{inv.hv_modules} HV modules" if inv.hv_modules else f"{inv.batteries} batteries"
-        print(f"givenergy simulator {inv.serial} ({inv.model}, {packs})"
-              f" listening on {s.host}:{s.port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for s in sims:
-        await s.stop()
+    from ...util.signals import StopSignals
+
+    # handlers first: a SIGTERM right after the "listening" line must still stop cleanly
+    with StopSignals() as stop:
+        for s in sims:
+            await s.start()
+            inv = s.inverter
+            packs = f"{inv.hv_modules} HV modules" if inv.hv_modules else f"{inv.batteries} batteries"
+            print(f"givenergy simulator {inv.serial} ({inv.model}, {packs})"
+                  f" listening on {s.host}:{s.port}", flush=True)
+        await stop.wait()
+        for s in sims:
+            await s.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -538,21 +538,18 @@ def main(argv: list[str] | None = None) -> int:
                         format="netservices: %(message)s", stream=sys.stderr)
 
     async def run() -> int:
-        try:
-            svc = await serve(a.interface, names=a.names or ("*",), lease_time=a.lease,
-                              allowed_ouis=None if a.any_mac else SOLAREDGE_OUIS, dhcp=not a.no_dhcp)
-        except NetServicesError as e:
-            print(f"netservices: error: {e}", file=sys.stderr)
-            return 2
-        print(f"ready {svc.address}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
+        from ...util.signals import StopSignals
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        svc.close()
+        with StopSignals() as stop:
+            try:
+                svc = await serve(a.interface, names=a.names or ("*",), lease_time=a.lease,
+                                  allowed_ouis=None if a.any_mac else SOLAREDGE_OUIS, dhcp=not a.no_dhcp)
+            except NetServicesError as e:
+                print(f"netservices: error: {e}", file=sys.stderr)
+                return 2
+            print(f"ready {svc.address}", flush=True)
+            await stop.wait()
+            svc.close()
         return 0
 
     return asyncio.run(run())
