@@ -85,6 +85,19 @@ class Reading:
         )
 
 
+# --------------------------------------------------------------------------- extras for UPS-style sinks
+
+#: ``Reading.extra`` key: meter rows for sinks that render one variable set per meter row (the ``nut``
+#: sink does, like NUT's enphase-monitor). ``{"grid" | "load" | "battery": [row, ...]}``: row 0 is the
+#: meter's cumulative row, then one row per line (L1, L2, L3). A row is a dict of ``real_w``,
+#: ``apparent_va``, ``voltage_v``, ``power_factor``, ``frequency_hz`` (missing or None counts as 0).
+#: "grid" is the net meter (+ import), "load" the consumption meter, "battery" the storage meter
+#: (+ discharge; absent when there is none). Numbers are as the device sent them.
+EXTRA_METER_ROWS = "meter_rows"
+#: ``Reading.extra`` key: the number of phases the site reports (int); per-line rows count only when it is 3
+EXTRA_PHASE_COUNT = "phase_count"
+
+
 ControlKind = Literal["number", "select", "switch", "time", "text", "button"]
 
 

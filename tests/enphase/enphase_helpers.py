@@ -6,7 +6,7 @@ import asyncio
 import threading
 from pathlib import Path
 
-from solarbridge.sources.enphase.nut import parse_line
+from solarbridge.sinks.nut.portfile import parse_line
 from solarbridge.sources.enphase.simulator import GatewaySimulator, Scenario
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "enphase"
@@ -65,3 +65,39 @@ def write_conf(d: Path, host: str, **extra: str) -> Path:
     if not (d / "ups.dev").exists() and not (d / "ups.dev-nocomms").exists():
         (d / "ups.dev").write_text("ups.delay.shutdown: 20\n")
     return conf
+
+
+class Harness:
+    """enphase-monitor's parts wired by hand, one poll at a time: the enphase source's engine feeding a nut sink."""
+
+    def __init__(self, s, gateway, cloud, rep=None) -> None:  # noqa: ANN001
+        from solarbridge.plugin import Context
+        from solarbridge.sinks.nut.portfile import DEFAULT_SETTINGS
+        from solarbridge.sinks.nut.sink import NutSink, NutSinkConfig
+        from solarbridge.sources.enphase import monitor as m
+        from solarbridge.sources.enphase.source import EnphaseSource, MonitorMode
+
+        rep = rep or m.Reporter(s.ups)
+        cfg = NutSinkConfig.model_construct(type="nut", name="nut", port_file=str(s.port_file), device_id=s.serial,
+                                            loadkwh=s.loadkwh, stale_after=0, keep_user_lines=s.keep_user_lines)
+        self.sink = NutSink(cfg, Context.standalone("nut", "sink", "nut", s.state_dir))
+        self.sink.notes = rep
+        self.sink.load_initial()
+        self.readings: list = []
+        pending: list = []
+
+        def emit(r) -> None:  # noqa: ANN001
+            pending.append(r)
+            self.readings.append(r)
+
+        async def written() -> None:
+            batch = pending[:]
+            pending.clear()
+            await self.sink.write(batch)
+
+        def charge_low() -> str | None:
+            return {**DEFAULT_SETTINGS, **self.sink.port.overrides()}.get("battery.charge.low")
+
+        mode = MonitorMode(s, gateway, cloud, rep, after_emit=written, charge_low=charge_low)
+        self.source = EnphaseSource.monitor_mode(s, Context.standalone(s.ups, "source", "enphase", s.state_dir), mode)
+        self.monitor = self.source.make_monitor(emit)

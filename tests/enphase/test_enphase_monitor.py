@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from enphase_helpers import EXAMPLE, port_values
+from enphase_helpers import EXAMPLE, Harness, port_values
 
 from solarbridge.sources.enphase import jwt
 from solarbridge.sources.enphase import monitor as m
-from solarbridge.sources.enphase.nut import PortFile
 from solarbridge.sources.enphase.settings import load
 from solarbridge.sources.enphase.simulator import GatewaySimulator, Scenario
 
@@ -49,8 +48,7 @@ def _test_monitor(tmp_path: Path, rng: random.Random) -> tuple[m.Monitor, m.Cann
     s = load(test_conf_copy(tmp_path), env={})
     rep = m.Reporter(s.ups)
     backend = m.CannedBackend(s.test or {}, s.ups, rep, rng=rng)
-    tokens = m.TokenStore(s.token_file, backend, s.username, s.password, s.serial, rep)
-    return m.Monitor(s, backend, tokens, PortFile(s.port_file, s.keep_user_lines), rep), backend
+    return Harness(s, backend, backend, rep).monitor, backend
 
 
 def test_test_mode_cycle(tmp_path: Path) -> None:
@@ -97,7 +95,7 @@ def test_test_mode_empty_value_fails_that_call(tmp_path: Path) -> None:
     conf.write_text(re.sub(r"^TEST_INFO='[^']*'", "TEST_INFO=", conf.read_text(), flags=re.M))
     s = load(conf, env={})
     backend = m.CannedBackend(s.test or {}, s.ups)
-    mon = m.Monitor(s, backend, m.TokenStore(s.token_file, backend, "u", "p", s.serial), PortFile(s.port_file))
+    mon = Harness(s, backend, backend).monitor
     asyncio.run(mon.poll())
     v = port_values((tmp_path / "test.dev").read_text())
     assert v["ups.status"] == "OL" and "ups.firmware" not in v
@@ -122,12 +120,11 @@ def _settings(tmp_path: Path, sim: GatewaySimulator, **kw: object) -> m.Settings
     return s
 
 
-def _monitor(s: m.Settings, port: bool = True) -> m.Monitor:
+def _monitor(s: m.Settings) -> m.Monitor:
     rep = m.Reporter(s.ups)
     gw = m.HttpGateway(s.envoy_host, s.api_timeout, rep)
     cloud = m.HttpCloud(s.login_url, s.tokens_url, s.login_timeout, s.cloud_verify, rep)
-    return m.Monitor(s, gw, m.TokenStore(s.token_file, cloud, s.username, s.password, s.serial, rep),
-                     PortFile(s.port_file) if port else None, rep)
+    return Harness(s, gw, cloud, rep).monitor
 
 
 async def _wait(pred, timeout: float) -> float:  # noqa: ANN001

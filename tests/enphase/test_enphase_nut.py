@@ -10,7 +10,7 @@ from enphase_helpers import EXAMPLE, FIXTURES, example_settings, port_values
 from hypothesis import given
 from hypothesis import strategies as st
 
-from solarbridge.sources.enphase.nut import (
+from solarbridge.sinks.nut.portfile import (
     MeterRow,
     NutInputs,
     PortFile,

@@ -10,8 +10,8 @@ from enphase_helpers import DATA, EXAMPLE, FIXTURES
 from hypothesis import given
 from hypothesis import strategies as st
 
+from solarbridge.sinks.nut.portfile import MeterRow, NutInputs, generate, json_number
 from solarbridge.sources.enphase import conffile, jwt
-from solarbridge.sources.enphase.nut import NutInputs, generate
 from solarbridge.sources.enphase.responses import (
     parse_info,
     parse_livedata,
@@ -23,6 +23,11 @@ from solarbridge.sources.enphase.responses import (
 FIRMWARES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
 
 
+def _rows(rows: list | None) -> list[MeterRow]:
+    """The source's meter rows as the nut sink's (what the documented ``meter_rows`` extra carries)."""
+    return [MeterRow(**r.as_extra()) for r in rows or []]
+
+
 @pytest.mark.parametrize("fw", FIRMWARES)
 def test_every_fixture_gives_a_port_file(fw: str) -> None:
     d = FIXTURES / fw
@@ -31,23 +36,22 @@ def test_every_fixture_gives_a_port_file(fw: str) -> None:
     restart = parse_secctrl((d / "ivp_ensemble_secctrl").read_text())
     reports = parse_reports((d / "ivp_meters_reports").read_text()) if (d / "ivp_meters_reports").exists() else None
     relay = parse_relay((d / "ivp_ensemble_relay").read_text()) if (d / "ivp_ensemble_relay").exists() else None
-    inputs = NutInputs(status="OL", charge="50", capacity="5000", restart=restart, firmware=info,
-                       input=reports.net if reports and reports.net else [],
-                       output=reports.total if reports and reports.total else [])
+    inputs = NutInputs(status="OL", charge="50", capacity="5000", restart=json_number(restart), firmware=info,
+                       input=_rows(reports.net if reports else None), output=_rows(reports.total if reports else None))
     out = generate(inputs, {})
     assert out["ups.firmware"] == info
-    assert out["battery.charge.restart"] == (restart or "10")
+    assert out["battery.charge.restart"] == (json_number(restart) or "10")
     if relay is not None:
         assert relay.state == "online"
 
 
 def test_fixture_specifics() -> None:
     assert parse_info((FIXTURES / "8.3.5169_with_generator" / "info").read_text()) == "D8.3.5169"
-    assert parse_secctrl((FIXTURES / "8.3.5169_with_generator" / "ivp_ensemble_secctrl").read_text()) == "10"
+    assert parse_secctrl((FIXTURES / "8.3.5169_with_generator" / "ivp_ensemble_secctrl").read_text()) == 10
     assert parse_secctrl((FIXTURES / "7.6.175_with_cts_3phase" / "ivp_ensemble_secctrl").read_text()) is None
     live = parse_livedata((DATA / "livedata" / "ivp_livedata_status.meters-excerpt.json").read_text())
     assert live is not None
-    assert (live.soc, live.phase_count, live.capacity_wh) == ("86", 3, "8600")
+    assert (live.soc, live.phase_count, live.capacity_wh) == (86, 3, 8600)
     assert live.powers["storage"] == pytest.approx(-6774.0)
 
 
@@ -73,9 +77,9 @@ def test_absurd_numbers_do_not_crash_the_mapping() -> None:
 
 def test_livedata_quirks() -> None:
     assert parse_livedata('{"meters":{"soc":null,"phase_count":3}}').soc is None
-    assert parse_livedata('{"meters":{"soc":86.5}}').soc == "86.5"
-    assert parse_livedata('{"meters":{"soc":100.0}}').soc == "100"
-    assert parse_livedata('{"meters":{"soc":"90"}}').soc == "90"
+    assert parse_livedata('{"meters":{"soc":86.5}}').soc == 86.5
+    assert json_number(parse_livedata('{"meters":{"soc":100.0}}').soc) == "100"  # printed as jq does
+    assert parse_livedata('{"meters":{"soc":"90"}}').soc == 90
     assert parse_livedata('{"meters":{"soc":true}}').soc is None
     assert parse_livedata('{"other":1}') is None
 
@@ -110,9 +114,11 @@ def test_parsers_and_mapping_survive_any_json(doc: object) -> None:
     live = parse_livedata(text)
     rep = parse_reports(text)
     relay = parse_relay(text)
-    inputs = NutInputs(status="OL", charge=live.soc if live else None, capacity=live.capacity_wh if live else None,
-                       restart=parse_secctrl(text), input=rep.net or [] if rep else [],
-                       output=rep.total or [] if rep else [], storage=rep.storage if rep else None)
+    inputs = NutInputs(status="OL", charge=json_number(live.soc) if live else None,
+                       capacity=json_number(live.capacity_wh) if live else None,
+                       restart=json_number(parse_secctrl(text)), input=_rows(rep.net if rep else None),
+                       output=_rows(rep.total if rep else None),
+                       storage=_rows([rep.storage])[0] if rep and rep.storage else None)
     out = generate(inputs, {})
     assert out["ups.status"] in ("OL", "OL LB")
     if relay is not None:

@@ -47,7 +47,7 @@ def test_control_api_and_auth() -> None:
                 assert r.status_code == 200 and r.json()["grid"] is False
                 assert parse_relay((await c.get("/ivp/ensemble/relay", headers=auth)).text).state == "onbatt"
                 live = parse_livedata((await c.get("/ivp/livedata/status", headers=auth)).text)
-                assert live is not None and live.soc == "42" and live.powers["storage"] > 0
+                assert live is not None and live.soc == 42 and live.powers["storage"] > 0
                 rep = parse_reports((await c.get("/ivp/meters/reports", headers=auth)).text)
                 assert rep is not None and rep.net is not None and rep.net[0].real_w == 0.0  # off grid
                 for patch, field in (({"soc": 150}, "soc"), ({"grid": "maybe"}, "grid"),

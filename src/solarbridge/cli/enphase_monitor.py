@@ -1,13 +1,17 @@
 """``enphase-monitor``: a drop-in for NUT's enphase-monitor script (IQ Gateway -> dummy-ups port file).
 
-Kept light on imports: the engine (and httpx) load only after the options are valid.
+The ``enphase`` source feeding a ``nut`` sink under the Supervisor, with the original's
+config file, options, messages and exit codes. Kept light on imports: the engine (and
+httpx) load only after the options are valid.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 USAGE = """\
 Usage: enphase-monitor [-d] [-v] [-s] [-x] [-h] -c <config> | <ups>
@@ -106,10 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(settings: object, verbose: bool = False, single: bool = False, nocomms: bool = False) -> int:
-    import asyncio
-
+    """The ``enphase`` source feeding a ``nut`` sink under the Supervisor, with the original's options."""
     from solarbridge.sources.enphase import monitor as m
-    from solarbridge.sources.enphase.nut import PortFile
     from solarbridge.sources.enphase.settings import Fatal, Settings
 
     assert isinstance(settings, Settings)
@@ -121,44 +123,88 @@ def run(settings: object, verbose: bool = False, single: bool = False, nocomms: 
         rep.debug(f"PASSWORD={s.password}", 2)
     rep.debug(f"token file: {s.token_file}")
     rep.debug(f"port file: {s.port_file}")
-
-    async def go() -> int:
-        if s.test is not None:
-            backend = m.CannedBackend(s.test, s.ups, rep)
-            gateway: m.Gateway = backend
-            cloud: m.Cloud = backend
-        else:
-            gateway = m.HttpGateway(s.envoy_host, s.api_timeout, rep)
-            cloud = m.HttpCloud(s.login_url, s.tokens_url, s.login_timeout, s.cloud_verify, rep)
-        tokens = m.TokenStore(s.token_file, cloud, s.username, s.password, s.serial, rep)
-        try:
-            monitor = m.Monitor(s, gateway, tokens, PortFile(s.port_file, s.keep_user_lines), rep)
-        except Fatal:
-            await gateway.aclose()
-            raise
-        from ..util.signals import StopSignals
-
-        task = asyncio.current_task()
-        assert task is not None
-        signals = StopSignals(on_signal=lambda _signum: task.cancel())
-        try:
-            with signals:
-                await monitor.run(single=single, nocomms=nocomms)
-        except asyncio.CancelledError:
-            if signals.signum is None:
-                raise
-            rep.info(f"Stopping on signal {signals.name}")
-        finally:
-            await monitor.aclose()
-        return 0
-
     try:
-        return asyncio.run(go())
+        return asyncio.run(_run(s, rep, single=single, nocomms=nocomms))
     except Fatal as e:
         die(s.ups, str(e))
         return e.code
     except KeyboardInterrupt:
         return 0
+
+
+async def _run(s: Any, rep: Any, *, single: bool, nocomms: bool) -> int:
+    from solarbridge.config import Config, DaemonConfig
+    from solarbridge.plugin import Context
+    from solarbridge.runtime import Supervisor
+    from solarbridge.sinks.nut.portfile import DEFAULT_SETTINGS, PortFileError
+    from solarbridge.sinks.nut.sink import NutSink, NutSinkConfig
+    from solarbridge.sources.enphase import monitor as m
+    from solarbridge.sources.enphase.settings import Fatal
+    from solarbridge.sources.enphase.source import EnphaseSource, MonitorMode
+    from solarbridge.util.signals import StopSignals
+
+    gateway: m.Gateway
+    cloud: m.Cloud
+    if s.test is not None:
+        backend = m.CannedBackend(s.test, s.ups, rep)
+        gateway, cloud = backend, backend
+    else:
+        gateway = m.HttpGateway(s.envoy_host, s.api_timeout, rep)
+        cloud = m.HttpCloud(s.login_url, s.tokens_url, s.login_timeout, s.cloud_verify, rep)
+
+    sink_cfg = NutSinkConfig.model_construct(type="nut", name="nut", port_file=str(s.port_file), device_id=s.serial,
+                                             loadkwh=s.loadkwh, stale_after=0, keep_user_lines=s.keep_user_lines)
+    sink = NutSink(sink_cfg, Context.standalone("nut", "sink", "nut", s.state_dir))
+    sink.notes = rep
+    try:
+        sink.load_initial()  # the port file (or its -nocomms twin) must exist before anything else
+    except PortFileError as e:
+        await gateway.aclose()
+        raise Fatal(str(e)) from None
+    rep.debug(f"initial port file status: '{sink.status}'")
+    stop = asyncio.Event()
+    errors: list[str] = []
+
+    def port_error(msg: str) -> None:
+        errors.append(msg)
+        stop.set()
+
+    sink.on_error = port_error
+    sup = Supervisor(Config(daemon=DaemonConfig(state_dir=s.state_dir, history=False)))
+
+    async def written() -> None:
+        # one poll at a time, like the original: the port file is up to date before the next request
+        while sup.queue_depth("nut") and sink.ctx.health.state != "failed" and not errors:
+            await asyncio.sleep(0)
+        if errors:
+            raise Fatal(errors[0])
+        if sink.ctx.health.state == "failed":
+            raise Fatal(sink.ctx.health.last_error)
+
+    def charge_low() -> str | None:
+        return {**DEFAULT_SETTINGS, **sink.port.overrides()}.get("battery.charge.low")
+
+    mode = MonitorMode(s, gateway, cloud, rep, single=single, nocomms=nocomms, after_emit=written,
+                       charge_low=charge_low)
+    src = EnphaseSource.monitor_mode(s, Context.standalone(s.ups or "enphase", "source", "enphase", s.state_dir),
+                                     mode)
+    sup.add_sink(sink)
+    sup.add_source(src)
+    with StopSignals(event=stop) as signals:
+        await sup.start()
+        finished = asyncio.create_task(sup.wait_sources())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({finished, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if signals.signum is not None:
+            rep.info(f"Stopping on signal {signals.name}")
+        await sup.stop()
+        finished.cancel()
+    if src.fatal is not None:
+        raise src.fatal
+    if errors:
+        raise Fatal(errors[0])
+    return 0
 
 
 if __name__ == "__main__":

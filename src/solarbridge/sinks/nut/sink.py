@@ -1,7 +1,18 @@
-"""The ``nut`` sink: any battery is a UPS. Writes a NUT dummy-ups port file from canonical metrics.
+"""The ``nut`` sink: any battery is a UPS. Writes a NUT dummy-ups port file.
 
 Same variables, formulas, user overrides, ``-nocomms`` rename and atomic writes as
-enphase-monitor (one implementation: :mod:`solarbridge.sources.enphase.nut`).
+NUT's enphase-monitor (one implementation: :mod:`.portfile`); the ``enphase-monitor``
+command is the ``enphase`` source feeding this sink.
+
+Readings that carry meter rows (``Reading.extra["meter_rows"]``, see
+:data:`solarbridge.model.EXTRA_METER_ROWS`; the ``enphase`` source sends them) are
+mapped row by row like enphase-monitor: net meter -> input.*, consumption meter ->
+output.*, storage -> battery.current, per-line variables when ``phase_count`` is 3,
+``battery_soc_pct``/``battery_capacity_wh``/``battery_reserve_pct`` printed as the
+device sent them. Values a reading lacks (capacity, reserve, firmware, serial) keep
+what the port file held at start.
+
+Other readings are mapped from canonical metrics:
 
 Mapping: ``grid_available`` (or, without it, ``grid_voltage_v >= grid_voltage_min``)
 gives OL/OB; ``battery_soc_pct`` -> battery.charge; ``battery_capacity_wh`` ->
@@ -19,14 +30,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from ...model import MetricValue, Reading
+from ...model import EXTRA_METER_ROWS, EXTRA_PHASE_COUNT, MetricValue, Reading
 from ...plugin import Context, Sink, SinkConfig
-from ...sources.enphase.nut import (
+from ...util.atomic import atomic_write
+from .portfile import (
     DEFAULT_SETTINGS,
     MeterRow,
     NutInputs,
@@ -36,7 +49,6 @@ from ...sources.enphase.nut import (
     generate,
     json_number,
 )
-from ...util.atomic import atomic_write
 
 
 class NutSinkConfig(SinkConfig):
@@ -97,6 +109,48 @@ def inputs_from_metrics(metrics: dict[str, MetricValue], cfg: NutSinkConfig, gri
     )
 
 
+def _row(obj: object) -> MeterRow:
+    if not isinstance(obj, dict):
+        return MeterRow()
+
+    def num(key: str) -> float | int | None:
+        v = obj.get(key)
+        return v if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    return MeterRow(num("real_w"), num("apparent_va"), num("voltage_v"), num("power_factor"), num("frequency_hz"))
+
+
+def _rows(obj: object) -> list[MeterRow]:
+    return [_row(x) for x in obj] if isinstance(obj, list) else []
+
+
+def inputs_from_meter_rows(metrics: dict[str, MetricValue], extra: dict[str, object], cfg: NutSinkConfig,
+                           initial: dict[str, str], serial: str | None = None,
+                           firmware: str | None = None) -> NutInputs:
+    """The NUT inputs for a reading that carries meter rows (enphase-monitor's mapping)."""
+    avail = metrics.get("grid_available")
+    status = ("OL" if avail else "OB") if isinstance(avail, bool) else ""
+    rows = extra.get(EXTRA_METER_ROWS)
+    rows = rows if isinstance(rows, dict) else {}
+    battery = _rows(rows.get("battery"))
+
+    def text(key: str, fallback: str) -> str | None:
+        value = json_number(metrics[key]) if key in metrics else None
+        return value if value is not None else (initial.get(fallback) or None)
+
+    return NutInputs(
+        status=status,
+        charge=json_number(metrics.get("battery_soc_pct")),
+        capacity=text("battery_capacity_wh", "battery.capacity"),
+        restart=text("battery_reserve_pct", "battery.charge.restart"),
+        firmware=firmware or initial.get("ups.firmware") or None,
+        serial=serial or initial.get("ups.serial") or initial.get("device.serial") or None,
+        phases=3 if extra.get(EXTRA_PHASE_COUNT) == 3 else None,
+        input=_rows(rows.get("grid")), output=_rows(rows.get("load")),
+        storage=battery[0] if battery else None, loadkwh=cfg.loadkwh, battery_type=cfg.battery_type,
+    )
+
+
 def nut_values(metrics: dict[str, MetricValue], cfg: NutSinkConfig, overrides: dict[str, str],
                defaults: dict[str, str], serial: str | None = None, firmware: str | None = None) -> dict[str, str]:
     values = generate(inputs_from_metrics(metrics, cfg, serial=serial, firmware=firmware), overrides, defaults)
@@ -111,6 +165,21 @@ def nut_values(metrics: dict[str, MetricValue], cfg: NutSinkConfig, overrides: d
     return values
 
 
+class _LogNotes:
+    """Where the sink's messages go in the daemon: its logger (enphase-monitor passes its own reporter)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def info(self, msg: str) -> None:
+        log = self.ctx.log.warning if msg.startswith("Communication lost") else self.ctx.log.info
+        log("nut sink %s: %s", self.ctx.name, msg)
+
+    def debug(self, msg: str, level: int = 1) -> None:
+        if level == 1:
+            self.ctx.log.debug("nut sink %s: %s", self.ctx.name, msg)
+
+
 class NutSink(Sink):
     Config = NutSinkConfig
 
@@ -119,23 +188,40 @@ class NutSink(Sink):
         self.port = PortFile(Path(config.port_file), config.keep_user_lines)
         self.device_id = config.device_id
         self.metrics: dict[str, MetricValue] = {}
+        self.extra: dict[str, Any] = {}
         self.status = ""
         self.last_seen = 0.0
         self.defaults = dict(DEFAULT_SETTINGS)
         self.serial: str | None = None
         self.firmware: str | None = None
+        #: values the port file held at start (used where readings lack them)
+        self.initial: dict[str, str] = {}
+        #: messages (``info``/``debug``); enphase-monitor sets its reporter here
+        self.notes: Any = _LogNotes(ctx)
+        #: when set, a port-file error is handed to it instead of failing (and restarting) the sink
+        self.on_error: Callable[[str], None] | None = None
+        #: readings taken so far (enphase-monitor waits for this before its next poll)
+        self.taken = 0
+        self._started = False
         self._watch: asyncio.Task[Any] | None = None
+
+    def load_initial(self) -> None:
+        """Read the start-up values and status from the port file (or its -nocomms twin); PortFileError."""
+        values, hidden = self.port.initial()
+        self.initial = values
+        self.status = "" if hidden else values.get("ups.status", "")
+        self._started = True
 
     async def start(self) -> None:
         p = self.port
-        if not p.path.exists() and not p.nocomms_path.exists():
-            p.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(p.nocomms_path, "")
-        try:
-            values, hidden = p.initial()
-        except PortFileError as e:
-            raise RuntimeError(str(e)) from None
-        self.status = "" if hidden else values.get("ups.status", "")
+        if not self._started:
+            if not p.path.exists() and not p.nocomms_path.exists():
+                p.path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(p.nocomms_path, "")
+            try:
+                self.load_initial()
+            except PortFileError as e:
+                raise RuntimeError(str(e)) from None
         self.last_seen = time.monotonic()
         if self.config.stale_after and self._watch is None:
             self._watch = asyncio.create_task(self._watchdog())
@@ -161,7 +247,13 @@ class NutSink(Sink):
             if not r.online:
                 self.metrics = {}
                 continue
-            self.metrics.update(r.metrics)
+            if EXTRA_METER_ROWS in r.extra:
+                # a full view of the device: replaces, never merges
+                self.metrics = dict(r.metrics)
+                self.extra = dict(r.extra)
+            else:
+                self.metrics.update(r.metrics)
+                self.extra = {}
             if r.info is not None:
                 self.serial = r.info.serial or r.device_id
                 self.firmware = r.info.sw_version or None
@@ -171,26 +263,43 @@ class NutSink(Sink):
                     self.defaults["device.model"] = self.defaults["ups.model"] = r.info.model
         if touched:
             self.publish()
+        self.taken += len(batch)
+
+    def values(self, overrides: dict[str, str]) -> dict[str, str]:
+        if self.extra and self.metrics:
+            inputs = inputs_from_meter_rows(self.metrics, self.extra, self.config, self.initial, self.serial,
+                                            self.firmware)
+            return generate(inputs, overrides, self.defaults)
+        return nut_values(self.metrics, self.config, overrides, self.defaults, self.serial, self.firmware)
 
     def publish(self) -> None:
-        overrides = self.port.overrides()
-        values = nut_values(self.metrics, self.config, overrides, self.defaults, self.serial, self.firmware)
-        new = values.get("ups.status", "")
         try:
-            if new != self.status:
-                if self.status and not new:
-                    self.ctx.log.warning("nut sink %s: no data, hiding %s", self.ctx.name, self.port.path)
-                    self.port.hide()
-                    self.ctx.health.count("nocomms")
-                elif not self.status and new:
-                    self.port.restore()
-                self.ctx.log.info("nut sink %s: ups.status now %s", self.ctx.name, new or "(none)")
-                self.status = new
-            if new and self.port.update(values):
-                self.ctx.health.count("port_file_writes")
+            self._publish()
         except PortFileError as e:
-            raise RuntimeError(str(e)) from None
+            if self.on_error is None:
+                raise RuntimeError(str(e)) from None
+            self.on_error(str(e))
+            return
         self.ctx.health.ok()
+
+    def _publish(self) -> None:
+        overrides = self.port.overrides()
+        values = self.values(overrides)
+        new = values.get("ups.status", "")
+        if new != self.status:
+            if self.status and not new:
+                self.notes.info("Communication lost, hiding portfile")
+                self.port.hide()
+                self.ctx.health.count("nocomms")
+            elif not self.status and new:
+                self.notes.info("Communication restored, restoring portfile")
+                self.port.restore()
+            self.notes.info(f"ups.status now {new}")
+            self.status = new
+        if new and self.port.update(values):
+            self.ctx.health.count("port_file_writes")
+            self.notes.info(f"Updating {self.port.path}")
+            self.notes.debug("new file:\n" + "".join(f"  {k}: {v}\n" for k, v in values.items()), 3)
 
     async def _watchdog(self) -> None:
         while True:

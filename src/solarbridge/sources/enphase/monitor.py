@@ -1,4 +1,4 @@
-"""The enphase-monitor engine: token, gateway polls, fast relay check, port-file updates.
+"""The enphase-monitor engine: token, gateway polls and the fast relay check.
 
 Shared by the ``enphase-monitor`` command and the daemon's ``enphase`` source.
 Transports are small classes with ``get(path)`` (gateway) and ``session_id``/
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import random
@@ -17,14 +18,13 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 from urllib.parse import quote_plus
 
 from ...util.atomic import atomic_write
 from . import jwt
-from .nut import DEFAULT_SETTINGS, MeterRow, NutInputs, PortFile, PortFileError, full_status, generate
 from .responses import (
     INFO_PATH,
     LIVEDATA_PATH,
@@ -32,6 +32,8 @@ from .responses import (
     REPORTS_PATH,
     SECCTRL_PATH,
     LiveData,
+    MeterRow,
+    Number,
     Reports,
     parse_info,
     parse_livedata,
@@ -40,8 +42,6 @@ from .responses import (
     parse_secctrl,
 )
 from .settings import Fatal, Settings
-
-STATUS_OF_STATE = {"online": "OL", "onbatt": "OB"}
 
 
 class Reporter:
@@ -242,9 +242,7 @@ class CannedBackend:
         if cyc == "onbatt":
             return "90"
         if cyc == "lowbatt":
-            from .nut import dec
-
-            low = dec(self.charge_low)
+            low = _decimal(self.charge_low)
             return str(int(low // 1) - 1) if low is not None else "10"
         return "100"
 
@@ -270,6 +268,16 @@ class CannedBackend:
 
     async def aclose(self) -> None:
         pass
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        d = Decimal(text.strip().replace(",", "."))
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() and abs(d) < 10**15 else None
 
 
 # --------------------------------------------------------------------------- token store
@@ -364,62 +372,48 @@ class TokenStore:
 # --------------------------------------------------------------------------- the engine
 
 
-@dataclass
-class Snapshot:
-    """What the last polls found (for the daemon source's readings)."""
-
-    state: str = "init"
-    live: LiveData | None = None
-    reports: Reports | None = None
-    inputs: NutInputs = field(default_factory=NutInputs)
-    changed_at: float = 0.0
-
-
 class Monitor:
+    """Token, polls and the fast relay check; what the gateway said is kept here and handed to ``on_update``.
+
+    The values persist the way the original's do: the charge is dropped when livedata
+    fails, the capacity is kept from the last livedata that had one, firmware, reserve
+    and phase count are read once, and meter rows are kept when a reports call fails
+    (a storage report missing from a good reply means no battery data).
+    """
+
     def __init__(self, settings: Settings, gateway: Gateway, tokens: TokenStore,
-                 port: PortFile | None, reporter: Reporter | None = None,
-                 on_update: Callable[[Monitor], Any] | None = None) -> None:
+                 reporter: Reporter | None = None, on_update: Callable[[Monitor], Any] | None = None,
+                 charge_low: Callable[[], str | None] | None = None) -> None:
         self.s = settings
         self.gw = gateway
         self.tokens = tokens
-        self.port = port
         self.rep = reporter or Reporter()
         self.on_update = on_update
+        #: TEST mode only: battery.charge.low as the port file has it (the low-battery step goes one below)
+        self.charge_low = charge_low
         self.state = "init"
-        self.status = ""  # the last published ups.status ("" = hidden / no comms)
-        self.inputs = NutInputs(serial=None, loadkwh=settings.loadkwh)
+        self.soc: Number | None = None
+        self.capacity_wh: Number | None = None
+        self.reserve_pct: Number | None = None
+        self.firmware: str | None = None
+        self.phase_count: int | None = None
         self.once_done = False
         self.live: LiveData | None = None
         self.reports: Reports | None = None
+        #: meter rows as last read: net (grid), total (load), storage cumulative (battery)
+        self.net: list[MeterRow] = []
+        self.total: list[MeterRow] = []
+        self.storage: MeterRow | None = None
         self.relay_checks = 0
         self.relay_check_failures = 0
-        self.status_changed_at = 0.0
-        if port is not None:
-            self._load_initial()
-
-    def _load_initial(self) -> None:
-        assert self.port is not None
-        try:
-            values, hidden = self.port.initial()
-        except PortFileError as e:
-            raise Fatal(str(e)) from None
-        self.status = "" if hidden else values.get("ups.status", "")
-        i = self.inputs
-        i.charge = values.get("battery.charge") or None
-        i.capacity = values.get("battery.capacity") or None
-        i.restart = values.get("battery.charge.restart") or None
-        i.firmware = values.get("ups.firmware") or None
-        i.serial = values.get("ups.serial") or values.get("device.serial") or None
-        i.phases = 3 if values.get("input.phases") == "3" else None
-        self.rep.debug(f"initial port file status: '{self.status}'")
 
     # -- polling ---------------------------------------------------------------------------
 
     async def poll(self, nocomms: bool = False) -> str:
         """One full cycle (token, relay, livedata, once-only calls, meters), then publish."""
         self.gw.begin_poll()
-        if isinstance(self.gw, CannedBackend):
-            self.gw.charge_low = self._settings().get("battery.charge.low")
+        if isinstance(self.gw, CannedBackend) and self.charge_low is not None:
+            self.gw.charge_low = self.charge_low()
         token = await self.tokens.get()
         state = "nocomms"
         if not nocomms:
@@ -439,39 +433,36 @@ class Monitor:
             self.rep.info("Gateway refused the token, logging in again at the next poll")
             self.tokens.invalidate()
         self.state = state
-        self.inputs.status = STATUS_OF_STATE.get(state, "")
         self.rep.debug(f"current state: {state}")
-        self.publish()
+        await self.publish()
         return state
 
     async def _details(self, token: str) -> None:
         live = parse_livedata(await self.gw.get(LIVEDATA_PATH, token))
         self.live = live
-        i = self.inputs
-        i.charge = live.soc if live else None  # the original drops the charge when livedata fails
-        if live and live.capacity_wh:
-            i.capacity = live.capacity_wh
+        self.soc = live.soc if live else None  # the original drops the charge when livedata fails
+        if live and live.capacity_wh is not None:
+            self.capacity_wh = live.capacity_wh
         if not self.once_done:
             self.once_done = True
-            i.serial = self.s.serial
             fw = parse_info(await self.gw.get(INFO_PATH, token))
             if fw:
-                i.firmware = fw
+                self.firmware = fw
             restart = parse_secctrl(await self.gw.get(SECCTRL_PATH, token))
-            if restart:
-                i.restart = restart
-            i.phases = 3 if live and live.phase_count == 3 else None
+            if restart is not None:
+                self.reserve_pct = restart
+            self.phase_count = live.phase_count if live else None
         if not self.s.disable_meters:
             rep = parse_reports(await self.gw.get(REPORTS_PATH, token))
             if rep is not None:
                 self.reports = rep
                 if rep.net is not None:
-                    i.input = rep.net
+                    self.net = rep.net
                 if rep.total is not None:
-                    i.output = rep.total
-                i.storage = rep.storage
+                    self.total = rep.total
+                self.storage = rep.storage
         else:
-            i.input, i.output, i.storage = [MeterRow()], [MeterRow()], None
+            self.net, self.total, self.storage = [MeterRow()], [MeterRow()], None
 
     async def relay_check(self) -> bool:
         """The fast outage check: one relay request with the token in memory; True on a state change.
@@ -491,47 +482,15 @@ class Monitor:
             return False
         self.rep.debug(f"fast relay check: {self.state} -> {relay.state}")
         self.state = relay.state
-        self.inputs.status = STATUS_OF_STATE[relay.state]
-        self.publish()
+        await self.publish()
         return True
 
-    # -- output ----------------------------------------------------------------------------
-
-    def _settings(self) -> dict[str, str]:
-        out = dict(DEFAULT_SETTINGS)
-        if self.port is not None:
-            out.update(self.port.overrides())
-        return out
-
-    def publish(self) -> None:
-        overrides = self.port.overrides() if self.port is not None else {}
-        settings = {**DEFAULT_SETTINGS, **overrides}
-        new_status = full_status(self.inputs, settings)
-        if new_status != self.status:
-            self.status_changed_at = time.monotonic()
-            try:
-                if self.status and not new_status:
-                    self.rep.info("Communication lost, hiding portfile")
-                    if self.port is not None:
-                        self.port.hide()
-                elif not self.status and new_status:
-                    self.rep.info("Communication restored, restoring portfile")
-                    if self.port is not None:
-                        self.port.restore()
-            except PortFileError as e:
-                raise Fatal(str(e)) from None
-            self.rep.info(f"ups.status now {new_status}")
-            self.status = new_status
-        if new_status and self.port is not None:
-            values = generate(self.inputs, overrides)
-            try:
-                if self.port.update(values):
-                    self.rep.info(f"Updating {self.port.path}")
-                    self.rep.debug("new file:\n" + "".join(f"  {k}: {v}\n" for k, v in values.items()), 3)
-            except PortFileError as e:
-                raise Fatal(str(e)) from None
+    async def publish(self) -> None:
+        """Hand the new values on; ``on_update`` may return an awaitable (waited for before the next poll)."""
         if self.on_update is not None:
-            self.on_update(self)
+            pending = self.on_update(self)
+            if inspect.isawaitable(pending):
+                await pending
 
     # -- loop ------------------------------------------------------------------------------
 

@@ -8,10 +8,12 @@ exception: the caller treats it as "no data" for that call, like the original.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .nut import MeterRow, json_number
+Number = int | float
 
 RELAY_PATH = "ivp/ensemble/relay"
 LIVEDATA_PATH = "ivp/livedata/status"
@@ -27,6 +29,52 @@ def load_json(text: str | bytes | None) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError):
         return None
+
+
+def number(value: object) -> Number | None:
+    """A finite JSON number (a quoted number counts); None for null, booleans and anything else."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            d = Decimal(value.strip())
+        except InvalidOperation:
+            return None
+        if not d.is_finite():
+            return None
+        return int(d) if d == d.to_integral_value() and abs(d) < 10**18 else float(d)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRow:
+    """One row of a meters report (the cumulative row or one line); None where the gateway gave no number."""
+
+    real_w: Number | None = None  # currW
+    apparent_va: Number | None = None  # apprntPwr
+    voltage_v: Number | None = None  # rmsVoltage
+    power_factor: Number | None = None  # pwrFactor
+    frequency_hz: Number | None = None  # freqHz
+
+    @classmethod
+    def from_report(cls, row: object) -> MeterRow:
+        if not isinstance(row, dict):
+            return cls()
+
+        def num(key: str) -> Number | None:
+            v = row.get(key)
+            return v if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+        return cls(num("currW"), num("apprntPwr"), num("rmsVoltage"), num("pwrFactor"), num("freqHz"))
+
+    def as_extra(self) -> dict[str, Number | None]:
+        """The row under the documented ``meter_rows`` keys (see :mod:`solarbridge.model`)."""
+        return {"real_w": self.real_w, "apparent_va": self.apparent_va, "voltage_v": self.voltage_v,
+                "power_factor": self.power_factor, "frequency_hz": self.frequency_hz}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +102,9 @@ def parse_relay(text: str | bytes | None) -> Relay | None:
 
 @dataclass(frozen=True, slots=True)
 class LiveData:
-    soc: str | None = None  # as jq would print it
+    soc: Number | None = None
     phase_count: int | None = None
-    capacity_wh: str | None = None
+    capacity_wh: Number | None = None
     #: instantaneous powers in W from the livedata meters (pv, storage, grid, load), when present
     powers: dict[str, float] = field(default_factory=dict)
 
@@ -79,19 +127,19 @@ def parse_livedata(text: str | bytes | None) -> LiveData | None:
                 if isinstance(v, int | float) and not isinstance(v, bool):
                     powers[f"{key}_l{n}"] = v / 1000.0
     return LiveData(
-        soc=json_number(meters.get("soc")),
+        soc=number(meters.get("soc")),
         phase_count=pc if isinstance(pc, int) and not isinstance(pc, bool) else None,
-        capacity_wh=json_number(meters.get("enc_agg_energy")),
+        capacity_wh=number(meters.get("enc_agg_energy")),
         powers=powers,
     )
 
 
-def parse_secctrl(text: str | bytes | None) -> str | None:
-    """``soc_recovery_exit`` (battery.charge.restart) or None."""
+def parse_secctrl(text: str | bytes | None) -> Number | None:
+    """``soc_recovery_exit`` (the battery reserve the system restarts at, %) or None."""
     doc = load_json(text)
     if not isinstance(doc, dict):
         return None
-    return json_number(doc.get("soc_recovery_exit"))
+    return number(doc.get("soc_recovery_exit"))
 
 
 def parse_info(text: str | bytes | None) -> str | None:
@@ -112,10 +160,10 @@ def parse_info(text: str | bytes | None) -> str | None:
 class Reports:
     """Rows of ``ivp/meters/reports`` by report type: [cumulative, line1, line2, ...]."""
 
-    net: list[MeterRow] | None = None  # net-consumption -> NUT input.*
-    total: list[MeterRow] | None = None  # total-consumption -> NUT output.*
-    storage: MeterRow | None = None  # storage cumulative -> battery.current
-    production: list[MeterRow] | None = None  # not used by NUT; the daemon source reports PV from it
+    net: list[MeterRow] | None = None  # net-consumption (grid, + import)
+    total: list[MeterRow] | None = None  # total-consumption (load)
+    storage: MeterRow | None = None  # storage cumulative (battery, + discharge)
+    production: list[MeterRow] | None = None
     #: whDlvdCum of production/total/net cumulative rows (energy counters for the daemon source)
     energy: dict[str, float] = field(default_factory=dict)
 

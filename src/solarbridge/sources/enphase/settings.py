@@ -61,7 +61,7 @@ class Settings:
     username: str
     password: str
     serial: str
-    port_file: Path
+    port_file: Path | None  # None: no port file (the daemon source)
     token_file: Path
     state_dir: Path
     envoy_host: str = "envoy.local"

@@ -1,23 +1,26 @@
-"""The daemon's ``enphase`` source: the same engine as enphase-monitor, emitting canonical readings.
+"""The ``enphase`` source: the enphase-monitor engine, emitting canonical readings.
 
 Each full poll and each grid change found by the fast relay check produces one
 :class:`~solarbridge.model.Reading` for the gateway (PV, grid, load, battery,
-per phase on three-phase sites). Lost comms produce an ``online=False`` reading.
+per phase on three-phase sites), with the meter rows in ``extra`` (see
+:data:`~solarbridge.model.EXTRA_METER_ROWS`). Lost comms produce an
+``online=False`` reading. ``enphase-monitor`` is this source feeding a ``nut`` sink.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from ...config import Secret
-from ...model import DeviceInfo, MetricValue, Reading, utcnow
+from ...model import EXTRA_METER_ROWS, EXTRA_PHASE_COUNT, DeviceInfo, MetricValue, Reading, utcnow
 from ...plugin import Context, Emit, PluginConfig, Source
 from . import monitor as m
-from .nut import generate
 from .responses import Reports
 from .settings import LOGIN_URL, TOKENS_URL, Settings
 
@@ -76,25 +79,41 @@ class _StaticToken:
         return self._token
 
 
+def _meter_rows(mon: m.Monitor) -> dict[str, list[dict[str, Any]]]:
+    rows: dict[str, list[dict[str, Any]]] = {}
+    if mon.net:
+        rows["grid"] = [r.as_extra() for r in mon.net]
+    if mon.total:
+        rows["load"] = [r.as_extra() for r in mon.total]
+    if mon.storage is not None:
+        rows["battery"] = [mon.storage.as_extra()]
+    return rows
+
+
+def _runtime_s(soc: float, reserve: float, capacity_wh: float, load_w: float) -> int | None:
+    """Seconds until the battery reaches its reserve at the present load (None without load)."""
+    if load_w <= 0 or capacity_wh <= 0:
+        return None
+    return max(0, round((soc - reserve) / 100 * capacity_wh / load_w * 3600))
+
+
 def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, Any]]:
     """Canonical metrics (and extras) from what the monitor last saw."""
-    i = mon.inputs
     out: dict[str, MetricValue] = {"grid_available": mon.state == "online"}
-    extra: dict[str, Any] = {"mains_oper_state": "closed" if mon.state == "online" else "open"}
-    if i.charge is not None:
-        try:
-            out["battery_soc_pct"] = float(i.charge)
-        except ValueError:
-            pass
-    if i.capacity:
-        try:
-            out["battery_capacity_wh"] = float(i.capacity)
-        except ValueError:
-            pass
+    extra: dict[str, Any] = {"mains_oper_state": "closed" if mon.state == "online" else "open",
+                             EXTRA_METER_ROWS: _meter_rows(mon)}
+    if mon.phase_count is not None:
+        extra[EXTRA_PHASE_COUNT] = mon.phase_count
+    if mon.soc is not None:
+        out["battery_soc_pct"] = mon.soc
+    if mon.capacity_wh is not None:
+        out["battery_capacity_wh"] = mon.capacity_wh
+    if mon.reserve_pct is not None:
+        out["battery_reserve_pct"] = mon.reserve_pct
     rep: Reports | None = mon.reports if not mon.s.disable_meters else None
-    three = i.phases == 3
+    three = mon.phase_count == 3
 
-    def rows(name: str, metric: str, rws: list[Any] | None, clamp: bool = False) -> None:
+    def rows(metric: str, rws: list[Any] | None, clamp: bool = False) -> None:
         if not rws:
             return
         v = rws[0].real_w or 0.0
@@ -105,19 +124,19 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
                 out[f"{metric}_l{n}"] = max(w, 0.0) if clamp else w
 
     if rep is not None:
-        rows("production", "pv_power_w", rep.production, clamp=True)
-        rows("net", "grid_power_w", rep.net)
-        rows("total", "load_power_w", rep.total, clamp=True)
-        if rep.storage is not None:
-            out["battery_power_w"] = rep.storage.real_w or 0.0
-        if rep.net:
-            cum = rep.net[0]
+        rows("pv_power_w", rep.production, clamp=True)
+        rows("grid_power_w", mon.net)
+        rows("load_power_w", mon.total, clamp=True)
+        if mon.storage is not None:
+            out["battery_power_w"] = mon.storage.real_w or 0.0
+        if mon.net:
+            cum = mon.net[0]
             if cum.voltage_v:
                 out["grid_voltage_v"] = cum.voltage_v
             if cum.frequency_hz:
                 out["grid_frequency_hz"] = cum.frequency_hz
             if three:
-                for n, row in enumerate(rep.net[1:4], 1):
+                for n, row in enumerate(mon.net[1:4], 1):
                     if row.voltage_v:
                         out[f"grid_voltage_v_l{n}"] = row.voltage_v
         for key, metric in (("production.whDlvdCum", "pv_energy_total_wh"),
@@ -134,20 +153,21 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
             if metric not in out and key in live.powers:
                 w = live.powers[key]
                 out[metric] = max(w, 0.0) if metric in ("pv_power_w", "load_power_w") else w
-    nut = generate(i)
-    if "battery.runtime" in nut and "battery_soc_pct" in out:
-        out["battery_runtime_s"] = int(nut["battery.runtime"])
-    if i.restart:
-        try:
-            out["battery_reserve_pct"] = float(i.restart)
-        except ValueError:
-            pass
-    if i.firmware:
-        extra["firmware"] = i.firmware
+    soc, cap, load = out.get("battery_soc_pct"), out.get("battery_capacity_wh"), out.get("load_power_w")
+    if all(isinstance(v, int | float) for v in (soc, cap, load)):
+        reserve = mon.reserve_pct if mon.reserve_pct is not None else 10
+        runtime = _runtime_s(float(soc), float(reserve), float(cap), float(load))  # type: ignore[arg-type]
+        if runtime is not None:
+            out["battery_runtime_s"] = runtime
+    if mon.firmware:
+        extra["firmware"] = mon.firmware
     return out, extra
 
 
 class EnphaseSource(Source):
+    """The gateway as a source. The daemon builds it from :class:`EnphaseConfig`; ``enphase-monitor``
+    hands it the original's settings, reporter and transports (``monitor_mode``) and feeds a ``nut`` sink."""
+
     Config = EnphaseConfig
 
     def __init__(self, config: EnphaseConfig, ctx: Context) -> None:
@@ -157,6 +177,18 @@ class EnphaseSource(Source):
                                serial=c.serial, name=f"IQ Gateway {c.serial}", source=ctx.name)
         self.monitor: m.Monitor | None = None
         self._emit: Emit | None = None
+        self._mode: MonitorMode | None = None
+        #: the fatal error that ended an enphase-monitor run
+        self.fatal: m.Fatal | None = None
+
+    @classmethod
+    def monitor_mode(cls, settings: Settings, ctx: Context, mode: MonitorMode) -> EnphaseSource:
+        """The source as ``enphase-monitor`` runs it: its settings, transports, reporter and options."""
+        cfg = EnphaseConfig.model_construct(type="enphase", name=ctx.name, serial=settings.serial,
+                                            host=settings.envoy_host, disable_meters=settings.disable_meters)
+        src = cls(cfg, ctx)
+        src._mode = mode
+        return src
 
     def devices(self) -> list[DeviceInfo]:
         return [self.info]
@@ -167,33 +199,32 @@ class EnphaseSource(Source):
         token_file = Path(c.token_file) if c.token_file else state / f"enphase-{self.ctx.name}.token"
         return Settings(
             ups=self.ctx.name, username=c.username, password=c.password.get_secret_value() if c.password else "",
-            serial=c.serial, port_file=state / "unused.dev", token_file=token_file, state_dir=state,
+            serial=c.serial, port_file=None, token_file=token_file, state_dir=state,
             envoy_host=c.host, pollfreq=c.poll_interval, pollfreqalert=c.alert_interval,
             relayfreq=c.relay_interval, api_timeout=c.api_timeout, login_timeout=c.login_timeout,
             disable_meters=c.disable_meters, login_url=c.login_url, tokens_url=c.tokens_url,
             cloud_verify=c.cloud_ca or True,
         )
 
-    def _on_update(self, mon: m.Monitor) -> None:
+    def _on_update(self, mon: m.Monitor) -> Awaitable[None] | None:
         if self._emit is None:
-            return
+            return None
         h = self.ctx.health
         h.gauges["relay_checks"] = float(mon.relay_checks)
         if mon.state == "nocomms":
             h.count("nocomms_polls")
             self._emit(Reading(self.info.device_id, self.info.device_type, utcnow(), {}, source=self.ctx.name,
                                info=self.info, online=False))
-            return
-        if mon.inputs.firmware:
-            self.info.sw_version = mon.inputs.firmware
-        metrics, extra = readings_metrics(mon)
-        h.ok()
-        self._emit(Reading(self.info.device_id, self.info.device_type, utcnow(), metrics, source=self.ctx.name,
-                           extra=extra, info=self.info))
+        else:
+            if mon.firmware:
+                self.info.sw_version = mon.firmware
+            metrics, extra = readings_metrics(mon)
+            h.ok()
+            self._emit(Reading(self.info.device_id, self.info.device_type, utcnow(), metrics,
+                               source=self.ctx.name, extra=extra, info=self.info))
+        return self._mode.after_emit() if self._mode is not None and self._mode.after_emit else None
 
-    async def run(self, emit: Emit) -> None:
-        s = self._settings()
-        s.state_dir.mkdir(parents=True, exist_ok=True)
+    def _daemon_parts(self, s: Settings) -> tuple[m.Gateway, m.Cloud, m.Reporter]:
         rep = _LogReporter(self.ctx.log)
         c = self.config
         cloud: m.Cloud
@@ -203,14 +234,51 @@ class EnphaseSource(Source):
             cloud = m.HttpCloud(s.login_url, s.tokens_url, s.login_timeout, s.cloud_verify, rep)
         else:
             raise ValueError(f"source {self.ctx.name}: set token, or username and password")
-        gateway = m.HttpGateway(s.envoy_host, s.api_timeout, rep)
+        return m.HttpGateway(s.envoy_host, s.api_timeout, rep), cloud, rep
+
+    def make_monitor(self, emit: Emit) -> m.Monitor:
+        """The engine, wired to ``emit`` (``run`` drives it; tests may poll it step by step)."""
+        mode = self._mode
+        if mode is None:
+            s = self._settings()
+            s.state_dir.mkdir(parents=True, exist_ok=True)
+            gateway, cloud, rep = self._daemon_parts(s)
+        else:
+            s, gateway, cloud, rep = mode.settings, mode.gateway, mode.cloud, mode.reporter
         tokens = m.TokenStore(s.token_file, cloud, s.username, s.password, s.serial, rep)
         self._emit = emit
-        self.monitor = m.Monitor(s, gateway, tokens, None, rep, on_update=self._on_update)
+        self.monitor = m.Monitor(s, gateway, tokens, rep, on_update=self._on_update,
+                                 charge_low=mode.charge_low if mode else None)
+        return self.monitor
+
+    async def run(self, emit: Emit) -> None:
+        mode = self._mode
+        mon = self.make_monitor(emit)
         try:
-            await self.monitor.run()
+            if mode is None:
+                await mon.run()
+            else:
+                await mon.run(single=mode.single, nocomms=mode.nocomms)
         except m.Fatal as e:
-            raise RuntimeError(str(e)) from None
+            if mode is None:
+                raise RuntimeError(str(e)) from None
+            self.fatal = e  # enphase-monitor exits with the original's message and code
         finally:
-            self.ctx.health.gauges["gateway_requests"] = float(gateway.requests)
-            await self.monitor.aclose()
+            self.ctx.health.gauges["gateway_requests"] = float(getattr(mon.gw, "requests", 0))
+            await mon.aclose()
+
+
+@dataclass
+class MonitorMode:
+    """What ``enphase-monitor`` gives the source: the original's settings, transports and options."""
+
+    settings: Settings
+    gateway: m.Gateway
+    cloud: m.Cloud
+    reporter: m.Reporter
+    single: bool = False
+    nocomms: bool = False
+    #: awaited after each reading (the command waits for its port file to be written before the next poll)
+    after_emit: Callable[[], Awaitable[None]] | None = None
+    #: TEST mode: battery.charge.low as the port file has it
+    charge_low: Callable[[], str | None] | None = None

@@ -1,11 +1,11 @@
-"""NUT dummy-ups port file: the variables, the formulas and the file rules of enphase-monitor.
+"""NUT dummy-ups port file: the variables, the formulas and the file rules of NUT's enphase-monitor.
 
-One implementation shared by the ``enphase-monitor`` command, the ``enphase``
-source and the generic ``nut`` sink. Pure functions up to :class:`PortFile`,
-which owns the file itself (read, atomic replace, ``-nocomms`` rename).
+Used by the ``nut`` sink (which the ``enphase-monitor`` command drives). Pure
+functions up to :class:`PortFile`, which owns the file itself (read, atomic
+replace, ``-nocomms`` rename).
 
 Arithmetic follows the original's integer-x100 formulas so the numbers match
-its output digit for digit (see tests/enphase/test_nut.py for worked examples).
+its output digit for digit (see tests/enphase/test_enphase_nut.py for worked examples).
 """
 
 from __future__ import annotations
@@ -156,24 +156,13 @@ def ups_load(load_w: Decimal, capacity_wh: int, loadkwh: int) -> str | None:
 
 @dataclass(slots=True)
 class MeterRow:
-    """One row of a meters report (cumulative or one line); None counts as 0."""
+    """One meter row (cumulative or one line); None counts as 0."""
 
     real_w: float | None = None
     apparent_va: float | None = None
     voltage_v: float | None = None
     power_factor: float | None = None
     frequency_hz: float | None = None
-
-    @classmethod
-    def from_report(cls, row: object) -> MeterRow:
-        if not isinstance(row, dict):
-            return cls()
-
-        def num(key: str) -> float | None:
-            v = row.get(key)
-            return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-
-        return cls(num("currW"), num("apprntPwr"), num("rmsVoltage"), num("pwrFactor"), num("freqHz"))
 
 
 @dataclass(slots=True)
