@@ -129,7 +129,10 @@ class ControlRequest:
 class ControlResult:
     ok: bool
     message: str = ""
+    #: the new state read back from the device, in the control's state metric's own type and unit
     value: Any = None
+    #: what was done (e.g. the writes by name); for replies and logs, never published as state
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class ControlError(ValueError):

@@ -243,7 +243,7 @@ def test_control_auth(tmp_path):
     r = _control(sup, body, {"Authorization": "Bearer wrong"}, token="s3cret")
     assert r.status_code == 403 and src.requests == []
     r = _control(sup, body, {"Authorization": "Bearer s3cret"}, token="s3cret")
-    assert r.status_code == 200 and r.json() == {"ok": True, "message": "set", "value": 80}
+    assert r.status_code == 200 and r.json() == {"ok": True, "message": "set", "value": 80, "details": {}}
     assert [(q.device_id, q.command, q.value, q.origin) for q in src.requests] == [
         ("inv1", "charge_target_pct", 80, "api")]
     r = _control(sup, body)  # no token configured: open (default listen is loopback only)

@@ -137,7 +137,8 @@ class ControlIn(BaseModel):
 class ControlResultOut(BaseModel):
     ok: bool
     message: str
-    value: Any = None
+    value: Any = Field(None, description="the new state read back, as the control's state metric shows it")
+    details: dict[str, Any] = Field(default_factory=dict, description="what was done, e.g. the writes by name")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -371,7 +372,8 @@ def create_app(supervisor: Any, api_config: Any = None, *, history: Any = None,
         except Exception as e:  # noqa: BLE001 - a device failure is the device's, not a server bug
             log.warning("control %s %s failed: %s", device_id, body.command, e)
             raise ApiError(502, f"the device did not accept the command: {type(e).__name__}: {e}") from None
-        return JSONResponse({"ok": bool(result.ok), "message": result.message, "value": json_safe(result.value)})
+        return JSONResponse({"ok": bool(result.ok), "message": result.message, "value": json_safe(result.value),
+                             "details": json_safe(result.details)})
 
     # ------------------------------------------------------------------ history
 

@@ -64,23 +64,13 @@ def _client(s: Any, timeout: float) -> Any:
 async def _publish(settings: Any, reading: Any) -> list[str]:
     """Send one reading through the configured generic sinks (MQTT_OUTPUT, INFLUX_OUTPUT, HA_OUTPUT)."""
     from .. import registry
-    from ..config import ConfigError, describe_validation_error, validate_plugin
+    from ..config import validate_plugin
     from ..plugin import Context
 
     errors = []
     for i, table in enumerate(settings.sink_tables()):
-        if table["type"] == "ha_rest" and "ha_rest" not in registry.SINKS:
-            from pydantic import ValidationError
-
-            from ..sinks.homeassistant_rest.sink import HaRestSink
-            cls: Any = HaRestSink
-            try:
-                cfg = HaRestSink.Config.model_validate(table)
-            except ValidationError as e:
-                raise ConfigError(describe_validation_error(e, ("HA",), HaRestSink.Config)) from None
-        else:
-            cfg = validate_plugin("sinks", i, table, registry.SINKS)
-            cls = registry.load(registry.SINKS[table["type"]])
+        cfg = validate_plugin("sinks", i, table, registry.SINKS)
+        cls = registry.load(registry.SINKS[table["type"]])
         sink = cls(cfg, Context.standalone(table["name"], "sink", table["type"], settings.cache_location))
         try:
             await sink.start()
@@ -134,31 +124,29 @@ async def _read(a: argparse.Namespace) -> int:
 async def _write(a: argparse.Namespace) -> int:
     from ..model import ControlError
     from ..sources.givenergy.client import GivEnergyError
-    from ..sources.givenergy.controls import NEEDS_PLANT, PlanContext, plan, validate
+    from ..sources.givenergy.controls import PlanContext, named, plan, validate
 
     try:
-        wp = validate(a.command, a.payload)
+        wp = validate(a.command, a.payload, allow_reboot=a.allow_reboot)
     except ControlError as e:
         _print({"result": f"Setting {a.command} failed: {e}"})
+        return 2
+    if wp.timed is not None:
+        _print({"result": f"Setting {a.command} failed: a timed control must be reverted later, which a one-shot "
+                          "command cannot do; use the daemon or givtcp-rest"})
         return 2
     s = _settings(a)
     try:
         async with _client(s, a.timeout) as c:
-            if wp.command in NEEDS_PLANT:  # W -> register units needs the battery capacity
-                await c.read(3, 0, 60, device=0x11)
-                plant = c.plant
-                wp = plan(a.command, a.payload, context=PlanContext(
-                    battery_capacity_wh=plant.battery_capacity_kwh * 1000 or None,
-                    max_battery_w=plant.model.max_battery_w))
-            else:
-                wp = plan(a.command, a.payload)
+            # what the model offers (slots, per-slot targets, battery capacity) decides the writes
+            await c.detect(0)
+            plant = await c.refresh(full=True)
+            wp = plan(a.command, a.payload, context=PlanContext.for_plant(plant, allow_reboot=a.allow_reboot))
             await c.execute(wp)
-    except ControlError as e:
+    except (ControlError, GivEnergyError) as e:
         _print({"result": f"Setting {a.command} failed: {e}"})
         return 1
-    except GivEnergyError as e:
-        _print({"result": f"Setting {a.command} failed: {e}"})
-        return 1
+    logging.getLogger("solarbridge.givenergy").debug("%s wrote %s", wp.command, named(wp.writes))
     _print({"result": wp.success_message()})
     return 0
 
@@ -198,6 +186,7 @@ def _write_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("command", help="e.g. setChargeTarget, setChargeSlot1, setBatteryMode, pauseChargeSchedule")
     p.add_argument("payload", nargs="?", default=None,
                    help="JSON payload, e.g. '{\"chargeToPercent\":\"50\"}' (or a bare value)")
+    p.add_argument("--allow-reboot", action="store_true", help="allow rebootInverter (refused without it)")
     _common(p)
     return p
 

@@ -1,8 +1,8 @@
-"""Async client for the GivEnergy dongle (TCP 8899): one request in flight, replies matched by shape.
+"""Async client for the GivEnergy dongle (TCP 8899): one request in flight, a thin driver of the session.
 
-The dongle fans replies out to every connected client and forwards the cloud's traffic,
-so a reply is matched by (function, device, base register, count) and anything else is
-used to refresh the register cache or ignored. Heartbeats are answered at once.
+Which reply answers which request, heartbeats and the register cache are the sans-IO
+:class:`~.session.Session`'s business; this module opens the socket, moves bytes, waits
+for the session's verdicts and runs the plant-level sequences (detect, refresh, execute).
 """
 
 from __future__ import annotations
@@ -16,22 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...model import ControlError
-from .controls import WritePlan, check_write
+from .controls import WritePlan, check_write, register_name
 from .framing import (
     DEFAULT_ADAPTER_SERIAL,
     FC_READ_HOLDING,
     FC_READ_INPUT,
-    FC_WRITE_SINGLE,
-    ErrorResponse,
     Framer,
-    Heartbeat,
-    LanConfig,
-    NullResponse,
+    ReadRequest,
     ReadResponse,
+    WriteRequest,
     WriteResponse,
-    encode_heartbeat,
-    encode_read_request,
-    encode_write_request,
 )
 from .model import (
     FIRST_BATTERY_ADDRESS,
@@ -43,12 +37,11 @@ from .model import (
     Plant,
     battery_present,
     hv_present,
-    is_garbage_block,
 )
 from .registers import BASE_HOLDING_FAST, BASE_HOLDING_FULL, BASE_INPUT, Block, family_blocks
+from .session import Refused, RequestKey, Session
 
 DEFAULT_PORT = 8899
-CLOCK_REGISTERS = frozenset(range(35, 41))
 INVERTER_ADDRESS = 0x11
 
 
@@ -74,6 +67,8 @@ class PollPlan:
 
 
 class GivEnergyClient:
+    """Moves bytes between a socket and a :class:`~.session.Session`; the session does the protocol."""
+
     def __init__(self, host: str, port: int = DEFAULT_PORT, *, timeout: float = 1.5, retries: int = 2,
                  gap: float = 0.01, read_address: int | None = None, write_address: int = INVERTER_ADDRESS,
                  adapter_serial: str = DEFAULT_ADAPTER_SERIAL, connect_timeout: float = 3.0,
@@ -83,7 +78,6 @@ class GivEnergyClient:
         self.port = port
         self.timeout = timeout
         self.retries = retries
-        self.gap = gap
         #: None = chosen by model after :meth:`detect` (0x31 for Gen1 hybrid and AC, else 0x11)
         self.pinned_read_address = read_address
         self.read_address = INVERTER_ADDRESS if read_address is None else read_address
@@ -93,11 +87,8 @@ class GivEnergyClient:
         self._plans: dict[tuple[int, int], PollPlan] = {}  # (HR0, HR21) -> probed plan, kept over reconnects
         self._logged_unsupported: set[tuple[int, int]] = set()
         self.write_address = write_address
-        self.adapter_serial = adapter_serial
         self.connect_timeout = connect_timeout
-        self.plant = plant or Plant()
-        self.stats: Counter[str] = Counter()
-        self.framer = Framer()
+        self.session = Session(plant, adapter_serial=adapter_serial, gap=gap)
         self.battery_count: int | None = None
         self.hv_addresses: tuple[int, ...] = ()  # present BCUs and BMUs
         self.hv_blocks: tuple[tuple[int, int], ...] = ()  # (device address, IR base) read on every poll
@@ -105,9 +96,32 @@ class GivEnergyClient:
         self._writer: asyncio.StreamWriter | None = None
         self._rx_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._pending: dict[tuple[int, ...], asyncio.Future[Any]] = {}
-        self._last_send = 0.0
-        self.last_heartbeat: float | None = None
+        self._waiters: dict[RequestKey, asyncio.Future[Any]] = {}
+
+    # the session's state, under the names the source and tests read
+    @property
+    def plant(self) -> Plant:
+        return self.session.plant
+
+    @property
+    def stats(self) -> Counter[str]:
+        return self.session.stats
+
+    @property
+    def framer(self) -> Framer:
+        return self.session.framer
+
+    @property
+    def adapter_serial(self) -> str:
+        return self.session.adapter_serial
+
+    @property
+    def gap(self) -> float:
+        return self.session.gap
+
+    @property
+    def last_heartbeat(self) -> float | None:
+        return self.session.last_heartbeat
 
     # ------------------------------------------------------------------ connection
 
@@ -123,7 +137,7 @@ class GivEnergyClient:
                 asyncio.open_connection(self.host, self.port), self.connect_timeout)
         except (OSError, TimeoutError) as e:
             raise GivEnergyError(f"cannot connect to {self.host}:{self.port}: {e or 'timeout'}") from None
-        self.framer = Framer()
+        self.session.reset()
         self._rx_task = asyncio.create_task(self._rx_loop())
         self.stats["connects"] += 1
 
@@ -145,7 +159,7 @@ class GivEnergyClient:
             w.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(w.wait_closed(), 1)
-        self._fail_pending(GivEnergyError("connection closed"))
+        self._fail_waiters(GivEnergyError("connection closed"))
 
     async def __aenter__(self) -> GivEnergyClient:
         await self.connect()
@@ -154,111 +168,87 @@ class GivEnergyClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _fail_pending(self, exc: Exception) -> None:
-        for fut in self._pending.values():
+    def _fail_waiters(self, exc: Exception) -> None:
+        self.session.reset()
+        for fut in self._waiters.values():
             if not fut.done():
                 fut.set_exception(exc)
-        self._pending.clear()
+        self._waiters.clear()
 
     async def _rx_loop(self) -> None:
         assert self._reader is not None
+        session = self.session
         try:
             while True:
                 data = await self._reader.read(65536)
                 if not data:
                     break
-                for frame in self.framer.feed(data):
-                    self._on_frame(frame)
+                for ev in session.receive(data, time.monotonic()):
+                    fut = self._waiters.pop(ev.key, None)
+                    if fut is None or fut.done():
+                        continue
+                    if isinstance(ev, Refused):
+                        fut.set_exception(InverterRefused(ev.message))
+                    else:
+                        fut.set_result(ev.reply)
+                out = session.data_to_send()
+                if out and self._writer is not None and not self._writer.is_closing():
+                    self._writer.write(out)
         except (ConnectionError, OSError):
             pass
         finally:
             self.stats["disconnects"] += 1
-            self._fail_pending(GivEnergyError("connection lost"))
-
-    def _on_frame(self, frame: object) -> None:
-        stats = self.stats
-        if isinstance(frame, Heartbeat):
-            self.last_heartbeat = time.monotonic()
-            stats["heartbeats"] += 1
-            if self._writer is not None and not self._writer.is_closing():
-                self._writer.write(encode_heartbeat(frame.adapter_serial, frame.adapter_type))
-            return
-        if isinstance(frame, ReadResponse):
-            if is_garbage_block(frame.values):
-                stats["garbage_blocks"] += 1
-                return
-            self.plant.apply(frame)
-            fut = self._pending.pop(frame.key, None)
-            if fut is None:
-                stats["unsolicited"] += 1
-            elif not fut.done():
-                fut.set_result(frame)
-            return
-        if isinstance(frame, WriteResponse):
-            fut = self._pending.pop(frame.key, None)
-            if fut is None:
-                stats["unsolicited"] += 1
-            elif not fut.done():
-                fut.set_result(frame)
-            return
-        if isinstance(frame, ErrorResponse):
-            stats["error_replies"] += 1
-            key: tuple[int, ...] = ((FC_WRITE_SINGLE, frame.device, frame.register) if frame.function == FC_WRITE_SINGLE
-                                    else (frame.function, frame.device, frame.register, frame.count))
-            fut = self._pending.pop(key, None)
-            if fut is not None and not fut.done():
-                fut.set_exception(InverterRefused(
-                    f"inverter refused {'write' if frame.function == 6 else 'read'} of register {frame.register}"))
-            return
-        if isinstance(frame, NullResponse | LanConfig):
-            stats["ignored_frames"] += 1
-            return
-        stats["unexpected_frames"] += 1  # requests echoed by other clients etc.
+            self._fail_waiters(GivEnergyError("connection lost"))
 
     # ------------------------------------------------------------------ requests
 
-    async def _transact(self, key: tuple[int, ...], data: bytes, timeout: float | None = None,
+    async def _transact(self, req: ReadRequest | WriteRequest, timeout: float | None = None,
                         retries: int | None = None) -> Any:
         timeout = self.timeout if timeout is None else timeout
         retries = self.retries if retries is None else retries
+        session = self.session
         async with self._lock:
-            last_exc: Exception = GivEnergyError("no attempt")
             for _attempt in range(retries + 1):
                 if not self.connected:
                     raise GivEnergyError(f"not connected to {self.host}:{self.port}")
-                wait = self._last_send + self.gap - time.monotonic()
+                wait = session.send_delay(time.monotonic())
                 if wait > 0:
                     await asyncio.sleep(wait)
+                key, data = session.request(req, time.monotonic(), timeout)
                 fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                self._pending[key] = fut
+                self._waiters[key] = fut
                 assert self._writer is not None
                 self._writer.write(data)
-                self._last_send = time.monotonic()
-                self.stats["requests"] += 1
-                try:
-                    return await asyncio.wait_for(fut, timeout)
-                except TimeoutError:
-                    self.stats["timeouts"] += 1
-                    last_exc = GivEnergyError(f"no reply from {self.host}:{self.port} within {timeout:g} s")
-                    self._pending.pop(key, None)
-                except InverterRefused:
-                    raise
-            raise last_exc
+                # wait until the reply, or until the session says this request's time is up
+                while not fut.done():
+                    deadline = session.deadline(key)
+                    if deadline is None:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+                    if not fut.done():
+                        for gone in session.expire(time.monotonic()):
+                            w = self._waiters.pop(gone, None)
+                            if w is not None and not w.done():
+                                w.cancel()
+                if fut.cancelled():
+                    continue  # timed out: retry
+                return fut.result()  # raises InverterRefused / GivEnergyError
+            raise GivEnergyError(f"no reply from {self.host}:{self.port} within {timeout:g} s")
 
     async def read(self, function: int, base: int, count: int = 60, device: int | None = None,
                    timeout: float | None = None, retries: int | None = None) -> ReadResponse:
         dev = self.read_address if device is None else device
-        data = encode_read_request(dev, function, base, count, self.adapter_serial)
-        return await self._transact((function, dev, base, count), data, timeout, retries)  # type: ignore[no-any-return]
+        req = ReadRequest(dev, function, base, count, self.adapter_serial)
+        return await self._transact(req, timeout, retries)  # type: ignore[no-any-return]
 
     async def write_register(self, register: int, value: int, device: int | None = None) -> None:
         """Write one holding register; checked against the whitelist first, confirmed by its echo."""
         check_write(register, value)
         dev = self.write_address if device is None else device
-        data = encode_write_request(dev, register, value, self.adapter_serial)
-        resp: WriteResponse = await self._transact((FC_WRITE_SINGLE, dev, register), data)
+        resp: WriteResponse = await self._transact(WriteRequest(dev, register, value, self.adapter_serial))
         if resp.value != value:
-            raise GivEnergyError(f"write of register {register} echoed {resp.value}, expected {value}")
+            raise GivEnergyError(f"write of {register_name(register)} echoed {resp.value}, expected {value}")
         self.stats["writes"] += 1
 
     # ------------------------------------------------------------------ plant level
@@ -382,12 +372,11 @@ class GivEnergyClient:
             try:
                 await self.write_register(reg, val)
             except InverterRefused as e:
-                raise ControlError(f"{plan.command}: {e}", field_name=str(reg), status=502) from None
-        # the clock registers (HR35-40) run on by themselves: their echo is the confirmation
-        expected = {r: v for r, v in plan.writes if r not in CLOCK_REGISTERS}
+                raise ControlError(f"{plan.command}: {e}", field_name=register_name(reg), status=502) from None
+        expected = {r: v for r, v in plan.writes if r not in plan.unverified}
         for base in sorted({r // 60 * 60 for r in expected}):
             await self.read(FC_READ_HOLDING, base, device=self.write_address)
         wrong = {r: self.plant.holding.get(r) for r, v in expected.items() if self.plant.holding.get(r) != v}
         if wrong:
-            detail = ", ".join(f"register {r} reads {v}, expected {expected[r]}" for r, v in wrong.items())
+            detail = ", ".join(f"{register_name(r)} reads {v}, expected {expected[r]}" for r, v in wrong.items())
             raise ControlError(f"{plan.command}: read-back mismatch: {detail}", status=502)

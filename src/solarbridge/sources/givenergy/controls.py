@@ -16,44 +16,92 @@ from datetime import datetime
 from typing import Any
 
 from ...model import ControlError, ControlSpec
+from .registers import HR
+
+# --------------------------------------------------------------------------- registers by name
+
+ENABLE_CHARGE_TARGET = HR["enable_charge_target"]
+BATTERY_POWER_MODE = HR["battery_power_mode"]  # 1 = eco (match demand), 0 = max power (export)
+SOC_FORCE_ADJUST = HR["soc_force_adjust"]  # battery calibration
+CLOCK = tuple(HR[f"system_time_{p}"] for p in ("year", "month", "day", "hour", "minute", "second"))
+ACTIVE_POWER_RATE = HR["active_power_rate"]
+ENABLE_DISCHARGE = HR["enable_discharge"]
+ENABLE_CHARGE = HR["enable_charge"]
+BATTERY_SOC_RESERVE = HR["battery_soc_reserve"]
+BATTERY_CHARGE_LIMIT = HR["battery_charge_limit"]
+BATTERY_DISCHARGE_LIMIT = HR["battery_discharge_limit"]
+BATTERY_CUTOFF = HR["battery_discharge_min_power_reserve"]
+CHARGE_TARGET_SOC = HR["charge_target_soc"]
+REBOOT = HR["reboot"]
+ENABLE_RTC = HR["enable_rtc"]
+AC_CHARGE_RATE = HR["ac_charge_rate_pct"]
+AC_DISCHARGE_RATE = HR["ac_discharge_rate_pct"]
+ENABLE_EPS = HR["enable_eps"]
+BATTERY_PAUSE_MODE = HR["battery_pause_mode"]
+PAUSE_SLOT = (HR["battery_pause_slot_start"], HR["battery_pause_slot_end"])
+
+MAX_SLOTS = 10
+REBOOT_VALUE = 100
+
+
+def slot_registers(kind: str, n: int) -> tuple[int, int, int]:
+    """(start, end, target SOC) holding registers of charge or discharge slot ``n`` (1..10)."""
+    return (HR[f"{kind}_slot_{n}_start"], HR[f"{kind}_slot_{n}_end"], HR[f"{kind}_slot_{n}_target_soc"])
+
+
+SLOT_TIME_REGISTERS = frozenset(r for k in ("charge", "discharge") for n in range(1, MAX_SLOTS + 1)
+                                for r in slot_registers(k, n)[:2])
+SLOT_TARGET_REGISTERS = frozenset(slot_registers(k, n)[2] for k in ("charge", "discharge")
+                                  for n in range(1, MAX_SLOTS + 1))
 
 # --------------------------------------------------------------------------- whitelist and ranges
 
-#: registers the client (and the simulator) accept writes to (givenergy-modbus WRITE_SAFE_REGISTERS)
+#: registers the client (and the simulator) accept writes to: givenergy-modbus WRITE_SAFE_REGISTERS plus the
+#: per-slot target SOC registers of the 10-slot tables (GivTCP's fork writes them, with the range 4..100)
 WRITE_SAFE: frozenset[int] = frozenset(
     {20, 27, 29, 31, 32, *range(35, 41), 44, 45, 50, 56, 57, 59, 94, 95, 96, 104, 110, 111, 112, 114, 116,
      163, 166, 172, 199, 299, 311, 313, 314, 317, 318, 319, 320, 331, *range(554, 574), 1005, 1078,
      *range(1108, 1117), *range(1118, 1124), 2040, *range(2044, 2072), 5010, 5014}
-    | {r for n in range(3, 11) for r in (237 + 3 * n, 238 + 3 * n)}
-    | {r for n in range(3, 11) for r in (267 + 3 * n, 268 + 3 * n)}
+    | SLOT_TIME_REGISTERS | SLOT_TARGET_REGISTERS
 )
 
-TIME_REGISTERS = frozenset({31, 32, 44, 45, 56, 57, 94, 95})
+TIME_REGISTERS = SLOT_TIME_REGISTERS | set(PAUSE_SLOT)
+
+#: EMS plant controller: export power limit in W (fact sheet 2.1)
+EMS_EXPORT_LIMIT = 2071
 
 #: value ranges per register (inclusive); registers not listed accept any u16
 WRITE_RANGES: dict[int, tuple[int, int]] = {
-    20: (0, 1), 27: (0, 1), 29: (0, 3), 35: (0, 99), 36: (1, 12), 37: (1, 31), 38: (0, 23), 39: (0, 59),
-    40: (0, 59), 50: (0, 100), 59: (0, 1), 96: (0, 1), 110: (4, 100), 111: (0, 50), 112: (0, 50),
-    114: (4, 100), 116: (4, 100), 163: (100, 100), 166: (0, 1), 313: (1, 100), 314: (1, 100), 318: (0, 3),
+    ENABLE_CHARGE_TARGET: (0, 1), BATTERY_POWER_MODE: (0, 1), SOC_FORCE_ADJUST: (0, 3),
+    **dict(zip(CLOCK, ((0, 99), (1, 12), (1, 31), (0, 23), (0, 59), (0, 59)), strict=True)),
+    ACTIVE_POWER_RATE: (0, 100), ENABLE_DISCHARGE: (0, 1), ENABLE_CHARGE: (0, 1), BATTERY_SOC_RESERVE: (4, 100),
+    BATTERY_CHARGE_LIMIT: (0, 50), BATTERY_DISCHARGE_LIMIT: (0, 50), BATTERY_CUTOFF: (4, 100),
+    CHARGE_TARGET_SOC: (4, 100), REBOOT: (REBOOT_VALUE, REBOOT_VALUE), ENABLE_RTC: (0, 1),
+    AC_CHARGE_RATE: (1, 100), AC_DISCHARGE_RATE: (1, 100), ENABLE_EPS: (0, 1), BATTERY_PAUSE_MODE: (0, 3),
+    EMS_EXPORT_LIMIT: (0, 65000),
     **{r: (0, 2359) for r in TIME_REGISTERS},
+    **{r: (4, 100) for r in SLOT_TARGET_REGISTERS},
 }
 
-REGISTER_NAMES: dict[int, str] = {
-    20: "enable_charge_target", 27: "battery_power_mode", 29: "soc_force_adjust", 31: "charge_slot_2_start",
-    32: "charge_slot_2_end", 44: "discharge_slot_2_start", 45: "discharge_slot_2_end", 50: "active_power_rate",
-    56: "discharge_slot_1_start", 57: "discharge_slot_1_end", 59: "enable_discharge", 94: "charge_slot_1_start",
-    95: "charge_slot_1_end", 96: "enable_charge", 110: "battery_soc_reserve", 111: "battery_charge_limit",
-    112: "battery_discharge_limit", 114: "battery_discharge_min_power_reserve", 116: "charge_target_soc",
-    163: "reboot", 166: "enable_rtc",
-}
+#: register number -> name, for messages, logs and control replies (never raw numbers to a user)
+REGISTER_NAMES: dict[int, str] = {r: name for name, r in HR.items()} | {EMS_EXPORT_LIMIT: "ems_export_power_limit"}
+
+
+def register_name(register: int) -> str:
+    return REGISTER_NAMES.get(register, f"HR{register}")
+
+
+def named(writes: list[tuple[int, int]] | dict[int, int]) -> dict[str, int]:
+    """Register writes as ``{register name: value}`` (what replies and logs show)."""
+    items = writes.items() if isinstance(writes, dict) else writes
+    return {register_name(r): v for r, v in items}
 
 
 def check_write(register: int, value: int) -> None:
     """Raise ControlError unless the write is whitelisted and in range."""
-    name = REGISTER_NAMES.get(register, f"HR{register}")
+    name = register_name(register)
     if register not in WRITE_SAFE:
-        raise ControlError(f"register {register}: not writable (not on the write whitelist)",
-                           field_name="register", status=403)
+        raise ControlError(f"{name}: not writable (not on the write whitelist)", field_name="register", status=403)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF:
         raise ControlError(f"{name}: must be an integer 0..65535 (got {value!r})", field_name=name)
     lo, hi = WRITE_RANGES.get(register, (0, 0xFFFF))
@@ -126,23 +174,21 @@ MODE_NUMBERS = {"1": "Dynamic", "2": "Storage (16:00-07:00)", "3": "Timed Demand
 
 def mode_writes(mode: str, saved_reserve: int = 4) -> list[tuple[int, int]]:
     """Register writes for a mode: numeric 1-4 (GivTCP v1) or a mode name (v2/v3)."""
-    if mode == "1":
-        return [(110, 4), (59, 0), (27, 1)]
-    if mode == "2":
-        return [(110, 100), (59, 1), (27, 1), (56, 1600), (57, 700)]
-    if mode == "3":
-        return [(110, 100), (59, 1), (27, 1)]
-    if mode == "4":
-        return [(110, 4), (59, 1), (27, 0)]
-    if mode == "Eco":
-        return [(27, 1), (59, 0), (110, saved_reserve)]
-    if mode == "Eco (Paused)":
-        return [(27, 1), (59, 0), (110, 100)]
-    if mode == "Timed Demand":
-        return [(27, 1), (59, 1)]
-    if mode == "Timed Export":
-        return [(27, 0), (59, 1)]
-    raise ValueError(mode)
+    reserve, discharge, eco = BATTERY_SOC_RESERVE, ENABLE_DISCHARGE, BATTERY_POWER_MODE
+    d1_start, d1_end, _ = slot_registers("discharge", 1)
+    table: dict[str, list[tuple[int, int]]] = {
+        "1": [(reserve, 4), (discharge, 0), (eco, 1)],
+        "2": [(reserve, 100), (discharge, 1), (eco, 1), (d1_start, 1600), (d1_end, 700)],
+        "3": [(reserve, 100), (discharge, 1), (eco, 1)],
+        "4": [(reserve, 4), (discharge, 1), (eco, 0)],
+        "Eco": [(eco, 1), (discharge, 0), (reserve, saved_reserve)],
+        "Eco (Paused)": [(eco, 1), (discharge, 0), (reserve, 100)],
+        "Timed Demand": [(eco, 1), (discharge, 1)],
+        "Timed Export": [(eco, 0), (discharge, 1)],
+    }
+    if mode not in table:
+        raise ValueError(mode)
+    return table[mode]
 
 
 def parse_mode(value: Any) -> str:
@@ -155,28 +201,46 @@ def parse_mode(value: Any) -> str:
     raise ControlError(f"mode: must be 1..4 or one of {', '.join(MODE_NAMES)} (got {value!r})", field_name="mode")
 
 
-def mode_name(hr27: int | None, hr59: int | None, hr110: int | None) -> str:
+def mode_name(eco: int | None, discharge: int | None, reserve: int | None) -> str:
     """GivTCP's Mode derivation (v2/v3 names) from the eco flag, discharge enable and reserve."""
-    if hr27 == 1 and hr59 == 0:
-        return "Eco (Paused)" if hr110 == 100 else "Eco"
-    if hr27 == 1 and hr59 == 1:
+    if eco == 1 and discharge == 0:
+        return "Eco (Paused)" if reserve == 100 else "Eco"
+    if eco == 1 and discharge == 1:
         return "Timed Demand"
-    if hr27 == 0 and hr59 == 1:
+    if eco == 0 and discharge == 1:
         return "Timed Export"
-    if hr27 == 0 and hr59 == 0:
+    if eco == 0 and discharge == 0:
         return "Export (Paused)"
     return "Unknown"
 
 
-def mode_number(hr27: int | None, hr59: int | None, hr110: int | None) -> int | str:
+def mode_number(eco: int | None, discharge: int | None, reserve: int | None) -> int | str:
     """GivTCP v1's numeric Mode: 1, 3, 4 or "unknown"."""
-    if hr110 == 4 and hr27 == 1 and hr59 == 0:
+    if reserve == 4 and eco == 1 and discharge == 0:
         return 1
-    if hr110 == 100 and hr27 == 1 and hr59 == 1:
+    if reserve == 100 and eco == 1 and discharge == 1:
         return 3
-    if hr110 == 4 and hr27 == 0 and hr59 == 1:
+    if reserve == 4 and eco == 0 and discharge == 1:
         return 4
     return "unknown"
+
+
+CALIBRATION_NAMES = {0: "Off", 1: "Start", 3: "Charge Only"}
+PAUSE_MODE_NAMES = ("Disabled", "Pause Charge", "Pause Discharge", "Pause Both")
+
+
+# --------------------------------------------------------------------------- what a plant offers
+
+
+def slot_count(holding: dict[int, int]) -> int:
+    """10 on models whose 10-slot tables were read (HR 240-299 answered), else 2 (Gen1 hybrid layout)."""
+    if all(r in holding for r in slot_registers("discharge", MAX_SLOTS)):
+        return MAX_SLOTS
+    return 2
+
+
+def has_register(holding: dict[int, int], register: int) -> bool:
+    return register in holding
 
 
 # --------------------------------------------------------------------------- commands
@@ -184,12 +248,27 @@ def mode_number(hr27: int | None, hr59: int | None, hr110: int | None) -> int | 
 
 @dataclass
 class PlanContext:
-    """What some commands need to know about the plant (rates in W) or the clock (syncDateTime)."""
+    """What some commands need to know about the plant (rates in W, slots, model) or the clock."""
 
     saved_reserve: int = 4
     battery_capacity_wh: float | None = None
     max_battery_w: float | None = None
     now: datetime | None = None
+    slots: int = MAX_SLOTS  # charge/discharge slots the model has
+    slot_targets: bool = False  # per-slot target SOC registers (10-slot models)
+    extended: bool = True  # HR 300-359 (EPS, pause mode, AC rates) answered
+    model_key: str = ""
+    allow_reboot: bool = False
+
+    @classmethod
+    def for_plant(cls, plant: Any, *, saved_reserve: int = 4, allow_reboot: bool = False,
+                  now: datetime | None = None) -> PlanContext:
+        hr = plant.holding
+        slots = slot_count(hr)
+        return cls(saved_reserve=saved_reserve, battery_capacity_wh=plant.battery_capacity_kwh * 1000 or None,
+                   max_battery_w=plant.model.max_battery_w if hr else None, now=now, slots=slots,
+                   slot_targets=slots == MAX_SLOTS, extended=ENABLE_EPS in hr and BATTERY_PAUSE_MODE in hr,
+                   model_key=plant.model.key if hr else "", allow_reboot=allow_reboot)
 
 
 @dataclass
@@ -200,9 +279,27 @@ class WritePlan:
     #: a reserve to remember for a later "Eco" (set by setBatteryReserve)
     saved_reserve: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: registers whose read-back cannot match the write (the clock runs on; a reboot restarts)
+    unverified: frozenset[int] = frozenset()
+    #: a timed control (forceCharge ...): what to do when it runs out; None for plain writes
+    timed: TimedSpec | None = None
 
     def success_message(self) -> str:
         return f"Setting {self.description} was a success"
+
+
+@dataclass(frozen=True)
+class TimedSpec:
+    """A timed control: ``minutes`` from now, then the saved values of ``restore`` are written back.
+
+    ``cancel`` means "end the running one now". The saved values are read from the inverter just
+    before the control's own writes, so the revert puts back exactly what was there.
+    """
+
+    kind: str  # forceCharge, forceExport, tempPauseCharge, tempPauseDischarge, tempPauseBattery
+    minutes: int
+    restore: tuple[int, ...]  # registers to restore, in write order
+    cancel: bool = False
 
 
 def _payload(command: str, value: Any, main_key: str | None) -> dict[str, Any]:
@@ -238,7 +335,10 @@ def _required(command: str, payload: dict[str, Any], *keys: str) -> tuple[str, A
     raise ControlError(f"{keys[0]}: required for {command}", field_name=keys[0])
 
 
-def _state_cmd(register: int, fixed: bool | None, what: str) -> Callable[[str, dict[str, Any], PlanContext], WritePlan]:
+Builder = Callable[[str, dict[str, Any], PlanContext], WritePlan]
+
+
+def _state_cmd(register: int, fixed: bool | None, what: str) -> Builder:
     def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
         if fixed is None:
             _, v = _required(command, payload, "state")
@@ -249,45 +349,77 @@ def _state_cmd(register: int, fixed: bool | None, what: str) -> Callable[[str, d
     return build
 
 
+def _target_writes(p: int) -> list[tuple[int, int]]:
+    """The charge target as GivTCP writes it: 100 % means "no target" (enable flag off)."""
+    if p == 100:
+        return [(ENABLE_CHARGE_TARGET, 0), (CHARGE_TARGET_SOC, 100)]
+    return [(ENABLE_CHARGE_TARGET, 1), (CHARGE_TARGET_SOC, p)]
+
+
 def _charge_target(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
     k, v = _required(command, payload, "chargeToPercent", "value")
     p = parse_percent(k, v)
-    writes = [(96, 1)] + ([(20, 0), (116, 100)] if p == 100 else [(20, 1), (116, p)])
-    return WritePlan(command, writes, "Charge Target")
+    return WritePlan(command, [(ENABLE_CHARGE, 1), *_target_writes(p)], "Charge Target")
 
 
 def _reserve(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
     k, v = _required(command, payload, "dischargeToPercent", "reservePercent", "value")
     p = parse_percent(k, v)
-    return WritePlan(command, [(110, p)], "Battery Reserve", saved_reserve=p if p < 100 else None)
+    return WritePlan(command, [(BATTERY_SOC_RESERVE, p)], "Battery Reserve", saved_reserve=p if p < 100 else None)
 
 
 def _cutoff(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
     k, v = _required(command, payload, "dischargeToPercent", "value")
-    return WritePlan(command, [(114, parse_percent(k, v))], "Battery Cutoff")
+    return WritePlan(command, [(BATTERY_CUTOFF, parse_percent(k, v))], "Battery Cutoff")
 
 
-def _slot(kind: str, n: int, start_reg: int) -> Callable[[str, dict[str, Any], PlanContext], WritePlan]:
-    pct_key = "chargeToPercent" if kind == "Charge" else "dischargeToPercent"
+def _check_slot(command: str, n: int, ctx: PlanContext) -> None:
+    if n > ctx.slots:
+        raise ControlError(f"{command}: this inverter has {ctx.slots} slots of each kind (slot {n} asked)",
+                           field_name="slot")
+
+
+def _slot(kind: str, n: int) -> Builder:
+    pct_key = "chargeToPercent" if kind == "charge" else "dischargeToPercent"
+    start_reg, end_reg, target_reg = slot_registers(kind, n)
 
     def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+        _check_slot(command, n, ctx)
         _, s = _required(command, payload, "start")
         _, f = _required(command, payload, "finish", "end")
-        writes = [(start_reg, parse_time("start", s)), (start_reg + 1, parse_time("finish", f))]
+        writes = [(start_reg, parse_time("start", s)), (end_reg, parse_time("finish", f))]
         if payload.get(pct_key) not in (None, ""):
             p = parse_percent(pct_key, payload[pct_key])
-            if kind == "Charge":
-                writes += [(20, 0), (116, 100)] if p == 100 else [(20, 1), (116, p)]
+            if ctx.slot_targets:  # 10-slot models: each slot has its own target
+                writes.append((target_reg, p))
+            elif kind == "charge":  # Gen1: one charge target for every slot
+                writes += _target_writes(p)
             else:
-                writes.append((114, p))
-        return WritePlan(command, writes, f"{kind} Slot {n}")
+                writes.append((BATTERY_CUTOFF, p))
+        return WritePlan(command, writes, f"{kind.capitalize()} Slot {n}")
     return build
 
 
-def _slot_edge(register: int, what: str) -> Callable[[str, dict[str, Any], PlanContext], WritePlan]:
+def _slot_edge(kind: str, n: int, edge: str) -> Builder:
+    register = HR[f"{kind}_slot_{n}_{edge}"]
+
     def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+        _check_slot(command, n, ctx)
         k, v = _required(command, payload, "time", "value", "start", "finish")
-        return WritePlan(command, [(register, parse_time(k, v))], what)
+        return WritePlan(command, [(register, parse_time(k, v))], f"{kind.capitalize()} {edge.capitalize()} {n}")
+    return build
+
+
+def _slot_target(kind: str, n: int) -> Builder:
+    register = slot_registers(kind, n)[2]
+
+    def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+        _check_slot(command, n, ctx)
+        if not ctx.slot_targets:
+            raise ControlError(f"{command}: this inverter has no per-slot target SOC (use setChargeTarget)",
+                               field_name="slot")
+        k, v = _required(command, payload, "percent", "value")
+        return WritePlan(command, [(register, parse_percent(k, v))], f"{kind.capitalize()} Slot {n} Target")
     return build
 
 
@@ -297,24 +429,100 @@ def _battery_mode(command: str, payload: dict[str, Any], ctx: PlanContext) -> Wr
     return WritePlan(command, mode_writes(m, ctx.saved_reserve), f"Battery Mode to {MODE_NUMBERS.get(m, m)}")
 
 
-def _rate(register: int, key: str, what: str) -> Callable[[str, dict[str, Any], PlanContext], WritePlan]:
+def _parse_watts(key: str, v: Any, hi: float = 100000) -> float:
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        watts = float(str(v).strip())
+        if watts != watts or watts < 0 or watts > hi:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ControlError(f"{key}: must be a power in W, 0..{hi:g} (got {v!r})", field_name=key) from None
+    return watts
+
+
+def _rate(register: int, key: str, what: str) -> Builder:
     def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
         k, v = _required(command, payload, key, "value")
-        try:
-            watts = float(str(v).strip())
-            if watts != watts or watts < 0 or watts > 100000:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ControlError(f"{k}: must be a power in W, 0 or more (got {v!r})", field_name=k) from None
+        watts = _parse_watts(k, v)
         if not ctx.battery_capacity_wh:
             raise ControlError(f"{command}: the battery capacity is not known yet (no poll so far)",
                                field_name=k, status=503)
         if ctx.max_battery_w:
             watts = min(watts, ctx.max_battery_w)  # GivTCP caps at the inverter's battery rate
-        # HR111/HR112 are in % of the battery capacity per hour, 0..50
+        # the charge/discharge limits are in % of the battery capacity per hour, 0..50
         value = min(50, round(watts / ctx.battery_capacity_wh * 100))
         return WritePlan(command, [(register, value)], what, extra={"watts": watts})
     return build
+
+
+def _needs_extended(command: str, ctx: PlanContext) -> None:
+    if not ctx.extended:
+        raise ControlError(f"{command}: not supported by this inverter (it does not answer HR 300-359)",
+                           field_name="command")
+
+
+def _ac_rate(register: int, key: str, what: str) -> Builder:
+    def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+        _needs_extended(command, ctx)
+        k, v = _required(command, payload, key, "value")
+        return WritePlan(command, [(register, parse_percent(k, v, 1, 100))], what)
+    return build
+
+
+def _eps(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+    _needs_extended(command, ctx)
+    _, v = _required(command, payload, "state", "value")
+    on = parse_bool("state", v)
+    return WritePlan(command, [(ENABLE_EPS, int(on))], f"EPS to {'enable' if on else 'disable'}")
+
+
+def _pause_mode(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+    _needs_extended(command, ctx)
+    _, v = _required(command, payload, "state", "mode", "value")
+    text = str(v).strip()
+    for i, name in enumerate(PAUSE_MODE_NAMES):
+        if text.lower() == name.lower() or text == str(i):
+            return WritePlan(command, [(BATTERY_PAUSE_MODE, i)], f"Battery Pause Mode to {name}")
+    raise ControlError(f"state: must be one of {', '.join(PAUSE_MODE_NAMES)} or 0..3 (got {v!r})",
+                       field_name="state")
+
+
+def _pause_slot(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+    _needs_extended(command, ctx)
+    _, s = _required(command, payload, "start")
+    _, f = _required(command, payload, "finish", "end")
+    return WritePlan(command, [(PAUSE_SLOT[0], parse_time("start", s)), (PAUSE_SLOT[1], parse_time("finish", f))],
+                     "Pause Slot")
+
+
+_CALIBRATION_WORDS = {"off": 0, "stop": 0, "0": 0, "start": 1, "on": 1, "1": 1, "discharge and charge": 1,
+                      "charge only": 3, "3": 3}
+
+
+def _calibration(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+    _, v = _required(command, payload, "state", "value")
+    value = _CALIBRATION_WORDS.get(str(v).strip().lower())
+    if value is None or isinstance(v, bool):
+        raise ControlError(f"state: must be Off, Start or Charge Only (got {v!r})", field_name="state")
+    return WritePlan(command, [(SOC_FORCE_ADJUST, value)], f"Battery Calibration to {CALIBRATION_NAMES[value]}")
+
+
+def _export_limit(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+    k, v = _required(command, payload, "state", "exportLimit", "value")
+    watts = _parse_watts(k, v, 65000)
+    if ctx.model_key and ctx.model_key != "ems":
+        raise ControlError(f"{command}: not supported by this inverter: the export power limit is writable only on "
+                           "an EMS plant controller (single-phase models have no writable export-limit register)",
+                           field_name="command")
+    return WritePlan(command, [(EMS_EXPORT_LIMIT, round(watts))], "Export Limit")
+
+
+def _reboot(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+    if not ctx.allow_reboot:
+        raise ControlError(f"{command}: disabled; set allow_reboot = true in the givenergy source's config to allow it",
+                           field_name="command", status=403)
+    return WritePlan(command, [(REBOOT, REBOOT_VALUE)], "Inverter Reboot", unverified=frozenset({REBOOT}))
 
 
 def _date_time(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
@@ -328,59 +536,178 @@ def _date_time(command: str, payload: dict[str, Any], ctx: PlanContext) -> Write
             raise ControlError(f"dateTime: must be 'DD/MM/YYYY HH:MM:SS' (got {v!r})", field_name="dateTime") from None
     if not 2000 <= when.year <= 2099:
         raise ControlError(f"dateTime: year must be 2000..2099 (got {when.year})", field_name="dateTime")
-    writes = [(35, when.year - 2000), (36, when.month), (37, when.day), (38, when.hour), (39, when.minute),
-              (40, when.second)]
-    return WritePlan(command, writes, "Date and Time")
+    values = (when.year - 2000, when.month, when.day, when.hour, when.minute, when.second)
+    # the clock runs on by itself: the write's echo is its confirmation, not a read-back
+    return WritePlan(command, list(zip(CLOCK, values, strict=True)), "Date and Time", unverified=frozenset(CLOCK))
 
 
-COMMANDS: dict[str, tuple[str | None, Callable[[str, dict[str, Any], PlanContext], WritePlan]]] = {
-    "enableChargeTarget": ("state", lambda c, p, s: _state_cmd(20, None if "state" in p else True,
+# --------------------------------------------------------------------------- timed controls
+
+MAX_MINUTES = 24 * 60
+_CANCEL_WORDS = {"cancel", "normal", "stop", "off", "0"}
+
+
+def parse_minutes(command: str, value: Any) -> int | None:
+    """Minutes 1..1440, or None for "Cancel" (also "Normal" and 0)."""
+    text = str(value).strip()
+    if not isinstance(value, bool) and text.lower() in _CANCEL_WORDS:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        f = float(text)
+        if f != int(f):
+            raise ValueError
+        n = int(f)
+    except (TypeError, ValueError, OverflowError):
+        raise ControlError(f"duration: must be whole minutes 1..{MAX_MINUTES} or Cancel (got {value!r})",
+                           field_name="duration") from None
+    if not 1 <= n <= MAX_MINUTES:
+        raise ControlError(f"duration: must be 1..{MAX_MINUTES} minutes or Cancel (got {n})", field_name="duration")
+    return n
+
+
+def _hhmm_after(now: datetime, minutes: int) -> tuple[int, int]:
+    """The slot now .. now + minutes as HHMM values; a full day stops one minute short (start == end is no slot)."""
+    start = now.hour * 100 + now.minute
+    end_min = (now.hour * 60 + now.minute + min(minutes, MAX_MINUTES - 1)) % MAX_MINUTES
+    return start, (end_min // 60) * 100 + end_min % 60
+
+
+def _timed(kind: str) -> Builder:
+    def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+        _, v = _required(command, payload, "duration", "minutes", "value")
+        minutes = parse_minutes(command, v)
+        if minutes is None:
+            return WritePlan(command, [], f"{kind} Cancel", timed=TimedSpec(kind, 0, (), cancel=True))
+        now = ctx.now or datetime.now()
+        writes: list[tuple[int, int]]
+        if kind == "forceCharge":
+            start, end, target = slot_registers("charge", 1)
+            t0, t1 = _hhmm_after(now, minutes)
+            writes = [(CHARGE_TARGET_SOC, 100), (start, t0), (end, t1), (ENABLE_CHARGE, 1),
+                      (BATTERY_CHARGE_LIMIT, 50)]
+            if ctx.slot_targets:
+                writes.append((target, 100))
+            what = "Force Charge"
+        elif kind == "forceExport":
+            start, end, target = slot_registers("discharge", 1)
+            t0, t1 = _hhmm_after(now, minutes)
+            writes = [(BATTERY_SOC_RESERVE, 4), (BATTERY_DISCHARGE_LIMIT, 50), (BATTERY_POWER_MODE, 0),
+                      (ENABLE_DISCHARGE, 1), (start, t0), (end, t1)]
+            if ctx.slot_targets:
+                writes.append((target, 4))
+            what = "Force Export"
+        elif kind == "tempPauseCharge":
+            writes, what = [(BATTERY_CHARGE_LIMIT, 0)], "Pause Charge"
+        elif kind == "tempPauseDischarge":
+            writes, what = [(BATTERY_DISCHARGE_LIMIT, 0)], "Pause Discharge"
+        else:  # tempPauseBattery
+            writes, what = [(BATTERY_CHARGE_LIMIT, 0), (BATTERY_DISCHARGE_LIMIT, 0)], "Pause Battery"
+        if kind in ("forceCharge", "forceExport") and ctx.extended:
+            writes.append((BATTERY_PAUSE_MODE, 0))  # a pause would defeat the force
+        restore = tuple(r for r, _ in writes)
+        return WritePlan(command, writes, f"{what} for {minutes} minutes", timed=TimedSpec(kind, minutes, restore))
+    return build
+
+
+TIMED_KINDS = ("forceCharge", "forceExport", "tempPauseCharge", "tempPauseDischarge", "tempPauseBattery")
+#: daemon control (HA number, minutes) and the metric showing the minutes left, per timed kind
+TIMED_CONTROLS: dict[str, tuple[str, str, str]] = {
+    "forceCharge": ("force_charge_min", "force_charge_remaining_min", "Force charge"),
+    "forceExport": ("force_export_min", "force_export_remaining_min", "Force export"),
+    "tempPauseCharge": ("pause_charge_min", "pause_charge_remaining_min", "Pause charge"),
+    "tempPauseDischarge": ("pause_discharge_min", "pause_discharge_remaining_min", "Pause discharge"),
+    "tempPauseBattery": ("pause_battery_min", "pause_battery_remaining_min", "Pause charge and discharge"),
+}
+
+
+def restore_plan(kind: str, saved: dict[int, int]) -> WritePlan:
+    """The writes that end a timed control: the saved values, in the order they were changed."""
+    return WritePlan(f"{kind}Revert", list(saved.items()), f"{kind} revert")
+
+
+# --------------------------------------------------------------------------- the command table
+
+
+def _slot_commands() -> dict[str, tuple[str | None, Builder]]:
+    out: dict[str, tuple[str | None, Builder]] = {}
+    for kind, cap in (("charge", "Charge"), ("discharge", "Discharge")):
+        for n in range(1, MAX_SLOTS + 1):
+            out[f"set{cap}Slot{n}"] = (None, _slot(kind, n))
+            out[f"set{cap}Start{n}"] = ("time", _slot_edge(kind, n, "start"))
+            out[f"set{cap}End{n}"] = ("time", _slot_edge(kind, n, "end"))
+            out[f"set{cap}Target{n}"] = ("percent", _slot_target(kind, n))
+    return out
+
+
+COMMANDS: dict[str, tuple[str | None, Builder]] = {
+    "enableChargeTarget": ("state", lambda c, p, s: _state_cmd(ENABLE_CHARGE_TARGET, None if "state" in p else True,
                                                                  "Charge Target")(c, p, s)),
-    "disableChargeTarget": (None, _state_cmd(20, False, "Charge Target")),
-    "enableChargeSchedule": ("state", _state_cmd(96, None, "Charge Schedule")),
-    "enableDischargeSchedule": ("state", _state_cmd(59, None, "Discharge Schedule")),
-    "enableDischarge": ("state", _state_cmd(59, None, "Discharge")),
-    "pauseChargeSchedule": (None, _state_cmd(96, False, "Charge Schedule")),
-    "resumeChargeSchedule": (None, _state_cmd(96, True, "Charge Schedule")),
-    "pauseDischargeSchedule": (None, _state_cmd(59, False, "Discharge Schedule")),
-    "resumeDischargeSchedule": (None, _state_cmd(59, True, "Discharge Schedule")),
+    "disableChargeTarget": (None, _state_cmd(ENABLE_CHARGE_TARGET, False, "Charge Target")),
+    "enableChargeSchedule": ("state", _state_cmd(ENABLE_CHARGE, None, "Charge Schedule")),
+    "enableDischargeSchedule": ("state", _state_cmd(ENABLE_DISCHARGE, None, "Discharge Schedule")),
+    "enableDischarge": ("state", _state_cmd(ENABLE_DISCHARGE, None, "Discharge")),
+    "pauseChargeSchedule": (None, _state_cmd(ENABLE_CHARGE, False, "Charge Schedule")),
+    "resumeChargeSchedule": (None, _state_cmd(ENABLE_CHARGE, True, "Charge Schedule")),
+    "pauseDischargeSchedule": (None, _state_cmd(ENABLE_DISCHARGE, False, "Discharge Schedule")),
+    "resumeDischargeSchedule": (None, _state_cmd(ENABLE_DISCHARGE, True, "Discharge Schedule")),
     "setChargeTarget": ("chargeToPercent", _charge_target),
     "setBatteryReserve": ("dischargeToPercent", _reserve),
     "setBatteryCutoff": ("dischargeToPercent", _cutoff),
-    "setChargeSlot1": (None, _slot("Charge", 1, 94)),
-    "setChargeSlot2": (None, _slot("Charge", 2, 31)),
-    "setDischargeSlot1": (None, _slot("Discharge", 1, 56)),
-    "setDischargeSlot2": (None, _slot("Discharge", 2, 44)),
-    "setChargeStart1": ("time", _slot_edge(94, "Charge Start 1")),
-    "setChargeEnd1": ("time", _slot_edge(95, "Charge End 1")),
-    "setChargeStart2": ("time", _slot_edge(31, "Charge Start 2")),
-    "setChargeEnd2": ("time", _slot_edge(32, "Charge End 2")),
-    "setDischargeStart1": ("time", _slot_edge(56, "Discharge Start 1")),
-    "setDischargeEnd1": ("time", _slot_edge(57, "Discharge End 1")),
-    "setDischargeStart2": ("time", _slot_edge(44, "Discharge Start 2")),
-    "setDischargeEnd2": ("time", _slot_edge(45, "Discharge End 2")),
+    **_slot_commands(),
     "setBatteryMode": ("mode", _battery_mode),
-    "setChargeRate": ("chargeRate", _rate(111, "chargeRate", "Charge Rate")),
-    "setDischargeRate": ("dischargeRate", _rate(112, "dischargeRate", "Discharge Rate")),
+    "setChargeRate": ("chargeRate", _rate(BATTERY_CHARGE_LIMIT, "chargeRate", "Charge Rate")),
+    "setDischargeRate": ("dischargeRate", _rate(BATTERY_DISCHARGE_LIMIT, "dischargeRate", "Discharge Rate")),
+    "setChargeRateAC": ("chargeRate", _ac_rate(AC_CHARGE_RATE, "chargeRate", "AC Charge Rate")),
+    "setDischargeRateAC": ("dischargeRate", _ac_rate(AC_DISCHARGE_RATE, "dischargeRate", "AC Discharge Rate")),
+    "setExportLimit": ("state", _export_limit),
+    "enableEPS": ("state", _eps),
+    "setBatteryPauseMode": ("state", _pause_mode),
+    "setPauseSlot": (None, _pause_slot),
+    "setBatteryCalibration": ("state", _calibration),
+    "rebootInverter": (None, _reboot),
     "setDateTime": ("dateTime", _date_time),
     "syncDateTime": (None, _date_time),
+    **{kind: ("duration", _timed(kind)) for kind in TIMED_KINDS},
 }
 # GivTCP accepts the command names in any case on MQTT; map lower-case names too
 _BY_LOWER = {k.lower(): k for k in COMMANDS}
 
-#: daemon control names -> (GivTCP command, payload key); slot edges are single-register commands
+
+def _edge_controls() -> dict[str, tuple[str, str]]:
+    out = {}
+    for kind, cap in (("charge", "Charge"), ("discharge", "Discharge")):
+        for n in range(1, MAX_SLOTS + 1):
+            out[f"{kind}_slot_{n}_start"] = (f"set{cap}Start{n}", "time")
+            out[f"{kind}_slot_{n}_end"] = (f"set{cap}End{n}", "time")
+            out[f"{kind}_slot_{n}_target_pct"] = (f"set{cap}Target{n}", "percent")
+    return out
+
+
+#: daemon control names -> (GivTCP command, payload key)
 CONTROL_NAMES: dict[str, tuple[str, str]] = {
     "charge_target_pct": ("setChargeTarget", "chargeToPercent"),
     "battery_reserve_pct": ("setBatteryReserve", "dischargeToPercent"),
+    "battery_cutoff_pct": ("setBatteryCutoff", "dischargeToPercent"),
     "battery_mode": ("setBatteryMode", "mode"),
     "charge_target_enabled": ("enableChargeTarget", "state"),
     "charge_schedule_enabled": ("enableChargeSchedule", "state"),
     "discharge_schedule_enabled": ("enableDischargeSchedule", "state"),
-    "charge_slot_1_start": ("setChargeStart1", "time"), "charge_slot_1_end": ("setChargeEnd1", "time"),
-    "charge_slot_2_start": ("setChargeStart2", "time"), "charge_slot_2_end": ("setChargeEnd2", "time"),
-    "discharge_slot_1_start": ("setDischargeStart1", "time"), "discharge_slot_1_end": ("setDischargeEnd1", "time"),
-    "discharge_slot_2_start": ("setDischargeStart2", "time"), "discharge_slot_2_end": ("setDischargeEnd2", "time"),
+    "battery_charge_rate_w": ("setChargeRate", "chargeRate"),
+    "battery_discharge_rate_w": ("setDischargeRate", "dischargeRate"),
+    "eps_enabled": ("enableEPS", "state"),
+    "battery_pause_mode": ("setBatteryPauseMode", "state"),
+    "battery_calibration": ("setBatteryCalibration", "state"),
+    "export_limit_w": ("setExportLimit", "state"),
+    "reboot": ("rebootInverter", "value"),
+    **_edge_controls(),
+    **{name: (kind, "duration") for kind, (name, _m, _l) in TIMED_CONTROLS.items()},
 }
+
+#: daemon control name -> the metric that shows its state (read back after the control)
+STATE_METRICS: dict[str, str] = {name: name for name in CONTROL_NAMES if name != "reboot"} | {
+    name: metric for name, metric, _label in TIMED_CONTROLS.values()}
 
 
 def plan(command: str, value: Any = None, *, saved_reserve: int = 4, context: PlanContext | None = None) -> WritePlan:
@@ -408,21 +735,83 @@ def plan(command: str, value: Any = None, *, saved_reserve: int = 4, context: Pl
     return p
 
 
+def givtcp_name(command: str) -> str:
+    """The GivTCP command a control name or command (any case) stands for."""
+    if command in CONTROL_NAMES:
+        return CONTROL_NAMES[command][0]
+    return _BY_LOWER.get(command.lower(), command)
+
+
 #: commands whose plan needs the plant's battery capacity (read HR 0-59 first)
 NEEDS_PLANT = frozenset({"setChargeRate", "setDischargeRate"})
 
 
-def validate(command: str, value: Any = None) -> WritePlan:
+def validate(command: str, value: Any = None, *, allow_reboot: bool = True) -> WritePlan:
     """Check a payload's form before the plant is known (HTTP/CLI front doors): raises ControlError."""
-    return plan(command, value, context=PlanContext(battery_capacity_wh=10000.0, max_battery_w=10000.0))
+    return plan(command, value, context=PlanContext(battery_capacity_wh=10000.0, max_battery_w=10000.0,
+                                                    allow_reboot=allow_reboot))
 
 
-def control_specs() -> tuple[ControlSpec, ...]:
-    """The controls a GivEnergy inverter offers, for HA discovery and the API."""
+# --------------------------------------------------------------------------- state and entities
+
+
+def _hhmm_text(v: int | None) -> str | None:
+    if v is None:
+        return None
+    h, m = divmod(v, 100)
+    return f"{h:02d}:{m:02d}" if h <= 23 and m <= 59 else "00:00"
+
+
+def control_metrics(plant: Any) -> dict[str, Any]:
+    """The state of every control the plant offers, under the controls' state metric names."""
+    hr = plant.holding
+    m: dict[str, Any] = {}
+    for name, reg in (("charge_target_pct", CHARGE_TARGET_SOC), ("battery_reserve_pct", BATTERY_SOC_RESERVE),
+                      ("battery_cutoff_pct", BATTERY_CUTOFF)):
+        if reg in hr:
+            m[name] = hr[reg]
+    if BATTERY_POWER_MODE in hr and ENABLE_DISCHARGE in hr:
+        m["battery_mode"] = mode_name(hr[BATTERY_POWER_MODE], hr[ENABLE_DISCHARGE], hr.get(BATTERY_SOC_RESERVE))
+    for name, reg in (("charge_target_enabled", ENABLE_CHARGE_TARGET), ("charge_schedule_enabled", ENABLE_CHARGE),
+                      ("discharge_schedule_enabled", ENABLE_DISCHARGE), ("eps_enabled", ENABLE_EPS)):
+        if reg in hr:
+            m[name] = bool(hr[reg])
+    slots = slot_count(hr)
+    for kind in ("charge", "discharge"):
+        for n in range(1, slots + 1):
+            start, end, target = slot_registers(kind, n)
+            if start in hr and end in hr:
+                m[f"{kind}_slot_{n}_start"] = _hhmm_text(hr[start])
+                m[f"{kind}_slot_{n}_end"] = _hhmm_text(hr[end])
+            if slots == MAX_SLOTS and target in hr:
+                m[f"{kind}_slot_{n}_target_pct"] = hr[target]
+    cap = plant.battery_capacity_kwh * 1000 if CHARGE_TARGET_SOC in hr else 0
+    if cap:
+        limit = plant.model.max_battery_w
+        for name, reg in (("battery_charge_rate_w", BATTERY_CHARGE_LIMIT),
+                          ("battery_discharge_rate_w", BATTERY_DISCHARGE_LIMIT)):
+            if reg in hr:
+                m[name] = int(min(hr[reg] / 100 * cap, limit))
+    if SOC_FORCE_ADJUST in hr:
+        m["battery_calibration"] = CALIBRATION_NAMES.get(hr[SOC_FORCE_ADJUST], f"Unknown ({hr[SOC_FORCE_ADJUST]})")
+    if BATTERY_PAUSE_MODE in hr:
+        pm = hr[BATTERY_PAUSE_MODE]
+        m["battery_pause_mode"] = PAUSE_MODE_NAMES[pm] if pm < len(PAUSE_MODE_NAMES) else f"Unknown ({pm})"
+    if EMS_EXPORT_LIMIT in hr and plant.model.key == "ems":
+        m["export_limit_w"] = hr[EMS_EXPORT_LIMIT]
+    return m
+
+
+def control_specs(plant: Any = None, *, allow_reboot: bool = False) -> tuple[ControlSpec, ...]:
+    """The controls a GivEnergy inverter offers, for HA discovery and the API (by what the plant answers)."""
+    hr = plant.holding if plant is not None else {}
+    slots = slot_count(hr) if hr else 2
     specs = [
         ControlSpec("charge_target_pct", "number", "Charge target", "%", 4, 100, 1, state_metric="charge_target_pct"),
         ControlSpec("battery_reserve_pct", "number", "Battery reserve", "%", 4, 100, 1,
                     state_metric="battery_reserve_pct"),
+        ControlSpec("battery_cutoff_pct", "number", "Battery cutoff", "%", 4, 100, 1,
+                    state_metric="battery_cutoff_pct"),
         ControlSpec("battery_mode", "select", "Battery mode", options=MODE_NAMES, state_metric="battery_mode"),
         ControlSpec("charge_target_enabled", "switch", "Charge target enabled", state_metric="charge_target_enabled"),
         ControlSpec("charge_schedule_enabled", "switch", "Charge schedule enabled",
@@ -430,9 +819,31 @@ def control_specs() -> tuple[ControlSpec, ...]:
         ControlSpec("discharge_schedule_enabled", "switch", "Discharge schedule enabled",
                     state_metric="discharge_schedule_enabled"),
     ]
+    max_w = float(plant.model.max_battery_w) if plant is not None and hr else 10000.0
+    for name, label in (("battery_charge_rate_w", "Battery charge rate"),
+                        ("battery_discharge_rate_w", "Battery discharge rate")):
+        specs.append(ControlSpec(name, "number", label, "W", 0, max_w, 1, state_metric=name))
     for kind in ("charge", "discharge"):
-        for n in (1, 2):
+        for n in range(1, slots + 1):
             for edge in ("start", "end"):
                 name = f"{kind}_slot_{n}_{edge}"
                 specs.append(ControlSpec(name, "time", f"{kind.capitalize()} slot {n} {edge}", state_metric=name))
+            if slots == MAX_SLOTS:
+                name = f"{kind}_slot_{n}_target_pct"
+                specs.append(ControlSpec(name, "number", f"{kind.capitalize()} slot {n} target", "%", 4, 100, 1,
+                                         state_metric=name))
+    for _kind, (name, metric, label) in TIMED_CONTROLS.items():
+        specs.append(ControlSpec(name, "number", f"{label} (minutes, 0 = cancel)", "min", 0, MAX_MINUTES, 1,
+                                 state_metric=metric))
+    specs.append(ControlSpec("battery_calibration", "select", "Battery calibration",
+                             options=tuple(CALIBRATION_NAMES.values()), state_metric="battery_calibration"))
+    if ENABLE_EPS in hr and BATTERY_PAUSE_MODE in hr:
+        specs.append(ControlSpec("eps_enabled", "switch", "EPS enabled", state_metric="eps_enabled"))
+        specs.append(ControlSpec("battery_pause_mode", "select", "Battery pause mode", options=PAUSE_MODE_NAMES,
+                                 state_metric="battery_pause_mode"))
+    if plant is not None and hr and plant.model.key == "ems":
+        specs.append(ControlSpec("export_limit_w", "number", "Export limit", "W", 0, 65000, 1,
+                                 state_metric="export_limit_w"))
+    if allow_reboot:
+        specs.append(ControlSpec("reboot", "button", "Reboot inverter"))
     return tuple(specs)

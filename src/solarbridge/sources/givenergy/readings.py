@@ -6,25 +6,19 @@ from datetime import datetime
 from typing import Any
 
 from ...model import DeviceInfo, MetricValue, Reading, utcnow
-from .controls import control_specs, mode_name
+from .controls import control_metrics, control_specs
 from .givtcp import energy_values, run_all
 from .model import Plant
-from .registers import hhmm
 
 DEVICE_TYPE = "inverter"
 
 
-def _time(v: int | None) -> str:
-    t = hhmm(v) if v is not None else None
-    return f"{t[0]:02d}:{t[1]:02d}" if t else "00:00"
-
-
-def device_info(plant: Plant, source: str = "") -> DeviceInfo:
+def device_info(plant: Plant, source: str = "", *, allow_reboot: bool = False) -> DeviceInfo:
     serial = plant.serial
     return DeviceInfo(
         device_id=serial, device_type=DEVICE_TYPE, manufacturer="GivEnergy", model=plant.model.label,
         serial=serial, sw_version=plant.firmware(), name=f"GivEnergy {serial}", source=source,
-        controls=control_specs(),
+        controls=control_specs(plant, allow_reboot=allow_reboot),
     )
 
 
@@ -85,23 +79,7 @@ def metrics(plant: Plant) -> dict[str, MetricValue]:
     if 55 in hr:
         put("battery_capacity_wh", round(plant.battery_capacity_kwh * 1000))
     # control state (each control's state_metric)
-    if 116 in hr:
-        put("charge_target_pct", hr[116])
-    if 110 in hr:
-        put("battery_reserve_pct", hr[110])
-    if 114 in hr:
-        put("battery_cutoff_pct", hr[114])
-    if 27 in hr and 59 in hr:
-        put("battery_mode", mode_name(hr.get(27), hr.get(59), hr.get(110)))
-    for name, reg in (("charge_target_enabled", 20), ("charge_schedule_enabled", 96),
-                      ("discharge_schedule_enabled", 59)):
-        if reg in hr:
-            put(name, bool(hr[reg]))
-    for name, reg in (("charge_slot_1", 94), ("charge_slot_2", 31), ("discharge_slot_1", 56),
-                      ("discharge_slot_2", 44)):
-        if reg in hr and reg + 1 in hr:
-            put(f"{name}_start", _time(hr[reg]))
-            put(f"{name}_end", _time(hr[reg + 1]))
+    m.update(control_metrics(plant))
     hv = plant.hv_modules()
     if hv["bcu"] or hv["bmu"]:
         put("battery_modules", len(hv["bmu"]))
@@ -119,9 +97,9 @@ def _wh(kwh: float | None) -> int | None:
 
 
 def build_reading(plant: Plant, *, source: str = "givenergy", layout: str = "v1", raw: bool = False,
-                  timestamp: datetime | None = None) -> Reading:
+                  timestamp: datetime | None = None, allow_reboot: bool = False) -> Reading:
     """One reading with canonical metrics, the GivTCP runAll dict in ``extra["givtcp"]`` and DeviceInfo."""
-    info = device_info(plant, source)
+    info = device_info(plant, source, allow_reboot=allow_reboot)
     extra: dict[str, Any] = {"givtcp": run_all(plant, raw=raw, layout=layout), "givtcp_layout": layout}
     if raw:
         extra["raw"] = {"holding": {str(k): v for k, v in sorted(plant.holding.items())},

@@ -99,9 +99,6 @@ class GivSettings:
             out.append({"type": "ha_rest", "name": "givtcp-ha", "url": self.ha_url, "token": self.ha_token})
         return out
 
-    def daemon_raw(self) -> dict[str, Any]:
-        return {"sources": [self.source_table()], "sinks": self.sink_tables()}
-
 
 def _coerce(name: str, typ: Any, value: Any) -> Any:
     text = str(value).strip()

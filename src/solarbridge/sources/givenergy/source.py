@@ -10,21 +10,38 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
 from ...model import ControlError, ControlRequest, ControlResult, DeviceInfo, Reading, utcnow
 from ...plugin import Context, Emit, PluginConfig, Source
+from ...util.aiorun import cancel_and_wait
 from ...util.atomic import atomic_write
 from ...util.backoff import Backoff
 from .client import DEFAULT_PORT, GivEnergyClient, GivEnergyError
-from .controls import PlanContext
+from .controls import (
+    BATTERY_SOC_RESERVE,
+    REGISTER_NAMES,
+    STATE_METRICS,
+    TIMED_CONTROLS,
+    PlanContext,
+    WritePlan,
+    named,
+    register_name,
+    restore_plan,
+)
 from .controls import plan as make_plan
+from .framing import FC_READ_HOLDING
 from .readings import DEVICE_TYPE, build_reading, device_info
+
+REGISTER_NUMBERS = {name: r for r, name in REGISTER_NAMES.items()}
 
 
 class GivEnergyConfig(PluginConfig):
@@ -40,6 +57,7 @@ class GivEnergyConfig(PluginConfig):
                                      "model, 0x31 for Gen1 hybrid and AC, else 0x11)")
     layout: Literal["v1", "v3"] = Field("v1", description="GivTCP key names in extra['givtcp']")
     print_raw: bool = Field(False, description="add raw registers to the output (GivTCP PRINT_RAW)")
+    allow_reboot: bool = Field(False, description="offer the rebootInverter control (refused unless true)")
     reconnect_initial: float = Field(1.0, gt=0, le=60)
     reconnect_cap: float = Field(60.0, gt=0, le=3600)
 
@@ -56,11 +74,17 @@ class GivEnergySource(Source):
         self._last_full = 0.0
         self._control_lock = asyncio.Lock()
         self.saved_reserve = 4
+        #: running timed controls: kind -> {"until": epoch s, "minutes": n, "restore": {register: value}}
+        self.timed: dict[str, dict[str, Any]] = {}
+        #: wall clock for timed controls (their end survives a restart); tests move it
+        self.clock: Callable[[], float] = time.time
+        #: seconds between checks for a timed control that ran out
+        self.timer_tick = 1.0
         self.last_reading: Reading | None = None
         self.on_reading: Callable[[Reading], None] | None = None
         self._load_state()
 
-    # ------------------------------------------------------------------ state (saved reserve for "Eco")
+    # ------------------------------------------------------------------ state (saved reserve, timed controls)
 
     @property
     def _state_file(self) -> Any:
@@ -69,28 +93,61 @@ class GivEnergySource(Source):
     def _load_state(self) -> None:
         try:
             data = json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(data, dict):
+            return
+        try:
             self.saved_reserve = int(data.get("saved_reserve", 4))
-        except (OSError, ValueError, TypeError):
+        except (TypeError, ValueError):
             pass
+        for kind, t in (data.get("timed") or {}).items():
+            try:
+                restore = {REGISTER_NUMBERS[name]: int(v) for name, v in t["restore"].items()}
+                self.timed[kind] = {"until": float(t["until"]), "minutes": int(t["minutes"]), "restore": restore}
+            except (KeyError, TypeError, ValueError, AttributeError):
+                self.ctx.log.warning("givenergy %s: ignoring an unreadable timed control %r in %s", self.ctx.name,
+                                     kind, self._state_file)
 
     def _save_state(self) -> None:
+        """Atomically, and synced: a timed control's revert plan must survive a crash or a restart."""
+        data = {"saved_reserve": self.saved_reserve,
+                "timed": {kind: {"until": t["until"], "minutes": t["minutes"], "restore": named(t["restore"])}
+                          for kind, t in self.timed.items()}}
         try:
             self.ctx.state_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self._state_file, json.dumps({"saved_reserve": self.saved_reserve}), fsync=False)
+            atomic_write(self._state_file, json.dumps(data), fsync=True)
         except OSError as e:
             self.ctx.log.warning("cannot save %s: %s", self._state_file, e)
 
     def _remember_reserve(self) -> None:
-        r = self.client.plant.holding.get(110)
-        if r is not None and 4 <= r < 100 and r != self.saved_reserve:
+        r = self.client.plant.holding.get(BATTERY_SOC_RESERVE)
+        # a reserve set by a running force export is not the user's
+        if r is not None and 4 <= r < 100 and r != self.saved_reserve and "forceExport" not in self.timed:
             self.saved_reserve = r
             self._save_state()
 
     # ------------------------------------------------------------------ polling
 
+    def timed_metrics(self) -> dict[str, int]:
+        """Minutes left of each timed control (0 when it is not running)."""
+        now = self.clock()
+        out = {}
+        for kind, (_name, metric, _label) in TIMED_CONTROLS.items():
+            t = self.timed.get(kind)
+            out[metric] = max(0, math.ceil((t["until"] - now) / 60)) if t else 0
+        return out
+
     def _publish(self) -> Reading:
         reading = build_reading(self.client.plant, source=self.ctx.name or "givenergy", layout=self.config.layout,
-                                raw=self.config.print_raw)
+                                raw=self.config.print_raw, allow_reboot=self.config.allow_reboot)
+        reading.metrics.update(self.timed_metrics())
+        control = reading.extra.get("givtcp", {}).get("Control")
+        if isinstance(control, dict):  # GivTCP's cache fields for the timed controls
+            for kind, key in (("forceCharge", "Force_Charge"), ("forceExport", "Force_Export"),
+                              ("tempPauseCharge", "Temp_Pause_Charge"),
+                              ("tempPauseDischarge", "Temp_Pause_Discharge")):
+                control[key] = "Running" if kind in self.timed else "Normal"
         self.last_reading = reading
         h = self.ctx.health
         for k, v in self.client.framer.drops.items():
@@ -119,6 +176,7 @@ class GivEnergySource(Source):
         cfg = self.config
         backoff = Backoff(initial=cfg.reconnect_initial, cap=cfg.reconnect_cap)
         log = self.ctx.log
+        timer = asyncio.create_task(self._timer_loop())
         try:
             while True:
                 try:
@@ -152,35 +210,132 @@ class GivEnergySource(Source):
                     await self.client.close()
                     await asyncio.sleep(backoff.next_delay())
         finally:
+            await cancel_and_wait([timer], 5.0)
             await self.client.close()
 
     def devices(self) -> list[DeviceInfo]:
         if not self.client.plant.serial:
             return []
-        return [device_info(self.client.plant, self.ctx.name)]
+        return [device_info(self.client.plant, self.ctx.name, allow_reboot=self.config.allow_reboot)]
 
     # ------------------------------------------------------------------ control
 
+    def _plan_context(self) -> PlanContext:
+        return PlanContext.for_plant(self.client.plant, saved_reserve=self.saved_reserve,
+                                     allow_reboot=self.config.allow_reboot, now=datetime.now())
+
     async def control(self, request: ControlRequest) -> ControlResult:
+        """Validate, write, read back; the result carries the new state as the control's metric shows it."""
         serial = self.client.plant.serial
         if serial and request.device_id not in (serial, "", None):
             raise ControlError(f"device {request.device_id!r} is not handled here (inverter {serial})", status=404)
-        plant = self.client.plant
-        ctx = PlanContext(saved_reserve=self.saved_reserve,
-                          battery_capacity_wh=plant.battery_capacity_kwh * 1000 or None,
-                          max_battery_w=plant.model.max_battery_w if plant.holding else None)
-        wp = make_plan(request.command, request.value, context=ctx)
+        wp = make_plan(request.command, request.value, context=self._plan_context())
         if not self.client.connected:
             raise ControlError(f"{wp.command}: inverter {self.config.host}:{self.config.port} is unreachable",
                                status=503)
         async with self._control_lock:
             try:
-                await self.client.execute(wp)
+                if wp.timed is not None:
+                    message = await self._timed_control(wp)
+                else:
+                    await self.client.execute(wp)
+                    message = wp.success_message()
                 await self.client.refresh(full=False)
             except GivEnergyError as e:
                 raise ControlError(f"{wp.command}: {e}", status=503) from None
         if wp.saved_reserve is not None:
             self.saved_reserve = wp.saved_reserve
             self._save_state()
-        self._publish()
-        return ControlResult(True, wp.success_message(), value=dict(wp.writes))
+        reading = self._publish()
+        hr = self.client.plant.holding
+        details: dict[str, Any] = {"writes": named(wp.writes),
+                                   "read_back": named({r: hr[r] for r, _v in wp.writes if r in hr})}
+        if wp.timed is not None and wp.timed.kind in self.timed:
+            t = self.timed[wp.timed.kind]
+            details["until"] = datetime.fromtimestamp(t["until"], UTC).isoformat()
+            details["revert"] = named(t["restore"])
+        self.ctx.log.info("givenergy %s: %s done: wrote %s", self.ctx.name, wp.command, details["writes"])
+        metric = STATE_METRICS.get(request.command)
+        if metric is not None:
+            value: Any = reading.metrics.get(metric)
+        else:  # a GivTCP command: the named fields it changed, as read back
+            value = details["read_back"]
+        return ControlResult(True, message, value=value, details=details)
+
+    async def _read_registers(self, registers: Any) -> dict[int, int]:
+        """Fresh values of holding registers (their 60-register blocks are read now)."""
+        for base in sorted({r // 60 * 60 for r in registers}):
+            await self.client.read(FC_READ_HOLDING, base, device=self.client.write_address)
+        hr = self.client.plant.holding
+        missing = [r for r in registers if r not in hr]
+        if missing:
+            raise ControlError(f"cannot read the current {', '.join(register_name(r) for r in missing)} to restore "
+                               "later", status=503)
+        return {r: hr[r] for r in registers}
+
+    async def _timed_control(self, wp: WritePlan) -> str:
+        spec = wp.timed
+        assert spec is not None
+        kind = spec.kind
+        if spec.cancel:
+            if kind not in self.timed:
+                return f"{kind}: not running, nothing to cancel"
+            await self._revert(kind)
+            return f"{kind} cancelled, previous settings restored"
+        for other, t in self.timed.items():
+            if other != kind and set(t["restore"]) & set(spec.restore):
+                left = max(0, math.ceil((t["until"] - self.clock()) / 60))
+                raise ControlError(f"{wp.command}: {other} is running ({left} min left) and changes the same "
+                                   f"settings; cancel it first", field_name="command", status=409)
+        running = self.timed.get(kind)
+        if running is not None:  # extend: keep what was there before the first start
+            restore = {**await self._read_registers([r for r in spec.restore if r not in running["restore"]]),
+                       **running["restore"]}
+        else:
+            restore = await self._read_registers(spec.restore)
+        # the revert plan is on disk before the first write: a crash or restart from here still reverts
+        self.timed[kind] = {"until": self.clock() + spec.minutes * 60, "minutes": spec.minutes,
+                            "restore": {r: restore[r] for r in spec.restore}}
+        self._save_state()
+        try:
+            await self.client.execute(wp)
+        except (GivEnergyError, ControlError):
+            with contextlib.suppress(GivEnergyError, ControlError):
+                await self._revert(kind)
+            raise
+        return wp.success_message()
+
+    async def _revert(self, kind: str) -> None:
+        t = self.timed[kind]
+        await self.client.execute(restore_plan(kind, t["restore"]))
+        del self.timed[kind]
+        self._save_state()
+        self.ctx.log.info("givenergy %s: %s ended, restored %s", self.ctx.name, kind, named(t["restore"]))
+
+    async def revert_due(self) -> list[str]:
+        """Revert every timed control whose time is up (when the inverter is reachable); returns their kinds."""
+        done = []
+        now = self.clock()
+        for kind in [k for k, t in self.timed.items() if t["until"] <= now]:
+            if not self.client.connected or self.client.plan is None:
+                break
+            async with self._control_lock:
+                if kind not in self.timed:
+                    continue
+                try:
+                    await self._revert(kind)
+                    await self.client.refresh(full=False)
+                except (GivEnergyError, ControlError) as e:
+                    self.ctx.health.count("revert_errors")
+                    self.ctx.log.warning("givenergy %s: reverting %s failed (will retry): %s", self.ctx.name, kind, e)
+                    continue
+            done.append(kind)
+        if done:
+            self._publish()
+        return done
+
+    async def _timer_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.timer_tick)
+            if self.timed:
+                await self.revert_due()
