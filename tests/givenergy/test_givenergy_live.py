@@ -37,7 +37,8 @@ def test_detect_and_refresh() -> None:
             assert plant.model.label == "Gen1 Hybrid"
             out = run_all(plant)
             assert set(out) == {"Energy/Total", "Energy/Today", "Power", "Power/Flows", "Control", "Timeslots",
-                                "Invertor Details"}
+                                "Invertor Details", "Battery Details"}
+            assert len(out["Battery Details"]) == 3  # one entry per LV pack, by serial
             # 32-bit totals: the simulator's PV total is 21146.3 kWh = 211463 deci, above 65535
             assert out["Energy/Total"]["PV Energy Total kWh"] == pytest.approx(
                 sim.inverter.energy_wh["pv_total"] / 1000, abs=0.1)

@@ -67,7 +67,7 @@ def test_hybrid_capture_reading() -> None:
     assert m["battery_power_w"] == iv["p_battery"]
     assert m["pv_power_w"] == iv["p_pv1"] + iv["p_pv2"]
     assert m["pv_energy_total_wh"] == round(((plant.input[11] << 16) | plant.input[12]) * 100)
-    assert [b["battery_serial_number"][:2] for b in plant.battery_values()] == ["BG", "DZ"]
+    assert [b["serial_number"][:2] for b in plant.battery_values()] == ["BG", "DZ"]
     tree = r.extra["givtcp"]
     assert tree["Invertor Details"]["Battery Capacity kWh"] == round(plant.holding[55] * 51.2 / 1000, 2)
     assert tree["Timeslots"]["Charge start time slot 1"] == plant.holding[94]

@@ -24,6 +24,20 @@ from .registers import (
     decode_field,
     identify,
 )
+from .tables import (
+    BCU_TABLE,
+    BMU_TABLE,
+    EMS_HOLDING_TABLE,
+    EMS_INPUT_TABLE,
+    GATEWAY_INPUT_TABLE,
+    METER_TABLE,
+    SLOTS_EMS,
+    SLOTS_EXTENDED,
+    SLOTS_SINGLE_PHASE,
+    SLOTS_THREE_PHASE,
+    THREE_PHASE_HOLDING_TABLE,
+    THREE_PHASE_INPUT_TABLE,
+)
 
 FIRST_BATTERY_ADDRESS = 0x32
 MAX_BATTERIES = 6
@@ -35,6 +49,11 @@ MAX_BMUS = 8
 HV_ADDRESSES = frozenset(range(FIRST_BCU_ADDRESS, FIRST_BCU_ADDRESS + MAX_BCUS)) | frozenset(
     range(FIRST_BMU_ADDRESS, FIRST_BMU_ADDRESS + MAX_BMUS))
 NOMINAL_BATTERY_V = {"3ph": 76.8, "aio": 317.0}
+#: external meters answer at device addresses 1..8 (IR 60-88)
+METER_ADDRESSES = range(1, 9)
+#: device type code prefixes with the 1000-range (three-phase) register layout: three-phase hybrid and
+#: AC, AIO commercial and AIO hybrid (givenergy-modbus manifest ``is_three_phase``)
+THREE_PHASE_PREFIXES = frozenset({"40", "41", "60", "82"})
 
 #: register values that show up in the "garbage" blocks some dongles return (IP bytes,
 #: ASCII of the adapter serial); a block with more than GARBAGE_THRESHOLD of them is dropped
@@ -67,6 +86,7 @@ class Plant:
     input: dict[int, int] = field(default_factory=dict)
     batteries: dict[int, dict[int, int]] = field(default_factory=dict)  # index 0.. -> IR 60-119
     hv: dict[int, dict[int, int]] = field(default_factory=dict)  # HV BCU/BMU device address -> raw IR
+    meters: dict[int, dict[int, int]] = field(default_factory=dict)  # meter device address 1..8 -> raw IR
     adapter_serial: str = ""
     envelope_serial: str = ""  # inverter serial from the reply envelope
     #: device addresses whose IR/HR replies describe this inverter
@@ -85,6 +105,8 @@ class Plant:
             bank = self.holding if resp.function == FC_READ_HOLDING else self.input
         elif dev in HV_ADDRESSES and resp.function == FC_READ_INPUT:
             bank = self.hv.setdefault(dev, {})
+        elif dev in METER_ADDRESSES and resp.function == FC_READ_INPUT:
+            bank = self.meters.setdefault(dev, {})
         else:
             return False
         for i, v in enumerate(resp.values):
@@ -98,14 +120,49 @@ class Plant:
 
     # ------------------------------------------------------------------ decoded views
 
+    @property
+    def three_phase(self) -> bool:
+        """The model keeps its live data and controls in the 1000-range banks (IR 1000-1413, HR 1000-1124)."""
+        return f"{self.holding.get(0, 0):04x}"[:2] in THREE_PHASE_PREFIXES
+
     def holding_values(self) -> dict[str, Any]:
         return decode(HOLDING_TABLE, self.holding)
 
     def input_values(self) -> dict[str, Any]:
         return decode(INPUT_TABLE, self.input)
 
+    def values(self) -> dict[str, Any]:
+        """The inverter's decoded fields, by the layout of its model: single-phase IR 0-59/180-183 and
+        HR 0-359, overlaid on three-phase models by the IR 1000-1413 and HR 1000-1124 fields (same names
+        where the meaning is the same, e.g. ``battery_soc``, ``charge_target_soc``, the slots)."""
+        out = decode(INPUT_TABLE, self.input)
+        out.update(decode(HOLDING_TABLE, self.holding))
+        if self.three_phase:
+            for name in ("p_battery", "e_battery_throughput", "p_backup", "battery_type"):
+                out.pop(name, None)  # single-phase registers these models leave frozen or reuse
+            out.update(decode(THREE_PHASE_INPUT_TABLE, self.input))
+            out.update(decode(THREE_PHASE_HOLDING_TABLE, self.holding))
+            if "p_battery_discharge" in out and "p_battery_charge" in out:
+                out["p_battery"] = round(out["p_battery_discharge"] - out["p_battery_charge"], 1)
+            if "e_battery_charge_total" in out and "e_battery_discharge_total" in out:
+                out["e_battery_throughput"] = round(out["e_battery_charge_total"] + out["e_battery_discharge_total"], 1)
+        return out
+
+    def slots(self) -> dict[str, list[tuple[int, int]]]:
+        """Register pairs of the charge / discharge slots this model has (2, 10, or EMS 3)."""
+        key = self.model.key
+        if key == "ems":
+            charge, discharge = SLOTS_EMS
+        elif self.three_phase:
+            charge, discharge = SLOTS_THREE_PHASE
+        elif any(r in self.holding for r in range(246, 299)):
+            charge, discharge = SLOTS_EXTENDED
+        else:
+            charge, discharge = SLOTS_SINGLE_PHASE
+        return {"charge": list(charge), "discharge": list(discharge)}
+
     def battery_values(self) -> list[dict[str, Any]]:
-        """Decoded present batteries, in address order."""
+        """Decoded present LV batteries, in address order."""
         out = []
         for idx in sorted(self.batteries):
             regs = self.batteries[idx]
@@ -124,11 +181,63 @@ class Plant:
                 out["bcu" if addr >= FIRST_BCU_ADDRESS else "bmu"].append(addr)
         return out
 
+    def bcu_values(self) -> list[dict[str, Any]]:
+        """Each present HV BCU (stack controller), decoded, with its ``address`` and ``index``."""
+        out = []
+        for n, addr in enumerate(self.hv_modules()["bcu"]):
+            d = decode(BCU_TABLE, self.hv[addr])
+            d["index"], d["address"] = n, addr
+            out.append(d)
+        return out
+
+    def bmu_values(self) -> list[dict[str, Any]]:
+        """Each present HV battery module, decoded (24 cell voltages and temperatures, serial)."""
+        out = []
+        for n, addr in enumerate(self.hv_modules()["bmu"]):
+            regs = self.hv[addr]
+            d = decode(BMU_TABLE, regs)
+            cells = [d[f"v_cell_{i:02d}"] for i in range(1, 25) if f"v_cell_{i:02d}" in d]
+            live = [v for v in cells if v > 0]
+            if live:
+                d["v_cells_sum"] = round(sum(live), 3)
+                d["v_cell_min"], d["v_cell_max"] = min(live), max(live)
+                d["num_cells"] = len(live)
+            temps = [d[f"t_cell_{i:02d}"] for i in range(1, 25) if d.get(f"t_cell_{i:02d}")]
+            temps = [t for t in temps if -60 <= t <= 150]
+            if temps:
+                d["t_max"], d["t_min"] = max(temps), min(temps)
+            d["index"], d["address"] = n, addr
+            out.append(d)
+        return out
+
+    def ems_values(self) -> dict[str, Any]:
+        """EMS plant summary (IR 2040-2094) and controls (HR 2040-2075); empty on other models."""
+        if self.model.key != "ems":
+            return {}
+        out = decode(EMS_INPUT_TABLE, self.input)
+        out.update(decode(EMS_HOLDING_TABLE, self.holding))
+        return out
+
+    def gateway_values(self) -> dict[str, Any]:
+        """Gateway aggregates and per-AIO figures (IR 1600-1859); empty on other models."""
+        if self.model.key != "gateway":
+            return {}
+        return decode(GATEWAY_INPUT_TABLE, self.input)
+
+    def meter_values(self) -> dict[int, dict[str, Any]]:
+        """External meters that answered (device address -> decoded IR 60-88); a zero voltage = absent."""
+        out = {}
+        for addr in sorted(self.meters):
+            d = decode(METER_TABLE, self.meters[addr])
+            if d.get("v_phase_1"):
+                out[addr] = d
+        return out
+
     @property
     def serial(self) -> str:
         hr = self.holding
         if all(r in hr for r in range(13, 18)):
-            s = decode_field(Field("inverter_serial_number", 13, "str"), hr)
+            s = decode_field(Field("serial_number", 13, "str"), hr)
             if s and s.isprintable():
                 return s
         return self.envelope_serial
@@ -143,10 +252,16 @@ class Plant:
 
     @property
     def battery_capacity_kwh(self) -> float:
+        """Nominal capacity: HR55 (Ah) x the family's nominal voltage; on HV stacks the BCUs' own
+        nominal Ah x their pack voltage when they answer."""
+        bcus = [b for b in self.bcu_values() if b.get("battery_nominal_capacity_ah") and b.get("battery_voltage")]
+        if bcus:
+            return round(sum(b["battery_nominal_capacity_ah"] * b["battery_voltage"] for b in bcus) / 1000, 2)
         return round(self.holding.get(55, 0) * self.battery_nominal_v / 1000, 2)
 
     def firmware(self) -> str:
+        """``D0.<DSP>-A0.<ARM>`` (HR19/HR21; three-phase models: IR1325/IR1327)."""
+        v = self.values() if self.three_phase else {}
+        if v.get("ac_dsp_firmware_version") and v.get("tph_arm_firmware_version"):
+            return f"D0.{v['ac_dsp_firmware_version']}-A0.{v['tph_arm_firmware_version']}"
         return f"D0.{self.holding.get(19, 0)}-A0.{self.holding.get(21, 0)}"
-
-    def has_basic_data(self) -> bool:
-        return all(r in self.input for r in range(60)) and all(r in self.holding for r in range(60))

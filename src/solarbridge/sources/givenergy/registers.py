@@ -1,15 +1,25 @@
 """GivEnergy register tables (data, not code) and the one decoder that reads them.
 
-Each row is ``(name, register, kind, scale)``:
+Each row is ``(name, register, kind, scale[, n])``:
 
 * kind ``u16``/``s16``: one register, unsigned / two's complement
-* ``u32``: two registers, high word first (IR n = high, IR n+1 = low)
-* ``str``: five registers, two ASCII characters each, big-endian
+* ``u32``/``s32``: two registers, high word first (n = high, n+1 = low), unsigned / signed
+* ``str``: ``n`` registers (default 5), two ASCII characters each, big-endian, NULs and blanks dropped
 * ``hhmm``: a time packed as hour*100+minute; impossible values decode to None (no slot)
 * ``hex``: one register shown as 4 hex digits (device type code)
+* ``bool``: one register, non-zero = True
+* ``hi8``/``lo8``: the high / low byte of one register
+* ``gwver``: four registers: two ASCII words then four bytes as decimal digits (gateway firmware "GAAA0014")
 
-``scale`` multiplies the raw integer (0.1 = deci, 0.01 = centi, 0.001 = milli).
-Sources: the register map in the fact sheet (single-phase hybrid/AC, LV batteries).
+``scale`` multiplies the raw integer (0.1 = deci, 0.01 = centi, 0.001 = milli); the result is exact
+(``2122`` deci is ``212.2``), at the register's resolution.
+
+Sources: the register map in the fact sheet (single-phase hybrid/AC, LV batteries) and, for the rows
+added for HR 120-359 (ten slots and their targets, AC-config block, EPS, pause), the register
+inventory of the givenergy-modbus project (``givenergy_modbus/model/inverter.py``,
+``SinglePhaseInverterRegisterGetter``, Apache-2.0; field names follow it where it names the same
+register). The other families' tables (three-phase, HV BCU/BMU, EMS, gateway, meters) are in
+:mod:`.tables`.
 """
 
 from __future__ import annotations
@@ -25,10 +35,18 @@ class Field:
     register: int
     kind: str = "u16"
     scale: float = 1.0
+    n: int = 0  # registers of a ``str`` (default 5)
 
     @property
     def width(self) -> int:
-        return {"u32": 2, "str": 5}.get(self.kind, 1)
+        if self.kind == "str":
+            return self.n or 5
+        return {"u32": 2, "s32": 2, "gwver": 4}.get(self.kind, 1)
+
+    @property
+    def divisor(self) -> int:
+        """10 for deci, 100 for centi, 1000 for milli, 1 for whole units."""
+        return round(1 / self.scale) if self.scale < 1 else 1
 
 
 def _t(*rows: tuple[Any, ...]) -> tuple[Field, ...]:
@@ -37,11 +55,11 @@ def _t(*rows: tuple[Any, ...]) -> tuple[Field, ...]:
 
 DECI, CENTI, MILLI = 0.1, 0.01, 0.001
 
-#: input registers 0-59 and 180-183 at the inverter address
+#: input registers 0-59 and 180-183 at the inverter address (single-phase layout; also AIO, Hybrid HV Gen3)
 INPUT_TABLE: tuple[Field, ...] = _t(
     ("status", 0), ("v_pv1", 1, "u16", DECI), ("v_pv2", 2, "u16", DECI),
     ("v_p_bus", 3, "u16", DECI), ("v_n_bus", 4, "u16", DECI), ("v_ac1", 5, "u16", DECI),
-    ("e_battery_throughput_total", 6, "u32", DECI),
+    ("e_battery_throughput", 6, "u32", DECI),
     ("i_pv1", 8, "u16", DECI), ("i_pv2", 9, "u16", DECI), ("i_ac1", 10, "u16", DECI),
     ("e_pv_total", 11, "u32", DECI), ("f_ac1", 13, "u16", CENTI), ("charge_status", 14),
     ("v_highbrigh_bus", 15, "u16", DECI), ("power_factor_raw", 16),
@@ -49,39 +67,68 @@ INPUT_TABLE: tuple[Field, ...] = _t(
     ("e_grid_out_total", 21, "u32", DECI), ("e_solar_diverter", 23, "u16", DECI),
     ("p_inverter_out", 24, "s16"), ("e_grid_out_day", 25, "u16", DECI), ("e_grid_in_day", 26, "u16", DECI),
     ("e_inverter_in_total", 27, "u32", DECI), ("e_discharge_year", 29, "u16", DECI),
-    ("p_grid_out", 30, "s16"), ("p_eps_backup", 31), ("e_grid_in_total", 32, "u32", DECI),
+    ("p_grid_out", 30, "s16"), ("p_backup", 31), ("e_grid_in_total", 32, "u32", DECI),
     ("e_inverter_in_day", 35, "u16", DECI), ("e_battery_charge_today", 36, "u16", DECI),
-    ("e_battery_discharge_today", 37, "u16", DECI), ("inverter_countdown", 38),
-    ("fault_code", 39), ("warning_code", 40), ("temp_inverter_heatsink", 41, "s16", DECI),
+    ("e_battery_discharge_today", 37, "u16", DECI), ("countdown", 38),
+    ("fault_code", 39), ("warning_code", 40), ("t_inverter_heatsink", 41, "s16", DECI),
     ("p_load_demand", 42), ("p_grid_apparent", 43), ("e_inverter_out_day", 44, "u16", DECI),
-    ("e_inverter_out_total", 45, "u32", DECI), ("work_time_total", 47, "u32"), ("system_mode", 49),
+    ("e_inverter_out_total", 45, "u32", DECI), ("work_time_total_hours", 47, "u32"), ("system_mode", 49),
     ("v_battery", 50, "u16", CENTI), ("i_battery", 51, "s16", CENTI), ("p_battery", 52, "s16"),
     ("v_eps_backup", 53, "u16", DECI), ("f_eps_backup", 54, "u16", CENTI),
-    ("temp_charger", 55, "s16", DECI), ("temp_battery", 56, "s16", DECI), ("charger_warning_code", 57),
-    ("i_grid_port", 58, "u16", CENTI), ("battery_percent", 59),
-    ("e_battery_discharge_total_2", 180, "u16", DECI), ("e_battery_charge_total_2", 181, "u16", DECI),
-    ("e_battery_discharge_today_2", 182, "u16", DECI), ("e_battery_charge_today_2", 183, "u16", DECI),
+    ("t_charger", 55, "s16", DECI), ("t_battery", 56, "s16", DECI), ("charger_warning_code", 57),
+    ("i_grid_port", 58, "u16", CENTI), ("battery_soc", 59),
+    ("e_battery_discharge_total_alt1", 180, "u16", DECI), ("e_battery_charge_total_alt1", 181, "u16", DECI),
+    ("e_battery_discharge_today_alt2", 182, "u16", DECI), ("e_battery_charge_today_alt2", 183, "u16", DECI),
 )
 
-#: holding registers 0-179 (identity, config, the control registers GivTCP writes)
+#: holding registers 0-359 (identity, config, the control registers GivTCP writes; HR 240-299 are the
+#: Gen3 ten-slot bank, HR 300-359 the AC-config block of AC and AIO models)
 HOLDING_TABLE: tuple[Field, ...] = _t(
-    ("device_type_code", 0, "hex"), ("inverter_module", 1, "u32"), ("num_mppt_phases", 3),
-    ("first_battery_serial_number", 8, "str"), ("inverter_serial_number", 13, "str"),
+    ("device_type_code", 0, "hex"), ("module", 1, "u32"), ("num_mppt", 3, "hi8"), ("num_phases", 3, "lo8"),
+    ("enable_ammeter", 7, "bool"),
+    ("first_battery_serial_number", 8, "str"), ("serial_number", 13, "str"),
     ("first_battery_bms_firmware_version", 18), ("dsp_firmware_version", 19),
-    ("enable_charge_target", 20), ("arm_firmware_version", 21),
-    ("battery_power_mode", 27), ("soc_force_adjust", 29),
-    ("charge_slot_2_start", 31, "hhmm"), ("charge_slot_2_end", 32, "hhmm"),
+    ("enable_charge_target", 20, "bool"), ("arm_firmware_version", 21), ("usb_device_inserted", 22),
+    ("grid_port_max_power_output", 26),
+    ("battery_power_mode", 27), ("enable_60hz_freq_mode", 28, "bool"), ("battery_calibration_stage", 29),
+    ("modbus_address", 30), ("charge_slot_2_start", 31, "hhmm"), ("charge_slot_2_end", 32, "hhmm"),
     ("modbus_version", 34, "u16", CENTI),
     ("system_time_year", 35), ("system_time_month", 36), ("system_time_day", 37),
     ("system_time_hour", 38), ("system_time_minute", 39), ("system_time_second", 40),
+    ("enable_drm_rj45_port", 41, "bool"), ("enable_reversed_ct_clamp", 42, "bool"),
+    ("charge_soc", 43, "hi8"), ("discharge_soc", 43, "lo8"),
     ("discharge_slot_2_start", 44, "hhmm"), ("discharge_slot_2_end", 45, "hhmm"),
-    ("meter_type", 47), ("active_power_rate", 50), ("battery_type", 54), ("battery_nominal_capacity", 55),
-    ("discharge_slot_1_start", 56, "hhmm"), ("discharge_slot_1_end", 57, "hhmm"), ("enable_discharge", 59),
-    ("charge_slot_1_start", 94, "hhmm"), ("charge_slot_1_end", 95, "hhmm"), ("enable_charge", 96),
-    ("v_battery_under_protection_limit", 97, "u16", CENTI), ("v_battery_over_protection_limit", 98, "u16", CENTI),
+    ("bms_firmware_version", 46), ("meter_type", 47), ("active_power_rate", 50), ("reactive_power_rate", 51),
+    ("battery_type", 54), ("battery_capacity_ah", 55),
+    ("discharge_slot_1_start", 56, "hhmm"), ("discharge_slot_1_end", 57, "hhmm"),
+    ("enable_auto_judge_battery_type", 58, "bool"), ("enable_discharge", 59, "bool"),
+    ("v_pv_start", 60, "u16", DECI), ("start_countdown_timer", 61), ("restart_delay_time", 62),
+    ("charge_slot_1_start", 94, "hhmm"), ("charge_slot_1_end", 95, "hhmm"), ("enable_charge", 96, "bool"),
+    ("battery_low_voltage_protection_limit", 97, "u16", CENTI),
+    ("battery_high_voltage_protection_limit", 98, "u16", CENTI),
+    ("battery_voltage_adjust", 105, "u16", CENTI), ("battery_low_force_charge_time", 108),
+    ("enable_bms_read", 109, "bool"),
     ("battery_soc_reserve", 110), ("battery_charge_limit", 111), ("battery_discharge_limit", 112),
-    ("battery_discharge_min_power_reserve", 114), ("charge_target_soc", 116),
-    ("reboot", 163), ("enable_rtc", 166),
+    ("enable_buzzer", 113, "bool"), ("battery_discharge_min_power_reserve", 114), ("charge_target_soc", 116),
+    ("charge_soc_stop_2", 117), ("discharge_soc_stop_2", 118), ("charge_soc_stop_1", 119),
+    ("discharge_soc_stop_1", 120), ("inverter_reboot", 163), ("enable_rtc", 166, "bool"),
+    ("enable_battery_on_pv_or_grid", 175, "bool"), ("enable_ups_mode", 177, "bool"),
+    ("enable_g100_limit_switch", 178, "bool"),
+    ("enable_inverter_parallel_mode", 199, "bool"), ("inverter_errors", 223, "u32"),
+    # Gen3 ten-slot bank: slot n >= 3 at 246 + 3(n-3) / 276 + 3(n-3); the target SOC of slot n at
+    # 242 + 3(n-1) (charge) and 272 + 3(n-1) (discharge)
+    *((f"charge_target_soc_{n}", 242 + 3 * (n - 1)) for n in range(1, 11)),
+    *((f"charge_slot_{n}_{e}", 246 + 3 * (n - 3) + i, "hhmm") for n in range(3, 11)
+      for i, e in enumerate(("start", "end"))),
+    *((f"discharge_target_soc_{n}", 272 + 3 * (n - 1)) for n in range(1, 11)),
+    *((f"discharge_slot_{n}_{e}", 276 + 3 * (n - 3) + i, "hhmm") for n in range(3, 11)
+      for i, e in enumerate(("start", "end"))),
+    # AC-config block (AC, AIO)
+    ("enable_plant_mode", 300, "bool"), ("eps_nominal_voltage", 307, "u16", DECI),
+    ("battery_nominal_power", 308), ("battery_max_charge_pct", 310), ("export_priority", 311),
+    ("battery_charge_limit_ac", 313), ("battery_discharge_limit_ac", 314), ("enable_eps", 317, "bool"),
+    ("battery_pause_mode", 318), ("battery_pause_slot_1_start", 319, "hhmm"),
+    ("battery_pause_slot_1_end", 320, "hhmm"),
 )
 
 #: LV battery BMS registers, IR 60-119 at device address 0x32 + n
@@ -91,10 +138,13 @@ BATTERY_TABLE: tuple[Field, ...] = _t(
     ("t_cells_09_12", 78, "s16", DECI), ("t_cells_13_16", 79, "s16", DECI),
     ("v_cells_sum", 80, "u16", MILLI), ("t_bms_mosfet", 81, "s16", DECI), ("v_out", 82, "u32", MILLI),
     ("cap_calibrated", 84, "u32", CENTI), ("cap_design", 86, "u32", CENTI), ("cap_remaining", 88, "u32", CENTI),
+    ("status_1", 90, "hi8"), ("status_2", 90, "lo8"), ("status_3", 91, "hi8"), ("status_4", 91, "lo8"),
+    ("status_5", 92, "hi8"), ("status_6", 92, "lo8"), ("status_7", 93, "hi8"),
+    ("warning_1", 94, "hi8"), ("warning_2", 94, "lo8"),
     ("i_battery", 95, "s16", CENTI), ("num_cycles", 96), ("num_cells", 97), ("bms_firmware_version", 98),
     ("soc", 100), ("cap_design2", 101, "u32", CENTI), ("t_max", 103, "s16", DECI), ("t_min", 104, "s16", DECI),
     ("e_battery_discharge_total", 105, "u16", DECI), ("e_battery_charge_total", 106, "u16", DECI),
-    ("battery_serial_number", 110, "str"), ("usb_inserted", 115),
+    ("serial_number", 110, "str"), ("usb_device_inserted", 115),
 )
 
 #: registers each table covers, by 60-register block (what a poll must read)
@@ -125,17 +175,33 @@ def decode_field(f: Field, regs: Mapping[int, int]) -> Any:
         v = _s16(regs[r])
     elif k == "u32":
         v = (regs[r] << 16) | regs[r + 1]
+    elif k == "s32":
+        v = (regs[r] << 16) | regs[r + 1]
+        if v & 0x80000000:
+            v -= 0x100000000
     elif k == "hhmm":
         return hhmm(regs[r])
     elif k == "hex":
         return f"{regs[r]:04x}"
+    elif k == "bool":
+        return bool(regs[r])
+    elif k == "hi8":
+        v = regs[r] >> 8
+    elif k == "lo8":
+        v = regs[r] & 0xFF
     elif k == "str":
-        raw = b"".join(regs[r + i].to_bytes(2, "big") for i in range(5))
+        raw = b"".join(regs[r + i].to_bytes(2, "big") for i in range(f.width))
         return raw.decode("latin-1").replace("\x00", "").strip()
+    elif k == "gwver":
+        words = [regs[r + i] for i in range(4)]
+        prefix = b"".join(w.to_bytes(2, "big") for w in words[:2]).decode("latin-1").replace("\x00", "")
+        return prefix + "".join(str(b) for w in words[2:] for b in w.to_bytes(2, "big"))
     else:  # pragma: no cover - table error
         raise ValueError(f"unknown kind {k}")
-    if f.scale != 1.0:
-        return round(v * f.scale, 3)
+    if f.scale < 1:
+        return v / f.divisor  # int / int is correctly rounded: 2122 / 10 == 212.2
+    if f.scale != 1:
+        return v * f.scale
     return v
 
 
@@ -281,3 +347,5 @@ CONTROL_TABLE: tuple[Field, ...] = _t(
 
 #: register number of every named holding register (HOLDING_TABLE and CONTROL_TABLE)
 HR: dict[str, int] = {f.name: f.register for f in (*HOLDING_TABLE, *CONTROL_TABLE)}
+#: earlier names of HOLDING_TABLE rows (renamed to the givenergy-modbus names), still used by the controls
+HR.update(soc_force_adjust=HR["battery_calibration_stage"], reboot=HR["inverter_reboot"])
