@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-_bearer = HTTPBearer(auto_error=False, description="the [api] token from the daemon config")
+bearer = HTTPBearer(auto_error=False, description="the [api] token from the daemon config")
 
 
 def token_checker(token: Any) -> Callable[..., None]:
@@ -21,7 +21,7 @@ def token_checker(token: Any) -> Callable[..., None]:
     secret = token.get_secret_value() if hasattr(token, "get_secret_value") else token
     expected = secret.encode() if secret else None
 
-    def check(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+    def check(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if expected is None:
             return
         if creds is None:

@@ -164,9 +164,9 @@ class ApiServer:
     def _givtcp_app(self) -> Any:
         from fastapi import FastAPI
 
-        from .app import _givtcp_router
+        from .app import givtcp_router
 
-        router = _givtcp_router(self.sup, self.cfg)
+        router = givtcp_router(self.sup, self.cfg)
         if router is None:
             return None
         app = FastAPI(title="solarbridge GivTCP-compatible API", docs_url=None, redoc_url=None)
