@@ -10,20 +10,19 @@ from __future__ import annotations
 import io
 import random
 import socket
-import struct
 from pathlib import Path
 
 import dpkt
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from capture.builders import INV, SRV, pcap_bytes, tcp
+from solarbridge.capture.packets import decode_packet
 from solarbridge.sources.solaredge import extract as ex
 from solarbridge.sources.solaredge.framing import Frame, StreamDecoder, decode, encode
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "solaredge-tools"
 
-INV, SRV = "192.168.1.50", "217.68.152.66"
 INV_ID = 0x7F104920
 MASTER = 0xFFFFFFFE
 
@@ -39,32 +38,6 @@ def recorded_frames() -> dict[str, bytes]:
             name, hexs = line.split()
             out[name] = bytes.fromhex(hexs)
     return out
-
-
-def tcp(src: str, dst: str, sport: int, dport: int, seq: int, flags: int = dpkt.tcp.TH_ACK,
-        data: bytes = b"", *, link: str = "eth", opts: bytes = b"") -> bytes:
-    """One captured frame carrying a TCP segment."""
-    seg = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq & 0xFFFFFFFF, flags=flags, data=data, opts=opts)
-    seg.off = (20 + len(opts)) // 4
-    if ":" in src:
-        ip6 = dpkt.ip6.IP6(src=socket.inet_pton(socket.AF_INET6, src), dst=socket.inet_pton(socket.AF_INET6, dst),
-                           nxt=6, hlim=64, data=seg, plen=len(bytes(seg)))
-        ipb, etype = bytes(ip6), 0x86DD
-    else:
-        ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=6, data=seg)
-        ip.len = 20 + len(bytes(seg))
-        ipb, etype = bytes(ip), 0x0800
-    if link == "raw":
-        return ipb
-    return bytes(dpkt.ethernet.Ethernet(src=b"\x00\x27\x02\x11\x22\x33", dst=b"\x02" * 6, type=etype, data=ipb))
-
-
-def pcap_bytes(frames: list[bytes], linktype: int = 1, nano: bool = False) -> bytes:
-    buf = io.BytesIO()
-    w = dpkt.pcap.Writer(buf, linktype=linktype, nano=nano)
-    for i, f in enumerate(frames):
-        w.writepkt(f, ts=1_700_000_000 + i / 1000)
-    return buf.getvalue()
 
 
 class Conversation:
@@ -120,144 +93,6 @@ def extract(packets: list[bytes], server: str | None = SRV, linktype: int = 1, *
 
 def _offline(name: str) -> list[str]:
     raise OSError(-2, "Name or service not known")
-
-
-# ---------------------------------------------------------------------------------------------
-# capture files
-
-
-def _random_packets(n: int, seed: int = 1) -> list[bytes]:
-    rng = random.Random(seed)
-    return [rng.randbytes(rng.randint(0, 1600)) for _ in range(n)]
-
-
-@pytest.mark.parametrize("nano", [False, True])
-def test_pcap_records_match_dpkt_reader_in_any_chunking(nano: bool) -> None:
-    pkts = _random_packets(200)
-    raw = pcap_bytes(pkts, linktype=113, nano=nano)
-    theirs = [bytes(b) for _ts, b in dpkt.pcap.Reader(io.BytesIO(raw))]
-    rng = random.Random(7)
-    for _ in range(5):
-        p = ex.CaptureParser()
-        got, pos = [], 0
-        while pos < len(raw):
-            n = rng.randint(1, 5000)
-            got += p.feed(raw[pos:pos + n])
-            pos += n
-        assert [lt for lt, _ in got] == [113] * len(pkts)
-        assert [d for _, d in got] == theirs == pkts
-        assert p.leftover == 0
-
-
-def test_big_endian_pcap() -> None:
-    pkts = _random_packets(20, seed=3)
-    body = b"".join(struct.pack(">IIII", 1, 2, len(p), len(p)) + p for p in pkts)
-    raw = struct.pack(">IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101) + body
-    p = ex.CaptureParser()
-    assert p.feed(raw) == [(101, d) for d in pkts]
-
-
-def test_pcapng_matches_dpkt_reader() -> None:
-    pkts = _random_packets(100, seed=5)
-    buf = io.BytesIO()
-    w = dpkt.pcapng.Writer(buf, linktype=1)
-    for i, pk in enumerate(pkts):
-        w.writepkt(pk, ts=1_700_000_000 + i)
-    raw = buf.getvalue()
-    theirs = [bytes(b) for _ts, b in dpkt.pcapng.Reader(io.BytesIO(raw))]
-    p = ex.CaptureParser()
-    got = []
-    for i in range(0, len(raw), 333):
-        got += p.feed(raw[i:i + 333])
-    assert [d for _, d in got] == theirs == pkts
-
-
-def _block(btype: int, body: bytes, e: str = "<") -> bytes:
-    body += b"\0" * (-len(body) % 4)
-    n = len(body) + 12
-    return struct.pack(e + "II", btype, n) + body + struct.pack(e + "I", n)
-
-
-@pytest.mark.parametrize("e", ["<", ">"])
-def test_pcapng_interfaces_simple_packets_and_unknown_blocks(e: str) -> None:
-    shb = _block(0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1), e)
-    idb_eth = _block(1, struct.pack(e + "HHI", 1, 0, 65535), e)
-    idb_raw = _block(1, struct.pack(e + "HHI", 101, 0, 65535), e)
-    a, b, c = b"ethernet-frame", b"raw-ip-packet", b"simple"
-
-    def epb(iface: int, data: bytes) -> bytes:
-        return _block(6, struct.pack(e + "IIIII", iface, 0, 0, len(data), len(data)) + data, e)
-
-    nrb = _block(4, b"\x00" * 8, e)  # name resolution block: skipped
-    spb = _block(3, struct.pack(e + "I", len(c)) + c, e)
-    raw = shb + idb_eth + idb_raw + epb(0, a) + nrb + epb(1, b) + spb + epb(7, b"no such interface")
-    assert ex.CaptureParser().feed(raw) == [(1, a), (101, b), (1, c)]
-
-
-def test_not_a_capture_and_corruption() -> None:
-    with pytest.raises(ex.CaptureError, match="not a pcap"):
-        ex.CaptureParser().feed(b"GIF89a....")
-    raw = pcap_bytes([b"abc"]) + struct.pack("<IIII", 0, 0, 0x7FFFFFFF, 0)
-    p = ex.CaptureParser()
-    with pytest.raises(ex.CaptureError):
-        p.feed(raw)
-    assert p.feed(b"more") == []  # stays failed, never raises twice
-
-
-# ---------------------------------------------------------------------------------------------
-# packet decoding
-
-
-def test_decode_link_types_and_ip_versions() -> None:
-    seg = dpkt.tcp.TCP(sport=1234, dport=22222, seq=77, flags=dpkt.tcp.TH_ACK, data=b"hello")
-    ip = dpkt.ip.IP(src=b"\x0a\0\0\x01", dst=b"\x0a\0\0\x02", p=6, data=seg)
-    ip.len = 20 + len(bytes(seg))
-    ipb = bytes(ip)
-    cases = {
-        1: b"\x02" * 12 + b"\x08\x00" + ipb,
-        101: ipb,
-        228: ipb,
-        113: b"\x00\x00\x03\x04\x00\x06" + b"\x00" * 8 + b"\x08\x00" + ipb,
-        276: b"\x08\x00\x00\x00" + b"\x00" * 16 + ipb,
-        0: struct.pack("<I", 2) + ipb,
-        108: struct.pack(">I", 2) + ipb,
-    }
-    vlan = b"\x02" * 12 + b"\x81\x00\x00\x05" + b"\x88\xa8\x00\x06" + b"\x08\x00" + ipb
-    for lt, frame in [*cases.items(), (1, vlan)]:
-        s = ex.decode_packet(lt, frame)
-        assert isinstance(s, ex.Segment), lt
-        assert (s.sport, s.dport, s.seq, s.payload, s.missing) == (1234, 22222, 77, b"hello", 0)
-        assert socket.inet_ntoa(s.src) == "10.0.0.1"
-
-
-def test_ethernet_padding_ip_options_tcp_options_and_ipv6_extension_headers() -> None:
-    # a 3-byte segment is padded to Ethernet's 60-byte minimum: the padding is not data
-    f = tcp(INV, SRV, 1, 22222, 5, data=b"abc")
-    padded = f + b"\0" * (60 - len(f))
-    s = ex.decode_packet(1, padded)
-    assert isinstance(s, ex.Segment) and s.payload == b"abc"
-    s = ex.decode_packet(1, tcp(INV, SRV, 1, 22222, 5, data=b"xyz", opts=b"\x01\x01\x08\x0a" + b"\0" * 8))
-    assert isinstance(s, ex.Segment) and s.payload == b"xyz"
-    # IPv4 header with 4 bytes of options (IHL 6)
-    seg = bytes(dpkt.tcp.TCP(sport=9, dport=22222, seq=1, data=b"opt"))
-    hdr = struct.pack(">BBHHHBBH4s4s", 0x46, 0, 24 + len(seg), 0, 0, 64, 6, 0, b"\1\1\1\1", b"\2\2\2\2")
-    s = ex.decode_packet(101, hdr + b"\x94\x04\0\0" + seg)
-    assert isinstance(s, ex.Segment) and s.payload == b"opt"
-    # IPv6 with a hop-by-hop header before TCP
-    hbh = bytes([6, 0]) + b"\x01\x04\0\0\0\0"
-    ip6 = struct.pack(">IHBB16s16s", 0x60000000, len(hbh) + len(seg), 0, 64, b"\0" * 15 + b"\1", b"\0" * 15 + b"\2")
-    s = ex.decode_packet(101, ip6 + hbh + seg)
-    assert isinstance(s, ex.Segment) and s.payload == b"opt" and len(s.src) == 16
-    st_ = ex.PacketStats()
-    frag = bytearray(tcp(INV, SRV, 1, 2, 3, data=b"x", link="raw"))
-    frag[6] = 0x20  # more fragments
-    assert ex.decode_packet(101, bytes(frag), st_) is None and st_["ip_fragments"] == 1
-
-
-def test_snaplen_truncated_segment_reports_missing_bytes() -> None:
-    f = tcp(INV, SRV, 1, 22222, 5, data=b"0123456789")
-    s = ex.decode_packet(1, f[:-4])
-    assert isinstance(s, ex.Segment) and s.payload == b"012345" and s.missing == 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,25 +183,10 @@ def test_capture_starting_mid_connection_and_a_lost_segment() -> None:
     lost = conv.packets[10]
     packets = conv.packets[1:10] + conv.packets[11:]
     out, stats = extract(packets)
-    assert stats["gaps"] == 1 and stats["gap_bytes"] == len(ex.decode_packet(1, lost).payload)
+    assert stats["gaps"] == 1 and stats["gap_bytes"] == len(decode_packet(1, lost).payload)
     got, dec = _decode_all(out)
     assert [f.seq for f in got] == [1, 2, 3, 4, 6, 7, 8, 9]
     assert [encode(f) for f in got] == [frames[i] for i in (1, 2, 3, 4, 6, 7, 8, 9)]
-
-
-def test_pending_limit_gives_up_a_hole_without_waiting_for_the_end() -> None:
-    delivered: list[bytes] = []
-    r = ex.StreamReassembler(delivered.append, ex.PacketStats(), max_pending=1000)
-    r.segment(100, ex.SYN, b"")
-    r.segment(101, 0, b"a" * 10)
-    for k in range(3):  # bytes 111..120 never arrive
-        r.segment(121 + 300 * k, 0, b"b" * 300)
-    assert b"".join(delivered) == b"a" * 10  # 900 bytes wait behind the hole
-    r.segment(121 + 900, 0, b"c" * 300)  # 1200 pending > 1000: the hole is given up
-    assert b"".join(delivered) == b"a" * 10 + b"b" * 900 + b"c" * 300
-    assert r.stats["gap_bytes"] == 10
-    r.segment(121 + 1200, 0, b"d")
-    assert delivered[-1] == b"d"
 
 
 def test_port_reuse_new_connection_same_four_tuple() -> None:
@@ -535,36 +355,12 @@ def test_fuzz_reassembly_restores_the_stream(data: bytes, seed: int, isn: int, f
     assert "gaps" not in stats
 
 
-@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 0x3F), st.binary(max_size=200)), max_size=60))
-def test_fuzz_reassembler_with_arbitrary_segments_never_fails(segs: list[tuple[int, int, bytes]]) -> None:
-    out: list[bytes] = []
-    r = ex.StreamReassembler(out.append, ex.PacketStats(), max_pending=2000)
-    for seq, flags, payload in segs:
-        r.segment(seq, flags, payload)
-    r.flush()
-    assert sum(map(len, out)) <= sum(len(p) for _s, _f, p in segs)
-
-
-@given(st.binary(max_size=2000), st.integers(1, 300), st.sampled_from([b"", b"pcap", b"pcapng"]))
-def test_fuzz_capture_parser_never_crashes(data: bytes, chunk: int, prefix: bytes) -> None:
-    head = {b"": b"", b"pcap": pcap_bytes([])[:24],
-            b"pcapng": _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))}[prefix]
-    raw = head + data
-    p = ex.CaptureParser()
-    try:
-        for i in range(0, len(raw), chunk):
-            for lt, pkt in p.feed(raw[i:i + chunk]):
-                assert isinstance(lt, int) and isinstance(pkt, bytes)
-    except ex.CaptureError:
-        assert p.failed
-
-
 @given(st.sampled_from([0, 1, 12, 101, 108, 113, 228, 229, 276, 9999]), st.binary(max_size=200))
 def test_fuzz_packet_decoder_and_extractor_never_crash(linktype: int, data: bytes) -> None:
     e = ex.Extractor(ports=range(65536), server_name="prod.solaredge.com")
     # give every garbage packet a plausible IPv4/TCP start now and then
-    e.feed([(linktype, data), (101, b"\x45" + data), (1, b"\2" * 12 + b"\x08\x00\x45" + data)])
-    e.feed([(101, tcp(INV, SRV, 53, 22222, 1, data=data, link="raw")[:len(data) % 60 + 20])])
+    e.feed([(0.0, linktype, data), (0.0, 101, b"\x45" + data), (0.0, 1, b"\2" * 12 + b"\x08\x00\x45" + data)])
+    e.feed([(0.0, 101, tcp(INV, SRV, 53, 22222, 1, data=data, link="raw")[:len(data) % 60 + 20])])
     e.finish()
     assert isinstance(e.take(), bytes)
 

@@ -142,7 +142,7 @@ def test_memory_is_bounded():
     for i in range(5000):
         ra.feed(i * 0.001, i % 50, rng.randrange(1 << 32), 0, bytes(rng.randrange(256) for _ in range(64)))
     assert len(ra.flows) <= 8
-    assert all(f.ooo_bytes <= 4096 + 64 and len(f.buf) <= 2000 for f in ra.flows.values())
+    assert all(f.stream.waiting <= 4096 + 64 and len(f.buf) <= 2000 for f in ra.flows.values())
 
 
 # --------------------------------------------------------------------------- properties

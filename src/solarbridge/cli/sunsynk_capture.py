@@ -93,13 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     pcap = cfg.pcap
     # open what the capture needs now, so every problem is one line before anything starts
     if pcap.file:
+        from ..capture.pcap import CaptureError, CaptureFile
         from ..sources.sunsynk.bpf import Filter, FilterError
-        from ..sources.sunsynk.pcapfile import CaptureFile, PcapError
 
         try:
             CaptureFile(pcap.device).close()
             Filter(pcap.filter)
-        except (PcapError, FilterError) as e:
+        except (CaptureError, FilterError) as e:
             return _fail(str(e))
     else:
         from ..sources.sunsynk.live import CaptureError, LiveCapture

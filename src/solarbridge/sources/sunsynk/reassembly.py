@@ -1,63 +1,89 @@
-"""Per-flow TCP stream reassembly for the dongle's reports (sans-IO: segments in, report payloads out).
+"""The dongle's reports cut out of TCP flows (sans-IO: segments in, report payloads out).
 
 The original tool looks at one TCP segment at a time, so a report split across segments is lost and a
 retransmitted segment is decoded twice. Here each direction of each TCP connection is a byte stream rebuilt
-from sequence numbers: duplicate and overlapping bytes are trimmed, segments that arrive early wait for the
-gap to fill, and the stream is cut into messages.
+by :class:`solarbridge.capture.tcp.StreamReassembler` (duplicates and overlaps trimmed, early segments wait
+for the gap to fill), and this module cuts that stream into messages.
 
-The format has no length header, so message boundaries are inferred: a message starts at a segment that
-begins with 0xA5, and a report is 292 or 302 bytes from such a start that ends where a segment ends (or
-where the next 0xA5-led message begins in the same segment). A 292-byte message could be the first part of
-a 302-byte report split at that very byte; such a message is held until the next data of the flow, the flow's
-end or ``hold`` seconds of capture time, unless the flow has already shown its layout or the layout is fixed.
-Memory is bounded: at most ``max_flows`` flows and ``max_pending`` bytes of out-of-order data per flow
-(a quarter of that before a flow's first 0xA5-led segment).
+The format has no length header, so message boundaries are inferred from where the dongle's writes (the
+segments) begin and end: a message starts at a segment that begins with 0xA5, and a report is 292 or 302
+bytes from such a start that ends where a segment ends (or where the next 0xA5-led message begins in the
+same segment). A 292-byte message could be the first part of a 302-byte report split at that very byte;
+such a message is held until the next data of the flow, the flow's end or ``hold`` seconds of capture time,
+unless the flow has already shown its layout or the layout is fixed. A capture that joins a connection
+mid-stream starts the flow at the first segment that begins with 0xA5. Memory is bounded: at most
+``max_flows`` flows and ``max_pending`` bytes of out-of-order data per flow (a quarter of that before a
+flow's first 0xA5-led segment).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from functools import partial
 
+from ...capture.packets import FIN, RST, SYN, PacketStats
+from ...capture.tcp import StreamReassembler
 from .fields import LAYOUTS, MAGIC
 
-SYN, FIN, RST = 0x02, 0x01, 0x04
+__all__ = ["FIN", "RST", "SYN", "Reassembler", "Stats"]
+
 _SHORT, _LONG = min(LAYOUTS), max(LAYOUTS)
-_MOD = 1 << 32
-_HALF = 1 << 31
 
 
-def _rel(a: int, b: int) -> int:
-    """a - b in 32-bit sequence space, as a signed distance."""
-    d = (a - b) % _MOD
-    return d - _MOD if d >= _HALF else d
-
-
-@dataclass(slots=True)
 class _Flow:
-    nxt: int | None = None
-    buf: bytearray = field(default_factory=bytearray)
-    #: offsets in ``buf`` where a segment began (always starts with 0 when buf is not empty)
-    starts: list[int] = field(default_factory=list)
-    buf_since: float = 0.0
-    ooo: dict[int, bytes] = field(default_factory=dict)
-    ooo_bytes: int = 0
-    ooo_since: float = 0.0
-    layout: int | None = None
-    last: float = 0.0
+    """One direction of one connection: its byte stream and the message being cut from it."""
+
+    __slots__ = ("stream", "buf", "starts", "buf_since", "ooo_since", "layout", "last")
+
+    def __init__(self, stream: StreamReassembler) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+        #: offsets in ``buf`` where a segment began (always starts with 0 when buf is not empty)
+        self.starts: list[int] = []
+        self.buf_since = 0.0
+        #: capture time since which bytes wait behind a hole (None: none wait)
+        self.ooo_since: float | None = None
+        self.layout: int | None = None
+        self.last = 0.0
 
 
-@dataclass(slots=True)
 class Stats:
-    segments: int = 0
-    retransmissions: int = 0  # segments carrying only bytes already seen
-    overlap_bytes: int = 0  # repeated bytes trimmed from partly new segments
-    out_of_order: int = 0
-    gaps: int = 0  # holes never filled (capture loss): stream resynchronised
-    unknown_messages: int = 0
-    skipped_bytes: int = 0  # stream bytes that were not part of any 0xA5-led message
-    flows_evicted: int = 0
-    reports: int = 0
+    """Counters: the TCP layer's (``tcp``, shared with every capture) and the message cutter's."""
+
+    __slots__ = ("tcp", "segments", "unknown_messages", "cut_bytes", "flows_evicted", "reports")
+
+    def __init__(self) -> None:
+        self.tcp = PacketStats()
+        self.segments = 0
+        self.unknown_messages = 0
+        #: stream bytes that were not part of any 0xA5-led message
+        self.cut_bytes = 0
+        self.flows_evicted = 0
+        self.reports = 0
+
+    @property
+    def retransmissions(self) -> int:
+        """Segments carrying only bytes already seen."""
+        return self.tcp.get("retransmitted_segments", 0)
+
+    @property
+    def overlap_bytes(self) -> int:
+        """Repeated bytes trimmed from partly new segments."""
+        return self.tcp.get("overlap_bytes", 0)
+
+    @property
+    def out_of_order(self) -> int:
+        return self.tcp.get("out_of_order_segments", 0)
+
+    @property
+    def gaps(self) -> int:
+        """Holes never filled (capture loss): the stream resynchronised after them."""
+        return self.tcp.get("gaps", 0)
+
+    @property
+    def skipped_bytes(self) -> int:
+        """Bytes not part of any 0xA5-led message, including those of flows that never showed one."""
+        return self.cut_bytes + self.tcp.get("skipped_bytes", 0)
 
 
 class Reassembler:
@@ -78,6 +104,9 @@ class Reassembler:
         self.unknown_lengths: dict[int, int] = {}
         self._now = 0.0
         self._next_sweep = 0.0
+        # the segment being fed: its capture time and where finished reports go
+        self._ts = 0.0
+        self._out: list[tuple[float, bytes]] = []
 
     # ------------------------------------------------------------------ input
     def feed(self, ts: float, flow_key: Hashable, seq: int, flags: int, payload: bytes) -> list[tuple[float, bytes]]:
@@ -96,62 +125,20 @@ class Reassembler:
                 return out
             if len(flows) >= self.max_flows:
                 self._evict(out)
-            fl = flows[flow_key] = _Flow()
+            fl = flows[flow_key] = self._new_flow()
         fl.last = ts
-        if flags & SYN:
-            self._finish(fl, ts, out)
-            fl.nxt = (seq + 1) % _MOD
-            fl.buf.clear()
-            fl.starts.clear()
-            fl.ooo.clear()
-            fl.ooo_bytes = 0
-            seq = fl.nxt
-            if not payload:
-                return out
-        if payload:
-            if fl.nxt is None:
-                # joined mid-stream (no SYN seen): anchor the stream at the first segment that can start a
-                # message; earlier-looking segments wait, since segments may arrive out of order
-                if payload[0] != MAGIC:
-                    # a small window only: on an unfiltered capture most flows are not the dongle's
-                    if fl.ooo_bytes + len(payload) > self.max_pending // 4:
-                        self.stats.skipped_bytes += fl.ooo_bytes
-                        fl.ooo.clear()
-                        fl.ooo_bytes = 0
-                    if not fl.ooo:
-                        fl.ooo_since = ts
-                    if seq not in fl.ooo:
-                        fl.ooo[seq] = bytes(payload)
-                        fl.ooo_bytes += len(payload)
-                    return out
-                fl.nxt = seq
-            rel = _rel(seq, fl.nxt)
-            n = len(payload)
-            if rel < 0:
-                if rel + n <= 0:
-                    self.stats.retransmissions += 1
-                else:
-                    self.stats.overlap_bytes += -rel
-                    self._append(fl, ts, payload[-rel:], out)
-                    self._drain_ooo(fl, ts, out)
-            elif rel == 0:
-                self._append(fl, ts, payload, out)
-                if fl.ooo:
-                    self._drain_ooo(fl, ts, out)
-            else:
-                self.stats.out_of_order += 1
-                old = fl.ooo.get(seq)
-                if old is None or len(old) < n:
-                    if not fl.ooo:
-                        fl.ooo_since = ts
-                    fl.ooo[seq] = bytes(payload)
-                    fl.ooo_bytes += n - (len(old) if old else 0)
-                if fl.ooo_bytes > self.max_pending:
-                    self._skip_gap(fl, ts, out)
-        if flags & RST or (flags & FIN and not fl.ooo):
+        self._ts, self._out = ts, out
+        s = fl.stream
+        before = s.next
+        s.segment(seq, flags, payload)
+        if s.waiting:
+            if fl.ooo_since is None or s.next != before:
+                fl.ooo_since = ts
+        else:
+            fl.ooo_since = None
+        if s.closed:  # RST, or FIN with every byte before it seen (a FIN that overtook data waits for it)
             self._finish(fl, ts, out)
             del flows[flow_key]
-        # (a FIN that overtook missing data leaves the flow to the hold timeout, which resolves it)
         return out
 
     def poll(self, now: float) -> list[tuple[float, bytes]]:
@@ -166,13 +153,21 @@ class Reassembler:
         """End of capture: resolve everything still held."""
         out: list[tuple[float, bytes]] = []
         for fl in self.flows.values():
-            while fl.ooo:
-                self._skip_gap(fl, fl.last, out)
+            self._ts, self._out = fl.last, out
+            fl.stream.flush()
             self._finish(fl, fl.last, out)
         self.flows.clear()
         return out
 
     # ------------------------------------------------------------------ internals
+    def _new_flow(self) -> _Flow:
+        fl = _Flow(None)  # type: ignore[arg-type]
+        fl.stream = StreamReassembler(partial(self._append, fl), self.stats.tcp, self.max_pending,
+                                      on_gap=partial(self._drop_partial, fl),
+                                      on_restart=lambda: self._finish(fl, self._ts, self._out),
+                                      start_byte=MAGIC)
+        return fl
+
     def _evict(self, out: list[tuple[float, bytes]]) -> None:
         key = min(self.flows, key=lambda k: self.flows[k].last)
         fl = self.flows.pop(key)
@@ -182,80 +177,43 @@ class Reassembler:
     def _sweep(self, now: float, out: list[tuple[float, bytes]]) -> None:
         hold = self.hold
         dead = []
+        self._ts, self._out = now, out
         for key, fl in self.flows.items():
-            if fl.ooo and now - fl.ooo_since >= hold:
-                self._skip_gap(fl, now, out)
+            s = fl.stream
+            if fl.ooo_since is not None and now - fl.ooo_since >= hold:
+                # bytes before the earliest waiting segment were never captured: resync after them
+                s.skip_gap()
+                fl.ooo_since = now if s.waiting else None
             if fl.buf and now - fl.buf_since >= hold:
                 self._finish(fl, now, out)
-            if now - fl.last >= self.flow_idle and not fl.buf and not fl.ooo:
+            if now - fl.last >= self.flow_idle and not fl.buf and not s.waiting:
                 dead.append(key)
         for key in dead:
             del self.flows[key]
-
-    def _skip_gap(self, fl: _Flow, ts: float, out: list[tuple[float, bytes]]) -> None:
-        """Bytes before the earliest waiting segment were never captured: drop the partial message, resync."""
-        if fl.nxt is None:  # never anchored: nothing there starts a message
-            self.stats.skipped_bytes += fl.ooo_bytes
-            fl.ooo.clear()
-            fl.ooo_bytes = 0
-            return
-        nxt = fl.nxt
-        first = min(fl.ooo, key=lambda s: _rel(s, nxt))
-        self.stats.gaps += 1
-        self._drop_partial(fl)
-        fl.nxt = first
-        self._drain_ooo(fl, ts, out)
 
     def _drop_partial(self, fl: _Flow) -> None:
         if fl.buf:
             if fl.buf[0] == MAGIC:
                 self._unknown(len(fl.buf))
             else:
-                self.stats.skipped_bytes += len(fl.buf)
+                self.stats.cut_bytes += len(fl.buf)
         fl.buf.clear()
         fl.starts.clear()
 
-    def _drain_ooo(self, fl: _Flow, ts: float, out: list[tuple[float, bytes]]) -> None:
-        while fl.ooo:
-            nxt = fl.nxt
-            assert nxt is not None
-            progressed = False
-            for s in sorted(fl.ooo, key=lambda s: _rel(s, nxt)):
-                rel = _rel(s, nxt)
-                if rel > 0:
-                    break
-                data = fl.ooo.pop(s)
-                fl.ooo_bytes -= len(data)
-                if rel + len(data) <= 0:
-                    self.stats.retransmissions += 1  # (or bytes from before a mid-stream anchor)
-                    continue
-                if rel < 0:
-                    self.stats.overlap_bytes += -rel
-                self._append(fl, ts, data[-rel:] if rel else data, out)
-                progressed = True
-                break
-            if not progressed:
-                break
-        if not fl.ooo:
-            fl.ooo_bytes = 0
-        else:
-            fl.ooo_since = ts
-
-    def _append(self, fl: _Flow, ts: float, data: bytes, out: list[tuple[float, bytes]]) -> None:
+    def _append(self, fl: _Flow, data: bytes) -> None:
         """In-order stream bytes (one segment's worth) arrive."""
-        assert fl.nxt is not None
-        fl.nxt = (fl.nxt + len(data)) % _MOD
+        ts, out = self._ts, self._out
         buf = fl.buf
         if not buf:
             n = len(data)
             # fast path: a whole report in one segment, layout known or unambiguous
-            known = self._known(fl)
+            known = self.layout or fl.layout
             # (302 bytes with 0xA5 at byte 292 may be a 292-byte report plus the head of the next: not fast)
             if data[0] == MAGIC and (n == known or (known is None and n == _LONG and data[_SHORT] != MAGIC)):
                 self._emit(fl, ts, bytes(data), out)
                 return
             if data[0] != MAGIC:
-                self.stats.skipped_bytes += n
+                self.stats.cut_bytes += n
                 return
             fl.buf_since = ts
         fl.starts.append(len(buf))
@@ -346,7 +304,7 @@ class Reassembler:
         if unknown:
             self._unknown(cut)
         else:
-            self.stats.skipped_bytes += cut
+            self.stats.cut_bytes += cut
         del buf[:cut]
         fl.starts[:] = [s - cut for s in starts if s >= cut]
 

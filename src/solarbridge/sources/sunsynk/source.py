@@ -24,13 +24,13 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator
 
+from ...capture.packets import FIN, RST, SYN, Segment, decode_packet
 from ...model import DeviceInfo, Reading
 from ...plugin import Context, Emit, PluginConfig, Source
 from . import codec
 from .config import Layout, check_timezone
 from .fields import BY_ID, FIELDS, PV_POWER
-from .frames import tcp_segment
-from .reassembly import FIN, RST, SYN, Reassembler
+from .reassembly import Reassembler
 
 DEVICE_TYPE = "sunsynk"
 _FLAGS = SYN | FIN | RST
@@ -132,19 +132,20 @@ class Pipeline:
     def frames_in(self, frames: Iterable[tuple[float, bytes]]) -> list[Reading]:
         out: list[Reading] = []
         feed = self.reasm.feed
+        decode = decode_packet
         flt = self.filter
         n = 0
         for ts, frame in frames:
             n += 1
-            seg = tcp_segment(frame)
-            if seg is None:
+            seg = decode(1, frame)  # Ethernet, as the original (live capture refuses other links)
+            if type(seg) is not Segment:
                 continue
-            key, seq, flags, payload = seg
+            src, sport, dst, dport, seq, flags, payload, _missing = seg
             if not payload and not flags & _FLAGS:
                 continue  # a bare ACK changes nothing
             if flt is not None and not flt.match(frame):
                 continue
-            done = feed(ts, key, seq, flags, payload)
+            done = feed(ts, (src, sport, dst, dport), seq, flags, payload)
             if done:
                 self._decode(done, out)
         self.frames += n
@@ -243,11 +244,10 @@ class SunsynkCaptureSource(Source):
     async def run(self, emit: Emit) -> None:
         if self.config.file:
             from .bpf import FilterError
-            from .pcapfile import PcapError
 
             try:
                 await self._run_file(emit)
-            except (PcapError, FilterError, ValueError, OSError) as e:
+            except (FilterError, ValueError, OSError) as e:  # CaptureError is a ValueError
                 self.failed = str(e)
                 self.ctx.health.last_error = self.failed
                 self.ctx.log.error("%s", e)
@@ -263,7 +263,7 @@ class SunsynkCaptureSource(Source):
         return rt, max(1, min(s.config.queue_size for s in sinks.values()) // 2)
 
     async def _run_file(self, emit: Emit) -> None:
-        from .pcapfile import LINKTYPE_ETHERNET, CaptureFile
+        from ...capture.pcap import LINKTYPE_ETHERNET, CaptureFile
 
         pipe = self.pipeline = self._pipeline(live=False)
         rt, limit = self._backlog_limit()
