@@ -10,7 +10,7 @@ from solarbridge.sinks.nut.portfile import parse_line
 from solarbridge.sources.enphase.simulator import GatewaySimulator, Scenario
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "enphase"
-FIXTURES = DATA / "pyenphase"
+FIXTURES = DATA  # one folder per recorded pyenphase set (and example/, livedata/)
 EXAMPLE = DATA / "example"
 
 
