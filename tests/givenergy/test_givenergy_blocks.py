@@ -49,7 +49,7 @@ def test_family_table_read_address_and_battery_kind() -> None:
     assert family_blocks(0x8101, 300).batteries == "hv"  # Hybrid HV Gen3
     assert family_blocks(0x7001, 14).batteries == "none"  # gateway: batteries live in its IR 1600+ rollup
     ems = family_blocks(0x5001, 1)
-    assert ems.extra_input == ((2040, 36),) and ems.extra_holding == ((2040, 36),)
+    assert ems.extra_input == ((2040, 55),) and ems.extra_holding == ((2040, 36),)  # IR 2040-2094, HR 2040-2075
     assert bases(family_blocks(0x7001, 14).extra_input) == [1600, 1660, 1720, 1780, 1840]
     three = family_blocks(0x4001, 1036)
     assert bases(three.extra_input) == [240, 1000, 1060, 1120, 1180, 1240, 1300, 1360]
@@ -175,7 +175,7 @@ def test_refused_block_dropped_after_one_request_others_kept() -> None:
             inv.supported_holding = inv.supported_holding - frozenset(range(1120, 1180))
             rec = Recorder(sim)
             await c.detect()
-            assert [r for r in rec.take() if r[1:3] == (HR, 1120)] == [(0x11, HR, 1120, 60)]
+            assert [r for r in rec.take() if r[1:3] == (HR, 1120)] == [(0x11, HR, 1120, 5)]
             assert c.stats["error_replies"] == 1 and c.stats["unsupported_blocks"] == 1
             assert c.plan is not None
             assert bases(c.plan.holding_full) == BASE_HR_FULL + [180, 240, 1000, 1060]

@@ -169,15 +169,18 @@ def energy_values(plant: Plant) -> dict[str, dict[str, float | None]]:
                  "Battery Discharge": v.get("e_battery_discharge_today"), "Load": v.get("e_load_today"),
                  "Battery Throughput": _sum(v.get("e_battery_charge_today"), v.get("e_battery_discharge_today"))}
     elif fam == "gateway":
+        # battery energy: IR 1795-1800, the sum of the per-AIO counters (IR 1705+ / 1750+) in the capture
         g = plant.gateway_values()
         total = {"Export": g.get("e_grid_export_total"), "Import": g.get("e_grid_import_total"),
                  "PV": g.get("e_pv_total"), "Load": g.get("e_load_total"),
-                 "Battery Charge": g.get("e_aio_charge_total"), "Battery Discharge": g.get("e_aio_discharge_total"),
-                 "Battery Throughput": _sum(g.get("e_aio_charge_total"), g.get("e_aio_discharge_total"))}
+                 "Battery Charge": g.get("e_battery_charge_total"),
+                 "Battery Discharge": g.get("e_battery_discharge_total"),
+                 "Battery Throughput": _sum(g.get("e_battery_charge_total"), g.get("e_battery_discharge_total"))}
         today = {"Export": g.get("e_grid_export_today"), "Import": g.get("e_grid_import_today"),
                  "PV": g.get("e_pv_today"), "Load": g.get("e_load_today"),
-                 "Battery Charge": g.get("e_aio_charge_today"), "Battery Discharge": g.get("e_aio_discharge_today"),
-                 "Battery Throughput": _sum(g.get("e_aio_charge_today"), g.get("e_aio_discharge_today"))}
+                 "Battery Charge": g.get("e_battery_charge_today"),
+                 "Battery Discharge": g.get("e_battery_discharge_today"),
+                 "Battery Throughput": _sum(g.get("e_battery_charge_today"), g.get("e_battery_discharge_today"))}
     elif fam == "ems":
         return {"total": {}, "today": {}}  # the EMS has no energy counters (its inverters do)
     else:

@@ -138,7 +138,7 @@ class Plant:
         out = decode(INPUT_TABLE, self.input)
         out.update(decode(HOLDING_TABLE, self.holding))
         if self.three_phase:
-            for name in ("p_battery", "e_battery_throughput", "p_backup", "battery_type"):
+            for name in ("p_battery", "e_battery_throughput", "battery_type"):
                 out.pop(name, None)  # single-phase registers these models leave frozen or reuse
             out.update(decode(THREE_PHASE_INPUT_TABLE, self.input))
             out.update(decode(THREE_PHASE_HOLDING_TABLE, self.holding))
@@ -203,7 +203,6 @@ class Plant:
                 d["v_cell_min"], d["v_cell_max"] = min(live), max(live)
                 d["num_cells"] = len(live)
             temps = [d[f"t_cell_{i:02d}"] for i in range(1, 25) if d.get(f"t_cell_{i:02d}")]
-            temps = [t for t in temps if -60 <= t <= 150]
             if temps:
                 d["t_max"], d["t_min"] = max(temps), min(temps)
             d["index"], d["address"] = n, addr

@@ -11,6 +11,10 @@ Each row is ``(name, register, kind, scale[, n])``:
 * ``hi8``/``lo8``: the high / low byte of one register
 * ``gwver``: four registers: two ASCII words then four bytes as decimal digits (gateway firmware "GAAA0014")
 
+``lo``/``hi`` (optional) bound the decoded value: a non-zero raw value outside them is corruption (the
+split module serial that lands on a temperature register, an impossible power factor) and the field
+is left out, as if it had not been read; a zero raw value stays (an unused cell reads 0).
+
 ``scale`` multiplies the raw integer (0.1 = deci, 0.01 = centi, 0.001 = milli); the result is exact
 (``2122`` deci is ``212.2``), at the register's resolution.
 
@@ -36,6 +40,8 @@ class Field:
     kind: str = "u16"
     scale: float = 1.0
     n: int = 0  # registers of a ``str`` (default 5)
+    lo: float | None = None
+    hi: float | None = None
 
     @property
     def width(self) -> int:
@@ -166,7 +172,7 @@ def _s16(v: int) -> int:
 
 
 def decode_field(f: Field, regs: Mapping[int, int]) -> Any:
-    """Value of one field, or KeyError if a register it needs is missing."""
+    """Value of one field; KeyError if a register it needs is missing or the value is out of its bounds."""
     r = f.register
     k = f.kind
     if k == "u16":
@@ -199,10 +205,14 @@ def decode_field(f: Field, regs: Mapping[int, int]) -> Any:
     else:  # pragma: no cover - table error
         raise ValueError(f"unknown kind {k}")
     if f.scale < 1:
-        return v / f.divisor  # int / int is correctly rounded: 2122 / 10 == 212.2
-    if f.scale != 1:
-        return v * f.scale
-    return v
+        out = v / f.divisor  # int / int is correctly rounded: 2122 / 10 == 212.2
+    elif f.scale != 1:
+        out = v * f.scale
+    else:
+        out = v
+    if v and ((f.lo is not None and out < f.lo) or (f.hi is not None and out > f.hi)):
+        raise KeyError(f.register)  # out of range: treated as not read
+    return out
 
 
 def decode(table: tuple[Field, ...], regs: Mapping[int, int]) -> dict[str, Any]:
@@ -281,7 +291,8 @@ BASE_HOLDING_FULL: tuple[Block, ...] = ((0, 60), (60, 60), (120, 60))
 _EXT_HR: tuple[Block, ...] = ((180, 60), (240, 60), (300, 60))
 _3PH_IR: tuple[Block, ...] = ((240, 60), (1000, 60), (1060, 60), (1120, 60), (1180, 60), (1240, 60), (1300, 60),
                               (1360, 54))
-_3PH_HR: tuple[Block, ...] = ((180, 60), (240, 60), (1000, 60), (1060, 60), (1120, 60))
+#: HR 1000-1124: the last block is 5 registers (the three-phase capture refuses HR 1120-1179)
+_3PH_HR: tuple[Block, ...] = ((180, 60), (240, 60), (1000, 60), (1060, 60), (1120, 5))
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +312,7 @@ MODEL_BLOCKS: dict[str, FamilyBlocks] = {
     "3ph": FamilyBlocks(0x11, _3PH_IR, _3PH_HR, "hv"),
     # the fact sheet names AC 3ph without a block list: probe the 3-phase blocks, drop what is missing
     "ac3ph": FamilyBlocks(0x11, _3PH_IR, _3PH_HR, "hv"),
-    "ems": FamilyBlocks(0x11, ((2040, 36),), ((2040, 36),), "none"),
+    "ems": FamilyBlocks(0x11, ((2040, 55),), ((2040, 36),), "none"),  # IR 2040-2094, HR 2040-2075
     "gateway": FamilyBlocks(0x11, ((1600, 60), (1660, 60), (1720, 60), (1780, 60), (1840, 60)), _EXT_HR, "none"),
     "aio": FamilyBlocks(0x11, ((240, 60),), _EXT_HR, "hv"),
     "pv": FamilyBlocks(0x11, (), _EXT_HR, "none"),

@@ -139,8 +139,8 @@ BCU_TABLE: tuple[Field, ...] = _t(
 #: model/aio_battery.py; the three_phase_hv_a capture (0x50-0x55) confirms ~3.3 V LiFePO4 cells.
 BMU_CELLS = 24
 BMU_TABLE: tuple[Field, ...] = _t(
-    *((f"v_cell_{i + 1:02d}", 60 + i, "u16", MILLI) for i in range(BMU_CELLS)),
-    *((f"t_cell_{i + 1:02d}", 90 + i, "s16", DECI) for i in range(BMU_CELLS)),
+    *((f"v_cell_{i + 1:02d}", 60 + i, "u16", MILLI, 0, 1.0, 5.0) for i in range(BMU_CELLS)),
+    *((f"t_cell_{i + 1:02d}", 90 + i, "s16", DECI, 0, -60.0, 150.0) for i in range(BMU_CELLS)),
     ("serial_number", 114, "str"),
 )
 
@@ -212,7 +212,7 @@ GATEWAY_INPUT_TABLE: tuple[Field, ...] = _t(
 
 #: external energy meters at device addresses 1..8: IR 60-88. Source: givenergy_modbus/model/meter.py
 #: ``MeterRegisterGetter``; the EMS capture's meters 1 and 3 confirm the power-factor encoding
-#: (signed, 1/10000).
+#: (signed, 1/10000); a value outside -1..1 is left out.
 METER_TABLE: tuple[Field, ...] = _t(
     ("v_phase_1", 60, "u16", DECI), ("v_phase_2", 61, "u16", DECI), ("v_phase_3", 62, "u16", DECI),
     ("i_phase_1", 63, "u16", CENTI), ("i_phase_2", 64, "u16", CENTI), ("i_phase_3", 65, "u16", CENTI),
@@ -223,8 +223,8 @@ METER_TABLE: tuple[Field, ...] = _t(
     ("p_reactive_total", 75, "s16"),
     ("p_apparent_phase_1", 76, "u16", DECI), ("p_apparent_phase_2", 77, "u16", DECI),
     ("p_apparent_phase_3", 78, "u16", DECI), ("p_apparent_total", 79, "u16", DECI),
-    ("pf_phase_1", 80, "s16", 0.0001), ("pf_phase_2", 81, "s16", 0.0001), ("pf_phase_3", 82, "s16", 0.0001),
-    ("pf_total", 83, "s16", 0.0001),
+    *((f"pf_phase_{n}", 79 + n, "s16", 0.0001, 0, -1.0, 1.0) for n in (1, 2, 3)),
+    ("pf_total", 83, "s16", 0.0001, 0, -1.0, 1.0),
     ("frequency", 84, "u16", CENTI),
     ("e_import_active", 85, "u16", DECI), ("e_import_reactive", 86, "u16", DECI),
     ("e_export_active", 87, "u16", DECI), ("e_export_reactive", 88, "u16", DECI),
