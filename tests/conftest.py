@@ -21,6 +21,15 @@ from servers import (  # noqa: E402,F401  (fixtures)
     victoria,
 )
 
+#: fixtures shared across folders live in tests/support/ (helpers there are imported by name)
+pytest_plugins = [
+    "support.api",
+    "support.converters",
+    "support.enphase_fixtures",
+    "support.mqtt_influx_fixtures",
+    "support.solaredge",
+]
+
 settings.register_profile("default", max_examples=100, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("fuzz", max_examples=20_000, deadline=None,

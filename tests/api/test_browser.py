@@ -11,14 +11,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from live import LiveDaemon
 
-from conftest import reading
+from support.api import reading
+from support.live import LiveDaemon
+from support.paths import REPO
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "api"
+ARTIFACTS = REPO / "artifacts" / "api"
 
 
 @pytest.fixture

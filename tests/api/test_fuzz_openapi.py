@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import T0, ControlSource, make_supervisor, reading
 from solarbridge.api.app import create_app
 from solarbridge.config import ApiConfig
 from solarbridge.sinks.history.sink import HistoryStore
+from support.api import T0, ControlSource, make_supervisor, reading
 
 _plausible = st.sampled_from(["1h", "24h", "7d", "0", "now", "-5", "1e9", "2026-01-01T00:00:00Z", "inv1",
                               "pv_power_w", "10s", "auto", "9" * 30, "1.5", "NaN", "inf", "-1h", " ", "%00",

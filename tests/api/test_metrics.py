@@ -8,10 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import T0, ControlSource, client_for, make_supervisor, reading, run
 from solarbridge.api.app import create_app
 from solarbridge.api.metrics import metric_name, render
 from solarbridge.plugin import Context, Sink, SinkConfig
+from support.api import T0, ControlSource, client_for, make_supervisor, reading, run
 
 
 class SpoolSink(Sink):

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conftest import T0, ControlSource, client_for, make_supervisor, reading, run
 from solarbridge.api.app import create_app
 from solarbridge.api.routes.history import MAX_BUCKETS, auto_step, history_params
 from solarbridge.model import DeviceInfo
+from support.api import T0, ControlSource, client_for, make_supervisor, reading, run
 
 # ---------------------------------------------------------------------------- devices
 

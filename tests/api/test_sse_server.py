@@ -10,12 +10,12 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from live import LiveDaemon
 
-from conftest import T0, reading, run
 from solarbridge.api.server import exposure_warning, is_loopback, parse_listen
 from solarbridge.api.sse import Broadcaster
 from solarbridge.runtime import Bus
+from support.api import T0, reading, run
+from support.live import LiveDaemon
 
 
 def read_events(lines, want: int, timeout: float = 10) -> list[tuple[str, dict]]:

@@ -5,7 +5,7 @@ functions up to :class:`PortFile`, which owns the file itself (read, atomic
 replace, ``-nocomms`` rename).
 
 Arithmetic follows the original's integer-x100 formulas so the numbers match
-its output digit for digit (see tests/enphase/test_enphase_nut.py for worked examples).
+its output digit for digit (see tests/sinks/nut/test_enphase_nut.py for worked examples).
 """
 
 from __future__ import annotations
