@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from solarbridge.model import Reading
+from solarbridge.sinks.influx import lineprotocol as lp
 from solarbridge.sinks.influx.sink import LineEncoder, reading_ns
-from solarbridge.sinks.influx.sink import lineprotocol as lp
 
 
 @pytest.mark.parametrize(("measurement", "tags", "fields", "expected"), [

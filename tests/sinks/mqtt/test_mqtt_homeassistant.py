@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from solarbridge.model import CANONICAL, ControlError, ControlSpec, DeviceInfo
-from solarbridge.sinks.mqtt.sink import discovery as ha
-from solarbridge.sinks.mqtt.sink import layouts
+from solarbridge.sinks.mqtt import discovery as ha
+from solarbridge.sinks.mqtt import layouts
 
 INFO = DeviceInfo("SN 1/2", "inverter", manufacturer="Acme", model="X1", serial="SN12", sw_version="1.0",
                   name="Roof")
