@@ -1,4 +1,4 @@
-"""Fixtures for the MQTT and InfluxDB sink tests (helpers live in mi_helpers.py)."""
+"""Fixtures for the MQTT and InfluxDB sink tests (helpers live in tests/support/mqtt_influx.py)."""
 
 from __future__ import annotations
 
