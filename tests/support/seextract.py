@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import random
 
-from capture.builders import SRV, pcap_bytes, tcp
+import dpkt
+
+from capture.builders import INV, SRV, pcap_bytes, tcp
 from solarbridge.sources.solaredge import extract as ex
 from solarbridge.sources.solaredge.framing import Frame, encode
 from support.paths import DATA as DATA_ROOT
