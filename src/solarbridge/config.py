@@ -89,6 +89,16 @@ class DaemonConfig(BaseModel):
     shutdown_timeout: float = Field(8.0, gt=0, le=60, description="seconds to drain and flush on SIGTERM")
     backoff_initial: float = Field(1.0, gt=0, le=60, description="first restart delay after a failure (s)")
     backoff_cap: float = Field(60.0, gt=0, le=3600, description="longest restart delay (s)")
+    shard: str = Field("", description="this worker's share of the sources, \"k/n\" (k = 0..n-1, or 'ordinal' for"
+                       " a StatefulSet pod's ordinal); SOLARBRIDGE_SHARD wins (docs/fleet.md)")
+
+
+class InventoryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="CSV or TOML file of device rows (relative to the config file)")
+    defaults: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                description="per family: source keys applied to every row")
 
 
 class ApiConfig(BaseModel):
@@ -108,9 +118,23 @@ class Config(BaseModel):
 
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    inventory: InventoryConfig | None = None
     sources: list[Any] = Field(default_factory=list)
     sinks: list[Any] = Field(default_factory=list)
     _path: Path | None = PrivateAttr(None)
+    #: this worker's shard (None: not sharded) and where it was set
+    _shard: Any = PrivateAttr(None)
+    _shard_from: str = PrivateAttr("")
+    #: the loaded inventory (every row, all shards) and every source's device key
+    _inventory: Any = PrivateAttr(None)
+    _source_keys: dict[str, str] = PrivateAttr(default_factory=dict)
+    #: sources of the config and inventory that other workers own
+    _other_shards: int = PrivateAttr(0)
+
+    @property
+    def shard(self) -> Any:
+        """This worker's :class:`~solarbridge.fleet.shard.Shard`, or None when not sharded."""
+        return self._shard
 
     @property
     def path(self) -> Path | None:
@@ -252,7 +276,43 @@ def build(raw: dict[str, Any], path: Path | None = None) -> Config:
     if dup:
         raise ConfigError(f"{prefix}name: {sorted(dup)[0]!r} is used twice; give each source and sink its own name")
     cfg._path = path
+    _expand_fleet(cfg, path, set(names))
     return cfg
+
+
+def _expand_fleet(cfg: Config, path: Path | None, names: set[str]) -> None:
+    """Add the inventory's sources, then keep only this worker's share (docs/fleet.md)."""
+    from .fleet import inventory as inv_mod
+    from .fleet import shard as shard_mod
+
+    prefix = f"{path}: " if path else ""
+    try:
+        cfg._shard, cfg._shard_from = shard_mod.resolve(cfg.daemon.shard, os.environ)
+    except ValueError as e:
+        where = "SOLARBRIDGE_SHARD" if os.environ.get(shard_mod.ENV_SHARD, "").strip() else "daemon.shard"
+        raise ConfigError(f"{prefix}{where}: {e}") from None
+    keys = {c.name: f"source:{c.name}" for c in cfg.sources}
+    if cfg.inventory is not None:
+        file = Path(cfg.inventory.file).expanduser()
+        if not file.is_absolute() and path is not None:
+            file = path.parent / file
+        for family in cfg.inventory.defaults:
+            if family not in inv_mod.FAMILIES:
+                raise ConfigError(f"{prefix}inventory.defaults.{family}: unknown family"
+                                  f" (allowed: {', '.join(sorted(inv_mod.FAMILIES))})")
+        try:
+            inv = inv_mod.load(file, cfg.inventory.defaults, names)
+        except inv_mod.InventoryError as e:
+            raise ConfigError(str(e)) from None
+        cfg._inventory = inv
+        for dev in inv.devices:
+            cfg.sources.append(dev.config)
+            keys[dev.name] = dev.key
+    cfg._source_keys = keys
+    if cfg._shard is not None:
+        mine = [c for c in cfg.sources if cfg._shard.owns(keys[c.name])]
+        cfg._other_shards = len(cfg.sources) - len(mine)
+        cfg.sources = mine
 
 
 def load(path: str | os.PathLike[str]) -> Config:
@@ -269,9 +329,24 @@ def masked(cfg: Config) -> dict[str, Any]:
         out = model.model_dump(mode="json")  # SecretStr dumps as "**********"
         return out
 
-    return {
+    inv = cfg._inventory
+    from_inventory = {d.name for d in inv.devices} if inv is not None else set()
+    out: dict[str, Any] = {
         "daemon": dump(cfg.daemon),
         "api": dump(cfg.api),
-        "sources": [dump(s) for s in cfg.sources],
+        "sources": [dump(s) for s in cfg.sources if s.name not in from_inventory],
         "sinks": [dump(s) for s in cfg.sinks],
     }
+    if cfg.shard is not None:
+        out["daemon"]["shard"] = cfg.shard.label
+    if inv is not None:
+        mine = {s.name for s in cfg.sources}
+        out["inventory"] = {
+            "file": str(inv.path),
+            "devices": len(inv.devices),
+            "this_worker": sum(1 for d in inv.devices if d.name in mine),
+            "sites": len({d.site for d in inv.devices if d.site}),
+            "rows": [{"line": d.line, "name": d.name, "family": d.family, "key": d.key, "site": d.site,
+                      "this_worker": d.name in mine} for d in inv.devices],
+        }
+    return out

@@ -12,7 +12,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
 from . import registry
-from .config import ApiConfig, DaemonConfig, default_state_dir
+from .config import ApiConfig, DaemonConfig, InventoryConfig, default_state_dir
 
 
 def _type_name(ann: Any) -> str:
@@ -82,7 +82,9 @@ def render() -> str:
            "Generated from the code by `python -m solarbridge.configref` (a test checks it is current).",
            "Every `[[sources]]` and `[[sinks]]` table takes `type` and an optional unique `name`; unknown keys",
            "are an error. Secrets (type `secret`) may be a literal, `{ env = \"NAME\" }` or `{ file = \"/path\" }`.",
-           "", "## [daemon]", "", *model_table(DaemonConfig), "", "## [api]", "", *model_table(ApiConfig), ""]
+           "", "## [daemon]", "", *model_table(DaemonConfig), "", "## [api]", "", *model_table(ApiConfig), "",
+           "## [inventory]", "", "A CSV or TOML file of device rows expanded into sources ([docs/fleet.md](fleet.md)).",
+           "", *model_table(InventoryConfig), ""]
     for kind, table in (("sources", registry.SOURCES), ("sinks", registry.SINKS)):
         for name in sorted(table):
             cls = registry.load(table[name])

@@ -91,6 +91,16 @@ class SupervisorCollector:
         devices = GaugeMetricFamily("solarbridge_daemon_devices", "devices known to the daemon")
         devices.add_metric([], float(len(sup.bus.devices)))
         yield devices
+        shard = getattr(getattr(sup, "config", None), "shard", None)
+        if shard is not None:
+            # one worker of a fleet (docs/fleet.md): which share of the inventory this process runs
+            info = GaugeMetricFamily("solarbridge_daemon_shard", "this worker's shard: index k of count n workers",
+                                     labels=["shard", "index", "count"])
+            info.add_metric([shard.label, str(shard.index), str(shard.count)], 1.0)
+            yield info
+            srcs = GaugeMetricFamily("solarbridge_daemon_shard_sources", "sources this worker runs")
+            srcs.add_metric([], float(len(getattr(sup, "sources", {}))))
+            yield srcs
 
         up = GaugeMetricFamily("solarbridge_daemon_component_up", "1 when a source or sink is running",
                                labels=_COMPONENT_LABELS)
@@ -145,7 +155,7 @@ class SupervisorCollector:
                 fam_g.add_metric(labels, v)
         yield from (up, restarts, last_ok, queue, spool, dropped)
         taken = {"solarbridge_daemon_" + n for n in (
-            "readings", "start_time_seconds", "devices", "component_up", "restarts",
+            "readings", "start_time_seconds", "devices", "shard", "shard_sources", "component_up", "restarts",
             "last_success_timestamp_seconds", "queue_depth", "spool_depth", "dropped")}
         for name, fam in counters.items():
             if name not in taken:

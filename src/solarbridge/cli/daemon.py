@@ -19,7 +19,9 @@ def load_config_or_exit(path: str) -> Any:
     try:
         return load(path)
     except ConfigError as e:
-        print(f"solarbridge: config error: {e}", file=sys.stderr)
+        # an inventory reports every bad row: one line each
+        for line in str(e).splitlines():
+            print(f"solarbridge: config error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -48,9 +50,11 @@ def _to_toml(doc: dict[str, Any]) -> str:
         return json.dumps(str(v))
 
     lines: list[str] = []
-    for section in ("daemon", "api"):
+    for section in ("daemon", "api", "inventory"):
+        if section not in doc:
+            continue
         lines.append(f"[{section}]")
-        lines += [f"{k} = {val(v)}" for k, v in doc[section].items() if not isinstance(v, dict)]
+        lines += [f"{k} = {val(v)}" for k, v in doc[section].items() if not isinstance(v, dict | list)]
         lines.append("")
     for section in ("sources", "sinks"):
         for entry in doc[section]:

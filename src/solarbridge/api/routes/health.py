@@ -33,6 +33,7 @@ class HealthComponent(BaseModel):
 
 class HealthOut(BaseModel):
     status: str = Field(description="ok when every component runs, degraded otherwise")
+    shard: str | None = Field(None, description="this worker's shard \"k/n\" (docs/fleet.md), null when not sharded")
     uptime_s: float
     readings: int
     devices: int
@@ -54,9 +55,16 @@ async def health(sup: Any = Depends(deps.supervisor), fanout: Any = Depends(deps
         "readings": sup.bus.published,
         "devices": len(sup.bus.devices),
         "devices_online": sum(1 for d in sup.bus.devices.values() if d.online),
+        "shard": _shard_label(sup),
         "sse_clients": len(fanout.clients),
         "components": comps,
     })
+
+
+def _shard_label(sup: Any) -> str | None:
+    """The worker's shard "k/n" (docs/fleet.md), None when not sharded."""
+    shard = getattr(getattr(sup, "config", None), "shard", None)
+    return shard.label if shard is not None else None
 
 
 @router.get("/metrics", tags=["daemon"], response_class=Response,

@@ -27,6 +27,7 @@ import gzip
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -44,7 +45,8 @@ _US = timedelta(microseconds=1)
 
 class InfluxConfig(SinkConfig):
     type: Literal["influxdb2"] = "influxdb2"
-    host: str = Field("http://localhost:8086", description="server base URL (http:// or https://)")
+    host: str = Field("http://localhost:8086", description="server base URL (http:// or https://), with an"
+                      " optional path prefix: http://vminsert:8480/insert/0/influx, http://proxy/influxdb")
     version: Literal[1, 2] = Field(2, description="2: /api/v2/write with org/bucket/token; 1: /write?db=")
     org: str = ""
     bucket: str = ""
@@ -76,6 +78,12 @@ class InfluxConfig(SinkConfig):
     def _check(self) -> InfluxConfig:
         if not self.host.startswith(("http://", "https://")):
             raise ValueError(f"host must start with http:// or https:// (got {self.host!r})")
+        u = urlsplit(self.host)
+        if u.query or u.fragment or not u.hostname:
+            raise ValueError(f"host is a base URL with an optional path prefix, no query (got {self.host!r})")
+        if u.path.rstrip("/").endswith(("/api/v2/write", "/write")):
+            raise ValueError(f"host is the base URL: leave out /api/v2/write or /write, which the sink adds"
+                             f" (got {self.host!r})")
         if self.version == 2 and not self.bucket:
             raise ValueError("bucket is required with version = 2")
         if self.version == 1 and not self.database:
@@ -411,9 +419,10 @@ class InfluxSink(Sink):
             self._set_error(f"HTTP {status} from {self.url}: {msg} (check token/username/password;"
                             f" data is kept in the spool)", loud=True)
             return False
-        if status == 404:
-            self._set_error(f"HTTP 404 from {self.url}: {msg} (check org/bucket/database and host;"
-                            f" data is kept in the spool)", loud=True)
+        if status == 404 or (status == 400 and "unsupported path" in msg):
+            # VictoriaMetrics answers a path it does not serve (a wrong prefix) with 400, not 404
+            self._set_error(f"HTTP {status} from {self.url}: {msg} (check org/bucket/database and host with its"
+                            f" path prefix; data is kept in the spool)", loud=True)
             return False
         if status in (400, 422):
             # the content will never be accepted: drop this chunk so later data is not stuck behind it

@@ -105,11 +105,14 @@ def device_block(info: DeviceInfo, identifier: str) -> dict[str, Any]:
 class Discovery:
     """Builds discovery messages for one sink instance (base topic + discovery prefix)."""
 
-    def __init__(self, base_topic: str, prefix: str = "homeassistant", expire_after: int = 0) -> None:
+    def __init__(self, base_topic: str, prefix: str = "homeassistant", expire_after: int = 0,
+                 status_topic: str = "") -> None:
         self.base = base_topic
         self.prefix = prefix
         self.expire_after = expire_after
         self.node_prefix = object_id(base_topic)
+        #: the publishing daemon's LWT topic (per worker in a fleet: <base>/status/<k>)
+        self.status_topic = status_topic or f"{base_topic}/status"
 
     def node_id(self, device_id: str) -> str:
         return object_id(f"{self.node_prefix}_{device_id}")
@@ -119,7 +122,7 @@ class Discovery:
         return {
             "unique_id": obj,
             "object_id": obj,
-            "availability": [{"topic": topics.status}, {"topic": topics.availability}],
+            "availability": [{"topic": self.status_topic}, {"topic": topics.availability}],
             "availability_mode": "all",
             "device": device_block(info, node),
             "origin": ORIGIN,

@@ -111,8 +111,11 @@ class MqttSink(Sink):
     def __init__(self, config: MqttConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         c = config
-        self.discovery = ha.Discovery(c.base_topic, c.discovery_prefix, c.expire_after)
-        self.status_topic = f"{c.base_topic}/status"
+        #: one worker of a fleet (docs/fleet.md): its own LWT topic, so that one worker's death marks only
+        #: its own devices unavailable, and commands for other workers' devices are left to them
+        self.shard = getattr(getattr(ctx.runtime, "config", None), "shard", None)
+        self.status_topic = f"{c.base_topic}/status" + (f"/{self.shard.index}" if self.shard else "")
+        self.discovery = ha.Discovery(c.base_topic, c.discovery_prefix, c.expire_after, self.status_topic)
         self.ha_status_topic = c.ha_status_topic or f"{c.discovery_prefix}/status"
         self.devices: dict[str, _Device] = {}
         self._by_topic_id: dict[str, str] = {}
@@ -147,7 +150,9 @@ class MqttSink(Sink):
         c = self.config
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        client_id = c.client_id or f"solarbridge-{self.ctx.name or 'mqtt'}-{uuid.uuid4().hex[:8]}"
+        client_id = self.client_id()
+        # clean session: the broker keeps no session for us, so a restarted or rescheduled worker is not
+        # handed commands queued while it was away, and a broker cluster replicates no per-worker state
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         if c.username:
             client.username_pw_set(c.username, c.password.get_secret_value() if c.password else None)
@@ -171,6 +176,18 @@ class MqttSink(Sink):
         self._conn_task = asyncio.create_task(self._connection_loop(), name=f"mqtt-connection:{self.ctx.name}")
         if c.heartbeat > 0:
             self._heartbeat_task = asyncio.create_task(self._heartbeat(), name=f"mqtt-heartbeat:{self.ctx.name}")
+
+    def client_id(self) -> str:
+        """The configured id, else ``solarbridge-<name>[-s<k>]-<random>``; one per worker of a fleet.
+
+        Workers share one config, so a configured id gets ``-s<k>`` appended when sharded: two clients
+        with one id would take each other's connection over, in a loop.
+        """
+        c = self.config
+        shard = f"-s{self.shard.index}" if self.shard else ""
+        if c.client_id:
+            return c.client_id + shard
+        return f"solarbridge-{self.ctx.name or 'mqtt'}{shard}-{uuid.uuid4().hex[:8]}"
 
     @property
     def _tls(self) -> bool:
@@ -512,9 +529,18 @@ class MqttSink(Sink):
         if len(parts) == base_n + 3 and parts[-1] == "set":
             self._command(parts[base_n], parts[base_n + 1], payload)
 
+    def _not_ours(self, dev: _Device | None) -> bool:
+        """In a fleet every worker hears every command: only the one that holds the device answers."""
+        if dev is None and self.shard is not None:
+            self.ctx.health.count("commands_for_other_workers")
+            return True
+        return False
+
     def _command(self, tid: str, control: str, payload: bytes) -> None:
         device_id = self._by_topic_id.get(tid, tid)
         dev = self.devices.get(device_id)
+        if self._not_ours(dev):
+            return
         topics = dev.topics if dev else ha.Topics(self.config.base_topic, tid)
         spec = dev.controls.get(control) if dev else None
         if spec is None:
@@ -533,6 +559,8 @@ class MqttSink(Sink):
     def _givtcp_command(self, serial: str, command: str, payload: bytes) -> None:
         device_id = self._by_givtcp_serial.get(serial, serial)
         dev = self.devices.get(device_id)
+        if self._not_ours(dev):
+            return
         topics = dev.topics if dev else ha.Topics(self.config.base_topic, ha.topic_id(device_id))
         try:
             value = layouts.decode_payload(payload)
