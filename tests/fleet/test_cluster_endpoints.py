@@ -17,7 +17,7 @@ from solarbridge.config import build
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
 from solarbridge.runtime import Supervisor
-from solarbridge.sinks.influx import InfluxConfig, InfluxSink
+from solarbridge.sinks.influx.sink import InfluxConfig, InfluxSink
 
 pytestmark = pytest.mark.servers
 
