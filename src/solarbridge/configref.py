@@ -73,7 +73,8 @@ def model_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]
             continue
         note = "; ".join(x for x in (_constraints(field), field.description or "") if x)
         ann = _type_name(field.annotation).replace(" | ", " \\| ")
-        lines.append(f"| `{name}` | {ann} | {_default(field)} | {note} |")
+        key = field.alias or name  # the TOML key (e.g. influx `schema`, held as `schema_` in Python)
+        lines.append(f"| `{key}` | {ann} | {_default(field)} | {note} |")
     return lines
 
 
