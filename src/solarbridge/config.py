@@ -29,7 +29,17 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from . import registry
 
@@ -110,6 +120,18 @@ class ApiConfig(BaseModel):
     token: Secret | None = Field(None, description="bearer token required by control routes")
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins (default: none)")
 
+    @field_validator("listen", "givtcp_listen")
+    @classmethod
+    def _address(cls, v: str, info: ValidationInfo) -> str:
+        if v or info.field_name == "listen":
+            from .api.server import parse_listen  # stdlib only: no web framework is imported here
+
+            try:
+                parse_listen(v)
+            except ValueError as e:
+                raise ValueError(str(e).removeprefix("api.listen: ")) from None
+        return v
+
 
 class Config(BaseModel):
     """The validated daemon config. ``sources``/``sinks`` hold each plugin's own Config instance."""
@@ -172,7 +194,9 @@ def describe_validation_error(err: ValidationError, prefix: tuple[Any, ...], mod
     msg = e["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    return f"{_loc(loc)}: {msg}{_fmt_input(e.get('input'))}"
+    # a validator's own message may already show the value: never print it twice
+    shown = "(got " in msg
+    return f"{_loc(loc)}: {msg}{'' if shown else _fmt_input(e.get('input'))}"
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -224,6 +248,10 @@ def parse_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such file") from None
     except PermissionError:
         raise ConfigError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
 
@@ -247,9 +275,31 @@ def validate_plugin(kind: str, index: int, raw: Any, table: dict[str, str]) -> A
         cfg = model.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(describe_validation_error(e, (kind, index), model)) from None
-    if not cfg.name:
-        cfg.name = f"{type_}{index if index else ''}"
     return cfg
+
+
+def default_names(configs: list[Any]) -> None:
+    """Name every unnamed source and sink after its type: the first ``csv`` is ``csv``, the next ones
+    ``csv2``, ``csv3`` (``influxdb2-2`` where the type ends in a digit), counted per type in file order.
+
+    Spool, token and state files are named after these, so an entry keeps its name when entries of
+    other types are added, removed or moved; names given explicitly are never reused.
+    """
+    taken = {c.name for c in configs if c.name}
+    counts: dict[str, int] = {}
+    for cfg in configs:
+        if cfg.name:
+            continue
+        n = counts.get(cfg.type, 0)
+        while True:
+            n += 1
+            sep = "-" if cfg.type[-1:].isdigit() else ""
+            candidate = cfg.type if n == 1 else f"{cfg.type}{sep}{n}"
+            if candidate not in taken:
+                break
+        counts[cfg.type] = n
+        cfg.name = candidate
+        taken.add(candidate)
 
 
 def build(raw: dict[str, Any], path: Path | None = None) -> Config:
@@ -271,6 +321,7 @@ def build(raw: dict[str, Any], path: Path | None = None) -> Config:
             except ConfigError as e:
                 raise ConfigError(prefix + str(e)) from None
         setattr(cfg, key, out)
+    default_names(cfg.sources + cfg.sinks)
     names = [c.name for c in cfg.sources + cfg.sinks]
     dup = {n for n in names if names.count(n) > 1}
     if dup:

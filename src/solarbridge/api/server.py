@@ -185,8 +185,16 @@ class ApiServer:
         for s in self._servers:
             s.should_exit = True
         if self._tasks:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 5)
+            # asyncio.wait, not wait_for(gather(...)): a gather cancelled on timeout leaves a
+            # "_GatheringFuture exception was never retrieved" behind at exit
+            from ..util.aiorun import cancel_and_wait
+
+            _, pending = await asyncio.wait(self._tasks, timeout=5)
+            if pending:
+                await cancel_and_wait(pending, 1.0)
+            for t in self._tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    log.debug("api: web server ended with %s", t.exception())
         if self.app is not None:
             self.app.state.history.close()
 

@@ -6,11 +6,15 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("solarbridge")
+#: start-up summary and state changes: shown without -v (run_daemon sets its level to INFO)
+status = logging.getLogger("solarbridge.status")
 
 
 def load_config_or_exit(path: str) -> Any:
@@ -26,9 +30,14 @@ def load_config_or_exit(path: str) -> Any:
 
 
 def check_config(args: argparse.Namespace) -> int:
-    from ..config import masked
+    from ..config import ConfigError, masked
 
     cfg = load_config_or_exit(args.config)
+    try:
+        require_sources(cfg)
+    except ConfigError as e:
+        print(f"solarbridge: config error: {e}", file=sys.stderr)
+        return 2
     doc = masked(cfg)
     if args.format == "json":
         print(json.dumps(doc, indent=2, default=str))
@@ -64,9 +73,80 @@ def _to_toml(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class StartupError(Exception):
+    """Something the daemon needs could not be set up (a directory, a file, a port): one line, exit 1."""
+
+
+def _os_text(e: OSError) -> str:
+    if e.filename and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
+def prepare_state_dir(cfg: Any) -> None:
+    """Create ``daemon.state_dir`` (and check it is writable) before anything is built in it."""
+    from ..config import ConfigError
+
+    path = Path(cfg.daemon.state_dir)
+    where = f"{cfg.path}: " if cfg.path else ""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{where}daemon.state_dir: cannot create {path}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}daemon.state_dir: {path} is not writable") from None
+
+
+def require_sources(cfg: Any) -> None:
+    """A daemon without sources would run forever doing nothing: say so instead."""
+    from ..config import ConfigError
+
+    if not cfg.sources:
+        where = f"{cfg.path}: " if cfg.path else ""
+        raise ConfigError(f"{where}sources: none configured, so there is nothing to run "
+                          "(add a [[sources]] table, e.g. type = \"synthetic\")")
+
+
+def _named(items: dict[str, Any]) -> str:
+    parts = []
+    for name, plugin in items.items():
+        type_ = plugin.ctx.health.type
+        parts.append(name if name == type_ else f"{name} ({type_})")
+    return ", ".join(parts) or "none"
+
+
+def startup_summary(sup: Any, urls: list[str]) -> str:
+    """One line: what runs, and where the dashboard is."""
+    text = (f"running {len(sup.sources)} source(s): {_named(sup.sources)}; "
+            f"{len(sup.sinks)} sink(s): {_named(sup.sinks)}")
+    return text + (f"; dashboard {', '.join(urls)}" if urls else "; no dashboard ([api] enabled = false)")
+
+
+class DeviceWatch:
+    """A bus listener that logs one line when a device first answers, goes offline or comes back."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.log = logger
+        self.online: dict[str, bool] = {}
+
+    def __call__(self, reading: Any) -> None:
+        prev = self.online.get(reading.device_id)
+        if prev is reading.online:  # the hot path: no change
+            return
+        self.online[reading.device_id] = reading.online
+        what = f"device {reading.device_id} ({reading.device_type}, source {reading.source})"
+        if prev is None:
+            self.log.info("%s: %s", what, "online" if reading.online else "offline (not answering)")
+        else:
+            self.log.info("%s: %s", what, "back online" if reading.online else "offline (not answering)")
+
+
 async def run_supervisor(cfg: Any, *, stop: asyncio.Event | None = None, duration: float = 0,
-                         on_started: Callable[[Any], Awaitable[None] | None] | None = None) -> int:
-    """Build and run a Supervisor until SIGINT/SIGTERM (or ``duration``), then shut down cleanly."""
+                         on_started: Callable[[Any, list[str]], Awaitable[None] | None] | None = None) -> int:
+    """Build and run a Supervisor until SIGINT/SIGTERM (or ``duration``), then shut down cleanly.
+
+    ``on_started(supervisor, dashboard_urls)`` runs once every source, sink and the web service are up.
+    """
     from ..util.signals import StopSignals
 
     with StopSignals(stop) as signals:
@@ -74,44 +154,81 @@ async def run_supervisor(cfg: Any, *, stop: asyncio.Event | None = None, duratio
 
 
 async def _supervise(cfg: Any, stop: asyncio.Event, duration: float,
-                     on_started: Callable[[Any], Awaitable[None] | None] | None) -> int:
+                     on_started: Callable[[Any, list[str]], Awaitable[None] | None] | None) -> int:
     from ..runtime import Supervisor
 
+    prepare_state_dir(cfg)
     sup = Supervisor(cfg)
-    sup.build()
+    try:
+        sup.build()
+    except OSError as e:
+        raise StartupError(_os_text(e)) from None
+    sup.bus.listeners.append(DeviceWatch(status))
     await sup.start()
-    api_task = None
-    if cfg.api.enabled:
-        from ..api.server import serve
-
-        api_task = asyncio.create_task(serve(sup, cfg.api), name="api")
-    if on_started is not None:
-        res = on_started(sup)
-        if asyncio.iscoroutine(res):
-            await res
-    log.info("running: %d source(s), %d sink(s)", len(sup.sources), len(sup.sinks))
-    waiters = [asyncio.create_task(stop.wait())]
-    if duration:
-        waiters.append(asyncio.create_task(asyncio.sleep(duration)))
-    if api_task is not None:
-        waiters.append(api_task)
-    done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    api = None
     rc = 0
-    if api_task is not None and api_task in done and api_task.exception() is not None:
-        log.error("web service failed: %s", api_task.exception())
-        rc = 1
+    if cfg.api.enabled:
+        from ..api.server import ApiServer
+
+        api = ApiServer(sup, cfg.api)
+        try:
+            await api.start()  # listening before the dashboard URL is printed
+        except OSError as e:
+            log.error("web service failed: %s", e)
+            api = None
+            rc = 1
+            stop.set()
+    if rc == 0:
+        urls = api.urls if api is not None else []
+        status.info("%s", startup_summary(sup, urls))
+        if on_started is not None:
+            res = on_started(sup, urls)
+            if asyncio.iscoroutine(res):
+                await res
+    waiters = [asyncio.create_task(stop.wait(), name="stop-signal")]
+    if duration:
+        waiters.append(asyncio.create_task(asyncio.sleep(duration), name="duration"))
+    if api is not None:
+        waiters.append(asyncio.create_task(api.wait(), name="api:wait"))
+    done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for t in done:
+        if t.get_name() == "api:wait" and t.exception() is not None:
+            log.error("web service failed: %s", t.exception())
+            rc = 1
     for t in pending:
         t.cancel()
-    log.info("stopping")
-    await sup.stop()
+    if pending:
+        await asyncio.wait(pending)
+    status.info("stopping")
+    # the web service and the supervisor stop side by side, each bounded by its own timeout; every
+    # task is awaited here, so nothing is left for the event loop to cancel (and complain about) at exit
+    stoppers = [asyncio.create_task(sup.stop(), name="stop:supervisor")]
+    if api is not None:
+        stoppers.append(asyncio.create_task(api.stop(), name="stop:api"))
+    await asyncio.wait(stoppers)
+    for t in stoppers:
+        if not t.cancelled() and t.exception() is not None:
+            log.error("%s: %s", t.get_name(), t.exception())
+    status.info("stopped")
     return rc
 
 
 def run_daemon(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
     from ..logsetup import setup
 
     setup(args.verbose, args.log_format)
+    # without -v the daemon still says what it started and each state change (one line each)
+    status.setLevel(logging.INFO)
     cfg = load_config_or_exit(args.config)
     from ..util.aiorun import run
 
-    return run(run_supervisor(cfg))
+    try:
+        require_sources(cfg)
+        return run(run_supervisor(cfg))
+    except ConfigError as e:
+        print(f"solarbridge: config error: {e}", file=sys.stderr)
+        return 2
+    except StartupError as e:
+        print(f"solarbridge: cannot start: {e}", file=sys.stderr)
+        return 1

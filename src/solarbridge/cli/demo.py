@@ -9,6 +9,8 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,11 @@ async def _demo(args: argparse.Namespace) -> int:
     from .daemon import run_supervisor
 
     workdir = Path(args.dir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"solarbridge demo: --dir: cannot create {workdir}: {e.strerror or e}", file=sys.stderr)
+        return 2
     parts = []
     for mod_name in _parts_available():
         mod = importlib.import_module(mod_name)
@@ -53,18 +59,22 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"demo: internal config error: {e}", file=sys.stderr)
         return 1
 
-    def started(sup: Any) -> None:
+    def started(sup: Any, urls: list[str]) -> None:
+        cmd = CommandHints()
         print("solarbridge demo is running. Started:")
         for p in parts:
             print(f"  - {p.title}")
             for n in p.notes:
-                print(f"      {n}")
+                print(f"      {cmd.rewrite(n)}")
         print(f"Files in {workdir}:")
-        print("  readings.jsonl  (every reading)   csv/  (one file per device type)   state.json  (latest values)")
-        print(f"  history.sqlite  (query: solarbridge history --db {workdir / 'history.sqlite'} "
+        print("  readings.jsonl  (every reading)   csv/  (one file per device family and type)   "
+              "state.json  (latest values)")
+        print(f"  history.sqlite  (query: {cmd('solarbridge')} history --db {workdir / 'history.sqlite'} "
               f"--device synthetic-home --metric pv_power_w --since 1h)")
-        if api_ok:
-            print(f"Dashboard: http://{args.listen}/")
+        if urls:
+            print(f"Dashboard: {urls[0]}")
+        if cmd.venv_hint:
+            print(f"(these commands are not on your PATH; to use them by name: source {cmd.venv_hint})")
         print("Press Ctrl-C to stop.", flush=True)
 
     try:
@@ -77,6 +87,47 @@ async def _demo(args: argparse.Namespace) -> int:
                     if asyncio.iscoroutine(res):
                         await res
         print("demo stopped cleanly.", flush=True)
+
+
+class CommandHints:
+    """Spell the commands in printed hints so that they can be pasted: by name when that name on PATH is
+    this installation's, else by path (``.venv/bin/givtcp-read`` after ``make demo``)."""
+
+    def __init__(self) -> None:
+        self.bindir = Path(sys.executable).parent
+        self.venv_hint = ""
+        try:
+            from importlib.metadata import distribution
+
+            names = {ep.name for ep in distribution("solarbridge").entry_points if ep.group == "console_scripts"}
+        except Exception:  # noqa: BLE001 - not installed as a distribution: print names as they are
+            names = set()
+        self.names = names
+        self._pattern = (re.compile(r"(?<![\w/.-])(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True))
+                                    + r")(?![\w.-])") if names else None)
+
+    def __call__(self, name: str) -> str:
+        mine = self.bindir / name
+        found = shutil.which(name)
+        if not mine.exists() or (found and Path(found).resolve() == mine.resolve()):
+            return name
+        try:
+            shown = str(mine.relative_to(Path.cwd()))
+        except ValueError:
+            shown = str(mine)
+        activate = mine.parent / "activate"
+        if activate.exists():
+            try:
+                self.venv_hint = str(activate.relative_to(Path.cwd()))
+            except ValueError:
+                self.venv_hint = str(activate)
+        return shown
+
+    def rewrite(self, text: str) -> str:
+        """Every command name in ``text`` as :meth:`__call__` spells it."""
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda m: self(m.group(1)), text)
 
 
 def run_demo(args: argparse.Namespace) -> int:

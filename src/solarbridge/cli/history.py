@@ -9,6 +9,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+#: the longest --step, as the API's
+MAX_STEP = 36500 * 86400
+
 
 def _db_path(args: argparse.Namespace) -> Path:
     if args.db:
@@ -27,10 +30,29 @@ def _db_path(args: argparse.Namespace) -> Path:
 
 
 def history(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    path = _db_path(args)
+    try:
+        return _history(args, path)
+    except sqlite3.DatabaseError as e:
+        # not SQLite at all ("file is not a database"), or SQLite without our tables ("no such table")
+        print(f"solarbridge history: {path}: not a solarbridge history database ({e})", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            raise
+        print(f"solarbridge history: {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+def _history(args: argparse.Namespace, path: Path) -> int:
     from ..sinks.history.sink import HistoryStore
     from ..util.timeparse import parse_duration, parse_time
 
-    path = _db_path(args)
+    if path.is_dir():
+        print(f"solarbridge history: {path}: is a directory, not a history database", file=sys.stderr)
+        return 1
     try:
         store = HistoryStore(path, readonly=True)
     except FileNotFoundError as e:
@@ -47,16 +69,20 @@ def history(args: argparse.Namespace) -> int:
         now = datetime.now(UTC)
         since = parse_time(args.since, now=now)
         until = parse_time(args.until, now=now)
-        step = parse_duration(args.step) if args.step else 0
+        step = parse_duration(args.step) if args.step is not None else 0
     except ValueError as e:
         print(f"solarbridge history: {e}", file=sys.stderr)
+        return 2
+    if args.step is not None and not 1 <= step <= MAX_STEP:
+        print(f"solarbridge history: --step: must be from 1s to {MAX_STEP // 86400}d (got {args.step!r})",
+              file=sys.stderr)
         return 2
     if since > until:
         print("solarbridge history: --since is after --until", file=sys.stderr)
         return 2
     if step:
         buckets = store.downsample(args.device, args.metric, since, until, step)
-        rows = [[datetime.fromtimestamp(b.ts, UTC).isoformat(), b.min, round(b.mean, 6), b.max, b.count]
+        rows = [[datetime.fromtimestamp(b.ts, UTC).isoformat(), b.min, b.mean, b.max, b.count]
                 for b in buckets]
         return _emit(["time", "min", "mean", "max", "count"], rows, args.format)
     points = store.query(args.device, args.metric, since, until)

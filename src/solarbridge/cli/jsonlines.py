@@ -257,12 +257,10 @@ def run(prog: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # stdout closed early (e.g. piped into head): quiet exit, as other Unix tools do
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        except OSError:
-            pass
-        return 1
+        # stdout closed early (e.g. piped into head): quiet exit 0, as the reader asked for no more
+        from .pipes import reader_went_away
+
+        return reader_went_away()
     except OSError as e:
         where = f" {e.filename}" if e.filename else ""
         print(f"{prog}:{where} {e.strerror or e}", file=sys.stderr)

@@ -51,53 +51,60 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--step", help="downsample to buckets of this duration (e.g. 5m) with min/mean/max")
     h.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
-    s = sub.add_parser("simulate", help="run a device simulator (enphase, solaredge, givenergy, sunsynk)",
-                       add_help=False)
-    s.add_argument("family", nargs="?", help="device family")
-    s.add_argument("args", nargs=argparse.REMAINDER)
-
-    g = sub.add_parser("giv", help="GivEnergy: read, write, discover, rest (GivTCP-compatible)", add_help=False)
-    g.add_argument("args", nargs=argparse.REMAINDER)
-
-    cap = sub.add_parser("capture", help="Sunsynk dongle passive capture (same as sunsynk-capture)", add_help=False)
-    cap.add_argument("-c", "--config", help="capture config (TOML, as sunsynk-capture takes)")
-    cap.add_argument("args", nargs=argparse.REMAINDER)
+    # listed for `solarbridge --help`; main() hands their arguments to their own parsers (PASS_THROUGH)
+    sub.add_parser("simulate", help="run a device simulator (enphase, solaredge, givenergy, sunsynk)")
+    sub.add_parser("giv", help="GivEnergy: read, write, discover, rest (GivTCP-compatible)")
+    sub.add_parser("capture", help="Sunsynk dongle passive capture (same as sunsynk-capture -c FILE)")
     return p
+
+
+#: sub-commands whose own parser reads everything after the name (including -h/--help)
+PASS_THROUGH = ("simulate", "giv", "capture")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        if args.command == "run":
-            from .daemon import run_daemon
-
-            return run_daemon(args)
-        if args.command == "demo":
-            from .demo import run_demo
-
-            return run_demo(args)
-        if args.command == "check-config":
-            from .daemon import check_config
-
-            return check_config(args)
-        if args.command == "history":
-            from .history import history
-
-            return history(args)
-        if args.command == "simulate":
-            return _simulate(args.family, args.args)
-        if args.command == "giv":
-            from .givtcp import giv_main
-
-            return giv_main(args.args)
-        if args.command == "capture":
-            from .sunsynk_capture import main as capture_main
-
-            return capture_main(([args.config] if args.config else []) + args.args)
+        return _dispatch(argv)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `solarbridge history | head`
+        from .pipes import reader_went_away
+
+        return reader_went_away()
+
+
+def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] in PASS_THROUGH:
+        # argparse's REMAINDER does not take a leading option such as --help, so hand these over whole
+        cmd, rest = argv[0], argv[1:]
+        if cmd == "simulate":
+            return _simulate(rest[0] if rest else None, rest[1:])
+        if cmd == "giv":
+            from .givtcp import giv_main
+
+            return giv_main(rest)
+        from .sunsynk_capture import main as capture_main
+
+        return capture_main(rest)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        from .daemon import run_daemon
+
+        return run_daemon(args)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args)
+    if args.command == "check-config":
+        from .daemon import check_config
+
+        return check_config(args)
+    if args.command == "history":
+        from .history import history
+
+        return history(args)
     parser.print_help()
     return 2
 

@@ -131,6 +131,10 @@ def send_metrics(args: argparse.Namespace, protocol: str, prog: str) -> int:
                     time.sleep(delay)
         if client is not None:
             client.confirm(retry_for=args.retry_for)
+    except BrokenPipeError:
+        if client is None:  # --dry-run into a closed pipe (| head): the reader has what it wanted
+            raise
+        raise InputError(f"Carbon closed the connection; {client.unconfirmed()} point(s) not confirmed") from None
     except ConnectionError as e:
         raise InputError(f"{e}; {client.unconfirmed() if client else 0} point(s) not confirmed") from None
     finally:

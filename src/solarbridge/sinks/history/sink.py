@@ -214,7 +214,7 @@ class HistoryStore:
         if step_ms % ROLLUP_MS or t1 - t0 < 2 * ROLLUP_MS:
             with self.lock:
                 rows = self.db.execute(raw, (step_ms, step_ms, sid, t0, t1)).fetchall()
-            return [Bucket(b / 1000, lo, total / n, hi, n) for b, lo, hi, total, n in rows]
+            return [Bucket(b / 1000, lo, mean_of(total, n, lo, hi), hi, n) for b, lo, hi, total, n in rows]
         # whole 5-minute buckets from the rollup, the partial ones at both ends from the samples
         a0 = -(-t0 // ROLLUP_MS) * ROLLUP_MS  # first whole bucket
         a1 = (t1 + 1) // ROLLUP_MS * ROLLUP_MS  # end (exclusive) of the last whole bucket
@@ -231,7 +231,25 @@ class HistoryStore:
                 merged[b] = [lo, hi, total, n]
             else:
                 m[0], m[1], m[2], m[3] = min(m[0], lo), max(m[1], hi), m[2] + total, m[3] + n
-        return [Bucket(b / 1000, lo, total / n, hi, int(n)) for b, (lo, hi, total, n) in sorted(merged.items())]
+        return [Bucket(b / 1000, lo, mean_of(total, n, lo, hi), hi, int(n))
+                for b, (lo, hi, total, n) in sorted(merged.items())]
+
+
+def _decimals(x: float) -> int:
+    """Decimal places in the shortest text of ``x`` (212.2 -> 1, 938.0 -> 0)."""
+    text = repr(float(x))
+    if "e" in text or "n" in text:  # 1e-05, inf, nan: no plain decimal form
+        return 6
+    return len(text.partition(".")[2].rstrip("0"))
+
+
+def mean_of(total: float, n: int, lo: float, hi: float) -> float:
+    """A bucket's mean, to two decimals more than its samples carry (whole watts -> 0.01 W), so that
+    sums of binary floats do not show through (938.1662499999999 -> 938.17)."""
+    mean = total / n
+    if not math.isfinite(mean):
+        return mean
+    return round(mean, min(max(_decimals(lo), _decimals(hi)) + 2, 10))
 
 
 def _aggregate(rows: list[tuple[int, int, float]]) -> list[tuple[int, int, float, float, float, int]]:
