@@ -36,6 +36,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -95,7 +96,7 @@ class DaemonConfig(BaseModel):
 
     state_dir: Path = Field(default_factory=default_state_dir,
                             description="where sinks and sources keep files (history, spools, tokens)")
-    history: bool = Field(True, description="add the SQLite history sink when none is configured")
+    history: StrictBool = Field(True, description="add the SQLite history sink when none is configured")
     shutdown_timeout: float = Field(8.0, gt=0, le=60, description="seconds to drain and flush on SIGTERM")
     backoff_initial: float = Field(1.0, gt=0, le=60, description="first restart delay after a failure (s)")
     backoff_cap: float = Field(60.0, gt=0, le=3600, description="longest restart delay (s)")
@@ -114,7 +115,7 @@ class InventoryConfig(BaseModel):
 class ApiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(False, description="serve the dashboard, REST API and /metrics")
+    enabled: StrictBool = Field(False, description="serve the dashboard, REST API and /metrics")
     listen: str = Field("127.0.0.1:8080", description="host:port")
     givtcp_listen: str = Field("", description="also serve the GivTCP-compatible routes here (e.g. 127.0.0.1:6345)")
     token: Secret | None = Field(None, description="bearer token required by control routes")
@@ -213,7 +214,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(current, "model_fields", {}))
 
 
-def _secret_paths(node: Any, path: tuple[Any, ...] = ()) -> list[str]:
+def secret_paths(node: Any, path: tuple[Any, ...] = ()) -> list[str]:
     """Key paths that hold literal secrets in the raw TOML."""
     found: list[str] = []
     if isinstance(node, dict):
@@ -221,10 +222,10 @@ def _secret_paths(node: Any, path: tuple[Any, ...] = ()) -> list[str]:
             if k in SECRET_KEYS and isinstance(v, str) and v:
                 found.append(_loc(path + (k,)))
             else:
-                found.extend(_secret_paths(v, path + (k,)))
+                found.extend(secret_paths(v, path + (k,)))
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            found.extend(_secret_paths(v, path + (i,)))
+            found.extend(secret_paths(v, path + (i,)))
     return found
 
 
@@ -271,6 +272,11 @@ def validate_plugin(kind: str, index: int, raw: Any, table: dict[str, str]) -> A
     except ModuleNotFoundError as e:
         raise ConfigError(f"{where}.type: {type_!r} is not available in this installation ({e})") from None
     model = cls.Config
+    for key, value in raw.items():
+        # TOML has true and false; pydantic would also take "yes", "on" or 1 and hide a typo
+        f = model.model_fields.get(key)
+        if f is not None and f.annotation is bool and not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}: must be true or false (got {value!r})")
     try:
         cfg = model.model_validate(raw)
     except ValidationError as e:
@@ -369,7 +375,7 @@ def _expand_fleet(cfg: Config, path: Path | None, names: set[str]) -> None:
 def load(path: str | os.PathLike[str]) -> Config:
     p = Path(path)
     raw = parse_toml(p)
-    check_private(p, _secret_paths(raw))
+    check_private(p, secret_paths(raw))
     return build(raw, p)
 
 

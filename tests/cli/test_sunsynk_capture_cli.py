@@ -35,6 +35,8 @@ def _err(capsys) -> list[str]:
     ('[pcap]\ndevice = "lo"\ntimezone = "Mars/Olympus"\n', "pcap.timezone: unknown time zone"),
     ('[pcap]\ndevice = "lo"\nlayout = 300\n', "pcap.layout"),
     ('[pcap\n', "not valid TOML"),
+    ('[pcap]\ndevice = "lo"\nfile = "yes"\n', "pcap.file: Input should be a valid boolean (got 'yes')"),
+    ('[pcap]\ndevice = "lo"\nfile = 1\n', "pcap.file: Input should be a valid boolean (got 1)"),
 ])
 def test_config_errors_one_line_exit_2(tmp_path, capsys, text, needle):
     assert main([_cfg(tmp_path, text)]) == 2
@@ -140,14 +142,26 @@ url = "{mosquitto.url}"
         cli.disconnect()
 
 
-def test_world_readable_token_warns_but_is_accepted(tmp_path, capsys):
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_group_or_world_readable_secret_is_refused(tmp_path, capsys, mode):
+    """README: a config holding a literal secret readable by group or others is refused, not warned about."""
     p = tmp_path / "open.toml"
-    p.write_text('[pcap]\ndevice = "nosuchdev0"\n[[mqtt]]\nurl = "mqtt://127.0.0.1:1"\npassword = "pw"\n')
-    p.chmod(0o644)
-    assert main([str(p)]) == 2  # fails on the device, after the warning: the original accepted such files
-    warn, err = _err(capsys)
-    assert "warning:" in warn and "mqtt[0].password" in warn and "chmod 600" in warn
-    assert "no such network device" in err
+    p.write_text('[pcap]\ndevice = "lo"\n[[mqtt]]\nurl = "mqtt://127.0.0.1:1"\npassword = "pw"\n')
+    p.chmod(mode)
+    assert main([str(p)]) == 2
+    (err,) = _err(capsys)  # one line, before any capture is opened
+    assert "mqtt[0].password" in err and f"mode {mode:04o}" in err and f"chmod 600 {p}" in err
+
+
+def test_private_secret_and_secret_from_env_are_accepted(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SB_TEST_MQTT_PW", "pw")
+    for text, mode in (('password = "pw"\n', 0o600), ('password = { env = "SB_TEST_MQTT_PW" }\n', 0o644)):
+        p = tmp_path / "cfg.toml"
+        p.write_text('[pcap]\ndevice = "nosuchdev0"\n[[mqtt]]\nurl = "mqtt://127.0.0.1:1"\n' + text)
+        p.chmod(mode)
+        assert main([str(p)]) == 2  # it gets as far as opening the (missing) interface
+        (err,) = _err(capsys)
+        assert "no such network device" in err
 
 
 def test_corrupt_file_midway_exits_1(tmp_path):

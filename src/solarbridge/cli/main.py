@@ -115,7 +115,7 @@ def _simulate(family: str | None, rest: list[str]) -> int:
     names = ", ".join(sorted(registry.SIMULATORS))
     if not family or family in ("-h", "--help"):
         print(f"usage: solarbridge simulate {{{names}}} [options]\n\nrun `solarbridge simulate NAME --help` for "
-              "a simulator's options")
+              "a simulator's options", file=sys.stdout if family else sys.stderr)
         return 0 if family else 2
     if family not in registry.SIMULATORS:
         print(f"solarbridge simulate: unknown simulator {family!r} (allowed: {names})", file=sys.stderr)

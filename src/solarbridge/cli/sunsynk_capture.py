@@ -55,25 +55,6 @@ def _rename(msg: str, names: list[str]) -> str:
     return re.sub(r"sinks\[(\d+)\]", sub, msg).replace("sources[0].", "pcap.")
 
 
-def _warn_if_readable(path: str) -> None:
-    """The original accepted tokens in any file; keep accepting them, but say so when others can read them."""
-    import stat
-    import tomllib
-    from pathlib import Path
-
-    from ..config import _secret_paths
-
-    p = Path(path)
-    try:
-        mode = stat.S_IMODE(p.stat().st_mode)
-        keys = _secret_paths(tomllib.loads(p.read_text()))
-    except (OSError, ValueError):
-        return
-    if keys and mode & 0o077:
-        print(f"{PROG}: warning: {p} holds secrets ({', '.join(keys[:3])}) and is readable by group or others "
-              f"(mode {mode:04o}); fix with: chmod 600 {p}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = args.config_opt or args.config
@@ -89,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(path)
     except ConfigError as e:
         return _fail(str(e))
-    _warn_if_readable(path)
     pcap = cfg.pcap
     # open what the capture needs now, so every problem is one line before anything starts
     if pcap.file:

@@ -33,9 +33,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 
-from ...config import ConfigError, Secret, describe_validation_error
+from ...config import ConfigError, Secret, check_private, describe_validation_error, secret_paths
 
 
 def _layout(value: Any) -> Any:
@@ -61,7 +69,7 @@ class PcapSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device: str = Field(description="network interface to capture on, or a capture file when file = true")
-    file: bool = Field(False, description="device names a pcap/pcapng file")
+    file: StrictBool = Field(False, description="device names a pcap/pcapng file (true or false)")
     filter: str | None = Field(None, description="BPF filter, combined as (tcp) and (<filter>)")
     timezone: str | None = Field(None, description="time zone of the dongle's clock; unset: capture time")
     layout: Layout = Field("auto", description="report layout: auto, 292 or 302")
@@ -121,8 +129,12 @@ def load(path: str | os.PathLike[str]) -> CaptureConfig:
         raise ConfigError(f"{p}: is a directory") from None
     except PermissionError:
         raise ConfigError(f"{p}: permission denied") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    # a token or password in a file others can read is refused, as the daemon's config is (README)
+    check_private(p, secret_paths(raw))
     return parse(raw, p)
 
 

@@ -1,0 +1,138 @@
+"""Issue 17 items 8, 12 and 16: inputs that must be refused, default instance names, what `run` prints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from solarbridge.config import ConfigError, build
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+SB = [sys.executable, "-m", "solarbridge.cli.main"]
+SYNTH = '[[sources]]\ntype = "synthetic"\n'
+
+
+def sb(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SB, *args], capture_output=True, text=True, env=ENV, timeout=60)
+
+
+def write(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "sb.toml"
+    p.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n' + text)
+    p.chmod(0o600)
+    return str(p)
+
+
+BAD = [
+    ('[api]\nlisten = "127.0.0.1:99999"\n' + SYNTH, "api.listen: port must be 0-65535 (got '99999')"),
+    ('[api]\nlisten = "127.0.0.1:http"\n' + SYNTH, "api.listen: port must be 0-65535 (got 'http')"),
+    ('[api]\ngivtcp_listen = "127.0.0.1:70000"\n' + SYNTH, "api.givtcp_listen: port must be 0-65535"),
+    ('[api]\nenabled = "yes"\n' + SYNTH, "api.enabled: Input should be a valid boolean (got 'yes')"),
+    (SYNTH + '[[sinks]]\ntype = "jsonl"\nfsync = "yes"\n', "sinks[0].fsync: must be true or false (got 'yes')"),
+    (SYNTH + '[[sinks]]\ntype = "mqtt"\nurl = "x"\n', "sinks[0].url: url must look like mqtt://host:1883"),
+    (SYNTH + '[[sinks]]\ntype = "influxdb2"\nhost = "x"\norg = "o"\nbucket = "b"\n', "host must start with http://"),
+    ('[[sources]]\ntype = "synthetic"\ninterval = -3\n', "sources[0].interval: Input should be greater than 0"),
+]
+
+
+@pytest.mark.parametrize(("text", "needle"), BAD, ids=[n.split(":")[0] for _, n in BAD])
+def test_check_config_refuses_with_one_line(tmp_path, text, needle):
+    out = sb("check-config", "-c", write(tmp_path, text))
+    assert out.returncode == 2, out.stdout
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    # the value is shown once, never "(got 'x') (got 'x')"
+    assert lines[0].count("(got ") <= 1, lines[0]
+
+
+def test_no_sources_is_said_and_exits_2(tmp_path):
+    cfg = write(tmp_path, '[[sinks]]\ntype = "jsonl"\n')
+    for command in ("run", "check-config"):
+        t0 = time.monotonic()
+        out = sb(command, "-c", cfg)
+        assert out.returncode == 2
+        assert out.stderr.strip().endswith("sources: none configured, so there is nothing to run "
+                                           "(add a [[sources]] table, e.g. type = \"synthetic\")"), out.stderr
+        assert time.monotonic() - t0 < 30  # it does not run forever
+
+
+# ----------------------------------------------------------------------------- item 12: default names
+
+
+def names(raw: dict) -> list[str]:
+    cfg = build(raw)
+    return [c.name for c in cfg.sources + cfg.sinks]
+
+
+def test_default_names_are_numbered_per_type():
+    raw = {"sources": [{"type": "synthetic"}, {"type": "synthetic"}],
+           "sinks": [{"type": "csv"}, {"type": "jsonl"}, {"type": "csv"}, {"type": "csv"},
+                     {"type": "influxdb2", "org": "o", "bucket": "b", "token": "t"},
+                     {"type": "influxdb2", "org": "o", "bucket": "b", "token": "t"}]}
+    assert names(raw) == ["synthetic", "synthetic2", "csv", "jsonl", "csv2", "csv3", "influxdb2", "influxdb2-2"]
+
+
+def test_default_names_survive_reordering_across_types():
+    """Spool and token files are named after these: moving, adding or removing entries of other types
+    must not rename an entry."""
+    influx = {"type": "influxdb2", "org": "o", "bucket": "b", "token": "t", "host": "http://127.0.0.1:1"}
+    a = {"sources": [{"type": "synthetic"}], "sinks": [dict(influx), {"type": "csv"}, {"type": "jsonl"}]}
+    b = {"sources": [{"type": "synthetic"}], "sinks": [{"type": "jsonl"}, {"type": "csv"}, {"type": "state"},
+                                                       dict(influx)]}
+    by_type_a = {c.type: c.name for c in build(a).sinks}
+    by_type_b = {c.type: c.name for c in build(b).sinks}
+    assert by_type_a["influxdb2"] == by_type_b["influxdb2"] == "influxdb2"
+    assert by_type_a["csv"] == by_type_b["csv"] == "csv"
+
+
+def test_explicit_names_are_not_reused():
+    raw = {"sources": [{"type": "synthetic"}],
+           "sinks": [{"type": "csv"}, {"type": "csv", "name": "csv2"}, {"type": "csv"}]}
+    assert names(raw) == ["synthetic", "csv", "csv2", "csv3"]
+    with pytest.raises(ConfigError, match="'csv' is used twice"):
+        build({"sources": [{"type": "synthetic"}], "sinks": [{"type": "csv", "name": "csv"},
+                                                             {"type": "csv", "name": "csv"}]})
+
+
+# ----------------------------------------------------------------------------- item 16: what `run` prints
+
+
+def test_run_prints_a_summary_and_state_changes_without_verbose(tmp_path):
+    """No -v: one start-up line naming sources, sinks and the dashboard, one line when a device first
+    answers, one line per source failure, then "stopping"/"stopped"; nothing per reading."""
+    from servers import free_port
+
+    port = free_port()
+    cfg = write(tmp_path, f'[api]\nenabled = true\nlisten = "127.0.0.1:{port}"\n'
+                          '[[sources]]\ntype = "synthetic"\ninterval = 0.05\n'
+                          '[[sinks]]\ntype = "jsonl"\n[[sinks]]\ntype = "csv"\nname = "sheets"\n')
+    proc = subprocess.Popen([*SB, "run", "-c", cfg], env=ENV, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while not any("device synthetic-home" in ln for ln in lines):
+        assert time.monotonic() < deadline, lines
+        line = proc.stderr.readline()
+        assert line, f"daemon ended: {lines}"
+        lines.append(line.rstrip("\n"))
+    time.sleep(1.0)  # ~20 more readings: none of them may print anything
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=20)
+    lines += rest.splitlines()
+    assert proc.returncode == 0, lines
+    summary = [ln for ln in lines if "running 1 source(s)" in ln]
+    assert len(summary) == 1, lines
+    assert "synthetic" in summary[0] and "2 sink(s)" not in summary[0]  # history is added: 3 sinks
+    assert "3 sink(s): jsonl, sheets (csv), history" in summary[0]
+    assert f"dashboard http://127.0.0.1:{port}/" in summary[0]
+    device = [ln for ln in lines if "device synthetic-home" in ln]
+    assert len(device) == 1 and device[0].endswith("online")
+    assert [ln.split(": ")[-1] for ln in lines if "solarbridge.status" in ln][-2:] == ["stopping", "stopped"]
+    assert len(lines) == 4, lines
