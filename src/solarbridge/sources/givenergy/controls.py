@@ -80,7 +80,8 @@ WRITE_RANGES: dict[int, tuple[int, int]] = {
     AC_CHARGE_RATE: (1, 100), AC_DISCHARGE_RATE: (1, 100), ENABLE_EPS: (0, 1), BATTERY_PAUSE_MODE: (0, 3),
     EMS_EXPORT_LIMIT: (0, 65000),
     **{r: (0, 2359) for r in TIME_REGISTERS},
-    **{r: (4, 100) for r in SLOT_TARGET_REGISTERS},
+    # an unused slot's target reads 0 and must be restorable; commands themselves take 4..100
+    **{r: (0, 100) for r in SLOT_TARGET_REGISTERS},
 }
 
 #: register number -> name, for messages, logs and control replies (never raw numbers to a user)
@@ -623,8 +624,21 @@ TIMED_CONTROLS: dict[str, tuple[str, str, str]] = {
 
 
 def restore_plan(kind: str, saved: dict[int, int]) -> WritePlan:
-    """The writes that end a timed control: the saved values, in the order they were changed."""
-    return WritePlan(f"{kind}Revert", list(saved.items()), f"{kind} revert")
+    """The writes that end a timed control: the saved values, in the order they were changed.
+
+    A saved slot time that is no time of day (uninitialised slots read e.g. 52800) is restored as 00:00,
+    which the inverter shows the same way (no slot); any other unwritable saved value is left out.
+    """
+    writes = []
+    for reg, val in saved.items():
+        try:
+            check_write(reg, val)
+        except ControlError:
+            if reg not in TIME_REGISTERS:
+                continue
+            val = 0
+        writes.append((reg, val))
+    return WritePlan(f"{kind}Revert", writes, f"{kind} revert")
 
 
 # --------------------------------------------------------------------------- the command table

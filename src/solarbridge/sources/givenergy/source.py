@@ -256,6 +256,8 @@ class GivEnergySource(Source):
             details["revert"] = named(t["restore"])
         self.ctx.log.info("givenergy %s: %s done: wrote %s", self.ctx.name, wp.command, details["writes"])
         metric = STATE_METRICS.get(request.command)
+        if metric is None and wp.timed is not None:
+            metric = TIMED_CONTROLS[wp.timed.kind][1]
         if metric is not None:
             value: Any = reading.metrics.get(metric)
         else:  # a GivTCP command: the named fields it changed, as read back
