@@ -119,6 +119,8 @@ class ApiConfig(BaseModel):
     listen: str = Field("127.0.0.1:8080", description="host:port")
     givtcp_listen: str = Field("", description="also serve the GivTCP-compatible routes here (e.g. 127.0.0.1:6345)")
     token: Secret | None = Field(None, description="bearer token required by control routes")
+    givtcp_token_reads: bool = Field(False, description="also require the token on the GivTCP read routes "
+                                     "(GET /runAll ...); GivTCP's own clients read without one")
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins (default: none)")
 
     @field_validator("listen", "givtcp_listen")

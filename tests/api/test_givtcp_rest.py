@@ -20,12 +20,14 @@ from support.givenergy import run, simulator, until
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("INVERTOR", "MQTT_", "INFLUX_", "HA_", "GIVTCP"))}
 
 
-async def start_rest(sim_port: int, state_dir: Path, token: str = "", workers: int = 2) -> tuple[Any, str]:
+async def start_rest(sim_port: int, state_dir: Path, token: str = "", workers: int = 2,
+                     extra: tuple[str, ...] = ()) -> tuple[Any, str]:
     port = free_port()
     args = [sys.executable, "-m", "solarbridge.cli.main", "giv", "rest", "--host", "127.0.0.1", "--port",
             str(sim_port), "--listen-port", str(port), "--workers", str(workers), "--state-dir", str(state_dir)]
     if token:
         args += ["--token", token]
+    args += list(extra)
     env = {**ENV, "SELF_RUN_LOOP_TIMER": "0.5", "SELF_RUN_TIMER_FULL": "5"}
     proc = await asyncio.create_subprocess_exec(*args, env=env, stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.PIPE, start_new_session=True)
@@ -82,7 +84,11 @@ def test_rest_service_cache_controls_errors(tmp_path: Path) -> None:
                     for pct in (41, 42, 43, 44, 45, 46):
                         r = await c.post(f"{url}/setChargeTarget", json={"chargeToPercent": str(pct)})
                         assert r.status_code == 200, r.text
-                        assert r.json() == {"result": "Setting Charge Target was a success"}
+                        body = r.json()
+                        assert body["result"] == "Setting Charge Target was a success"
+                        # named fields read back, never raw register numbers
+                        assert body["details"]["read_back"]["charge_target_soc"] == pct
+                        assert not any(k.isdigit() for k in body["details"]["writes"])
                         assert sim.inverter.holding[116] == pct
                     r = await c.post(f"{url}/setBatteryMode", json={"mode": "Timed Export"})
                     assert r.status_code == 200
@@ -112,17 +118,26 @@ def test_rest_service_cache_controls_errors(tmp_path: Path) -> None:
     run(go(), timeout=90)
 
 
-def test_rest_bearer_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("token_reads", [False, True], ids=["controls-only", "token-reads"])
+def test_rest_bearer_token(tmp_path: Path, token_reads: bool) -> None:
+    """The token guards the control routes; GivTCP's clients read without one unless --token-reads."""
     async def go() -> None:
         async with simulator() as sim:
-            proc, url = await start_rest(sim.port, tmp_path, token="s3cret", workers=1)
+            proc, url = await start_rest(sim.port, tmp_path, token="s3cret", workers=1,
+                                         extra=("--token-reads",) if token_reads else ())
             try:
                 async with httpx.AsyncClient(timeout=20) as c:
                     await wait_ready(c, url, {"Authorization": "Bearer s3cret"})
-                    assert (await c.get(f"{url}/runAll")).status_code == 401
-                    assert (await c.get(f"{url}/runAll", headers={"Authorization": "Bearer nope"})).status_code == 401
-                    r = await c.post(f"{url}/setChargeTarget", json={"chargeToPercent": "60"})
-                    assert r.status_code == 401 and sim.inverter.write_log == []
+                    for path in ("runAll", "getModesandTimes", "1/runAll", f"{sim.inverter.serial}/runAll"):
+                        assert (await c.get(f"{url}/{path}")).status_code == (401 if token_reads else 200), path
+                    r = await c.get(f"{url}/runAll", headers={"Authorization": "Bearer nope"})
+                    assert r.status_code == (401 if token_reads else 200)
+                    for path in ("setChargeTarget", "1/setChargeTarget"):
+                        r = await c.post(f"{url}/{path}", json={"chargeToPercent": "60"})
+                        assert r.status_code == 401 and sim.inverter.write_log == []
+                    r = await c.post(f"{url}/setChargeTarget", json={"chargeToPercent": "60"},
+                                     headers={"Authorization": "Bearer s3cret"})
+                    assert r.status_code == 200 and sim.inverter.holding[116] == 60
             finally:
                 await stop_rest(proc)
     run(go(), timeout=60)
@@ -194,6 +209,7 @@ def test_shared_backend_one_poller_and_forwarded_controls(tmp_path: Path) -> Non
                 assert a.leader and not b.leader
                 await until(lambda: b.snapshot() is not None, timeout=15, what="cache file")
                 assert b.snapshot()["serial"] == sim.inverter.serial  # type: ignore[index]
+                assert b.serials() == [sim.inverter.serial]
                 status, body = await b.control("setBatteryReserve", {"dischargeToPercent": "17"})
                 assert status == 200 and body["result"] == "Setting Battery Reserve was a success"
                 assert sim.inverter.holding[110] == 17

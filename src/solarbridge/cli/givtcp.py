@@ -2,7 +2,7 @@
 
     givtcp-read [runAll|getTimeslots|getCombinedStats|getModesandTimes]
     givtcp-write setChargeSlot1 '{"start":"0100","finish":"0400","chargeToPercent":"55"}'
-    givtcp-rest [--host 127.0.0.1] [--port 6345] [--workers N]
+    givtcp-rest [--listen-host 127.0.0.1] [--listen-port 6345] [--workers N] [--token T [--token-reads]]
     solarbridge giv read|write|discover|rest ...
 
 Settings come from GivTCP's environment variables (INVERTOR_IP, MQTT_OUTPUT, ...) or a settings
@@ -36,13 +36,30 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for each reply (default 3)")
 
 
+def _check_port(option: str, value: int | None) -> None:
+    from ..config import ConfigError
+
+    if value is not None and not 1 <= value <= 65535:
+        raise ConfigError(f"{option}: must be a TCP port 1..65535 (got {value})")
+
+
+def _check_timeout(value: float) -> None:
+    from ..config import ConfigError
+
+    if not 0 < value <= 300:
+        raise ConfigError(f"--timeout: must be more than 0 and at most 300 seconds (got {value:g})")
+
+
 def _settings(a: argparse.Namespace) -> Any:
     from ..sources.givenergy.settings import load_settings
 
+    _check_port("--port", a.port)
+    if hasattr(a, "timeout"):
+        _check_timeout(a.timeout)
     s = load_settings(file=a.settings)
     if a.host:
         s.invertor_ip = a.host
-    if a.port:
+    if a.port is not None:
         s.invertor_port = a.port
     if s.debug:
         handler: logging.Handler = (logging.FileHandler(s.debug_file_location) if s.debug_file_location
@@ -55,10 +72,16 @@ def _settings(a: argparse.Namespace) -> Any:
     return s
 
 
-def _client(s: Any, timeout: float) -> Any:
+def _client(s: Any, a: argparse.Namespace) -> Any:
+    from ..config import ConfigError
     from ..sources.givenergy.client import GivEnergyClient
 
-    return GivEnergyClient(s.invertor_ip, s.invertor_port, timeout=timeout, retries=2, gap=0.05)
+    inverters = s.inverters()
+    n = getattr(a, "inverter", 1)
+    if not 1 <= n <= len(inverters):
+        raise ConfigError(f"--inverter: must be 1..{len(inverters)} (INVERTOR_IP lists {len(inverters)}; got {n})")
+    host, port = inverters[n - 1]
+    return GivEnergyClient(host, port, timeout=a.timeout, retries=2, gap=0.05)
 
 
 async def _publish(settings: Any, reading: Any) -> list[str]:
@@ -98,7 +121,7 @@ async def _read(a: argparse.Namespace) -> int:
     raw = s.print_raw or a.raw
     layout = a.layout or s.givtcp_layout
     try:
-        async with _client(s, a.timeout) as c:
+        async with _client(s, a) as c:
             await c.detect(s.numbatteries)
             plant = await c.refresh(full=True)
     except GivEnergyError as e:
@@ -137,7 +160,7 @@ async def _write(a: argparse.Namespace) -> int:
         return 2
     s = _settings(a)
     try:
-        async with _client(s, a.timeout) as c:
+        async with _client(s, a) as c:
             # what the model offers (slots, per-slot targets, battery capacity) decides the writes
             await c.detect(0)
             plant = await c.refresh(full=True)
@@ -153,6 +176,8 @@ async def _write(a: argparse.Namespace) -> int:
 
 async def _discover(a: argparse.Namespace) -> int:
     import ipaddress
+
+    _check_port("--port", a.port)
 
     from ..sources.givenergy.discovery import discover, local_networks
 
@@ -178,6 +203,7 @@ def _read_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=("v1", "v3"), help="GivTCP key names (default v1, or GIVTCP_LAYOUT)")
     p.add_argument("--raw", action="store_true", help="add raw registers (as PRINT_RAW)")
     _common(p)
+    p.set_defaults(prog=prog)
     return p
 
 
@@ -188,6 +214,7 @@ def _write_parser(prog: str) -> argparse.ArgumentParser:
                    help="JSON payload, e.g. '{\"chargeToPercent\":\"50\"}' (or a bare value)")
     p.add_argument("--allow-reboot", action="store_true", help="allow rebootInverter (refused without it)")
     _common(p)
+    p.set_defaults(prog=prog)
     return p
 
 
@@ -197,17 +224,22 @@ def _rest_parser(prog: str) -> argparse.ArgumentParser:
                    help="address to listen on (default 127.0.0.1)")
     p.add_argument("--listen-port", dest="listen_port", type=int, default=6345, help="HTTP port (default 6345)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (one polls the inverter)")
-    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or GIVTCP_REST_TOKEN)")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on the control routes (or GIVTCP_REST_TOKEN)")
+    p.add_argument("--token-reads", action="store_true",
+                   help="require the token on the read routes too (GET /runAll ...; GIVTCP_REST_TOKEN_READS=1)")
     p.add_argument("--state-dir", help="cache and lock directory (default CACHELOCATION)")
     _common(p)
+    p.set_defaults(prog=prog)
     return p
 
 
 def _rest(a: argparse.Namespace) -> int:
     import uvicorn
 
+    _check_port("--listen-port", a.listen_port)
     s = _settings(a)  # validate before starting workers
-    s.source_config()
+    for i in range(len(s.inverters())):
+        s.source_config(i)
     if not 1 <= a.workers <= 64:
         print(f"--workers: must be 1..64 (got {a.workers})", file=sys.stderr)
         return 2
@@ -218,6 +250,8 @@ def _rest(a: argparse.Namespace) -> int:
         env["GIVTCP_SETTINGS"] = a.settings
     if a.token:
         env["GIVTCP_REST_TOKEN"] = a.token
+    if a.token_reads:
+        env["GIVTCP_REST_TOKEN_READS"] = "1"
     if a.state_dir:
         env["GIVTCP_STATE_DIR"] = a.state_dir
     if a.bind not in ("127.0.0.1", "::1", "localhost") and not env.get("GIVTCP_REST_TOKEN"):
@@ -236,7 +270,7 @@ def _run(coro_fn: Any, a: argparse.Namespace) -> int:
     try:
         return int(asyncio.run(coro_fn(a)))
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{getattr(a, 'prog', 'givtcp')}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -259,7 +293,7 @@ def rest_main(argv: list[str] | None = None) -> int:
     try:
         return _rest(a)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"givtcp-rest: error: {e}", file=sys.stderr)
         return 2
 
 
@@ -284,7 +318,7 @@ def giv_main(argv: list[str]) -> int:
         try:
             return _rest(a)
         except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"solarbridge giv rest: error: {e}", file=sys.stderr)
             return 2
     if cmd == "discover":
         p = argparse.ArgumentParser(prog="solarbridge giv discover",
@@ -293,6 +327,7 @@ def giv_main(argv: list[str]) -> int:
         p.add_argument("--port", type=int, default=8899)
         p.add_argument("--timeout", type=float, default=1.0, help="connect timeout per address (default 1 s)")
         p.add_argument("--concurrency", type=int, default=64, help="connections in flight (default 64)")
+        p.set_defaults(prog="solarbridge giv discover")
         return _run(_discover, p.parse_args(rest))
     print(f"solarbridge giv: unknown command {cmd!r}\n{usage}", file=sys.stderr)
     return 2

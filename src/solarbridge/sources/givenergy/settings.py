@@ -1,6 +1,6 @@
 """GivTCP settings from environment variables or a settings file, mapped onto daemon config tables.
 
-Variables (as GivTCP's): INVERTOR_IP, MQTT_OUTPUT, MQTT_ADDRESS, MQTT_PORT, MQTT_USERNAME,
+Variables (as GivTCP's): INVERTOR_IP (several inverters: comma-separated, each ``host[:port]``), MQTT_OUTPUT, MQTT_ADDRESS, MQTT_PORT, MQTT_USERNAME,
 MQTT_PASSWORD, MQTT_TOPIC, DEBUG, DEBUG_FILE_LOCATION, PRINT_RAW, INFLUX_OUTPUT, INFLUX_URL,
 INFLUX_TOKEN, INFLUX_BUCKET, INFLUX_ORG, HA_OUTPUT, HA_URL, HA_TOKEN; plus solarbridge's own
 INVERTOR_PORT, NUMBATTERIES, SELF_RUN_LOOP_TIMER, SELF_RUN_TIMER_FULL, GIVTCP_LAYOUT, CACHELOCATION.
@@ -61,22 +61,45 @@ class GivSettings:
 
     # ------------------------------------------------------------------ mapping onto the daemon
 
-    def source_table(self) -> dict[str, Any]:
-        if not self.invertor_ip:
+    def inverters(self) -> list[tuple[str, int]]:
+        """(host, port) of each inverter: INVERTOR_IP may list several, comma-separated, each ``host[:port]``."""
+        out = []
+        for item in self.invertor_ip.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            host, sep, port = item.rpartition(":") if item.count(":") == 1 else ("", "", "")
+            if not sep:
+                out.append((item, self.invertor_port))
+                continue
+            try:
+                p = int(port)
+            except ValueError:
+                raise ConfigError(f"INVERTOR_IP: {item!r}: the port must be a number") from None
+            if not 1 <= p <= 65535:
+                raise ConfigError(f"INVERTOR_IP: {item!r}: the port must be 1..65535 (got {p})")
+            out.append((host, p))
+        return out
+
+    def source_table(self, index: int = 0) -> dict[str, Any]:
+        """The ``givenergy`` source table of inverter ``index`` (0 = the first, named ``givtcp``)."""
+        inverters = self.inverters()
+        if not inverters:
             raise ConfigError("INVERTOR_IP: required (the dongle's IP address; try: solarbridge giv discover)")
-        t: dict[str, Any] = {"type": "givenergy", "name": "givtcp", "host": self.invertor_ip,
-                             "port": self.invertor_port, "poll_interval": self.self_run_loop_timer,
+        host, port = inverters[index]
+        t: dict[str, Any] = {"type": "givenergy", "name": "givtcp" if index == 0 else f"givtcp{index + 1}",
+                             "host": host, "port": port, "poll_interval": self.self_run_loop_timer,
                              "full_refresh_interval": self.self_run_timer_full, "layout": self.givtcp_layout,
                              "print_raw": self.print_raw}
         if self.numbatteries is not None:
             t["batteries"] = self.numbatteries
         return t
 
-    def source_config(self) -> Any:
+    def source_config(self, index: int = 0) -> Any:
         from ...config import validate_plugin
         from ...registry import SOURCES
 
-        return validate_plugin("sources", 0, self.source_table(), SOURCES)
+        return validate_plugin("sources", index, self.source_table(index), SOURCES)
 
     def sink_tables(self) -> list[dict[str, Any]]:
         """Generic sinks for MQTT_OUTPUT / INFLUX_OUTPUT / HA_OUTPUT (the daemon's [[sinks]] tables)."""
