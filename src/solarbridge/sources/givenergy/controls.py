@@ -735,7 +735,12 @@ def plan(command: str, value: Any = None, *, saved_reserve: int = 4, context: Pl
             if isinstance(value, bool):
                 value = "enable" if value else "disable"
             payload = {key: value}
-        p = COMMANDS[gcmd][1](gcmd, payload, ctx)
+        try:
+            p = COMMANDS[gcmd][1](gcmd, payload, ctx)
+        except ControlError as e:  # name the control the user sent, not GivTCP's payload key
+            if e.field_name != key:
+                raise
+            raise ControlError(f"{command}:{str(e).partition(':')[2]}", field_name=command, status=e.status) from None
         p.command = command
     else:
         name = _BY_LOWER.get(command.lower())
