@@ -81,7 +81,7 @@ def test_eco_restores_saved_reserve() -> None:
     ("setBatteryMode", {"mode": "Turbo"}, "mode", "1..4"),
     ("setChargeTarget", "{not json", "payload", "JSON"),
     ("frobnicate", None, "command", "setChargeTarget"),
-    ("charge_target_enabled", "maybe", "state", "enable/disable"),
+    ("charge_target_enabled", "maybe", "charge_target_enabled", "enable/disable"),
 ])
 def test_invalid_payloads_name_field_and_range(command: str, payload: object, field: str, hint: str) -> None:
     with pytest.raises(ControlError) as ei:

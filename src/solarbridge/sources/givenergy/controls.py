@@ -22,7 +22,7 @@ from .registers import HR
 
 ENABLE_CHARGE_TARGET = HR["enable_charge_target"]
 BATTERY_POWER_MODE = HR["battery_power_mode"]  # 1 = eco (match demand), 0 = max power (export)
-SOC_FORCE_ADJUST = HR["soc_force_adjust"]  # battery calibration
+SOC_FORCE_ADJUST = HR["battery_calibration_stage"]  # written 0 stop, 1 start, 3 charge only
 CLOCK = tuple(HR[f"system_time_{p}"] for p in ("year", "month", "day", "hour", "minute", "second"))
 ACTIVE_POWER_RATE = HR["active_power_rate"]
 ENABLE_DISCHARGE = HR["enable_discharge"]
@@ -32,13 +32,13 @@ BATTERY_CHARGE_LIMIT = HR["battery_charge_limit"]
 BATTERY_DISCHARGE_LIMIT = HR["battery_discharge_limit"]
 BATTERY_CUTOFF = HR["battery_discharge_min_power_reserve"]
 CHARGE_TARGET_SOC = HR["charge_target_soc"]
-REBOOT = HR["reboot"]
+REBOOT = HR["inverter_reboot"]
 ENABLE_RTC = HR["enable_rtc"]
-AC_CHARGE_RATE = HR["ac_charge_rate_pct"]
-AC_DISCHARGE_RATE = HR["ac_discharge_rate_pct"]
+AC_CHARGE_RATE = HR["battery_charge_limit_ac"]
+AC_DISCHARGE_RATE = HR["battery_discharge_limit_ac"]
 ENABLE_EPS = HR["enable_eps"]
 BATTERY_PAUSE_MODE = HR["battery_pause_mode"]
-PAUSE_SLOT = (HR["battery_pause_slot_start"], HR["battery_pause_slot_end"])
+PAUSE_SLOT = (HR["battery_pause_slot_1_start"], HR["battery_pause_slot_1_end"])
 
 MAX_SLOTS = 10
 REBOOT_VALUE = 100
@@ -46,7 +46,7 @@ REBOOT_VALUE = 100
 
 def slot_registers(kind: str, n: int) -> tuple[int, int, int]:
     """(start, end, target SOC) holding registers of charge or discharge slot ``n`` (1..10)."""
-    return (HR[f"{kind}_slot_{n}_start"], HR[f"{kind}_slot_{n}_end"], HR[f"{kind}_slot_{n}_target_soc"])
+    return (HR[f"{kind}_slot_{n}_start"], HR[f"{kind}_slot_{n}_end"], HR[f"{kind}_target_soc_{n}"])
 
 
 SLOT_TIME_REGISTERS = frozenset(r for k in ("charge", "discharge") for n in range(1, MAX_SLOTS + 1)
@@ -811,8 +811,9 @@ def control_metrics(plant: Any) -> dict[str, Any]:
                           ("battery_discharge_rate_w", BATTERY_DISCHARGE_LIMIT)):
             if reg in hr:
                 m[name] = int(min(hr[reg] / 100 * cap, limit))
-    if SOC_FORCE_ADJUST in hr:
-        m["battery_calibration"] = CALIBRATION_NAMES.get(hr[SOC_FORCE_ADJUST], f"Unknown ({hr[SOC_FORCE_ADJUST]})")
+    if SOC_FORCE_ADJUST in hr:  # the register reads the stage a running calibration is in
+        stage = hr[SOC_FORCE_ADJUST]
+        m["battery_calibration"] = "Off" if stage == 0 else CALIBRATION_NAMES.get(stage, "Start")
     if BATTERY_PAUSE_MODE in hr:
         pm = hr[BATTERY_PAUSE_MODE]
         m["battery_pause_mode"] = PAUSE_MODE_NAMES[pm] if pm < len(PAUSE_MODE_NAMES) else f"Unknown ({pm})"

@@ -334,29 +334,7 @@ def family_blocks(device_type_code: int, arm_firmware: int) -> FamilyBlocks:
     return fam
 
 
-# --------------------------------------------------------------------------- control registers by name
+# --------------------------------------------------------------------------- registers by name
 
-#: holding registers the controls write beyond HOLDING_TABLE (single-phase models with the extended
-#: HR 240-359 banks: Gen2/Gen3 hybrids, AC, AIO). Source: the fact sheet's section 2.1 (givenergy-modbus
-#: register inventory, Apache-2.0): the 10-slot tables (charge slot n >= 2 at 237+3n/238+3n with its
-#: target SOC at 239+3n and slot 1's at 242; discharge slot n >= 3 at 267+3n/268+3n, target 269+3n,
-#: slot 1's target 272, slot 2's 275), EPS enable (317), battery pause mode (318) and its slot (319/320),
-#: AC charge/discharge rate % (313/314).
-CONTROL_TABLE: tuple[Field, ...] = _t(
-    ("charge_slot_1_target_soc", 242),
-    *((f"charge_slot_{n}_start", 237 + 3 * n, "hhmm") for n in range(3, 11)),
-    *((f"charge_slot_{n}_end", 238 + 3 * n, "hhmm") for n in range(3, 11)),
-    *((f"charge_slot_{n}_target_soc", 239 + 3 * n) for n in range(2, 11)),
-    ("discharge_slot_1_target_soc", 272), ("discharge_slot_2_target_soc", 275),
-    *((f"discharge_slot_{n}_start", 267 + 3 * n, "hhmm") for n in range(3, 11)),
-    *((f"discharge_slot_{n}_end", 268 + 3 * n, "hhmm") for n in range(3, 11)),
-    *((f"discharge_slot_{n}_target_soc", 269 + 3 * n) for n in range(3, 11)),
-    ("ac_charge_rate_pct", 313), ("ac_discharge_rate_pct", 314),
-    ("enable_eps", 317), ("battery_pause_mode", 318),
-    ("battery_pause_slot_start", 319, "hhmm"), ("battery_pause_slot_end", 320, "hhmm"),
-)
-
-#: register number of every named holding register (HOLDING_TABLE and CONTROL_TABLE)
-HR: dict[str, int] = {f.name: f.register for f in (*HOLDING_TABLE, *CONTROL_TABLE)}
-#: earlier names of HOLDING_TABLE rows (renamed to the givenergy-modbus names), still used by the controls
-HR.update(soc_force_adjust=HR["battery_calibration_stage"], reboot=HR["inverter_reboot"])
+#: register number of every named holding register of the single-phase table (what controls.py writes)
+HR: dict[str, int] = {f.name: f.register for f in HOLDING_TABLE}
