@@ -211,8 +211,9 @@ class Runner:
         self.stream: Any = None
         self.n_in = 0
         self.n_out = 0
-        self.grant_ack: set[int] = set()
         self.errors = 0
+        self.reported = 0  # command results written
+        self.status = 0
         self.wrote = False
 
     # ------------------------------------------------------------------ I/O helpers
@@ -243,7 +244,7 @@ class Runner:
 
     def handle(self, data: bytes) -> list[Any]:
         """Feed received bytes; perform the resulting actions; return the Received frames."""
-        from ..sources.solaredge.functions import MASTER_GRANT_ACK, function_name
+        from ..sources.solaredge.functions import function_name
         from ..sources.solaredge.jsonout import dumps
         from ..sources.solaredge.session import Failed, Output, Received, Send
 
@@ -267,8 +268,6 @@ class Runner:
                     if log.isEnabledFor(LOG_RAW):
                         for line in hexdump(fr.payload):
                             log.log(LOG_RAW, line)
-                if fr.function == MASTER_GRANT_ACK:
-                    self.grant_ack.add(fr.src)
                 received.append(act)
             elif kind is Send:
                 self.send(act.data)
@@ -303,65 +302,64 @@ class Runner:
                 self.handle(data)
         self.finish_stream()
 
-    def master(self, slaves: list[int]) -> None:
-        from ..sources.solaredge import functions as fn
-        from ..sources.solaredge.commands import next_seq
-        from ..sources.solaredge.framing import Frame
+    def drive(self, exchange: Any) -> bool:
+        """Run a master or command exchange of the session (sans-IO) over the stream.
 
-        while True:
-            for slave in slaves:
-                self.grant_ack.discard(slave)
-                self.send(self.monitor.frame_bytes(Frame(next_seq(), fn.MASTER_ADDR, slave, fn.MASTER_GRANT)))
-                deadline = time.monotonic() + MASTER_TIMEOUT
-                while slave not in self.grant_ack and time.monotonic() < deadline:
-                    data = self.stream.read(min(0.5, max(0.0, deadline - time.monotonic())))
-                    if data is None:
-                        return
-                    if data:
-                        self.handle(data)
-                if slave not in self.grant_ack:
-                    log.debug("RS485 master ack timeout for %08x", slave)
-            end = time.monotonic() + self.a.master_pause
-            while time.monotonic() < end:
-                data = self.stream.read(min(0.5, max(0.0, end - time.monotonic())))
-                if data is None:
-                    return
-                if data:
-                    self.handle(data)
+        Returns False when the stream ended, True when the exchange is done (commands).
+        """
+        now = time.monotonic
+        timeouts = 0
+        self.send_frames(exchange.poll(now()))
+        while not getattr(exchange, "done", False):
+            data = self.stream.read(min(0.5, max(0.0, exchange.wake_at - now())))
+            if data is None:
+                return False
+            for r in self.handle(data) if data else []:
+                self.send_frames(exchange.received(r, now()))
+            self.send_frames(exchange.poll(now()))
+            if getattr(exchange, "timeouts", 0) != timeouts:
+                timeouts = exchange.timeouts
+                log.debug("RS485 master ack timeout for %08x", exchange.timed_out)
+            self.report(exchange)
+        return True
 
-    def commands(self) -> int:
-        from ..sources.solaredge import functions as fn
-        from ..sources.solaredge.commands import next_seq
-        from ..sources.solaredge.framing import Frame
+    def send_frames(self, frames: list[Any]) -> None:
+        for f in frames:
+            self.send(self.monitor.frame_bytes(f))
+
+    def report(self, exchange: Any) -> None:
+        """Command answers as they come (``-c``): one output line each, or an error for no answer."""
         from ..sources.solaredge.jsonout import command_line
 
-        slave = self.a.slaves[0]
-        status = 0
-        for i, cmd in enumerate(self.a.commands):
-            if i:
-                time.sleep(self.a.command_delay)
-            seq = next_seq()
-            self.send(self.monitor.frame_bytes(Frame(seq, fn.MASTER_ADDR, slave, cmd.function, cmd.payload)))
-            if self.mode.master:
-                self.send(self.monitor.frame_bytes(Frame(next_seq(), fn.MASTER_ADDR, slave, fn.MASTER_GRANT)))
-            deadline = time.monotonic() + COMMAND_TIMEOUT
-            answer = None
-            while answer is None and time.monotonic() < deadline:
-                data = self.stream.read(min(0.5, max(0.0, deadline - time.monotonic())))
-                if data is None:
-                    break
-                for r in self.handle(data) if data else []:
-                    if r.frame.src == slave and r.frame.seq == seq and r.frame.function != fn.POST_DATA:
-                        answer = r
-                        break
+        results = getattr(exchange, "results", ())
+        while self.reported < len(results):
+            cmd, seq, answer = results[self.reported]
+            self.reported += 1
             if answer is None:
-                log.error("no response from %08X to command %s", slave, cmd.text)
-                status = 1
-                continue
-            if self.out is not None:
+                log.error("no response from %08X to command %s", exchange.slave, cmd.text)
+                self.status = 1
+            elif self.out is not None:
                 self.out.write(command_line(cmd.function, answer.frame.function, seq, answer.data))
                 self.out.flush()
-        return status
+
+    def master(self, slaves: list[int]) -> None:
+        from ..sources.solaredge.commands import next_seq
+        from ..sources.solaredge.session import MasterPoll
+
+        self.drive(MasterPoll(slaves, grant_timeout=MASTER_TIMEOUT, pause=self.a.master_pause, next_seq=next_seq))
+
+    def commands(self) -> int:
+        from ..sources.solaredge.commands import next_seq
+        from ..sources.solaredge.session import CommandRun
+
+        run = CommandRun(self.a.slaves[0], self.a.commands, grant=self.mode.master, delay=self.a.command_delay,
+                         timeout=COMMAND_TIMEOUT, next_seq=next_seq)
+        if not self.drive(run):
+            # the stream ended: the commands not answered by then never will be (as the original)
+            while not run.done:
+                run.poll(float("inf"))
+            self.report(run)
+        return self.status
 
 
 class DataError(Exception):

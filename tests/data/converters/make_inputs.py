@@ -4,7 +4,7 @@
 
 recorded.json  : the device records of ../../../../shared/reference/solaredge/records.txt (real captures from
                  jbuehl/solaredge issues #178, #4, #8, #11, see that folder's frames.md), grouped per source
-                 frame into 0x0500 payloads and decoded by solarbridge.sources.solaredge.devices.parse_post_data,
+                 frame into 0x0500 payloads and decoded by solarbridge.sources.solaredge.records.parse_post_data,
                  written as semonitor writes its lines (jsonout.line), with TZ=UTC; last line: the complete
                  recorded 0x0500 frame i136_0500_meter0022 from frames.txt, decoded by the frame codec.
 simulated.json : six telemetry messages of a simulated site (two inverters, one three-phase, three optimizers
@@ -25,8 +25,8 @@ RECORDS = HERE.parent / "solaredge" / "records.txt"
 
 
 def recorded_lines(records_txt: Path = RECORDS) -> list[bytes]:
-    from solarbridge.sources.solaredge.devices import parse_post_data
     from solarbridge.sources.solaredge.jsonout import line
+    from solarbridge.sources.solaredge.records import parse_post_data
 
     groups: dict[str, list[bytes]] = {}
     for text in records_txt.read_text().splitlines():
@@ -45,8 +45,8 @@ def recorded_lines(records_txt: Path = RECORDS) -> list[bytes]:
 
 
 def simulated_lines() -> list[bytes]:
-    from solarbridge.sources.solaredge.devices import parse_post_data
     from solarbridge.sources.solaredge.jsonout import line
+    from solarbridge.sources.solaredge.records import parse_post_data
     from solarbridge.sources.solaredge.simulator import event_0300, make_site, record
 
     t0 = 1_781_000_000  # 2026-06-09 10:13:20 UTC, daylight for the simulator's sun curve

@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from solarbridge.sources.solaredge import simulator as sim
-from solarbridge.sources.solaredge.devices import RecordError, hex_data, parse_id, parse_post_data
 from solarbridge.sources.solaredge.framing import decode
 from solarbridge.sources.solaredge.jsonout import dumps
 from solarbridge.sources.solaredge.messages import parse_data
+from solarbridge.sources.solaredge.records import RecordError, hex_data, parse_id, parse_post_data
 from support.solaredge import DATA, EXAMPLES
 
 
@@ -26,15 +26,15 @@ from support.solaredge import DATA, EXAMPLES
 def utc(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
-    from solarbridge.sources.solaredge import devices
+    from solarbridge.sources.solaredge import records
 
-    devices.date_time.cache_clear()
-    devices.asctime.cache_clear()
+    records.date_time.cache_clear()
+    records.asctime.cache_clear()
     yield
     monkeypatch.undo()
     time.tzset()
-    devices.date_time.cache_clear()
-    devices.asctime.cache_clear()
+    records.date_time.cache_clear()
+    records.asctime.cache_clear()
 
 
 # issue #178 (semonitor output quoted there; Date/Time converted from CEST to UTC)
@@ -178,7 +178,7 @@ def _record_strategy():
 @given(st.lists(_record_strategy(), max_size=8), st.binary(max_size=3))
 def test_fast_rendering_equals_json_of_parse(recs: list[bytes], tail: bytes) -> None:
     """render_post_data (semonitor's fast path) == json.dumps(parse_post_data(...), sort_keys=True)."""
-    from solarbridge.sources.solaredge.devices import render_post_data
+    from solarbridge.sources.solaredge.render import render_post_data
 
     payload = b"".join(recs) + (tail if len(tail) < 3 else b"")
     try:
@@ -191,26 +191,26 @@ def test_fast_rendering_equals_json_of_parse(recs: list[bytes], tail: bytes) -> 
 
 
 def test_date_time_fast_path_matches_strftime(monkeypatch: pytest.MonkeyPatch) -> None:
-    from solarbridge.sources.solaredge import devices
+    from solarbridge.sources.solaredge import records
 
     for tz in ("UTC", "US/Pacific", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kolkata"):
         monkeypatch.setenv("TZ", tz)
         time.tzset()
-        devices.date_time.cache_clear()
+        records.date_time.cache_clear()
         # across both DST changes of 2021 and random times
         rng = __import__("random").Random(tz)
         stamps = list(range(1615690800 - 7200, 1615690800 + 7200, 599)) + list(
             range(1636250400 - 7200, 1636250400 + 7200, 601)) + [rng.randrange(0, 2**32) for _ in range(2000)]
         for ts in stamps:
             lt = time.localtime(ts)
-            assert devices.date_time(ts) == (time.strftime("%Y-%m-%d", lt), time.strftime("%H:%M:%S", lt)), (tz, ts)
+            assert records.date_time(ts) == (time.strftime("%Y-%m-%d", lt), time.strftime("%H:%M:%S", lt)), (tz, ts)
     monkeypatch.undo()
     time.tzset()
-    devices.date_time.cache_clear()
+    records.date_time.cache_clear()
 
 
 def test_fast_rendering_across_time_zones_and_dst(monkeypatch: pytest.MonkeyPatch) -> None:
-    from solarbridge.sources.solaredge import devices
+    from solarbridge.sources.solaredge import records, render
 
     stamps = list(range(1615690800 - 5400, 1615690800 + 5400, 97)) + list(range(1636250400 - 5400, 1636250400 + 5400, 89))
     payload = b"".join(sim.record(0x0080, 0x20000000 + i, sim.optimizer_0080(ts, i, 30.0, 40.0, 5.0, 100.0, 20.0))
@@ -219,9 +219,9 @@ def test_fast_rendering_across_time_zones_and_dst(monkeypatch: pytest.MonkeyPatc
         for tz in ("UTC", "US/Pacific", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kathmandu"):
             monkeypatch.setenv("TZ", tz)
             time.tzset()
-            devices.date_time.cache_clear()
-            assert devices.render_post_data(payload) == dumps(parse_post_data(payload)), tz
+            records.date_time.cache_clear()
+            assert render.render_post_data(payload) == dumps(parse_post_data(payload)), tz
     finally:
         monkeypatch.undo()
         time.tzset()
-        devices.date_time.cache_clear()
+        records.date_time.cache_clear()

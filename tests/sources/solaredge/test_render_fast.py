@@ -15,10 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from solarbridge.sources.solaredge import devices
+from solarbridge.sources.solaredge import records, render
 from solarbridge.sources.solaredge import simulator as sim
-from solarbridge.sources.solaredge.devices import RecordError, parse_post_data, render_post_data
 from solarbridge.sources.solaredge.jsonout import dumps
+from solarbridge.sources.solaredge.records import RecordError, parse_post_data
+from solarbridge.sources.solaredge.render import render_post_data
 from support.solaredge import EXAMPLES
 
 ZONES = ("UTC", "US/Pacific", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kathmandu")
@@ -31,12 +32,12 @@ def zone(monkeypatch: pytest.MonkeyPatch):
     def set_zone(tz: str) -> None:
         monkeypatch.setenv("TZ", tz)
         time.tzset()
-        devices.date_time.cache_clear()
+        records.date_time.cache_clear()
 
     yield set_zone
     monkeypatch.undo()
     time.tzset()
-    devices.date_time.cache_clear()
+    records.date_time.cache_clear()
 
 
 def _expected(payload: bytes) -> str | type[RecordError]:
@@ -95,10 +96,10 @@ def test_run_fast_path_is_taken_and_exact(zone) -> None:
         for start in (1700000000, 1615690800 - 4000, 1636250400 + 4000, 1700006400 + 10):
             recs = b"".join(sim.record(0x0080, 0x20100000 + 7 * i, sim.optimizer_0080(
                 start - i, 3600 + i, 30 + i / 8, 40.0, 5 + i / 16, 100.0 + i, 20.0 - 3 * i)) for i in range(24))
-            out = devices._OptTexts()
+            out = render._OptTexts()
             span_ok = time.localtime(start - 23).tm_mday == time.localtime(start).tm_mday and \
                 time.localtime(start - 23).tm_gmtoff == time.localtime(start).tm_gmtoff
-            end = devices._render_0080_run(recs, 0, out)
+            end = render._render_0080_run(recs, 0, out)
             assert end == (len(recs) if span_ok else 0), (tz, start)
             _check(recs)
             _check(sim.record(0x0010, 0x7F104920, bytes(104)) + recs + sim.record(0x0082, 0x20200000, bytes(10)))
@@ -109,15 +110,15 @@ def test_run_stops_at_a_record_of_another_kind() -> None:
             for i in range(5)]
     longer = sim.record(0x0080, 0x20200000, sim.optimizer_0080(1700000000, 1, 30, 40, 5, 100, 20) + b"\x00")
     payload = b"".join(good[:3]) + longer + b"".join(good[3:])
-    out = devices._OptTexts()
-    assert devices._render_0080_run(payload, 0, out) == 3 * 21
+    out = render._OptTexts()
+    assert render._render_0080_run(payload, 0, out) == 3 * 21
     assert [t[:11] for t in out.sorted_texts()] == [b'"20100000":', b'"20100001":', b'"20100002":']
     _check(payload)
     # records of another type with the same 13-byte length end the run too
     for other_type in (0x0082, 0x0017):
         other = sim.record(other_type, 0x20300000, sim.optimizer_0080(1700000000, 1, 30, 40, 5, 100, 20))
         payload = b"".join(good[:2]) + other + b"".join(good[2:])
-        assert devices._render_0080_run(payload, 0, devices._OptTexts()) == 2 * 21
+        assert render._render_0080_run(payload, 0, render._OptTexts()) == 2 * 21
         _check(payload)
 
 
@@ -181,7 +182,7 @@ def test_inverter_0010_non_finite_texts() -> None:
 def test_time_of_day_table_filled_minute_by_minute(zone, monkeypatch: pytest.MonkeyPatch) -> None:
     """Minutes of the time-of-day table are filled on first use; a run over unfilled middle ones is still exact."""
     zone("Asia/Kathmandu")
-    monkeypatch.setattr(devices, "_texts", None)
+    monkeypatch.setattr(render, "_texts", None)
     day = 1700006400 - 20700  # a local midnight in Kathmandu (UTC+5:45)
 
     def run(*hours_and_seconds: int) -> bytes:
@@ -191,9 +192,9 @@ def test_time_of_day_table_filled_minute_by_minute(zone, monkeypatch: pytest.Mon
     # minutes 04:00 and 09:59 filled first, then a run from 04:00 to 09:59: the minutes between are filled too
     for payload in (run(4 * 3600 + 1), run(9 * 3600 + 3599, 9 * 3600 + 3540), run(4 * 3600, 9 * 3600 + 3599, 6 * 3600 + 7),
                     run(0, 86399, 43200)):
-        assert devices._render_0080_run(payload, 0, devices._OptTexts()) == len(payload)
+        assert render._render_0080_run(payload, 0, render._OptTexts()) == len(payload)
         _check(payload)
-    assert None not in devices._texts.tod_uptime[4 * 3600:10 * 3600]
+    assert None not in render._texts.tod_uptime[4 * 3600:10 * 3600]
 
 
 def test_battery_and_meter_template_path_is_taken(zone) -> None:
@@ -202,7 +203,7 @@ def test_battery_and_meter_template_path_is_taken(zone) -> None:
     site = sim.make_site(1, 3, 2, seed=3)
     for t in (1700000000, 1700003600):
         payload = site[0].telemetry(t)
-        tables = [r for r in devices.iter_records(payload) if r[0] in (0x0030, 0x0022)]
+        tables = [r for r in records.iter_records(payload) if r[0] in (0x0030, 0x0022)]
         assert len(tables) >= 3
-        assert all(devices._table_item(*r) is not None for r in tables)
+        assert all(render._table_item(*r) is not None for r in tables)
         _check(payload)

@@ -1,7 +1,7 @@
 """Payload parsers for every function semonitor decodes (``parse_data``), and payload builders.
 
 Unknown functions, and known ones whose payload has an unexpected length, give the payload as a
-lower-case hex string: never an exception. 0x0500 telemetry is :mod:`.devices`.
+lower-case hex string: never an exception. 0x0500 telemetry is :mod:`.records`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import struct
 from typing import Any
 
 from . import functions as fn
-from .devices import asctime, parse_post_data
+from .records import asctime, parse_post_data
 
 #: functions without arguments: the payload as hex (normally "")
 _NO_ARGS = frozenset({0x0080, 0x0081, 0x0033, 0x0034, 0x0501, 0x0502, 0x0347, 0x0302, 0x039A})
@@ -71,7 +71,7 @@ _PARSERS: dict[int, Any] = {
 def parse_data(function: int, data: bytes) -> Any:
     """semonitor's ``parseData``: the decoded payload of one message.
 
-    0x0500 raises :class:`~.devices.RecordError` for a record too short for its layout (semonitor
+    0x0500 raises :class:`~.records.RecordError` for a record too short for its layout (semonitor
     then drops the message); everything else returns a value.
     """
     if function == fn.POST_DATA:
@@ -87,19 +87,7 @@ def parse_data(function: int, data: bytes) -> Any:
     return data.hex()
 
 
-def is_known(function: int) -> bool:
-    return function == fn.POST_DATA or function in _NO_ARGS or function in _PARSERS
-
-
 # --------------------------------------------------------------------------- builders (simulator, -c)
 
 def gmt_payload(utc: int, tz_offset: int) -> bytes:
     return struct.pack("<Ll", utc & 0xFFFFFFFF, tz_offset)
-
-
-def value_type_payload(value: int, type_: int) -> bytes:
-    return struct.pack("<LH", value & 0xFFFFFFFF, type_)
-
-
-def version_payload(major: int, minor: int) -> bytes:
-    return struct.pack("<HH", major, minor)

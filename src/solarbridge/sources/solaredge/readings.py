@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...model import Reading
-from .devices import LEGACY, METER_REC_TYPES, RecordError, iter_records, parse_id, parse_table_record
+from .records import LEGACY, METER_REC_TYPES, RecordError, iter_records, parse_id, parse_table_record
 
 _TS = struct.Struct("<L")
 

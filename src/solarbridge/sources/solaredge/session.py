@@ -11,9 +11,10 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from . import functions as fn
-from .devices import RecordError, render_post_data_bytes
 from .framing import Frame, FrameError, StreamDecoder, decode, encode
 from .messages import gmt_payload, parse_data
+from .records import RecordError
+from .render import render_post_data_bytes
 
 if TYPE_CHECKING:
     from .crypto import SessionCipher
@@ -191,3 +192,127 @@ class Monitor:
                 answer = frame.reply(fn.GMT_RESPONSE, gmt_payload(int(now), local_tz_offset(now)))
             if answer is not None:
                 out.append(self.send(answer))
+
+
+# ---------------------------------------------------------------------------------------------
+# the master side of RS485: who may speak next, which answer belongs to which command
+#
+# Both exchanges are driven by the caller: ``poll(now)`` when ``wake_at`` has come (and at the
+# start), ``received(frame, now)`` for each frame received; each returns the frames to send now.
+# Time is the caller's monotonic clock, so the logic runs the same under a blocking reader
+# (``semonitor``), asyncio (the daemon's source) or a test.
+
+
+class MasterPoll:
+    """RS485 master: grant each slave the bus in turn, wait for its grant ACK, pause, repeat.
+
+    A slave that does not ACK within ``grant_timeout`` seconds is passed over (counted in
+    :attr:`timeouts`, the last one in :attr:`timed_out`). ``next_seq`` numbers the grants.
+    """
+
+    __slots__ = ("slaves", "grant_timeout", "pause", "next_seq", "wake_at", "waiting_for", "_index",
+                 "timeouts", "timed_out")
+
+    def __init__(self, slaves: list[int], *, grant_timeout: float, pause: float,
+                 next_seq: Any) -> None:
+        if not slaves:
+            raise ValueError("master mode needs at least one slave")
+        self.slaves = list(slaves)
+        self.grant_timeout = grant_timeout
+        self.pause = pause
+        self.next_seq = next_seq
+        self.wake_at = 0.0
+        #: the slave holding the bus (None: pausing between rounds)
+        self.waiting_for: int | None = None
+        self._index = -1
+        self.timeouts = 0
+        self.timed_out: int | None = None
+
+    def poll(self, now: float) -> list[Frame]:
+        if now < self.wake_at:
+            return []
+        if self.waiting_for is not None:
+            self.timeouts += 1
+            self.timed_out = self.waiting_for
+        return self._next(now)
+
+    def received(self, rec: Received, now: float) -> list[Frame]:
+        frame = rec.frame
+        if frame.function == fn.MASTER_GRANT_ACK and frame.src == self.waiting_for:
+            return self._next(now)
+        return []
+
+    def _next(self, now: float) -> list[Frame]:
+        self._index += 1
+        if self._index == len(self.slaves):
+            self._index = -1
+            self.waiting_for = None
+            self.wake_at = now + self.pause
+            if self.pause > 0:
+                return []
+            self._index = 0
+        slave = self.slaves[self._index]
+        self.waiting_for = slave
+        self.wake_at = now + self.grant_timeout
+        return [Frame(self.next_seq(), fn.MASTER_ADDR, slave, fn.MASTER_GRANT)]
+
+
+class CommandRun:
+    """``semonitor -c``: send each command to one slave, match its answer, give up after a timeout.
+
+    The answer to a command is the first frame from the slave with the command's sequence number
+    that is not telemetry. With ``grant`` (RS485 master) each command is followed by a bus grant.
+    Commands are ``delay`` seconds apart. :attr:`results` holds ``(command, seq, answer or None)``
+    for each finished command; :attr:`done` says all are.
+    """
+
+    __slots__ = ("slave", "commands", "grant", "delay", "timeout", "next_seq", "wake_at", "results", "_seq",
+                 "_next")
+
+    def __init__(self, slave: int, commands: list[Any], *, grant: bool, delay: float, timeout: float,
+                 next_seq: Any) -> None:
+        self.slave = slave
+        self.commands = list(commands)
+        self.grant = grant
+        self.delay = delay
+        self.timeout = timeout
+        self.next_seq = next_seq
+        self.wake_at = 0.0
+        self.results: list[tuple[Any, int, Received | None]] = []
+        self._seq: int | None = None  # the command waiting for its answer
+        self._next = 0
+
+    @property
+    def done(self) -> bool:
+        return len(self.results) == len(self.commands)
+
+    def poll(self, now: float) -> list[Frame]:
+        if self.done or now < self.wake_at:
+            return []
+        if self._seq is not None:  # no answer in time
+            self._finish(None, now)
+            if self.done:
+                return []
+            if now < self.wake_at:
+                return []
+        cmd = self.commands[self._next]
+        self._next += 1
+        self._seq = seq = self.next_seq()
+        self.wake_at = now + self.timeout
+        out = [Frame(seq, fn.MASTER_ADDR, self.slave, cmd.function, cmd.payload)]
+        if self.grant:
+            out.append(Frame(self.next_seq(), fn.MASTER_ADDR, self.slave, fn.MASTER_GRANT))
+        return out
+
+    def received(self, rec: Received, now: float) -> list[Frame]:
+        fr = rec.frame
+        if self._seq is not None and fr.src == self.slave and fr.seq == self._seq and fr.function != fn.POST_DATA:
+            self._finish(rec, now)
+            return self.poll(now)
+        return []
+
+    def _finish(self, answer: Received | None, now: float) -> None:
+        assert self._seq is not None
+        self.results.append((self.commands[len(self.results)], self._seq, answer))
+        self._seq = None
+        self.wake_at = now + self.delay

@@ -32,9 +32,8 @@ from pydantic import Field, field_validator, model_validator
 from ...model import DeviceInfo, Reading
 from ...plugin import Context, Emit, PluginConfig, Source
 from . import functions as fn
-from .framing import Frame
 from .readings import readings_from_payload
-from .session import Failed, Monitor, Received, Send
+from .session import Failed, MasterPoll, Monitor, Received, Send
 
 
 class SolarEdgeConfig(PluginConfig):
@@ -88,7 +87,9 @@ class SolarEdgeSource(Source):
         super().__init__(config, ctx)
         self._devices: dict[str, DeviceInfo] = {}
         self._key: bytes | None = None
-        self._grant_acks: asyncio.Queue[int] | None = None
+        #: serial master mode: the session's bus-grant exchange, and a wake-up for its timer
+        self._poll: MasterPoll | None = None
+        self._poll_moved = asyncio.Event()
         self._seq = int(time.time()) & 0xFFFF
 
     # ------------------------------------------------------------------ common
@@ -109,8 +110,12 @@ class SolarEdgeSource(Source):
                         self._remember(r)
                         emit(r)
                     h.ok()
-                elif fr.function == fn.MASTER_GRANT_ACK and self._grant_acks is not None:
-                    self._grant_acks.put_nowait(fr.src)
+                elif self._poll is not None and fr.function == fn.MASTER_GRANT_ACK:
+                    frames = self._poll.received(act, time.monotonic())
+                    if frames and write is not None:
+                        for f in frames:
+                            write(mon.frame_bytes(f))
+                    self._poll_moved.set()
             elif isinstance(act, Send) and write is not None:
                 write(act.data)
             elif isinstance(act, Failed):
@@ -202,8 +207,9 @@ class SolarEdgeSource(Source):
         mon = self._monitor(reply=c.master)
         master_task = None
         if c.master:
-            self._grant_acks = asyncio.Queue()
-            master_task = asyncio.create_task(self._master(mon, port.write, [int(s, 16) for s in c.slaves]))
+            self._poll = MasterPoll([int(s, 16) for s in c.slaves], grant_timeout=c.grant_timeout_s,
+                                    pause=c.master_pause_s, next_seq=self._next_seq)
+            master_task = asyncio.create_task(self._master(self._poll, mon, port.write))
         try:
             while True:
                 data = await queue.get()
@@ -216,26 +222,22 @@ class SolarEdgeSource(Source):
                 master_task.cancel()
             port.close()
 
-    async def _master(self, mon: Monitor, write: Any, slaves: list[int]) -> None:
-        c: SolarEdgeConfig = self.config
-        assert self._grant_acks is not None
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 0xFFFF + 1
+        return self._seq
+
+    async def _master(self, poll: MasterPoll, mon: Monitor, write: Any) -> None:
+        """The timer side of the session's bus grants (ACKs move it on in :meth:`_act`)."""
+        h = self.ctx.health
         while True:
-            for slave in slaves:
-                self._seq = self._seq % 0xFFFF + 1
-                write(mon.frame_bytes(Frame(self._seq, fn.MASTER_ADDR, slave, fn.MASTER_GRANT)))
-                deadline = time.monotonic() + c.grant_timeout_s
-                while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        self.ctx.health.count("grant_timeouts")
-                        break
-                    try:
-                        who = await asyncio.wait_for(self._grant_acks.get(), left)
-                    except TimeoutError:
-                        continue
-                    if who == slave:
-                        break
-            await asyncio.sleep(c.master_pause_s)
+            timeouts = poll.timeouts
+            for f in poll.poll(time.monotonic()):
+                write(mon.frame_bytes(f))
+            if poll.timeouts != timeouts:
+                h.count("grant_timeouts")
+            self._poll_moved.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_moved.wait(), max(0.0, poll.wake_at - time.monotonic()))
 
     # ------------------------------------------------------------------ file
     async def _run_file(self, emit: Emit) -> None:

@@ -13,7 +13,7 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import BinaryIO
 
 CHUNK = 1 << 16
@@ -168,10 +168,3 @@ def is_serial_device(path: str) -> bool:
         os.close(fd)
 
 
-def iter_file_chunks(stream: FileStream) -> Iterator[bytes]:
-    while True:
-        data = stream.read()
-        if data is None:
-            return
-        if data:
-            yield data
