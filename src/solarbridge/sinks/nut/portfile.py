@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from fractions import Fraction
 from pathlib import Path
 
 from ...util.atomic import atomic_write
@@ -72,14 +73,45 @@ def x100(value: Decimal) -> int:
     return int((value * 100).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
+#: significand bits of the x87 80-bit long double that bash's printf parses numbers into
+LONG_DOUBLE_BITS = 64
+
+
+def long_double(text: str) -> Fraction:
+    """The exact value ``strtold`` gives for a decimal text: nearest 64-bit significand, ties to even."""
+    exact = Fraction(Decimal(text))
+    if exact == 0:
+        return exact
+    a = abs(exact)
+    e = a.numerator.bit_length() - a.denominator.bit_length()  # 2**e <= a < 2**(e+1), give or take one
+    if a < Fraction(2) ** e:
+        e -= 1
+    scale = Fraction(2) ** (LONG_DOUBLE_BITS - 1 - e)
+    rounded = Fraction(round(a * scale)) / scale  # round() on a Fraction is half to even
+    return rounded if exact > 0 else -rounded
+
+
+def printf_f(text: str, places: int) -> str:
+    """``printf "%.<places>f" <text>`` as the original's bash does it: parse to a long double, round exactly."""
+    v = long_double(text)
+    with localcontext() as ctx:
+        ctx.prec = 80  # exact enough: a 64-bit significand needs fewer digits than that around our range
+        q = Decimal(v.numerator) / Decimal(v.denominator)
+        out = q.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    neg = v < 0 or (v == 0 and text.lstrip().startswith("-"))
+    body = f"{abs(out):.{places}f}"
+    return f"-{body}" if neg else body
+
+
 def fmt(value: float | int | None, places: int) -> str:
-    """printf("%.Nf") of a JSON number; null and non-numbers count as 0."""
+    """printf("%.Nf") of a JSON number (as bash formats it, see :func:`printf_f`); null and non-numbers are 0."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         d = dec(value) if isinstance(value, str) else None
         value = float(d) if d is not None else 0.0
     if value != value or value in (float("inf"), float("-inf")):
         value = 0.0
-    return f"{float(value):.{places}f}"
+    # the text jq printed for the number: the shortest repr (jq 1.6+ prints 0.765, not 0.76500000000000001)
+    return printf_f(repr(value) if isinstance(value, float) else str(value), places)
 
 
 def json_number(value: object) -> str | None:
