@@ -45,11 +45,16 @@ def test_usage_errors(capsys, monkeypatch) -> None:
 
 
 def test_ups_must_be_set(capsys, tmp_path, monkeypatch) -> None:
+    """Without a config file the UPS must come from somewhere; the message has no stray space (issue 17.10)."""
+    from solarbridge.sources.enphase.settings import Fatal, from_values
+
+    with pytest.raises(Fatal, match=r"^UPS must be set \(env, <config> or as argument\)$") as e:
+        from_values({}, None, ups="", env={})
+    assert e.value.code == 2
     monkeypatch.delenv("UPS", raising=False)
-    conf = write_conf(tmp_path, "127.0.0.1:1")
-    rc, out, err = run(capsys, "-c", str(conf))
-    assert rc == 2
-    assert err.startswith(f"enphase-monitor : UPS must be set (env, {conf} or as argument)\nUsage:")
+    monkeypatch.delenv("CONFIG_FILE", raising=False)
+    rc, out, err = run(capsys, "-c", str(tmp_path / "nope.conf"))
+    assert (rc, err) == (1, f"enphase-monitor: Unable to read config '{tmp_path / 'nope.conf'}'\n")
 
 
 def test_fatal_config_errors(capsys, tmp_path, monkeypatch) -> None:

@@ -18,7 +18,8 @@ Usage: enphase-monitor [-d] [-v] [-s] [-x] [-h] -c <config> | <ups>
 
 Feeds a NUT dummy-ups port file from an Enphase IQ Gateway (grid on/off, battery).
 
-  -c <config>  config file (KEY=value lines); default <confdir>/enphase-<ups>.conf
+  -c <config>  config file (KEY=value lines); default <confdir>/enphase-<ups>.conf. Without UPS=
+               in it, the UPS is named after the file (enphase-<ups>.conf or <ups>.conf)
   <ups>        UPS name (reads <confdir>/enphase-<ups>.conf when -c is not given)
   -d           debug output to stderr (repeat for more; level 2+ shows secrets)
   -v           verbose: report state changes
@@ -47,7 +48,7 @@ def usage(out: object = None) -> str:
 
 
 def die(ups: str, msg: str) -> None:
-    print(f"enphase-monitor {ups}: {msg}", file=sys.stderr, flush=True)
+    print(f"enphase-monitor{' ' + ups if ups else ''}: {msg}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         if e.code == 2 and str(e).startswith("UPS must be set"):
             sys.stderr.write(usage())
         return e.code
+    for key, hint in settings.unknown_keys:
+        die(settings.ups, f"unknown config key {key} in {config} (ignored{'; did you mean ' + hint + '?' if hint else ''})")
     return run(settings, verbose=bool(verbose), single=bool(single), nocomms=bool(nocomms))
 
 

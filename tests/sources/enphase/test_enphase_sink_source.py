@@ -133,7 +133,8 @@ def test_source_readings_from_simulator(tmp_path: Path) -> None:
         sim = await GatewaySimulator(Scenario(username="u@x", password="p", soc=70, battery_w=-500)).start()
         cfg = EnphaseConfig(type="enphase", name="env", host=f"127.0.0.1:{sim.port}", serial=sim.scenario.serial,
                             username="u@x", password="p", login_url=sim.login_url, tokens_url=sim.tokens_url,
-                            cloud_ca=str(sim.cert_path), relay_interval=1, api_timeout=2)
+                            cloud_ca=str(sim.cert_path), relay_interval=1, api_timeout=2,
+                            outage_grace=0)
         src = EnphaseSource(cfg, Context.standalone("env", "source", "enphase", tmp_path))
         got: list[Reading] = []
         task = asyncio.create_task(src.run(got.append))

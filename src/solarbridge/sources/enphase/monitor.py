@@ -42,6 +42,7 @@ from .responses import (
     parse_secctrl,
 )
 from .settings import Fatal, Settings
+from .site import Site, parse_site
 
 
 class Reporter:
@@ -62,7 +63,7 @@ class Reporter:
             print(f"{tag} {msg}", file=self.err, flush=True)
 
     def warn(self, msg: str) -> None:
-        print(f"enphase-monitor {self.ups}: {msg}", file=self.err, flush=True)
+        print(f"enphase-monitor{' ' + self.ups if self.ups else ''}: {msg}", file=self.err, flush=True)
 
 
 class Gateway(Protocol):
@@ -383,7 +384,9 @@ class Monitor:
 
     def __init__(self, settings: Settings, gateway: Gateway, tokens: TokenStore,
                  reporter: Reporter | None = None, on_update: Callable[[Monitor], Any] | None = None,
-                 charge_low: Callable[[], str | None] | None = None) -> None:
+                 charge_low: Callable[[], str | None] | None = None,
+                 site_paths: dict[str, str] | None = None, grace_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.s = settings
         self.gw = gateway
         self.tokens = tokens
@@ -398,6 +401,7 @@ class Monitor:
         self.firmware: str | None = None
         self.phase_count: int | None = None
         self.once_done = False
+        self.info_text: str | None = None
         self.live: LiveData | None = None
         self.reports: Reports | None = None
         #: meter rows as last read: net (grid), total (load), storage cumulative (battery)
@@ -406,6 +410,17 @@ class Monitor:
         self.storage: MeterRow | None = None
         self.relay_checks = 0
         self.relay_check_failures = 0
+        #: daemon only: more responses read each full poll (name -> path) for the site model
+        self.site_paths = dict(site_paths or {})
+        self.site_docs: dict[str, str] = {}
+        self.site: Site | None = None
+        self._skip_until: dict[str, int] = {}
+        self.polls = 0
+        #: daemon only: lost comms count only after this many seconds (the gateway's nightly nap)
+        self.grace_s = grace_s
+        self.clock = clock
+        self.failing_since: float | None = None
+        self.riding_through = False
 
     # -- polling ---------------------------------------------------------------------------
 
@@ -432,6 +447,18 @@ class Monitor:
             self.gw.unauthorized = False  # type: ignore[attr-defined]
             self.rep.info("Gateway refused the token, logging in again at the next poll")
             self.tokens.invalidate()
+        if state == "nocomms" and not nocomms and self.grace_s > 0 and self.state in ("online", "onbatt"):
+            now = self.clock()
+            if self.failing_since is None:
+                self.failing_since = now
+            if now - self.failing_since < self.grace_s:
+                # a short burst of 5xx/timeouts: keep the last state, publish nothing new
+                if not self.riding_through:
+                    self.rep.info(f"gateway not answering, riding through for up to {self.grace_s:g} s")
+                self.riding_through = True
+                return self.state
+        self.failing_since = None
+        self.riding_through = False
         self.state = state
         self.rep.debug(f"current state: {state}")
         await self.publish()
@@ -445,7 +472,8 @@ class Monitor:
             self.capacity_wh = live.capacity_wh
         if not self.once_done:
             self.once_done = True
-            fw = parse_info(await self.gw.get(INFO_PATH, token))
+            self.info_text = await self.gw.get(INFO_PATH, token)
+            fw = parse_info(self.info_text)
             if fw:
                 self.firmware = fw
             restart = parse_secctrl(await self.gw.get(SECCTRL_PATH, token))
@@ -463,6 +491,25 @@ class Monitor:
                 self.storage = rep.storage
         else:
             self.net, self.total, self.storage = [MeterRow()], [MeterRow()], None
+        if self.site_paths:
+            await self._site(token)
+
+    async def _site(self, token: str) -> None:
+        self.polls += 1
+        for name, path in self.site_paths.items():
+            if self._skip_until.get(name, 0) > self.polls:
+                continue
+            text = await self.gw.get(path, token, retry=False)
+            if text is None:
+                # absent on this gateway (404) or failing: ask again in 10 polls, keep the last answer
+                self._skip_until[name] = self.polls + 10
+                continue
+            self.site_docs[name] = text
+        docs = dict(self.site_docs)
+        for name, text in (("info", self.info_text),):
+            if text:
+                docs[name] = text
+        self.site = parse_site(docs)
 
     async def relay_check(self) -> bool:
         """The fast outage check: one relay request with the token in memory; True on a state change.
@@ -495,7 +542,8 @@ class Monitor:
     # -- loop ------------------------------------------------------------------------------
 
     def delay(self) -> int:
-        return self.s.pollfreqalert if self.state in ("onbatt", "nocomms") else self.s.pollfreq
+        alert = self.state in ("onbatt", "nocomms") or self.riding_through
+        return self.s.pollfreqalert if alert else self.s.pollfreq
 
     async def run(self, single: bool = False, nocomms: bool = False) -> None:
         """Poll until cancelled (or once with ``single``/``nocomms``)."""

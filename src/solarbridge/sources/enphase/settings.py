@@ -26,8 +26,25 @@ INT_KEYS: dict[str, tuple[int, int]] = {
     "LOADKWH": (768, 0),
     "LOGIN_TIMEOUT": (10, 5),
     "API_TIMEOUT": (10, 2),
+    "OUTAGE_GRACE": (0, 0),  # solarbridge: seconds of gateway errors ridden through (0 = the original's rule)
 }
 REQUIRED = ("USERNAME", "PASSWORD", "SERIAL", "ENVOY_HOST", "STATE_DIR", "PORT_FILE")
+#: every key the monitor reads; others are reported (a misspelt POLFREQ would silently do nothing)
+KNOWN_KEYS = frozenset({*REQUIRED, *INT_KEYS, *TEST_KEYS, "TOKEN_FILE", "DISABLE_METERS", "KEEP_USER_LINES",
+                        "DEBUG", "UPS", "TEST", "NUT_SYSCONFIG", "NUT_CONFPATH", "NUT_LOCALSTATE",
+                        "NUT_STATEPATH", "CONFIG_FILE"})
+
+
+def unknown_keys(raw: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(key, closest known key or "") for every key the monitor does not read."""
+    import difflib
+
+    out = []
+    for key in raw:
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1, cutoff=0.75)
+            out.append((key, close[0] if close else ""))
+    return out
 
 
 class Fatal(Exception):
@@ -71,6 +88,7 @@ class Settings:
     loadkwh: int = 768
     login_timeout: int = 10
     api_timeout: int = 10
+    outage_grace: int = 0
     disable_meters: bool = False
     keep_user_lines: bool = True
     debug: int = 0
@@ -80,6 +98,8 @@ class Settings:
     cloud_verify: str | bool = True
     config_path: Path | None = None
     raw: dict[str, str] = field(default_factory=dict)
+    #: keys of the config file the monitor does not read: (key, closest known key or "")
+    unknown_keys: list[tuple[str, str]] = field(default_factory=list)
 
     def redacted(self) -> dict[str, str]:
         out = {k: v for k, v in self.raw.items() if not k.startswith("TEST_")}
@@ -125,6 +145,11 @@ def from_values(raw: dict[str, str], path: Path | None, ups: str = "", env: Mapp
     where = str(path) if path else "<config>"
     vals = dict(raw)
     ups = vals.get("UPS") or ups
+    if not ups and path is not None:
+        # -c <config> | <ups>: the config alone is enough; the UPS is named after the file
+        # (enphase-<ups>.conf, like the path the <ups> form reads, or <name>.conf)
+        stem = path.name.removesuffix(".conf")
+        ups = stem.removeprefix("enphase-") or stem
     if not ups:
         raise Fatal(f"UPS must be set (env, {where} or as argument)", 2)
     vals.setdefault("ENVOY_HOST", "envoy.local")
@@ -133,7 +158,7 @@ def from_values(raw: dict[str, str], path: Path | None, ups: str = "", env: Mapp
     for key, (default, minimum) in INT_KEYS.items():
         text = vals.get(key, "").strip()
         if not text:
-            if key in vals and key != "LOADKWH":
+            if key in vals and key not in ("LOADKWH", "OUTAGE_GRACE"):
                 continue  # explicitly empty: reported by the required-values check
             ints[key] = default
             continue
@@ -171,10 +196,10 @@ def from_values(raw: dict[str, str], path: Path | None, ups: str = "", env: Mapp
         ups=ups, username=vals["USERNAME"], password=vals["PASSWORD"], serial=vals["SERIAL"],
         port_file=port, token_file=token, state_dir=state_dir, envoy_host=vals["ENVOY_HOST"],
         pollfreq=ints["POLLFREQ"], pollfreqalert=ints["POLLFREQALERT"], relayfreq=ints["RELAYFREQ"],
-        loadkwh=ints["LOADKWH"], login_timeout=ints["LOGIN_TIMEOUT"], api_timeout=ints["API_TIMEOUT"],
+        loadkwh=ints["LOADKWH"], outage_grace=ints["OUTAGE_GRACE"], login_timeout=ints["LOGIN_TIMEOUT"], api_timeout=ints["API_TIMEOUT"],
         disable_meters=bool(vals.get("DISABLE_METERS")),
         keep_user_lines=vals.get("KEEP_USER_LINES", "1").strip() not in ("0", "no", "false"),
         debug=dbg, test=test,
         login_url=env.get(ENV_LOGIN_URL) or LOGIN_URL, tokens_url=env.get(ENV_TOKENS_URL) or TOKENS_URL,
-        cloud_verify=ca or True, config_path=path, raw=vals,
+        cloud_verify=ca or True, config_path=path, raw=vals, unknown_keys=unknown_keys(raw),
     )

@@ -8,7 +8,7 @@ in-process. A self-signed certificate is generated at start. Scenario control:
   ``POST /_sim/stats/reset``;
 * or a script file of ``<seconds> key=value ...`` lines applied after start.
 
-Failure modes per endpoint (``fail_relay=http500`` etc.): http500, http401, html,
+Failure modes per endpoint (``fail_relay=http500`` etc.): http500, http503, http401, html,
 badjson, empty, missing, unknown, timeout, close.
 """
 
@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import jwt
+from .site import Site, parse_site, response_name
 
 ENDPOINTS = {
     "/ivp/ensemble/relay": "relay",
@@ -43,7 +44,7 @@ ENDPOINTS = {
     "/login/login.json": "login",
     "/tokens": "tokens",
 }
-FAIL_MODES = ("none", "http500", "http401", "html", "badjson", "empty", "missing", "unknown", "timeout", "close")
+FAIL_MODES = ("none", "http500", "http503", "http401", "html", "badjson", "empty", "missing", "unknown", "timeout", "close")
 SITES = {"split": (2, 240.0), "three": (3, 230.0), "single": (1, 230.0)}
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "enphase"
 HTML_ERROR = b"<html><head><title>500 Internal Server Error</title></head><body>Error</body></html>"
@@ -78,8 +79,9 @@ class Scenario:
         """Set one field from JSON or script text; raises ScenarioError naming field and range."""
         if key.startswith("fail_"):
             ep = key[5:]
-            if ep not in set(ENDPOINTS.values()):
-                raise ScenarioError(f"{key}: unknown endpoint (allowed: {', '.join(sorted(set(ENDPOINTS.values())))})")
+            allowed_eps = {*ENDPOINTS.values(), "all", "recorded"}
+            if ep not in allowed_eps:
+                raise ScenarioError(f"{key}: unknown endpoint (allowed: {', '.join(sorted(allowed_eps))})")
             mode = str(value)
             if mode not in FAIL_MODES:
                 raise ScenarioError(f"{key}: unknown failure mode {mode!r} (allowed: {', '.join(FAIL_MODES)})")
@@ -164,15 +166,38 @@ def _row(watts: float, volts: float, pf: float, hz: float, wh: float) -> dict[st
 class Responses:
     """Builds gateway responses from a scenario, in the shapes the real gateway uses."""
 
-    def __init__(self, sc: Scenario) -> None:
+    def __init__(self, sc: Scenario, fixture: Path | None = None) -> None:
         self.sc = sc
+        #: a recorded set (tests/data/enphase/<set>/): response name -> body, served as recorded
+        self.recorded: dict[str, bytes] = {}
+        self.site: Site | None = None
+        if fixture is not None:
+            self.recorded = {p.name: p.read_bytes() for p in Path(fixture).iterdir()
+                             if p.is_file() and p.name not in ("LICENSE", "PROVENANCE.md")}
+            self.site = parse_site({k: v.decode("utf-8", "replace") for k, v in self.recorded.items()})
         data = DATA_DIR / "sim"
         self.info_tpl = (data / "info.xml").read_text()
         self.secctrl_tpl = json.loads((data / "secctrl.json").read_text())
         self.relay_tpl = json.loads((data / "relay.json").read_text())
         self.started = time.time()
 
+    def recorded_livedata(self) -> dict[str, Any]:
+        """livedata for a recorded set (none was recorded): SOC, capacity and phase count from the set."""
+        site = self.site
+        assert site is not None
+        units = [b for b in site.batteries if b.soc_pct is not None]
+        cap = sum(b.capacity_wh or 0 for b in units)
+        soc = round(sum((b.soc_pct or 0) * (b.capacity_wh or 0) for b in units) / cap) if cap else 0
+        return {"meters": {"last_update": int(time.time()), "soc": soc, "enc_agg_energy": cap,
+                           "phase_count": 3 if site.phase_count == 3 else 0,
+                           "is_split_phase": 1 if site.phase_count == 2 else 0}}
+
     def relay(self) -> dict[str, Any]:
+        if "ivp_ensemble_relay" in self.recorded:
+            doc = json.loads(self.recorded["ivp_ensemble_relay"])
+            if self.sc.grid is False:  # the grid pulled by hand over a recorded relay
+                doc["mains_oper_state"] = "open"
+            return doc
         doc = dict(self.relay_tpl)
         state = "closed" if self.sc.grid else "open"
         doc["mains_oper_state"] = state
@@ -293,11 +318,17 @@ class Request:
 class GatewaySimulator:
     """The simulator as an object: ``await start()``, ``.port``, ``.scenario``, ``.stats``, ``await stop()``."""
 
-    def __init__(self, scenario: Scenario | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, scenario: Scenario | None = None, host: str = "127.0.0.1", port: int = 0,
+                 fixture: Path | None = None) -> None:
         self.scenario = scenario or Scenario()
         self.host, self.port = host, port
         self.stats: dict[str, int] = {}
-        self.responses = Responses(self.scenario)
+        self.responses = Responses(self.scenario, fixture)
+        site = self.responses.site
+        if site is not None:
+            # the recorded gateway's own serial (the token service checks it) and grid state
+            self.scenario.serial = site.serial or self.scenario.serial
+            self.scenario.grid = site.relay != "open"
         self.sessions: set[str] = set()
         self._server: asyncio.AbstractServer | None = None
         self._dir: Path | None = None
@@ -336,6 +367,18 @@ class GatewaySimulator:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+    def write_monitor_config(self) -> Path:
+        """An enphase-monitor config for this simulator (mode 600) and an empty port file, in its temp dir."""
+        assert self._dir is not None
+        sc = self.scenario
+        conf = self._dir / "enphase-sim.conf"
+        conf.write_text(f"USERNAME='{sc.username or 'sim@example.com'}'\nPASSWORD='{sc.password or 'sim'}'\n"
+                        f"SERIAL={sc.serial}\nENVOY_HOST={self.host}:{self.port}\nSTATE_DIR={self._dir}\n"
+                        "PORT_FILE=ups.dev\n")
+        conf.chmod(0o600)
+        (self._dir / "ups.dev").touch()
+        return conf
 
     def issue_token(self, lifetime_s: int | None = None) -> str:
         now = int(time.time())
@@ -422,19 +465,27 @@ class GatewaySimulator:
         if req.path.startswith("/_sim/"):
             return self._control(req)
         name = ENDPOINTS.get(req.path)
-        self._count(name or req.path)
+        rec = self.responses.recorded
+        rname = response_name(req.path)
+        if rec and rname in rec and (name is None or name in ("reports", "secctrl", "info")):
+            name = "recorded"
+        self._count(name if name and name != "recorded" else req.path)
         sc = self.scenario
         if sc.latency_s:
             await asyncio.sleep(sc.latency_s)
         if name is None:
             return 404, "text/html", b"<html><body>404 Not Found</body></html>"
         mode = sc.fail.get(name, "none")
+        if mode == "none" and name not in ("login", "tokens"):
+            mode = sc.fail.get("all", "none")  # the whole gateway (its nightly nap)
         if mode == "timeout":
             await asyncio.sleep(3600)
         if mode == "close":
             return None
         if mode == "http500":
             return 500, "text/html", HTML_ERROR
+        if mode == "http503":
+            return 503, "text/html", b"<html><body>503 Service Unavailable</body></html>"
         if mode == "http401":
             return 401, "application/json", b'{"message":"Unauthorized"}'
         if mode == "html":
@@ -446,6 +497,13 @@ class GatewaySimulator:
         if not self._authorized(req):
             return 401, "application/json", b'{"message":"Unauthorized","code":401}'
         body: Any
+        if name == "recorded":
+            ctype = "application/xml" if rname == "info" else "application/json"
+            return 200, ctype, rec[rname]
+        if name == "livedata" and self.responses.site is not None:
+            return 200, "application/json", json.dumps(self.responses.recorded_livedata()).encode()
+        if name == "reports" and rec:
+            return 404, "application/json", b'{"error":"404 - Not Found"}'
         if name == "info":
             text = self.responses.info()
             if mode in ("missing", "badjson"):
@@ -525,10 +583,20 @@ class GatewaySimulator:
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 500: "Internal Server Error"}
+            405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def _monitor_command() -> str:
+    """How to run enphase-monitor from here: on PATH, beside this Python (a venv), or as a module."""
+    if shutil.which("enphase-monitor"):
+        return "enphase-monitor"
+    beside = Path(sys.executable).parent / "enphase-monitor"
+    if beside.exists():
+        return str(beside)
+    return f"{sys.executable} -m solarbridge.cli.enphase_monitor"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -546,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--username", default="", help="accept only this Enlighten user (default: anyone)")
     p.add_argument("--password", default="", help="accept only this password (default: any)")
     p.add_argument("--script", type=Path, help="scenario script: '<seconds> key=value ...' lines")
+    p.add_argument("--fixture", type=Path, metavar="DIR",
+                   help="serve a recorded gateway set (e.g. tests/data/enphase/8.3.5169_with_generator) instead of"
+                        " the live physics; livedata and a missing relay are made up from the set")
     p.add_argument("--info-file", type=Path, help="write URLs, port and certificate path here as JSON")
     p.add_argument("--cert", type=Path, help="also copy the generated certificate (PEM) here")
     return p
@@ -582,9 +653,10 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write(args.info_file, json.dumps(info, indent=1) + "\n")
         print(f"enphase simulator on {sim.url} (gateway API, login {sim.login_url}, tokens {sim.tokens_url},"
               f" control {sim.url}/_sim/state)", flush=True)
-        print(f"use: ENVOY_HOST={sim.host}:{sim.port} SOLARBRIDGE_ENPHASE_LOGIN_URL='{sim.login_url}'"
-              f" SOLARBRIDGE_ENPHASE_TOKENS_URL={sim.tokens_url}"
-              f" SOLARBRIDGE_ENPHASE_CLOUD_CA={info['cert']}", flush=True)
+        conf = sim.write_monitor_config()
+        print(f"try: SOLARBRIDGE_ENPHASE_LOGIN_URL='{sim.login_url}' SOLARBRIDGE_ENPHASE_TOKENS_URL='{sim.tokens_url}'"
+              f" SOLARBRIDGE_ENPHASE_CLOUD_CA='{sim.cert_path}' {_monitor_command()} -v -s -c '{conf}'",
+              flush=True)
         rc = 0
         script_task = asyncio.create_task(sim.apply_script(script)) if script else None
         try:

@@ -39,6 +39,29 @@ from .responses import parse_info
 
 Number = int | float
 
+#: gateway paths the daemon reads for the site model, by response name (the recorded sets' file names)
+SITE_PATHS: dict[str, str] = {
+    "ivp_meters": "ivp/meters",
+    "ivp_meters_readings": "ivp/meters/readings",
+    "production.json": "production.json",
+    "api_v1_production": "api/v1/production",
+    "api_v1_production_inverters": "api/v1/production/inverters",
+    "ivp_ensemble_inventory": "ivp/ensemble/inventory",
+    "ivp_ensemble_power": "ivp/ensemble/power",
+    "ivp_ensemble_generator": "ivp/ensemble/generator",
+    "inventory": "inventory.json",
+}
+
+
+def response_name(path: str) -> str:
+    """The response name of a gateway path (``/ivp/meters/readings`` -> ``ivp_meters_readings``)."""
+    path = path.split("?", 1)[0].strip("/")
+    if path == "info.xml":
+        return "info"
+    if path == "inventory.json":
+        return "inventory"
+    return path.replace("/", "_")
+
 
 def _doc(docs: Mapping[str, str | bytes | None], name: str) -> Any:
     text = docs.get(name)

@@ -10,6 +10,7 @@ per phase on three-phase sites), with the meter rows in ``extra`` (see
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,14 @@ from typing import Any
 from pydantic import Field
 
 from ...config import Secret
+from ...metricmap import MetricDesc, apply, quantize
 from ...model import EXTRA_METER_ROWS, EXTRA_PHASE_COUNT, DeviceInfo, MetricValue, Reading, utcnow
 from ...plugin import Context, Emit, PluginConfig, Source
+from . import jwt
 from . import monitor as m
 from .responses import Reports
 from .settings import LOGIN_URL, TOKENS_URL, Settings
+from .site import SITE_PATHS, Flow, Site
 
 
 class EnphaseConfig(PluginConfig):
@@ -44,6 +48,10 @@ class EnphaseConfig(PluginConfig):
     tokens_url: str = TOKENS_URL
     #: CA file to trust for login_url/tokens_url (the simulator's certificate); default: system CAs
     cloud_ca: str = ""
+    outage_grace: int = Field(180, ge=0, le=3600, description="seconds of gateway errors (the nightly nap) "
+                              "before the gateway counts as offline (0 = at once, like enphase-monitor)")
+    token_warn_days: int = Field(30, ge=0, le=365, description="warn this many days before the token expires")
+    site_data: bool = Field(True, description="also read inverters, batteries, meters, relay and generator")
 
 
 class _LogReporter(m.Reporter):
@@ -97,23 +105,97 @@ def _runtime_s(soc: float, reserve: float, capacity_wh: float, load_w: float) ->
     return max(0, round((soc - reserve) / 100 * capacity_wh / load_w * 3600))
 
 
+#: the gateway's canonical metrics from the site model's records (see site.py for where each comes from)
+FLOW_MAP = (
+    MetricDesc("pv_power_w", "production_w", resolution="0.001"),
+    MetricDesc("pv_energy_total_wh", "production_wh", resolution="0.001"),
+    MetricDesc("grid_power_w", "grid_w", resolution="0.001"),
+    MetricDesc("grid_import_energy_total_wh", "grid_import_wh", resolution="0.001"),
+    MetricDesc("grid_export_energy_total_wh", "grid_export_wh", resolution="0.001"),
+    MetricDesc("load_power_w", "load_w", resolution="0.001"),
+    MetricDesc("load_energy_total_wh", "load_wh", resolution="0.001"),
+    MetricDesc("battery_power_w", "storage_w", resolution="0.001"),
+)
+INVERTER_MAP = (
+    MetricDesc("inverter_power_w", "lastReportWatts", resolution=1),
+    MetricDesc("inverter_max_power_w", "maxReportWatts", resolution=1),
+    MetricDesc("last_report_s", "lastReportDate", kind="int"),
+)
+BATTERY_MAP = (
+    MetricDesc("battery_soc_pct", "soc", resolution=1),
+    MetricDesc("battery_power_w", "power", resolution="0.001"),
+    MetricDesc("battery_temperature_c", "temperature", resolution=1),
+    MetricDesc("battery_capacity_wh", "capacity", resolution=1),
+)
+
+
+def _site_records(site: Site) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The site's figures as flat records for the metric maps: (totals, per-phase records by suffix)."""
+    rec: dict[str, Any] = {}
+    phases: dict[str, dict[str, Any]] = {}
+    for name, flow in (("production", site.production), ("grid", site.grid), ("load", site.load),
+                       ("storage", site.storage)):
+        if flow is None:
+            continue
+        rec[f"{name}_w"] = flow.watts
+        for n, w in enumerate(flow.phases_w[:3], 1):
+            phases.setdefault(f"_l{n}", {})[f"{name}_w"] = w
+    if site.production is not None:
+        rec["production_wh"] = site.production.lifetime_wh
+    if site.grid is not None and site.grid.origin == "meter":
+        rec["grid_import_wh"], rec["grid_export_wh"] = site.grid.lifetime_wh, site.grid.export_wh
+    if site.load is not None and site.load.origin == "meter":
+        rec["load_wh"] = site.load.lifetime_wh
+    if site.storage is None:
+        powers = [b.power_w for b in site.batteries if b.power_w is not None]
+        if powers:
+            rec["storage_w"] = sum(powers)
+        elif site.acb_total is not None:
+            rec["storage_w"] = site.acb_total[1]
+    return rec, phases
+
+
+def _site_soc(site: Site) -> tuple[float | None, float | None]:
+    """Capacity-weighted SOC of every battery (IQ Battery and AC Battery) and the total capacity in Wh."""
+    units = [(b.soc_pct, b.capacity_wh) for b in site.batteries if b.soc_pct is not None]
+    if not units:
+        return None, None
+    if all(c for _, c in units):
+        cap = sum(c for _, c in units)  # type: ignore[misc]
+        return quantize(sum(s * c for s, c in units) / cap, 1), cap  # type: ignore[operator]
+    return quantize(sum(s for s, _ in units) / len(units), 1), None
+
+
 def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, Any]]:
     """Canonical metrics (and extras) from what the monitor last saw."""
     out: dict[str, MetricValue] = {"grid_available": mon.state == "online"}
-    extra: dict[str, Any] = {"mains_oper_state": "closed" if mon.state == "online" else "open",
-                             EXTRA_METER_ROWS: _meter_rows(mon)}
-    if mon.phase_count is not None:
-        extra[EXTRA_PHASE_COUNT] = mon.phase_count
+    extra: dict[str, Any] = {"mains_oper_state": "closed" if mon.state == "online" else "open"}
+    site = mon.site
+    rows = _meter_rows(mon)
+    phase_count = mon.phase_count
+    if site is not None and not rows:
+        rows = _site_meter_rows(mon, site)
+        if site.phase_count in (2, 3) and phase_count is None:
+            phase_count = site.phase_count
+    extra[EXTRA_METER_ROWS] = rows
+    if phase_count is not None:
+        extra[EXTRA_PHASE_COUNT] = phase_count
     if mon.soc is not None:
         out["battery_soc_pct"] = mon.soc
     if mon.capacity_wh is not None:
         out["battery_capacity_wh"] = mon.capacity_wh
+    if site is not None and mon.soc is None:
+        soc, cap = _site_soc(site)
+        if soc is not None:
+            out["battery_soc_pct"] = soc
+        if cap is not None and mon.capacity_wh is None:
+            out["battery_capacity_wh"] = cap
     if mon.reserve_pct is not None:
         out["battery_reserve_pct"] = mon.reserve_pct
     rep: Reports | None = mon.reports if not mon.s.disable_meters else None
     three = mon.phase_count == 3
 
-    def rows(metric: str, rws: list[Any] | None, clamp: bool = False) -> None:
+    def flow(metric: str, rws: list[Any] | None, clamp: bool = False) -> None:
         if not rws:
             return
         v = rws[0].real_w or 0.0
@@ -124,9 +206,9 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
                 out[f"{metric}_l{n}"] = max(w, 0.0) if clamp else w
 
     if rep is not None:
-        rows("pv_power_w", rep.production, clamp=True)
-        rows("grid_power_w", mon.net)
-        rows("load_power_w", mon.total, clamp=True)
+        flow("pv_power_w", rep.production, clamp=True)
+        flow("grid_power_w", mon.net)
+        flow("load_power_w", mon.total, clamp=True)
         if mon.storage is not None:
             out["battery_power_w"] = mon.storage.real_w or 0.0
         if mon.net:
@@ -145,6 +227,29 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
                             ("net-consumption.whRcvdCum", "grid_export_energy_total_wh")):
             if key in rep.energy:
                 out[metric] = rep.energy[key]
+    if site is not None:
+        rec, phases = _site_records(site)
+        found: dict[str, MetricValue] = apply(FLOW_MAP, rec)
+        for suffix, prec in phases.items():
+            for k, v in apply(FLOW_MAP, prec).items():
+                found[k + suffix] = v
+        for k, v in found.items():
+            out.setdefault(k, v)  # the meter reports (enphase-monitor's source) win where both exist
+        for k in ("pv_power_w", "load_power_w"):
+            if isinstance(out.get(k), int | float) and out[k] < 0:  # type: ignore[operator]
+                out[k] = 0.0 if isinstance(out[k], float) else 0
+        if site.relay is not None:
+            extra["relay"] = site.relay
+        if site.grid_mode is not None:
+            out["grid_mode"] = site.grid_mode
+        if site.consumption_ct is not None:
+            out["consumption_ct"] = site.consumption_ct
+        if site.generator is not None:
+            out["generator_present"] = site.generator.present
+            if site.generator.oper_state is not None:
+                out["generator_running"] = site.generator.oper_state in ("close", "closed")
+        out["inverter_count"] = len(site.inverters)
+        out["battery_count"] = len(site.batteries)
     live = mon.live
     if live is not None:
         # livedata fills what the meter reports did not give (no CTs, DISABLE_METERS)
@@ -154,7 +259,7 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
                 w = live.powers[key]
                 out[metric] = max(w, 0.0) if metric in ("pv_power_w", "load_power_w") else w
     soc, cap, load = out.get("battery_soc_pct"), out.get("battery_capacity_wh"), out.get("load_power_w")
-    if all(isinstance(v, int | float) for v in (soc, cap, load)):
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in (soc, cap, load)):
         reserve = mon.reserve_pct if mon.reserve_pct is not None else 10
         runtime = _runtime_s(float(soc), float(reserve), float(cap), float(load))  # type: ignore[arg-type]
         if runtime is not None:
@@ -162,6 +267,60 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
     if mon.firmware:
         extra["firmware"] = mon.firmware
     return out, extra
+
+
+def _site_meter_rows(mon: m.Monitor, site: Site) -> dict[str, list[dict[str, Any]]]:
+    """Meter rows for UPS sinks from the site model, where the gateway has no ivp/meters/reports."""
+    readings = {}
+    for r in _json_list(mon.site_docs.get("ivp_meters_readings")):
+        readings[r.get("eid")] = r
+    meters = {str(x.get("measurementType")): x for x in _json_list(mon.site_docs.get("ivp_meters"))
+              if x.get("state") == "enabled"}
+
+    def row(r: dict[str, Any]) -> dict[str, Any]:
+        return {"real_w": r.get("activePower"), "apparent_va": r.get("apparentPower"),
+                "voltage_v": r.get("voltage"), "power_factor": r.get("pwrFactor"), "frequency_hz": r.get("freq")}
+
+    def meter_rows(kind: str) -> list[dict[str, Any]] | None:
+        meter = meters.get(kind)
+        r = readings.get(meter.get("eid")) if meter else None
+        if r is None:
+            return None
+        count = meter.get("phaseCount") if isinstance(meter.get("phaseCount"), int) else 1  # type: ignore[union-attr]
+        chans = [c for c in r.get("channels", []) if isinstance(c, dict)][:count] if count > 1 else []
+        return [row(r)] + [row(c) for c in chans]
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    grid, load, storage = meter_rows("net-consumption"), meter_rows("total-consumption"), meter_rows("storage")
+    derived = site.load if grid is not None else site.grid
+    if grid is None and derived is not None and load is not None:
+        grid = _derived_rows(load, derived)
+    if load is None and grid is not None and site.load is not None:
+        load = _derived_rows(grid, site.load)
+    if grid is not None:
+        out["grid"] = grid
+    if load is not None:
+        out["load"] = load
+    if storage is not None:
+        out["battery"] = storage[:1]
+    return out
+
+
+def _derived_rows(like: list[dict[str, Any]], flow: Flow) -> list[dict[str, Any]]:
+    """Rows for a flow the gateway does not meter: its W, with the metered side's voltage and frequency."""
+    watts = [flow.watts, *flow.phases_w]
+    return [{"real_w": watts[i] if i < len(watts) else None, "voltage_v": r.get("voltage_v"),
+             "frequency_hz": r.get("frequency_hz")} for i, r in enumerate(like)]
+
+
+def _json_list(text: str | None) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        doc = json.loads(text) if text else None
+    except ValueError:
+        return []
+    return [x for x in doc if isinstance(x, dict)] if isinstance(doc, list) else []
 
 
 class EnphaseSource(Source):
@@ -180,6 +339,8 @@ class EnphaseSource(Source):
         self._mode: MonitorMode | None = None
         #: the fatal error that ended an enphase-monitor run
         self.fatal: m.Fatal | None = None
+        self._devices: dict[str, DeviceInfo] = {}
+        self._next_token_warning = 0.0
 
     @classmethod
     def monitor_mode(cls, settings: Settings, ctx: Context, mode: MonitorMode) -> EnphaseSource:
@@ -191,7 +352,7 @@ class EnphaseSource(Source):
         return src
 
     def devices(self) -> list[DeviceInfo]:
-        return [self.info]
+        return [self.info, *self._devices.values()]
 
     def _settings(self) -> Settings:
         c = self.config
@@ -211,18 +372,66 @@ class EnphaseSource(Source):
             return None
         h = self.ctx.health
         h.gauges["relay_checks"] = float(mon.relay_checks)
+        now = utcnow()
         if mon.state == "nocomms":
             h.count("nocomms_polls")
-            self._emit(Reading(self.info.device_id, self.info.device_type, utcnow(), {}, source=self.ctx.name,
+            self._emit(Reading(self.info.device_id, self.info.device_type, now, {}, source=self.ctx.name,
                                info=self.info, online=False))
         else:
             if mon.firmware:
                 self.info.sw_version = mon.firmware
             metrics, extra = readings_metrics(mon)
+            lifetime = self._token_lifetime(mon)
+            if lifetime is not None:
+                metrics["token_lifetime_s"] = lifetime
             h.ok()
-            self._emit(Reading(self.info.device_id, self.info.device_type, utcnow(), metrics,
+            self._emit(Reading(self.info.device_id, self.info.device_type, now, metrics,
                                source=self.ctx.name, extra=extra, info=self.info))
+            if mon.site is not None and self._mode is None:
+                self._emit_devices(mon.site, now)
         return self._mode.after_emit() if self._mode is not None and self._mode.after_emit else None
+
+    def _token_lifetime(self, mon: m.Monitor) -> int | None:
+        """Seconds the token has left; a warning once a day from ``token_warn_days`` before expiry."""
+        token = mon.tokens.token
+        if token is None:
+            return None
+        try:
+            left = int(jwt.expiry(token) - time.time())
+        except jwt.TokenFormatError:
+            return None
+        warn_days = getattr(self.config, "token_warn_days", 30)
+        if self._mode is None and left < warn_days * 86400 and time.monotonic() >= self._next_token_warning:
+            self._next_token_warning = time.monotonic() + 86400
+            renew = ("it is renewed automatically an hour before" if self.config.token is None else
+                     "this is the configured token: get a new one from Enlighten and put it in the config")
+            self.ctx.log.warning("source %s: the gateway token expires in %.1f days (%s)", self.ctx.name,
+                                 left / 86400, renew)
+        return left
+
+    def _emit_devices(self, site: Site, now: Any) -> None:
+        """One reading per microinverter and per battery (no cap on their number)."""
+        assert self._emit is not None
+        gw = self.info.device_id
+        for inv in site.inverters:
+            info = self._device(f"{inv.serial}", "enphase_inverter", "IQ Microinverter", inv.serial)
+            rec = {"lastReportWatts": inv.watts, "maxReportWatts": inv.max_watts, "lastReportDate": inv.last_report}
+            self._emit(Reading(info.device_id, info.device_type, now, apply(INVERTER_MAP, rec), source=self.ctx.name,
+                               extra={"gateway": gw}, info=info))
+        for b in site.batteries:
+            model = "IQ Battery" if b.kind == "encharge" else "AC Battery"
+            info = self._device(b.serial, "enphase_battery", model, b.serial)
+            rec = {"soc": b.soc_pct, "power": b.power_w, "temperature": b.temperature_c, "capacity": b.capacity_wh}
+            self._emit(Reading(info.device_id, info.device_type, now, apply(BATTERY_MAP, rec), source=self.ctx.name,
+                               extra={"gateway": gw, "kind": b.kind}, info=info))
+
+    def _device(self, device_id: str, device_type: str, model: str, serial: str) -> DeviceInfo:
+        info = self._devices.get(device_id)
+        if info is None:
+            info = self._devices[device_id] = DeviceInfo(device_id, device_type, manufacturer="Enphase Energy",
+                                                         model=model, serial=serial, name=f"{model} {serial}",
+                                                         source=self.ctx.name)
+        return info
 
     def _daemon_parts(self, s: Settings) -> tuple[m.Gateway, m.Cloud, m.Reporter]:
         rep = _LogReporter(self.ctx.log)
@@ -247,8 +456,11 @@ class EnphaseSource(Source):
             s, gateway, cloud, rep = mode.settings, mode.gateway, mode.cloud, mode.reporter
         tokens = m.TokenStore(s.token_file, cloud, s.username, s.password, s.serial, rep)
         self._emit = emit
+        c = self.config
         self.monitor = m.Monitor(s, gateway, tokens, rep, on_update=self._on_update,
-                                 charge_low=mode.charge_low if mode else None)
+                                 charge_low=mode.charge_low if mode else None,
+                                 site_paths=SITE_PATHS if mode is None and c.site_data else None,
+                                 grace_s=s.outage_grace if mode is not None else c.outage_grace)
         return self.monitor
 
     async def run(self, emit: Emit) -> None:
