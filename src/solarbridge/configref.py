@@ -90,7 +90,8 @@ def render() -> str:
         for name in sorted(table):
             cls = registry.load(table[name])
             out += [f"## [[{kind}]] type = \"{name}\"", ""]
-            doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+            first = (cls.__doc__ or "").strip().split("\n\n")[0]
+            doc = " ".join(line.strip() for line in first.splitlines())
             if doc:
                 out += [doc, ""]
             out += model_table(cls.Config, skip=("type",)) + [""]

@@ -228,6 +228,7 @@ def test_demo_ctrl_c_with_event_streams_open(tmp_path):
         c.join(10)
         assert not c.is_alive(), "an event stream stayed open after the demo stopped"
     assert proc.returncode == 0, err
-    assert err == "", err
+    for bad in ("Traceback", "never retrieved", "CancelledError", "Task was destroyed", "Exception ignored"):
+        assert bad not in err, err
     assert out.rstrip().endswith("demo stopped cleanly.")
     print(f"demo stopped {took:.2f} s after SIGINT with 3 event streams open")
