@@ -17,6 +17,8 @@ import struct
 from collections import Counter
 from dataclasses import dataclass
 
+from ...util.crc16 import make_crc16
+
 MARKER = b"YY\x00\x01"
 HEADER_LEN = 8
 MAX_LENGTH = 300  # sanity bound for the length field (a 60-register reply is 158)
@@ -30,26 +32,9 @@ FC_READ_METER = 0x16
 READ_FUNCTIONS = frozenset({FC_READ_HOLDING, FC_READ_INPUT, FC_READ_METER})
 
 
-def _make_table() -> tuple[int, ...]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-        table.append(c)
-    return tuple(table)
-
-
-_CRC_TABLE = _make_table()
-
-
-def crc16_modbus(data: bytes | bytearray | memoryview) -> int:
-    """CRC-16/MODBUS (reflected 0x8005, init 0xFFFF); goes on the wire low byte first."""
-    crc = 0xFFFF
-    table = _CRC_TABLE
-    for b in data:
-        crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
-    return crc
+#: CRC-16/MODBUS (reflected 0x8005, init 0xFFFF) of a bytes-like object; goes on the wire low byte first.
+#: The table is the one of :mod:`solarbridge.util.crc16` (SolarEdge's CRC differs only in its start).
+crc16_modbus = make_crc16(0xFFFF, accelerate=False)
 
 
 # --------------------------------------------------------------------------- frames
