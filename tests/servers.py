@@ -8,7 +8,9 @@ A missing binary fails the test with the command that installs it; outside CI, s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import json
 import os
 import shutil
@@ -43,17 +45,38 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.03,
-             what: str = "condition") -> object:
-    """Poll ``predicate`` until it returns a truthy value; raise TimeoutError naming ``what``."""
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition", *,
+             interval: float = 0.03, ignore: tuple[type[BaseException], ...] = ()) -> object:
+    """Poll ``predicate`` until it returns a truthy value, which is returned; raise TimeoutError naming
+    ``what``. Exceptions of the types in ``ignore`` count as "not yet" (e.g. an element not on a page yet)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = predicate()
+        except ignore as e:
+            value, last = None, e
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tail = f" (last: {last!r})" if last is not None else ""
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{tail}")
+        time.sleep(interval)
+
+
+async def async_wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition", *,
+                         interval: float = 0.02) -> object:
+    """:func:`wait_for` inside an event loop: sleeps with asyncio, and awaits a predicate's awaitable result."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)
+        await asyncio.sleep(interval)
 
 
 def require(binary: str, package: str) -> str:

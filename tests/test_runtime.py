@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.runtime import SinkQueue, Supervisor
 from solarbridge.util import aiorun
 from support.runtime import CollectSink, FailingSource, ListSource, RaisingSink, config, reading
@@ -16,13 +17,6 @@ def run(coro):
     return aiorun.run(asyncio.wait_for(coro, 30))
 
 
-async def until(pred, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.005)
 
 
 def test_sink_queue_drops_oldest_and_counts():
@@ -66,7 +60,7 @@ def test_raising_sink_does_not_stop_others(tmp_path, caplog):
         sup.add_source(ListSource("src", tmp_path, 1000, pause=0.001))
         await sup.start()
         await sup.wait_sources()
-        await until(lambda: len(good.got) == 1000)
+        await async_wait_for(lambda: len(good.got) == 1000)
         assert sup.health["bad"].state == "failed"
         assert sup.health["bad"].restarts >= 2
         assert sup.health["good"].state == "running"
@@ -90,7 +84,7 @@ def test_slow_sink_does_not_block_fast_sink(tmp_path):
         sup.add_source(ListSource("src", tmp_path, 2000))
         await sup.start()
         await sup.wait_sources()
-        await until(lambda: len(fast.got) == 2000, 2)
+        await async_wait_for(lambda: len(fast.got) == 2000, 2)
         assert len(slow.got) < 2000
         assert sup._sink_queues["slow"].dropped > 0
         await sup.stop()
@@ -105,7 +99,7 @@ def test_failed_write_is_retried_without_loss(tmp_path):
         sup.add_source(ListSource("src", tmp_path, 500))
         await sup.start()
         await sup.wait_sources()
-        await until(lambda: len(sink.got) == 500)
+        await async_wait_for(lambda: len(sink.got) == 500)
         assert [r.metrics["n"] for r in sink.got] == list(range(500))
         assert sup.health["flaky"].restarts == 3
         await sup.stop()
@@ -120,7 +114,7 @@ def test_source_restarts_with_growing_backoff_and_recovers(tmp_path, caplog):
         sup.add_sink(sink)
         sup.add_source(src)
         await sup.start()
-        await until(lambda: len(sink.got) == 1)
+        await async_wait_for(lambda: len(sink.got) == 1)
         assert sup.health["flaky"].state == "running"
         await sup.stop()
         return src
@@ -172,7 +166,7 @@ def test_shutdown_is_bounded_even_if_a_source_ignores_cancel(tmp_path, caplog):
         sup.add_sink(sink)
         sup.add_source(StubbornSource(tmp_path))
         await sup.start()
-        await until(lambda: len(sink.got) == 1)
+        await async_wait_for(lambda: len(sink.got) == 1)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         await sup.stop()

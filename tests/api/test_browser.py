@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from servers import wait_for
 from support.api import reading
 from support.live import LiveDaemon
 from support.paths import REPO
@@ -41,17 +42,7 @@ def browser(tmp_path):
 
 
 def until(drv, fn, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn(drv)
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - element not there yet
-            last = e
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    return wait_for(lambda: fn(drv), timeout, what, interval=0.02, ignore=(Exception,))
 
 
 def attr(drv, element_id, name):

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from servers import free_port
+from servers import async_wait_for, free_port
 from solarbridge.model import ControlRequest, ControlResult
 from solarbridge.sources.givenergy.model import Plant
-from support.givenergy import run, simulator, until
+from support.givenergy import run, simulator
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("INVERTOR", "MQTT_", "INFLUX_", "HA_", "GIVTCP"))}
 
@@ -46,17 +46,13 @@ async def stop_rest(proc: Any) -> None:
 
 
 async def wait_ready(client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None) -> None:
-    deadline = time.monotonic() + 20
-    while True:
+    async def serving() -> bool:
         try:
-            r = await client.get(f"{url}/runAll", headers=headers)
-            if r.status_code == 200:
-                return
+            return (await client.get(f"{url}/runAll", headers=headers)).status_code == 200
         except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError("givtcp-rest did not serve data within 20 s")
-        await asyncio.sleep(0.1)
+            return False
+
+    await async_wait_for(serving, 20, "givtcp-rest to serve data", interval=0.1)
 
 
 def test_rest_service_cache_controls_errors(tmp_path: Path) -> None:
@@ -207,7 +203,7 @@ def test_shared_backend_one_poller_and_forwarded_controls(tmp_path: Path) -> Non
             await b.start()
             try:
                 assert a.leader and not b.leader
-                await until(lambda: b.snapshot() is not None, timeout=15, what="cache file")
+                await async_wait_for(lambda: b.snapshot() is not None, timeout=15, what="cache file")
                 assert b.snapshot()["serial"] == sim.inverter.serial  # type: ignore[index]
                 assert b.serials() == [sim.inverter.serial]
                 status, body = await b.control("setBatteryReserve", {"dischargeToPercent": "17"})
@@ -220,8 +216,8 @@ def test_shared_backend_one_poller_and_forwarded_controls(tmp_path: Path) -> Non
                 assert sim.stats["max_concurrent_clients"] == 1
                 before = sim.stats["connections"]
                 await a.stop()
-                await until(lambda: b.leader, timeout=10, what="follower takes over")
-                await until(lambda: sim.stats["connections"] > before, timeout=10, what="new poller connects")
+                await async_wait_for(lambda: b.leader, timeout=10, what="follower takes over")
+                await async_wait_for(lambda: sim.stats["connections"] > before, timeout=10, what="new poller connects")
             finally:
                 await b.stop()
                 await a.stop()

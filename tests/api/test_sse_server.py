@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from servers import wait_for
 from solarbridge.api.server import exposure_warning, is_loopback, parse_listen
 from solarbridge.api.sse import Broadcaster
 from solarbridge.runtime import Bus
@@ -36,13 +37,6 @@ def read_events(lines, want: int, timeout: float = 10) -> list[tuple[str, dict]]
     raise AssertionError(f"only {len(out)} of {want} events: {out}")
 
 
-def wait_for(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_sse_stream_snapshot_then_live_readings(tmp_path):

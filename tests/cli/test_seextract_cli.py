@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from capture.builders import SRV, pcap_bytes
+from servers import wait_for
 from solarbridge.cli import seextract
 from solarbridge.sources.solaredge import extract as ex
 from solarbridge.sources.solaredge.framing import StreamDecoder
@@ -32,12 +32,6 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ex, "_system_resolve", _offline)
 
 
-def _wait_for(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -139,11 +133,11 @@ def test_follow_a_directory_and_move_to_newer_captures(tmp_path: Path) -> None:
             got = dec.feed(b"".join(ex.decode_packet(1, p).payload for p in pk[3:n_packets]))  # type: ignore[union-attr]
             return sum(22 + len(f.payload) for f in got)
 
-        _wait_for(lambda: out.exists() and out.stat().st_size == extracted_through(10), 20, "the first file")
+        wait_for(lambda: out.exists() and out.stat().st_size == extracted_through(10), 20, "the first file")
         with first.open("ab") as f:  # the capture grows
             f.write(b"".join(records[10:40]))
             f.flush()
-        _wait_for(lambda: out.stat().st_size == extracted_through(40), 20, "the grown file")
+        wait_for(lambda: out.stat().st_size == extracted_through(40), 20, "the grown file")
         # the writer appends a last few packets and rotates to a new file
         with first.open("ab") as f:
             f.write(b"".join(records[40:45]))
@@ -151,10 +145,10 @@ def test_follow_a_directory_and_move_to_newer_captures(tmp_path: Path) -> None:
         second.write_bytes(pcap_bytes(pk[45:50]))
         st = first.stat()
         os.utime(second, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-        _wait_for(lambda: out.stat().st_size == extracted_through(50), 20, "the rotated file")
+        wait_for(lambda: out.stat().st_size == extracted_through(50), 20, "the rotated file")
         with second.open("ab") as f:
             f.write(b"".join(records[50:]))
-        _wait_for(lambda: out.stat().st_size == len(want), 20, "the end of the stream")
+        wait_for(lambda: out.stat().st_size == len(want), 20, "the end of the stream")
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
@@ -185,7 +179,7 @@ def test_iter_streams_follow_stops_when_asked(tmp_path: Path) -> None:
 
     t = threading.Thread(target=run)
     t.start()
-    _wait_for(lambda: bool(got), 10, "output")
+    wait_for(lambda: bool(got), 10, "output")
     stop.set()
     t.join(10)
     assert not t.is_alive() and b"".join(got) == telemetry(1)

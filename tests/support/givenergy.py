@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from solarbridge.sources.givenergy.simulator import DongleSimulator, Realism, SimInverter
@@ -30,9 +29,3 @@ async def simulator(batteries: int = 2, model: str = "hybrid", realism: Realism 
         await sim.stop()
 
 
-async def until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)

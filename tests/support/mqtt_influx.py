@@ -95,15 +95,11 @@ class Collector:
         self.client.loop_stop()
 
 
-async def async_wait(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+
+
+async def wait_msg(col: Collector, topic: str, timeout: float = 15.0, pred: Callable[[Msg], bool] | None = None) -> Msg:
+    """``col.wait_topic`` from inside an event loop (the collector's wait runs in a thread)."""
+    return await asyncio.to_thread(col.wait_topic, topic, timeout, pred)
 
 
 # --------------------------------------------------------------------------- a controllable source

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 import servers
+from servers import async_wait_for
 from solarbridge.model import Reading
 from solarbridge.plugin import Context, PluginConfig, Source
 from solarbridge.sinks.influx.sink import InfluxConfig, InfluxSink
-from support.mqtt_influx import async_wait, context, supervisor
+from support.mqtt_influx import context, supervisor
 
 pytestmark = pytest.mark.servers
 
@@ -34,7 +35,7 @@ def cfg(url: str, **kw: Any) -> InfluxConfig:
 
 
 async def drain(sink: InfluxSink, timeout: float = 10.0) -> None:
-    await async_wait(lambda: sink.pending() == 0, timeout, what="spool drained")
+    await async_wait_for(lambda: sink.pending() == 0, timeout, what="spool drained")
 
 
 def series_by_name(series: list[dict]) -> dict[str, dict]:
@@ -137,10 +138,10 @@ async def run_daemon(tmp_path: Path, url: str, start: int, stop: int, *, wait_sp
     sink = InfluxSink(cfg(url, batch_points=70), context(sup, "influx", "sink", "influxdb2"))
     sup.add_sink(sink)
     await sup.start()
-    await async_wait(lambda: src.n >= stop, what="source finished")
+    await async_wait_for(lambda: src.n >= stop, what="source finished")
     await sup.drain(10)
     if wait_spooled:
-        await async_wait(lambda: sink.spool is not None and sink.spool.points + sink.spool.sent_points
+        await async_wait_for(lambda: sink.spool is not None and sink.spool.points + sink.spool.sent_points
                          >= stop - start, what="everything spooled or sent")
     await sup.stop()
     return sink
@@ -227,7 +228,7 @@ def test_401_is_reported_clearly_and_data_is_kept(auth_victoria, tmp_path, caplo
         try:
             await sink.write([Reading("d", "inverter", T0 + timedelta(seconds=i), {"pv_power_w": float(i)})
                               for i in range(10)])
-            await async_wait(lambda: ctx.health.counters.get("http_errors", 0) >= 3, what="several retries")
+            await async_wait_for(lambda: ctx.health.counters.get("http_errors", 0) >= 3, what="several retries")
         finally:
             await sink.stop()
         assert "HTTP 401" in ctx.health.last_error and "check token" in ctx.health.last_error

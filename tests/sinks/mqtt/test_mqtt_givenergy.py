@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.sinks.mqtt.sink import MqttConfig, MqttSink
 from solarbridge.sources.givenergy.simulator import DongleSimulator, SimInverter
 from solarbridge.sources.givenergy.source import GivEnergyConfig, GivEnergySource
-from support.mqtt_influx import async_wait, context, supervisor
+from support.mqtt_influx import context, supervisor, wait_msg
 
 pytestmark = pytest.mark.servers
 
 SERIAL = "SA2114G000"  # the simulator's default inverter serial
 
 
-async def wait_msg(col: Any, topic: str, timeout: float = 15.0, pred: Any = None) -> Any:
-    return await asyncio.to_thread(col.wait_topic, topic, timeout, pred)
 
 
 def test_controls_against_the_givenergy_simulator(mosquitto, tmp_path, collector_factory):
@@ -71,7 +69,7 @@ def test_controls_against_the_givenergy_simulator(mosquitto, tmp_path, collector
             await asyncio.sleep(0.3)
             assert len(sim.inverter.write_log) == writes
             assert src is not None
-            await async_wait(lambda: sink.ctx.health.counters.get("commands_ok", 0) >= 2, what="ok count")
+            await async_wait_for(lambda: sink.ctx.health.counters.get("commands_ok", 0) >= 2, what="ok count")
         finally:
             await sup.stop()
             await sim.stop()

@@ -13,14 +13,9 @@ from typing import Any
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.sinks.mqtt.sink import MqttConfig, MqttSink
-from support.mqtt_influx import (
-    FakeInverter,
-    FakeInverterConfig,
-    async_wait,
-    context,
-    supervisor,
-)
+from support.mqtt_influx import FakeInverter, FakeInverterConfig, context, supervisor, wait_msg
 from support.paths import REPO
 
 pytestmark = pytest.mark.servers
@@ -39,8 +34,6 @@ def build(tmp_path: Path, port: int, **sink_kw: Any) -> tuple[Any, FakeInverter,
     return sup, src, sink
 
 
-async def wait_msg(col: Any, topic: str, timeout: float = 10.0, pred: Any = None) -> Any:
-    return await asyncio.to_thread(col.wait_topic, topic, timeout, pred)
 
 
 def test_discovery_state_availability_and_retained_flags(mosquitto, tmp_path, collector_factory):
@@ -48,7 +41,7 @@ def test_discovery_state_availability_and_retained_flags(mosquitto, tmp_path, co
         sup, src, sink = build(tmp_path, mosquitto.port)
         await sup.start()
         try:
-            await async_wait(lambda: sink.connected and sink.devices.get(SERIAL), what="sink connected")
+            await async_wait_for(lambda: sink.connected and sink.devices.get(SERIAL), what="sink connected")
             first = collector_factory(mosquitto.port)
             await wait_msg(first, f"solarbridge/{SERIAL}/charge_slot_1_start")
             # everything is on the broker now; a client subscribing now gets the retained copies, retain flag set
@@ -128,7 +121,7 @@ def test_state_published_on_change_not_on_every_reading(mosquitto, tmp_path, col
         try:
             await wait_msg(col, f"solarbridge/{SERIAL}/state")
             n0 = src.n
-            await async_wait(lambda: src.n >= n0 + 5, what="5 more readings")
+            await async_wait_for(lambda: src.n >= n0 + 5, what="5 more readings")
             # pv_power_w changes every reading, battery_soc_pct never does
             assert len(col.on(f"solarbridge/{SERIAL}/battery_soc_pct")) == 1
             assert len(col.on(f"solarbridge/{SERIAL}/pv_power_w")) >= 5
@@ -143,9 +136,9 @@ def test_broker_restart_republishes_discovery_and_state(mosquitto, tmp_path, col
         sup, src, sink = build(tmp_path, mosquitto.port)
         await sup.start()
         try:
-            await async_wait(lambda: sink.connected and sink.published > 10, what="first publishes")
+            await async_wait_for(lambda: sink.connected and sink.published > 10, what="first publishes")
             mosquitto.stop()
-            await async_wait(lambda: not sink.connected, what="sink notices the broker is gone")
+            await async_wait_for(lambda: not sink.connected, what="sink notices the broker is gone")
             await asyncio.sleep(0.5)  # readings keep coming while the broker is away
             await asyncio.to_thread(mosquitto.start)  # same port, no persistence: retained data is gone
             col = collector_factory(mosquitto.port)
@@ -197,21 +190,21 @@ def test_control_end_to_end_and_invalid_commands_rejected(mosquitto, tmp_path, c
         await sup.start()
         try:
             await wait_msg(col, f"solarbridge/{SERIAL}/state")
-            await async_wait(lambda: sink.ctx.health.counters.get("retained_commands_ignored"),
+            await async_wait_for(lambda: sink.ctx.health.counters.get("retained_commands_ignored"),
                              what="retained command seen and ignored")
             col.publish(f"solarbridge/{SERIAL}/charge_target_pct/set", "", retain=True)
             col.publish(f"solarbridge/{SERIAL}/charge_target_pct/set", "45")
-            await async_wait(lambda: src.executed, what="command executed")
+            await async_wait_for(lambda: src.executed, what="command executed")
             req = src.executed[-1]
             assert (req.device_id, req.command, req.value, req.origin) == (SERIAL, "charge_target_pct", 45, "mqtt")
             # read back and published
             await wait_msg(col, f"solarbridge/{SERIAL}/state", pred=lambda m: m.json()["charge_target_pct"] == 45)
             col.publish(f"solarbridge/{SERIAL}/battery_mode/set", "Timed Export")
-            await async_wait(lambda: src.settings["battery_mode"] == "Timed Export", what="mode set")
+            await async_wait_for(lambda: src.settings["battery_mode"] == "Timed Export", what="mode set")
             col.publish(f"solarbridge/{SERIAL}/charge_target_enabled/set", "ON")
-            await async_wait(lambda: src.settings["charge_target_enabled"] is True, what="switch set")
+            await async_wait_for(lambda: src.settings["charge_target_enabled"] is True, what="switch set")
             col.publish(f"solarbridge/{SERIAL}/charge_slot_1_start/set", "5:30")
-            await async_wait(lambda: src.settings["charge_slot_1_start"] == "05:30", what="time set")
+            await async_wait_for(lambda: src.settings["charge_slot_1_start"] == "05:30", what="time set")
             n_ok = len(src.executed)
 
             # invalid: out of range, not an option, not a time, unknown control
@@ -247,11 +240,11 @@ def test_givtcp_layout_topics_and_commands(mosquitto, tmp_path, collector_factor
             assert (await wait_msg(col, f"GivEnergy/{SERIAL}/Control/Mode")).payload == b"Eco"
             assert (await wait_msg(col, f"GivEnergy/{SERIAL}/Control/Target_SOC")).payload == b"80"
             col.publish(f"GivEnergy/control/{SERIAL}/setChargeTarget", "45")
-            await async_wait(lambda: src.executed, what="GivTCP command executed")
+            await async_wait_for(lambda: src.executed, what="GivTCP command executed")
             assert (src.executed[-1].command, src.executed[-1].value) == ("setChargeTarget", 45)
             await wait_msg(col, f"GivEnergy/{SERIAL}/Control/Target_SOC", pred=lambda m: m.payload == b"45")
             col.publish(f"GivEnergy/control/{SERIAL}/setBatteryMode", "Eco (Paused)")
-            await async_wait(lambda: src.settings["battery_mode"] == "Eco (Paused)", what="mode")
+            await async_wait_for(lambda: src.settings["battery_mode"] == "Eco (Paused)", what="mode")
             # the source rejects: the error reaches the error topic, nothing is executed
             n = len(src.executed)
             col.publish(f"GivEnergy/control/{SERIAL}/setChargeTarget", "abc")
@@ -283,7 +276,7 @@ def test_sunsniff_layout(mosquitto, tmp_path, collector_factory):
         col = collector_factory(mosquitto.port)
         await sink.start()
         try:
-            await async_wait(lambda: sink.connected, what="connected")
+            await async_wait_for(lambda: sink.connected, what="connected")
             r = Reading("1235687108", "inverter", datetime.now(UTC), {"battery_soc_pct": 97.0},
                         extra={"sunsniff": SUNSNIFF_EXTRA})
             await sink.write([r])
@@ -324,8 +317,8 @@ def test_username_password_and_refused_login(mosquitto_factory, tmp_path, collec
         await bad.start()
         await good.start()
         try:
-            await async_wait(lambda: good.connected, what="good login")
-            await async_wait(lambda: bad.ctx.health.last_error, what="refused login reported")
+            await async_wait_for(lambda: good.connected, what="good login")
+            await async_wait_for(lambda: bad.ctx.health.last_error, what="refused login reported")
             assert "refused" in bad.ctx.health.last_error and not bad.connected
             col = collector_factory(broker.port, username="u", password="p")
             assert (await wait_msg(col, "sb2/status")).payload == b"online"

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import servers
+from servers import async_wait_for
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
 from solarbridge.sinks.mqtt.sink import MqttConfig, MqttSink
-from support.mqtt_influx import async_wait
 
 pytestmark = pytest.mark.servers
 
@@ -82,11 +82,11 @@ def test_mqtts_with_ca_file_and_refusal_without_it(tls_broker, tmp_path):
         await good.start()
         await bad.start()
         try:
-            await async_wait(lambda: good.connected, what="TLS connection")
+            await async_wait_for(lambda: good.connected, what="TLS connection")
             await good.write([Reading("d", "inverter", dt.datetime.now(dt.UTC), {"pv_power_w": 1.0})])
-            await async_wait(lambda: good.published >= 3, what="publishes over TLS")
+            await async_wait_for(lambda: good.published >= 3, what="publishes over TLS")
             # without our CA the server certificate is not trusted: a clear error, no connection
-            await async_wait(lambda: "CERTIFICATE_VERIFY_FAILED" in bad.ctx.health.last_error, what="TLS error")
+            await async_wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in bad.ctx.health.last_error, what="TLS error")
             assert not bad.connected
         finally:
             await good.stop()

@@ -10,20 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from servers import wait_for
 from support.enphase import SimThread, write_conf
 
 pytestmark = pytest.mark.servers
 
 
-def wait_until(pred, timeout: float, what: str):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_grid_off_low_battery_nocomms_with_real_nut(sim: SimThread, tmp_path: Path, nut_factory) -> None:
@@ -54,14 +46,14 @@ def test_grid_off_low_battery_nocomms_with_real_nut(sim: SimThread, tmp_path: Pa
 
         # comms lost: the port file is renamed away and NUT 2.8.0's dummy-ups exits
         sim.set(fail_relay="http500")
-        wait_until(lambda: (d / "ups.dev-nocomms").exists() and not port.exists(), 12, "nocomms rename")
-        wait_until(lambda: not nut.alive("driver"), 10, "dummy-ups to exit")
+        wait_for(lambda: (d / "ups.dev-nocomms").exists() and not port.exists(), 12, "nocomms rename")
+        wait_for(lambda: not nut.alive("driver"), 10, "dummy-ups to exit")
         assert "Driver not connected" in nut.upsc("ups.status") or "exit" in nut.upsc("ups.status")
 
         # comms back: enphase-monitor renames the file back; the driver must be restarted
         # (the systemd unit for dummy-ups does it with Restart=; here we do it by hand)
         sim.set(fail_relay="none")
-        wait_until(lambda: port.exists() and not (d / "ups.dev-nocomms").exists(), 12, "restore rename")
+        wait_for(lambda: port.exists() and not (d / "ups.dev-nocomms").exists(), 12, "restore rename")
         nut.start_driver()
         nut.wait_value("ups.status", "OB LB", 10)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.sources.enphase import jwt
 from solarbridge.sources.enphase import monitor as m
 from solarbridge.sources.enphase.settings import load
@@ -128,11 +129,9 @@ def _monitor(s: m.Settings) -> m.Monitor:
 
 
 async def _wait(pred, timeout: float) -> float:  # noqa: ANN001
+    """Seconds until ``pred`` holds."""
     t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.02)
+    await async_wait_for(pred, timeout)
     return time.monotonic() - t0
 
 

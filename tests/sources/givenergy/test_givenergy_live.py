@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.model import ControlError, ControlRequest, Reading
 from solarbridge.plugin import Context
 from solarbridge.sources.givenergy.client import GivEnergyClient, GivEnergyError
@@ -23,7 +24,7 @@ from solarbridge.sources.givenergy.framing import (
 from solarbridge.sources.givenergy.givtcp import run_all
 from solarbridge.sources.givenergy.simulator import Realism, SimInverter
 from solarbridge.sources.givenergy.source import GivEnergyConfig, GivEnergySource
-from support.givenergy import run, simulator, until
+from support.givenergy import run, simulator
 from support.paths import DATA as DATA_ROOT
 
 DATA = DATA_ROOT / "givenergy"
@@ -98,7 +99,7 @@ def test_control_end_to_end(tmp_path: Path, command: str, payload: object, regs:
             src = _source(sim.port, tmp_path)
             readings: list[Reading] = []
             task = asyncio.create_task(src.run(readings.append))
-            await until(lambda: len(readings) >= 1, what="first reading")
+            await async_wait_for(lambda: len(readings) >= 1, what="first reading")
             res = await src.control(ControlRequest(src.client.plant.serial, command, payload))
             assert res.ok and "success" in res.message
             for reg, val in regs.items():
@@ -109,7 +110,7 @@ def test_control_end_to_end(tmp_path: Path, command: str, payload: object, regs:
             # the reading emitted after the control already shows the new state
             assert readings[-1].extra["givtcp"][path[0]][path[1]] == shown
             n = len(readings)
-            await until(lambda: len(readings) > n, what="next poll")
+            await async_wait_for(lambda: len(readings) > n, what="next poll")
             assert readings[-1].extra["givtcp"][path[0]][path[1]] == shown
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -122,7 +123,7 @@ def test_control_names_and_state_metrics(tmp_path: Path) -> None:
             src = _source(sim.port, tmp_path)
             readings: list[Reading] = []
             task = asyncio.create_task(src.run(readings.append))
-            await until(lambda: readings, what="first reading")
+            await async_wait_for(lambda: readings, what="first reading")
             info = readings[-1].info
             assert info is not None and {c.name for c in info.controls} >= {"charge_target_pct", "battery_mode"}
             for name, value in [("charge_target_pct", 70), ("battery_reserve_pct", 12),
@@ -151,7 +152,7 @@ def test_invalid_control_writes_nothing(tmp_path: Path, command: str, payload: o
             src = _source(sim.port, tmp_path)
             readings: list[Reading] = []
             task = asyncio.create_task(src.run(readings.append))
-            await until(lambda: readings, what="first reading")
+            await async_wait_for(lambda: readings, what="first reading")
             with pytest.raises(ControlError) as ei:
                 await src.control(ControlRequest(src.client.plant.serial, command, payload))
             assert ei.value.status == 400 and ei.value.field_name
@@ -193,7 +194,7 @@ def test_heartbeat_answered_within_5s() -> None:
     async def go() -> None:
         async with simulator(heartbeat_interval=0.2) as sim, GivEnergyClient("127.0.0.1", sim.port) as c:
             t0 = time.monotonic()
-            await until(lambda: sim.stats["heartbeats_answered"] >= 2, timeout=5, what="heartbeat answers")
+            await async_wait_for(lambda: sim.stats["heartbeats_answered"] >= 2, timeout=5, what="heartbeat answers")
             assert time.monotonic() - t0 < 5
             assert c.stats["heartbeats"] >= 2
             assert c.connected
@@ -223,11 +224,11 @@ def test_reconnect_after_dongle_drops_socket(tmp_path: Path) -> None:
             src = _source(sim.port, tmp_path, reconnect_initial=0.05)
             readings: list[Reading] = []
             task = asyncio.create_task(src.run(readings.append))
-            await until(lambda: readings, what="first reading")
+            await async_wait_for(lambda: readings, what="first reading")
             sim.drop_all()
-            await until(lambda: sim.stats["connections"] >= 2, what="reconnect")
+            await async_wait_for(lambda: sim.stats["connections"] >= 2, what="reconnect")
             n = len([r for r in readings if r.online])
-            await until(lambda: len([r for r in readings if r.online]) > n + 1, what="readings after reconnect")
+            await async_wait_for(lambda: len([r for r in readings if r.online]) > n + 1, what="readings after reconnect")
             assert src.ctx.health.counters["connects"] >= 2
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -326,7 +327,7 @@ def test_timeouts_retries_and_other_clients_replies() -> None:
                 other = GivEnergyClient("127.0.0.1", sim.port, gap=0)
                 await other.connect()
                 await other.read(3, 60, 60)  # fanned out to c as well
-                await until(lambda: c.stats["unsolicited"] >= 1, what="fan-out reply")
+                await async_wait_for(lambda: c.stats["unsolicited"] >= 1, what="fan-out reply")
                 assert 60 in c.plant.holding  # used to refresh the cache
                 resp = await c.read(3, 0, 60)
                 assert resp.base == 0 and resp.count == 60
@@ -346,7 +347,7 @@ def test_replay_stream_reaches_clients_as_unsolicited_traffic() -> None:
         await sim.start()
         try:
             async with GivEnergyClient("127.0.0.1", sim.port) as c:
-                await until(lambda: c.plant.serial == "SA2114G000", what="captured identity from the replay")
+                await async_wait_for(lambda: c.plant.serial == "SA2114G000", what="captured identity from the replay")
                 assert c.stats["unsolicited"] >= 1
         finally:
             await sim.stop()
@@ -361,7 +362,7 @@ def test_rate_and_clock_controls(tmp_path: Path) -> None:
             src = _source(sim.port, tmp_path)
             readings: list[Reading] = []
             task = asyncio.create_task(src.run(readings.append))
-            await until(lambda: readings, what="first reading")
+            await async_wait_for(lambda: readings, what="first reading")
             # 1 battery: 160 Ah x 51.2 V = 8192 Wh; Gen1 hybrid battery limit 2600 W
             await src.control(ControlRequest(src.client.plant.serial, "setChargeRate", {"chargeRate": "1000"}))
             assert sim.inverter.holding[111] == round(1000 / 8192 * 100)

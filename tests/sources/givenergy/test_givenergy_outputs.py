@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.config import Config, DaemonConfig
 from solarbridge.plugin import Context
 from solarbridge.runtime import Supervisor
 from solarbridge.sinks.homeassistant_rest.sink import HaRestConfig, HaRestSink
 from solarbridge.sources.givenergy.source import GivEnergyConfig, GivEnergySource
-from support.givenergy import run, simulator, until
+from support.givenergy import run, simulator
 
 
 class Collector:
@@ -75,19 +76,19 @@ def test_mqtt_givtcp_topics_and_control_round_trip(mosquitto: Any, tmp_path: Pat
             await sup.start()
             try:
                 soc_topic = f"GivEnergy/{serial}/Control/Target SOC"
-                await until(lambda: col.get(soc_topic) == b"100", timeout=10, what=soc_topic)
+                await async_wait_for(lambda: col.get(soc_topic) == b"100", timeout=10, what=soc_topic)
                 assert col.get(f"GivEnergy/{serial}/Invertor Details/Invertor Serial Number") == serial.encode()
                 assert col.get(f"GivEnergy/{serial}/Power/SOC") is not None
                 # control: GivEnergy/control/<serial>/<command> with a plain payload
                 await asyncio.to_thread(col.publish, f"GivEnergy/control/{serial}/setChargeTarget", "45")
-                await until(lambda: sim.inverter.holding[116] == 45, timeout=10, what="HR116 written")
-                await until(lambda: col.get(soc_topic) == b"45", timeout=10, what="new target on MQTT")
+                await async_wait_for(lambda: sim.inverter.holding[116] == 45, timeout=10, what="HR116 written")
+                await async_wait_for(lambda: col.get(soc_topic) == b"45", timeout=10, what="new target on MQTT")
                 payload = json.dumps({"start": "0130", "finish": "0445"})
                 await asyncio.to_thread(col.publish, f"GivEnergy/control/{serial}/setChargeSlot1", payload)
-                await until(lambda: col.get(f"GivEnergy/{serial}/Timeslots/Charge end time slot 1") == b"445",
+                await async_wait_for(lambda: col.get(f"GivEnergy/{serial}/Timeslots/Charge end time slot 1") == b"445",
                             timeout=10, what="slot on MQTT")
                 await asyncio.to_thread(col.publish, f"GivEnergy/control/{serial}/setBatteryMode", "Timed Export")
-                await until(lambda: col.get(f"GivEnergy/{serial}/Control/Battery Mode") == b"Timed Export",
+                await async_wait_for(lambda: col.get(f"GivEnergy/{serial}/Control/Battery Mode") == b"Timed Export",
                             timeout=10, what="mode on MQTT")
                 # a bad payload writes nothing
                 n = len(sim.inverter.write_log)
@@ -187,7 +188,7 @@ def test_givtcp_read_mqtt_output(mosquitto: Any, tmp_path: Path) -> None:
             assert proc.returncode == 0, err.decode()
             assert json.loads(out)["Control"]["Target SOC"] == 100
             topic = f"Solar/{sim.inverter.serial}/Control/Target SOC"
-            await until(lambda: col.get(topic) == b"100", timeout=10, what=topic)
+            await async_wait_for(lambda: col.get(topic) == b"100", timeout=10, what=topic)
             col.close()
     run(go(), timeout=60)
 

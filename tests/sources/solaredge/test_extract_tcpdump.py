@@ -18,6 +18,7 @@ from pathlib import Path
 import dpkt
 import pytest
 
+from servers import wait_for
 from solarbridge.sources.solaredge import extract as ex
 from solarbridge.sources.solaredge.framing import Frame, StreamDecoder, encode
 from support.paths import DATA as DATA_ROOT
@@ -34,12 +35,6 @@ SERVER_IP, INVERTER_IP = "127.0.0.2", "127.0.0.3"
 INV_ID, MASTER = 0x7F104920, 0xFFFFFFFE
 
 
-def _wait_for(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @contextlib.contextmanager
@@ -49,12 +44,12 @@ def tcpdump(path: Path, port: int) -> Iterator[None]:
         proc = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-w", str(path),
                                  f"tcp port {port}"], stdout=subprocess.DEVNULL, stderr=errf)
     try:
-        _wait_for(lambda: b"listening on" in err.read_bytes() or proc.poll() is not None, 15, "tcpdump to start")
+        wait_for(lambda: b"listening on" in err.read_bytes() or proc.poll() is not None, 15, "tcpdump to start")
         assert proc.poll() is None, err.read_text()
         yield
         # tcpdump lags behind on a busy machine and drops what it has not written at SIGINT:
         # wait until both FINs are in the file
-        _wait_for(lambda: _fins(path) >= 2, 30, "tcpdump to write the end of the connection")
+        wait_for(lambda: _fins(path) >= 2, 30, "tcpdump to write the end of the connection")
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGINT)
@@ -245,7 +240,7 @@ def test_extraction_streams_while_tcpdump_writes(tmp_path: Path) -> None:
         xch.run(15, seed=9)
         out = tmp_path / "live.dat"
         want = bytes(xch.sent_by_inverter)
-        _wait_for(lambda: out.exists() and out.stat().st_size >= len(want), 20, "seextract output")
+        wait_for(lambda: out.exists() and out.stat().st_size >= len(want), 20, "seextract output")
         assert out.read_bytes() == want
     finally:
         if proc.poll() is None:
@@ -283,7 +278,7 @@ def test_capture_of_the_simulator_talking_to_semonitor(tmp_path: Path, encrypted
                                   *(["--encrypted", "--key", str(key)] if encrypted else [])],
                                  capture_output=True, timeout=60)
             assert sim.returncode == 0, sim.stderr
-            _wait_for(lambda: live.exists() and len(live.read_bytes().splitlines()) >= 4, 20, "semonitor's JSON")
+            wait_for(lambda: live.exists() and len(live.read_bytes().splitlines()) >= 4, 20, "semonitor's JSON")
     finally:
         mon.terminate()
         try:
