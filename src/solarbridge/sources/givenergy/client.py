@@ -219,18 +219,26 @@ class GivEnergyClient:
                 self._waiters[key] = fut
                 assert self._writer is not None
                 self._writer.write(data)
-                # wait until the reply, or until the session says this request's time is up
-                while not fut.done():
-                    deadline = session.deadline(key)
-                    if deadline is None:
-                        break
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+                try:
+                    # wait until the reply, or until the session says this request's time is up
+                    while not fut.done():
+                        deadline = session.deadline(key)
+                        if deadline is None:
+                            break
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+                        if not fut.done():
+                            for gone in session.expire(time.monotonic()):
+                                w = self._waiters.pop(gone, None)
+                                if w is not None and not w.done():
+                                    w.cancel()
+                finally:
+                    # cancelled while waiting (shutdown): nobody will look at this future any more
+                    if self._waiters.get(key) is fut:
+                        del self._waiters[key]
                     if not fut.done():
-                        for gone in session.expire(time.monotonic()):
-                            w = self._waiters.pop(gone, None)
-                            if w is not None and not w.done():
-                                w.cancel()
+                        session.cancel(key)
+                        fut.cancel()
                 if fut.cancelled():
                     continue  # timed out: retry
                 return fut.result()  # raises InverterRefused / GivEnergyError
