@@ -99,3 +99,25 @@ def test_bad_rows_are_refused() -> None:
         MetricDesc("x_w", "f", resolution=0)
     with pytest.raises(TypeError, match="is not a number"):
         MetricDesc("x_w", "f").convert("12")
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_shortest_float32_reads_back_as_the_same_single(value: float) -> None:
+    import struct
+
+    from solarbridge.metricmap import FLOAT32, shortest_float32
+
+    got = shortest_float32(value)
+    assert struct.pack("<f", got) == struct.pack("<f", value)
+    assert len(repr(got)) <= max(len(repr(value)), len(f"{value:.9g}"))
+    assert quantize(value, FLOAT32) == got
+
+
+def test_shortest_float32_known_values() -> None:
+    import struct
+
+    from solarbridge.metricmap import shortest_float32
+
+    wide = struct.unpack("<f", struct.pack("<f", 239.8))[0]
+    assert wide != 239.8 and shortest_float32(wide) == 239.8
+    assert shortest_float32(1e300) == 1e300  # not a float32: unchanged

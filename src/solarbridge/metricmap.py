@@ -14,6 +14,8 @@ the device's own field names to raw values) into ``Reading.metrics``. A row says
 - ``resolution``: the device's step in the metric's unit (``0.1`` V, ``1`` Wh). The value is rounded to it,
   and a whole-number resolution yields an ``int``. Without it, an integer raw value keeps the exact
   resolution of the scale and a float raw value is rounded to 10 significant digits (binary noise only);
+  ``FLOAT32`` says the device sends IEEE single-precision floats: the value is written as the shortest
+  decimal that is the same single-precision number (``239.8``, not ``239.8000030517578``);
 - ``kind``: ``bool`` / ``str`` / ``int`` metrics are converted instead of scaled.
 
 Rows whose field is missing or ``None`` are skipped: a device that does not report a value publishes no
@@ -24,6 +26,7 @@ values outside a map (sums, derived energy, API means).
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -33,6 +36,29 @@ from typing import Any, Literal
 from .model import MetricValue
 
 Number = int | float | str | Fraction
+
+#: resolution of a device that sends IEEE single-precision floats (see :func:`shortest_float32`)
+FLOAT32 = "float32"
+_F32 = struct.Struct("<f")
+
+
+def shortest_float32(value: float) -> float:
+    """The shortest decimal that a single-precision float reads back as the same number.
+
+    A device that measures in float32 has about 7 significant digits; widening to a double shows
+    digits it never had (``239.8000030517578``). Values outside float32's range are returned as they are.
+    """
+    if not math.isfinite(value) or value == 0:
+        return value
+    try:
+        want = _F32.pack(value)
+    except OverflowError:
+        return value
+    for digits in range(1, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if _F32.pack(candidate) == want:
+            return candidate
+    return value
 
 
 def _fraction(x: Number) -> Fraction:
@@ -62,6 +88,8 @@ def quantize(value: float | int, resolution: Number | None = None) -> float | in
     """
     if isinstance(value, bool):
         return value
+    if resolution == FLOAT32:
+        return value if isinstance(value, int) else shortest_float32(value)
     if resolution is None:
         if isinstance(value, int) or not math.isfinite(value) or value == 0:
             return value
@@ -105,7 +133,7 @@ class MetricDesc:
         object.__setattr__(self, "_num", f.numerator)
         object.__setattr__(self, "_den", f.denominator)
         object.__setattr__(self, "_off", _fraction(self.offset))
-        if self.resolution is not None:
+        if self.resolution is not None and self.resolution != FLOAT32:
             decimals_of(self.resolution)  # validates > 0
 
     def raw(self, record: Mapping[str, Any]) -> Any:

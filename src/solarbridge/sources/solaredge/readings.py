@@ -18,80 +18,103 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ...metricmap import FLOAT32, MetricDesc, apply
 from ...model import Reading
 from .records import LEGACY, METER_REC_TYPES, RecordError, iter_records, parse_id, parse_table_record
 
 _TS = struct.Struct("<L")
+F32 = FLOAT32  # every SolarEdge telemetry value is an IEEE single-precision float
 
 
-def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items()
-            if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
+def _finite(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
 
 
-def _inverter(rec: dict[str, Any], three_phase: bool) -> dict[str, Any]:
-    m: dict[str, Any] = {
-        "pv_energy_today_wh": rec["Eday"], "pv_energy_total_wh": rec["Etot"],
-        "inverter_temperature_c": rec["Temp"], "dc_voltage_v": rec["Vdc"],
-    }
-    if three_phase:
-        total = 0.0
-        for i in (1, 2, 3):
-            v, a, cos = rec[f"Vac{i}"], rec[f"Iac{i}"], rec[f"CosPhi{i}"]
-            m[f"grid_voltage_v_l{i}"], m[f"ac_current_a_l{i}"] = v, a
-            m[f"grid_frequency_hz_l{i}"] = rec[f"Freq{i}"]
-            if all(math.isfinite(x) for x in (v, a, cos)):
-                total += v * a * cos
-        m["pv_power_w"] = m["inverter_power_w"] = max(0.0, total)
-    else:
-        m.update({"pv_power_w": max(0.0, rec["Pac"]), "inverter_power_w": rec["Pac"], "grid_voltage_v": rec["Vac"],
-                  "grid_frequency_hz": rec["Freq"], "ac_current_a": rec["Iac"]})
-    return m
+def _three_phase_power(rec: Mapping[str, Any]) -> float:
+    total = 0.0
+    for i in (1, 2, 3):
+        v, a, cos = rec[f"Vac{i}"], rec[f"Iac{i}"], rec[f"CosPhi{i}"]
+        if _finite(v) and _finite(a) and _finite(cos):
+            total += v * a * cos
+    return max(0.0, total)
 
 
-def _optimizer(rec: dict[str, Any]) -> dict[str, Any]:
-    return {"module_power_w": rec["Vmod"] * rec["Imod"], "module_voltage_v": rec["Vmod"],
-            "optimizer_voltage_v": rec["Vopt"], "module_current_a": rec["Imod"],
-            "module_energy_today_wh": rec["Eday"], "optimizer_temperature_c": rec["Temp"]}
+_INVERTER_COMMON = (
+    MetricDesc("pv_energy_today_wh", "Eday", resolution=F32),
+    MetricDesc("pv_energy_total_wh", "Etot", resolution=F32),
+    MetricDesc("inverter_temperature_c", "Temp", resolution=F32),
+    MetricDesc("dc_voltage_v", "Vdc", resolution=F32),
+)
+INVERTER_1PH: tuple[MetricDesc, ...] = _INVERTER_COMMON + (
+    MetricDesc("pv_power_w", value=lambda r: max(0.0, r["Pac"]), resolution=F32),
+    MetricDesc("inverter_power_w", "Pac", resolution=F32),
+    MetricDesc("grid_voltage_v", "Vac", resolution=F32),
+    MetricDesc("grid_frequency_hz", "Freq", resolution=F32),
+    MetricDesc("ac_current_a", "Iac", resolution=F32),
+)
+INVERTER_3PH: tuple[MetricDesc, ...] = _INVERTER_COMMON + tuple(
+    d for i in (1, 2, 3) for d in (
+        MetricDesc(f"grid_voltage_v_l{i}", f"Vac{i}", resolution=F32),
+        MetricDesc(f"ac_current_a_l{i}", f"Iac{i}", resolution=F32),
+        MetricDesc(f"grid_frequency_hz_l{i}", f"Freq{i}", resolution=F32),
+    )
+) + (
+    MetricDesc("pv_power_w", value=_three_phase_power, resolution="0.1"),
+    MetricDesc("inverter_power_w", value=_three_phase_power, resolution="0.1"),
+)
+OPTIMIZER: tuple[MetricDesc, ...] = (
+    MetricDesc("module_power_w", value=lambda r: r["Vmod"] * r["Imod"], resolution=F32),
+    MetricDesc("module_voltage_v", "Vmod", resolution=F32),
+    MetricDesc("optimizer_voltage_v", "Vopt", resolution=F32),
+    MetricDesc("module_current_a", "Imod", resolution=F32),
+    MetricDesc("module_energy_today_wh", "Eday", resolution=F32),
+    MetricDesc("optimizer_temperature_c", "Temp", resolution=F32),
+)
 
 
-def _battery(rec: dict[str, Any]) -> dict[str, Any]:
-    status = rec["BattChargingStatus"]
-    current = abs(rec["Idc"]) if status == 4 else -abs(rec["Idc"]) if status == 3 else 0.0
-    cap = rec["BattCapacityActual"]
-    m = {"battery_voltage_v": rec["Vdc"], "battery_current_a": current,
-         "battery_power_w": rec["Vdc"] * current, "battery_capacity_wh": cap,
-         "battery_temperature_c": rec["Temp"],
-         "battery_charge_energy_total_wh": rec["TotalEnergyIn"],
-         "battery_discharge_energy_total_wh": rec["TotalEnergyOut"]}
-    if cap and math.isfinite(cap) and math.isfinite(rec["BattCharge"]):
-        m["battery_soc_pct"] = round(max(0.0, min(100.0, 100.0 * rec["BattCharge"] / cap)), 2)
-    return m
+def _battery_current(r: Mapping[str, Any]) -> float:
+    status, idc = r["BattChargingStatus"], r["Idc"]
+    return abs(idc) if status == 4 else -abs(idc) if status == 3 else 0.0  # 4 discharging, 3 charging
+
+
+def _battery_soc(r: Mapping[str, Any]) -> float | None:
+    cap, charge = r["BattCapacityActual"], r["BattCharge"]
+    if not cap or not _finite(cap) or not _finite(charge):
+        return None
+    return max(0.0, min(100.0, 100.0 * charge / cap))
+
+
+BATTERY: tuple[MetricDesc, ...] = (
+    MetricDesc("battery_voltage_v", "Vdc", resolution=F32),
+    MetricDesc("battery_current_a", value=_battery_current, resolution=F32),
+    MetricDesc("battery_power_w", value=lambda r: r["Vdc"] * _battery_current(r), resolution=F32),
+    MetricDesc("battery_capacity_wh", "BattCapacityActual", resolution=F32),
+    MetricDesc("battery_temperature_c", "Temp", resolution=F32),
+    MetricDesc("battery_charge_energy_total_wh", "TotalEnergyIn", resolution=F32),
+    MetricDesc("battery_discharge_energy_total_wh", "TotalEnergyOut", resolution=F32),
+    MetricDesc("battery_soc_pct", value=_battery_soc, resolution="0.01"),
+)
 
 
 def _nz(x: float) -> float:
     return x if math.isfinite(x) else 0.0
 
 
-def _meter(rec: dict[str, Any]) -> dict[str, Any]:
-    t = rec["recType"]
-    to_x, from_x = _nz(rec["P2X"]), _nz(rec["PfromX"])
-    if t == 5:
-        m: dict[str, Any] = {"grid_power_w": from_x - to_x}
-        if not rec["onlyIntervalData"]:
-            m["grid_import_energy_total_wh"] = rec["TotalEfromGrid"]
-            m["grid_export_energy_total_wh"] = rec["TotalE2Grid"]
-        return m
-    if t == 3:
-        return {"load_power_w": from_x}
-    if t == 9:
-        return {"pv_power_w": to_x}
-    if t == 7:
-        return {"battery_power_w": from_x - to_x}
-    return {}
+#: meter record type -> its metrics (5 grid, 3 consumption, 9 PV production, 7 battery)
+METER: dict[int, tuple[MetricDesc, ...]] = {
+    5: (MetricDesc("grid_power_w", value=lambda r: _nz(r["PfromX"]) - _nz(r["P2X"]), resolution=F32),
+        MetricDesc("grid_import_energy_total_wh", value=lambda r: None if r["onlyIntervalData"]
+                   else r["TotalEfromGrid"], resolution=F32),
+        MetricDesc("grid_export_energy_total_wh", value=lambda r: None if r["onlyIntervalData"]
+                   else r["TotalE2Grid"], resolution=F32)),
+    3: (MetricDesc("load_power_w", value=lambda r: _nz(r["PfromX"]), resolution=F32),),
+    9: (MetricDesc("pv_power_w", value=lambda r: _nz(r["P2X"]), resolution=F32),),
+    7: (MetricDesc("battery_power_w", value=lambda r: _nz(r["PfromX"]) - _nz(r["P2X"]), resolution=F32),),
+}
 
 
 def readings_from_payload(payload: bytes, source: str = "solaredge") -> list[Reading]:
@@ -112,23 +135,24 @@ def readings_from_payload(payload: bytes, source: str = "solaredge") -> list[Rea
                 dev_id = parse_id(raw_id)
                 rec = legacy[1](dev_id, data)
                 if group == "inverters":
-                    metrics = _inverter(rec, se_type == 0x0011)
+                    metrics = apply(INVERTER_3PH if se_type == 0x0011 else INVERTER_1PH, rec)
                     device_type = "inverter"
                 elif group == "optimizers":
-                    metrics, device_type = _optimizer(rec), "optimizer"
+                    metrics, device_type = apply(OPTIMIZER, rec), "optimizer"
                 else:
                     metrics, device_type = {}, "event"
             else:
                 dev_type, rec = parse_table_record(se_type, raw_id, dev_len, data)
                 if se_type == 0x0030:
-                    dev_id, device_type, metrics = f"{rec['seId']}-{rec['batteryId']}", "battery", _battery(rec)
+                    dev_id, device_type, metrics = f"{rec['seId']}-{rec['batteryId']}", "battery", apply(BATTERY, rec)
                 elif se_type == 0x0022:
                     label = METER_REC_TYPES.get(rec["recType"], f"{rec['recType']}_unknown")
-                    dev_id, device_type, metrics = f"{rec['seId']}-meter-{label}", "meter", _meter(rec)
+                    dev_id, device_type = f"{rec['seId']}-meter-{label}", "meter"
+                    metrics = apply(METER.get(rec["recType"], ()), rec)
                 else:
                     dev_id, device_type, metrics = f"{rec['seId']}-{dev_type}", dev_type, {}
         except (RecordError, KeyError, struct.error):
             continue
-        out.append(Reading(dev_id, device_type, ts, _finite(metrics), source,
+        out.append(Reading(dev_id, device_type, ts, metrics, source,
                            extra={"se_type": f"0x{se_type:04x}", "record": rec}))
     return out
