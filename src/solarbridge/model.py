@@ -94,7 +94,8 @@ class Reading:
 #: "grid" is the net meter (+ import), "load" the consumption meter, "battery" the storage meter
 #: (+ discharge; absent when there is none). Numbers are as the device sent them.
 EXTRA_METER_ROWS = "meter_rows"
-#: ``Reading.extra`` key: the number of phases the site reports (int); per-line rows count only when it is 3
+#: ``Reading.extra`` key: the number of lines the meter rows describe (int): 3 on a three-phase site, 2 on a
+#: split-phase site; per-line rows are ignored without it (enphase-monitor sends 3 or nothing, like the original)
 EXTRA_PHASE_COUNT = "phase_count"
 
 

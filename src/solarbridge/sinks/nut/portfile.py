@@ -207,7 +207,9 @@ class NutInputs:
     restart: str | None = None  # battery.charge.restart, default 10
     firmware: str | None = None
     serial: str | None = None
-    phases: int | None = None  # 3 or None
+    #: 3 (three-phase: L1..L3 and input/output.phases), 2 (split phase: L1, L2 only; not from
+    #: enphase-monitor, which shows totals for split phase) or None (totals only)
+    phases: int | None = None
     input: list[MeterRow] = field(default_factory=list)  # [cumulative, L1, L2, L3]
     output: list[MeterRow] = field(default_factory=list)
     storage: MeterRow | None = None
@@ -228,7 +230,7 @@ def full_status(inputs: NutInputs, settings: dict[str, str]) -> str:
 
 def _meter_vars(group: str, rows: list[MeterRow], phases: int | None) -> dict[str, str]:
     out: dict[str, str] = {}
-    count = 3 if phases == 3 else 0
+    count = phases if phases in (2, 3) else 0
     for n in range(count + 1):
         row = rows[n] if n < len(rows) else MeterRow()
         prefix = group if n == 0 else f"{group}.L{n}"

@@ -145,7 +145,7 @@ def inputs_from_meter_rows(metrics: dict[str, MetricValue], extra: dict[str, obj
         restart=text("battery_reserve_pct", "battery.charge.restart"),
         firmware=firmware or initial.get("ups.firmware") or None,
         serial=serial or initial.get("ups.serial") or initial.get("device.serial") or None,
-        phases=3 if extra.get(EXTRA_PHASE_COUNT) == 3 else None,
+        phases=count if (count := extra.get(EXTRA_PHASE_COUNT)) in (2, 3) else None,
         input=_rows(rows.get("grid")), output=_rows(rows.get("load")),
         storage=battery[0] if battery else None, loadkwh=cfg.loadkwh, battery_type=cfg.battery_type,
     )

@@ -147,17 +147,25 @@ def _site_records(site: Site) -> tuple[dict[str, Any], dict[str, dict[str, Any]]
     if site.load is not None and site.load.origin == "meter":
         rec["load_wh"] = site.load.lifetime_wh
     if site.storage is None:
+        # no storage CT: the sum of every battery's own power (IQ Batteries, plus the AC Battery total)
         powers = [b.power_w for b in site.batteries if b.power_w is not None]
+        if site.acb_total is not None and site.acb_total[1] is not None:
+            powers.append(site.acb_total[1])
         if powers:
             rec["storage_w"] = sum(powers)
-        elif site.acb_total is not None:
-            rec["storage_w"] = site.acb_total[1]
     return rec, phases
 
 
 def _site_soc(site: Site) -> tuple[float | None, float | None]:
     """Capacity-weighted SOC of every battery (IQ Battery and AC Battery) and the total capacity in Wh."""
-    units = [(b.soc_pct, b.capacity_wh) for b in site.batteries if b.soc_pct is not None]
+    units: list[tuple[Any, Any]] = [(b.soc_pct, b.capacity_wh) for b in site.batteries
+                                     if b.soc_pct is not None and b.kind == "encharge"]
+    acb = site.acb_total
+    if acb is not None and acb[0] is not None:
+        # the AC Batteries as one unit: production.json gives their SOC and the energy stored
+        units.append((acb[0], acb[2] * 100 / acb[0] if acb[0] and acb[2] is not None else None))
+    elif not units:
+        units = [(b.soc_pct, b.capacity_wh) for b in site.batteries if b.soc_pct is not None]
     if not units:
         return None, None
     if all(c for _, c in units):
@@ -173,9 +181,12 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
     site = mon.site
     rows = _meter_rows(mon)
     phase_count = mon.phase_count
-    if site is not None and not rows:
-        rows = _site_meter_rows(mon, site)
-        if site.phase_count in (2, 3) and phase_count is None:
+    if site is not None:
+        # the daemon: meter rows from ivp/meters/readings where there are no reports, and per-line rows
+        # for split-phase sites too (enphase-monitor shows only totals there)
+        if not rows:
+            rows = _site_meter_rows(mon, site)
+        if site.phase_count in (2, 3) and phase_count != 3:
             phase_count = site.phase_count
     extra[EXTRA_METER_ROWS] = rows
     if phase_count is not None:
@@ -190,6 +201,10 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
             out["battery_soc_pct"] = soc
         if cap is not None and mon.capacity_wh is None:
             out["battery_capacity_wh"] = cap
+    if site is not None and not mon.capacity_wh and not site.batteries and site.acb_total is None:
+        # no battery at all (livedata then says soc 0): no battery figures, so no false low-battery
+        out.pop("battery_soc_pct", None)
+        out.pop("battery_capacity_wh", None)
     if mon.reserve_pct is not None:
         out["battery_reserve_pct"] = mon.reserve_pct
     rep: Reports | None = mon.reports if not mon.s.disable_meters else None
@@ -303,6 +318,10 @@ def _site_meter_rows(mon: m.Monitor, site: Site) -> dict[str, list[dict[str, Any
         out["load"] = load
     if storage is not None:
         out["battery"] = storage[:1]
+    else:
+        rec, _ = _site_records(site)
+        if rec.get("storage_w") is not None and grid:
+            out["battery"] = [{"real_w": rec["storage_w"], "voltage_v": grid[0].get("voltage_v")}]
     return out
 
 
