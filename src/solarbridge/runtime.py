@@ -96,10 +96,6 @@ class Bus:
         self.queues.append(q)
         return q
 
-    def unsubscribe(self, q: SinkQueue) -> None:
-        with contextlib.suppress(ValueError):
-            self.queues.remove(q)
-
     def publish(self, reading: Reading) -> None:
         self.published += 1
         dev = self.devices.get(reading.device_id)

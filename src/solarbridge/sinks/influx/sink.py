@@ -91,13 +91,6 @@ class InfluxConfig(SinkConfig):
         return self
 
 
-class HttpRejected(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-
-
 def reading_ns(r: Reading) -> int:
     """Exact integer nanoseconds of a reading's timestamp (no float rounding)."""
     ts = r.timestamp
