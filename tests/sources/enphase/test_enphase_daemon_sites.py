@@ -206,3 +206,32 @@ def test_enphase_monitor_keeps_the_original_rule_by_default(capsys, sim, conf) -
     assert load(conf).outage_grace == 0  # the default: the original's rule
     conf.write_text(conf.read_text() + "OUTAGE_GRACE=60\n")
     assert load(conf).outage_grace == 60
+
+
+def test_token_lifetime_metric_and_early_warning(tmp_path: Path, caplog) -> None:
+    """A configured token with 10 days left: the metric says so and a warning names what to do."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="solarbridge.source.gw")
+
+    async def go() -> list[Reading]:
+        sim = await GatewaySimulator(Scenario()).start()
+        try:
+            cfg = EnphaseConfig(type="enphase", name="gw", host=f"127.0.0.1:{sim.port}", serial=sim.scenario.serial,
+                                token=sim.issue_token(10 * 86400), api_timeout=2, token_warn_days=30)
+            src = EnphaseSource(cfg, Context.standalone("gw", "source", "enphase", tmp_path))
+            got: list[Reading] = []
+            mon = src.make_monitor(got.append)
+            await mon.poll()
+            await mon.poll()
+            await mon.aclose()
+            return got
+        finally:
+            await sim.stop()
+
+    got = asyncio.run(go())
+    left = _gateway(got).metrics["token_lifetime_s"]  # type: ignore[union-attr]
+    assert 10 * 86400 - 60 < left <= 10 * 86400
+    warnings = [r.getMessage() for r in caplog.records if "token expires" in r.getMessage()]
+    assert len(warnings) == 1  # once a day, not every poll
+    assert "expires in 10.0 days" in warnings[0] and "get a new one from Enlighten" in warnings[0]

@@ -7,9 +7,12 @@ output. Derived values (load = production + net) are written as the sum of the t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from solarbridge.sources.enphase.site import parse_site
 
@@ -176,3 +179,29 @@ def test_truncated_responses_never_crash(name: str) -> None:
     for key, text in docs.items():
         for cut in (0, 1, len(text) // 2):
             parse_site({**docs, key: text[:cut]})
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
+        st.sampled_from(["eid", "state", "measurementType", "phaseCount", "activePower", "actEnergyDlvd",
+                         "channels", "production", "consumption", "storage", "type", "activeCount", "wNow",
+                         "whLifetime", "lines", "devices", "devices:", "serial_num", "percentFull",
+                         "real_power_mw", "mains_oper_state", "grid_state", "oper_state", "x"]),
+        kids, max_size=6),
+    max_leaves=25,
+)
+NAMES = ["ivp_meters", "ivp_meters_readings", "production.json", "api_v1_production", "api_v1_production_inverters",
+         "ivp_ensemble_inventory", "ivp_ensemble_power", "ivp_ensemble_generator", "ivp_ensemble_relay", "inventory"]
+
+
+@given(st.dictionaries(st.sampled_from(NAMES), json_values, max_size=6))
+def test_parse_site_survives_any_json(docs: dict) -> None:
+    site = parse_site({k: json.dumps(v) for k, v in docs.items()})
+    for flow in (site.production, site.grid, site.load, site.storage):
+        assert flow is None or flow.watts is None or isinstance(flow.watts, int | float)
+
+
+@given(st.dictionaries(st.sampled_from([*NAMES, "info"]), st.binary(max_size=200), max_size=5))
+def test_parse_site_survives_garbage(docs: dict) -> None:
+    parse_site(docs)
