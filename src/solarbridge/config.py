@@ -44,6 +44,9 @@ from pydantic import (
 
 from . import registry
 
+#: overrides ``[daemon] state_dir`` (one directory per worker when workers share a config file)
+ENV_STATE_DIR = "SOLARBRIDGE_STATE_DIR"
+
 #: keys whose literal values are secrets (masked in output, and the file must be private)
 SECRET_KEYS = frozenset({"password", "token", "secret", "api_key", "client_secret", "key", "ha_token"})
 
@@ -345,6 +348,10 @@ def _expand_fleet(cfg: Config, path: Path | None, names: set[str]) -> None:
     from .fleet import shard as shard_mod
 
     prefix = f"{path}: " if path else ""
+    state_dir = os.environ.get(ENV_STATE_DIR, "").strip()
+    if state_dir:
+        # N workers sharing one config file on one host each need their own state (spool, tokens, history)
+        cfg.daemon.state_dir = Path(state_dir).expanduser()
     try:
         cfg._shard, cfg._shard_from = shard_mod.resolve(cfg.daemon.shard, os.environ)
     except ValueError as e:

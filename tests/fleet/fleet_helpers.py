@@ -13,15 +13,17 @@ class Retained:
     """Connect, subscribe, collect messages for a while: with a fresh client that is the broker's retained state
     (plus whatever is published meanwhile, kept apart by the retain flag)."""
 
-    def __init__(self, port: int, topics: tuple[str, ...] = ("#",)) -> None:
+    def __init__(self, port: int, topics: tuple[str, ...] = ("#",), qos: int = 1) -> None:
         self.retained: dict[str, bytes] = {}
         #: newest payload per topic, retained or live (a live subscriber gets retain=False messages)
         self.latest: dict[str, bytes] = {}
+        #: every (topic, payload) received, in order
+        self.every: list[tuple[str, bytes]] = []
         self.live: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fleet-reader-{time.monotonic_ns()}")
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, qos) for t in topics])
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
@@ -31,6 +33,7 @@ class Retained:
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         with self._lock:
             self.latest[msg.topic] = bytes(msg.payload)
+            self.every.append((msg.topic, bytes(msg.payload)))
             if msg.retain:
                 if msg.payload:
                     self.retained[msg.topic] = bytes(msg.payload)
@@ -60,8 +63,11 @@ class Retained:
 
 
 def read_retained(port: int, topics: tuple[str, ...] = ("#",), settle: float = 1.0) -> dict[str, bytes]:
-    """The broker's retained messages under ``topics`` as a fresh subscriber sees them."""
-    r = Retained(port, topics)
+    """The broker's retained messages under ``topics`` as a fresh subscriber sees them.
+
+    QoS 0: mosquitto queues at most 1000 QoS 1 messages per client (max_queued_messages), fewer than a fleet's
+    retained discovery messages."""
+    r = Retained(port, topics, qos=0)
     try:
         time.sleep(settle)
         return r.snapshot()
