@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from fleet_helpers import Retained, read_retained
 from pydantic import ValidationError
 
 from solarbridge.config import build
@@ -18,6 +17,7 @@ from solarbridge.model import Reading
 from solarbridge.plugin import Context
 from solarbridge.runtime import Supervisor
 from solarbridge.sinks.influx.sink import InfluxConfig, InfluxSink
+from support.fleet import Retained, read_retained
 
 pytestmark = pytest.mark.servers
 

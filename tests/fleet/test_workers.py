@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from fleet_helpers import Retained, read_retained
 
 import servers
+from support.fleet import Retained, read_retained
 
 pytestmark = pytest.mark.servers
 

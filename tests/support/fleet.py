@@ -1,4 +1,4 @@
-"""Helpers for the fleet tests (a uniquely named module): a retained-state reader for a real broker."""
+"""Fleet test helpers: a reader of a real broker's retained state (and of what is published meanwhile)."""
 
 from __future__ import annotations
 
