@@ -102,6 +102,14 @@ PLAIN = [
     ("battery_calibration", "Charge Only", "hybrid", {29: 3}, "Charge Only"),
     ("battery_calibration", "Off", "hybrid", {29: 0}, "Off"),
     # 8.2 kWh x 2 packs = 16.4 kWh at 51.2 V x 320 Ah; 1640 W is 10 % of it per hour
+    # three-phase: the same controls land in its HR 1000+ bank (fact sheet "three-phase equivalents")
+    ("charge_target_pct", 55, "3ph", {1112: 1, 1111: 55}, 55),
+    ("battery_reserve_pct", 12, "3ph", {1109: 12}, 12),
+    ("battery_cutoff_pct", 9, "3ph", {1078: 9}, 9),
+    ("charge_schedule_enabled", False, "3ph", {1112: 0}, False),
+    ("charge_slot_1_start", "01:30", "3ph", {1113: 130}, "01:30"),
+    ("discharge_slot_2_end", "20:15", "3ph", {1121: 2015}, "20:15"),
+    ("charge_slot_5_end", "06:00", "3ph", {253: 600}, "06:00"),
     ("battery_charge_rate_w", 1640, "hybrid", {111: 10}, 1638),
     ("battery_discharge_rate_w", 0, "hybrid", {112: 0}, 0),
 ]
@@ -141,6 +149,26 @@ def test_the_controls_offered_follow_the_model(tmp_path: Path) -> None:
                                     {"start": "01:00", "finish": "02:00"} if slots == 2 else "500")
                 assert ei.value.status == 400
                 assert s.inverter.write_log == []
+    run(go())
+
+
+def test_three_phase_force_charge_and_unsupported_controls(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with sim("3ph") as s, Running(s.port, tmp_path) as r:
+            hr = s.inverter.holding
+            names = {c.name for c in r.readings[-1].info.controls}
+            assert {"charge_target_pct", "battery_reserve_pct", "force_charge_min", "charge_slot_10_start"} <= names
+            assert not names & {"battery_mode", "charge_target_enabled", "eps_enabled", "battery_calibration"}
+            with pytest.raises(ControlError, match="three-phase") as ei:
+                await r.control("setBatteryMode", "Eco")
+            assert ei.value.status == 400 and s.inverter.write_log == []
+            before = {reg: hr[reg] for reg in (1111, 1113, 1114, 1112, 1110, 1123)}
+            await r.control("forceCharge", 45)
+            assert (hr[1111], hr[1112], hr[1110], hr[1123]) == (100, 1, 100, 1)
+            assert hr[1113] != before[1113] and r.readings[-1].metrics["force_charge_remaining_min"] == 45
+            assert all(w.register >= 1000 for w in s.inverter.write_log)
+            res = await r.control("forceCharge", "Cancel")
+            assert "cancelled" in res.message and {reg: hr[reg] for reg in before} == before
     run(go())
 
 

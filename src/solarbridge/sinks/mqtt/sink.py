@@ -605,8 +605,10 @@ class MqttSink(Sink):
         self.ctx.log.info("mqtt sink %s: %s %s = %r done%s", self.ctx.name, req.device_id, req.command, req.value,
                           f" ({result.message})" if getattr(result, "message", "") else "")
         dev = self.devices.get(req.device_id)
-        # the source read the value back; publish it now rather than at the next poll
-        if dev is not None and spec is not None and spec.state_metric and result.value is not None:
+        # the source read the value back (in the metric's own type); publish it now rather than at the next
+        # poll. Anything else a result carries (e.g. the writes done) is for the log, never a state topic.
+        if dev is not None and spec is not None and spec.state_metric \
+                and isinstance(result.value, bool | int | float | str):
             dev.latest[spec.state_metric] = result.value
             self._flush_device(dev)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from ...model import ControlError, ControlSpec
 from .registers import HR
+from .tables import THREE_PHASE_HOLDING_TABLE
 
 # --------------------------------------------------------------------------- registers by name
 
@@ -54,6 +55,29 @@ SLOT_TIME_REGISTERS = frozenset(r for k in ("charge", "discharge") for n in rang
 SLOT_TARGET_REGISTERS = frozenset(slot_registers(k, n)[2] for k in ("charge", "discharge")
                                   for n in range(1, MAX_SLOTS + 1))
 
+# --------------------------------------------------------------------------- three-phase bank
+
+#: three-phase hybrids and AC keep their controls in their own HR 1000+ bank (fact sheet 2.1 "three-phase
+#: equivalents", THREE_PHASE_HOLDING_TABLE names): single-phase register -> three-phase register. Slots
+#: 3-10 sit where the single-phase ten-slot bank has them. What is not here these models do not offer.
+_T3 = {f.name: f.register for f in THREE_PHASE_HOLDING_TABLE}
+THREE_PHASE_BANK: dict[int, int] = {
+    HR["charge_target_soc"]: _T3["charge_target_soc"],
+    HR["battery_soc_reserve"]: _T3["battery_soc_reserve"],
+    HR["battery_discharge_min_power_reserve"]: _T3["battery_reserve_soc"],
+    HR["enable_charge"]: _T3["ac_charge_enable"],
+    HR["battery_charge_limit_ac"]: _T3["battery_charge_limit_ac"],
+    HR["battery_discharge_limit_ac"]: _T3["battery_discharge_limit_ac"],
+    **{HR[f"{k}_slot_{n}_{e}"]: _T3[f"{k}_slot_{n}_{e}"] for k in ("charge", "discharge") for n in (1, 2)
+       for e in ("start", "end")},
+    **{r: r for k in ("charge", "discharge") for n in range(3, MAX_SLOTS + 1) for r in slot_registers(k, n)[:2]},
+}
+_NATIVE_3PH = frozenset(_T3.values())
+FORCE_CHARGE_ENABLE_3PH = _T3["force_charge_enable"]
+FORCE_DISCHARGE_ENABLE_3PH = _T3["force_discharge_enable"]
+THREE_PHASE_KEYS = frozenset({"3ph", "ac3ph"})
+
+
 # --------------------------------------------------------------------------- whitelist and ranges
 
 #: registers the client (and the simulator) accept writes to: givenergy-modbus WRITE_SAFE_REGISTERS plus the
@@ -65,7 +89,8 @@ WRITE_SAFE: frozenset[int] = frozenset(
     | SLOT_TIME_REGISTERS | SLOT_TARGET_REGISTERS
 )
 
-TIME_REGISTERS = SLOT_TIME_REGISTERS | set(PAUSE_SLOT)
+TIME_REGISTERS = SLOT_TIME_REGISTERS | set(PAUSE_SLOT) | {
+    _T3[f"{k}_slot_{n}_{e}"] for k in ("charge", "discharge") for n in (1, 2) for e in ("start", "end")}
 
 #: EMS plant controller: export power limit in W (fact sheet 2.1)
 EMS_EXPORT_LIMIT = 2071
@@ -84,8 +109,16 @@ WRITE_RANGES: dict[int, tuple[int, int]] = {
     **{r: (0, 100) for r in SLOT_TARGET_REGISTERS},
 }
 
+# the three-phase bank: the ranges of its single-phase equivalents; its rates are % of the battery's maximum
+for _single, _three in THREE_PHASE_BANK.items():
+    if _single in WRITE_RANGES and _three != _single:
+        WRITE_RANGES[_three] = WRITE_RANGES[_single]
+WRITE_RANGES.update({_T3["battery_charge_limit_ac"]: (0, 100), _T3["battery_discharge_limit_ac"]: (0, 100),
+                     FORCE_CHARGE_ENABLE_3PH: (0, 1), FORCE_DISCHARGE_ENABLE_3PH: (0, 1)})
+
 #: register number -> name, for messages, logs and control replies (never raw numbers to a user)
-REGISTER_NAMES: dict[int, str] = {r: name for name, r in HR.items()} | {EMS_EXPORT_LIMIT: "ems_export_power_limit"}
+REGISTER_NAMES: dict[int, str] = ({r: name for name, r in _T3.items()} | {r: name for name, r in HR.items()}
+                                  | {EMS_EXPORT_LIMIT: "ems_export_power_limit"})
 
 
 def register_name(register: int) -> str:
@@ -260,16 +293,19 @@ class PlanContext:
     extended: bool = True  # HR 300-359 (EPS, pause mode, AC rates) answered
     model_key: str = ""
     allow_reboot: bool = False
+    three_phase: bool = False  # controls live in the HR 1000+ bank (THREE_PHASE_BANK)
 
     @classmethod
     def for_plant(cls, plant: Any, *, saved_reserve: int = 4, allow_reboot: bool = False,
                   now: datetime | None = None) -> PlanContext:
         hr = plant.holding
         slots = slot_count(hr)
+        three = bool(hr) and plant.model.key in THREE_PHASE_KEYS
         return cls(saved_reserve=saved_reserve, battery_capacity_wh=plant.battery_capacity_kwh * 1000 or None,
                    max_battery_w=plant.model.max_battery_w if hr else None, now=now, slots=slots,
-                   slot_targets=slots == MAX_SLOTS, extended=ENABLE_EPS in hr and BATTERY_PAUSE_MODE in hr,
-                   model_key=plant.model.key if hr else "", allow_reboot=allow_reboot)
+                   slot_targets=slots == MAX_SLOTS and not three,
+                   extended=ENABLE_EPS in hr and BATTERY_PAUSE_MODE in hr and not three,
+                   model_key=plant.model.key if hr else "", allow_reboot=allow_reboot, three_phase=three)
 
 
 @dataclass
@@ -350,8 +386,10 @@ def _state_cmd(register: int, fixed: bool | None, what: str) -> Builder:
     return build
 
 
-def _target_writes(p: int) -> list[tuple[int, int]]:
-    """The charge target as GivTCP writes it: 100 % means "no target" (enable flag off)."""
+def _target_writes(p: int, ctx: PlanContext) -> list[tuple[int, int]]:
+    """The charge target as GivTCP writes it: 100 % means "no target" (enable flag off; three-phase has none)."""
+    if ctx.three_phase:
+        return [(CHARGE_TARGET_SOC, p)]
     if p == 100:
         return [(ENABLE_CHARGE_TARGET, 0), (CHARGE_TARGET_SOC, 100)]
     return [(ENABLE_CHARGE_TARGET, 1), (CHARGE_TARGET_SOC, p)]
@@ -360,7 +398,7 @@ def _target_writes(p: int) -> list[tuple[int, int]]:
 def _charge_target(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
     k, v = _required(command, payload, "chargeToPercent", "value")
     p = parse_percent(k, v)
-    return WritePlan(command, [(ENABLE_CHARGE, 1), *_target_writes(p)], "Charge Target")
+    return WritePlan(command, [(ENABLE_CHARGE, 1), *_target_writes(p, ctx)], "Charge Target")
 
 
 def _reserve(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
@@ -394,7 +432,7 @@ def _slot(kind: str, n: int) -> Builder:
             if ctx.slot_targets:  # 10-slot models: each slot has its own target
                 writes.append((target_reg, p))
             elif kind == "charge":  # Gen1: one charge target for every slot
-                writes += _target_writes(p)
+                writes += _target_writes(p, ctx)
             else:
                 writes.append((BATTERY_CUTOFF, p))
         return WritePlan(command, writes, f"{kind.capitalize()} Slot {n}")
@@ -420,7 +458,11 @@ def _slot_target(kind: str, n: int) -> Builder:
             raise ControlError(f"{command}: this inverter has no per-slot target SOC (use setChargeTarget)",
                                field_name="slot")
         k, v = _required(command, payload, "percent", "value")
-        return WritePlan(command, [(register, parse_percent(k, v))], f"{kind.capitalize()} Slot {n} Target")
+        # 0 is what an unused slot holds (no target of its own); a target proper is 4..100
+        p = parse_percent(k, v, 0, 100)
+        if 0 < p < 4:
+            raise ControlError(f"{k}: must be 0 (no target) or 4..100 (got {p})", field_name=k)
+        return WritePlan(command, [(register, p)], f"{kind.capitalize()} Slot {n} Target")
     return build
 
 
@@ -451,6 +493,10 @@ def _rate(register: int, key: str, what: str) -> Builder:
                                field_name=k, status=503)
         if ctx.max_battery_w:
             watts = min(watts, ctx.max_battery_w)  # GivTCP caps at the inverter's battery rate
+        if ctx.three_phase and ctx.max_battery_w:  # the AC limits: % of the inverter's battery rate
+            ac = AC_CHARGE_RATE if register == BATTERY_CHARGE_LIMIT else AC_DISCHARGE_RATE
+            return WritePlan(command, [(ac, min(100, round(watts / ctx.max_battery_w * 100)))], what,
+                             extra={"watts": watts})
         # the charge/discharge limits are in % of the battery capacity per hour, 0..50
         value = min(50, round(watts / ctx.battery_capacity_wh * 100))
         return WritePlan(command, [(register, value)], what, extra={"watts": watts})
@@ -458,7 +504,7 @@ def _rate(register: int, key: str, what: str) -> Builder:
 
 
 def _needs_extended(command: str, ctx: PlanContext) -> None:
-    if not ctx.extended:
+    if not ctx.extended and not ctx.three_phase:
         raise ControlError(f"{command}: not supported by this inverter (it does not answer HR 300-359)",
                            field_name="command")
 
@@ -583,7 +629,22 @@ def _timed(kind: str) -> Builder:
             return WritePlan(command, [], f"{kind} Cancel", timed=TimedSpec(kind, 0, (), cancel=True))
         now = ctx.now or datetime.now()
         writes: list[tuple[int, int]]
-        if kind == "forceCharge":
+        charge_limit, discharge_limit = ((AC_CHARGE_RATE, AC_DISCHARGE_RATE) if ctx.three_phase
+                                         else (BATTERY_CHARGE_LIMIT, BATTERY_DISCHARGE_LIMIT))
+        full = 100 if ctx.three_phase else 50
+        if kind == "forceCharge" and ctx.three_phase:
+            start, end, _ = slot_registers("charge", 1)
+            t0, t1 = _hhmm_after(now, minutes)
+            writes = [(CHARGE_TARGET_SOC, 100), (start, t0), (end, t1), (ENABLE_CHARGE, 1), (charge_limit, full),
+                      (FORCE_CHARGE_ENABLE_3PH, 1)]
+            what = "Force Charge"
+        elif kind == "forceExport" and ctx.three_phase:
+            start, end, _ = slot_registers("discharge", 1)
+            t0, t1 = _hhmm_after(now, minutes)
+            writes = [(BATTERY_SOC_RESERVE, 4), (discharge_limit, full), (start, t0), (end, t1),
+                      (FORCE_CHARGE_ENABLE_3PH, 0), (FORCE_DISCHARGE_ENABLE_3PH, 1)]
+            what = "Force Export"
+        elif kind == "forceCharge":
             start, end, target = slot_registers("charge", 1)
             t0, t1 = _hhmm_after(now, minutes)
             writes = [(CHARGE_TARGET_SOC, 100), (start, t0), (end, t1), (ENABLE_CHARGE, 1),
@@ -600,11 +661,11 @@ def _timed(kind: str) -> Builder:
                 writes.append((target, 4))
             what = "Force Export"
         elif kind == "tempPauseCharge":
-            writes, what = [(BATTERY_CHARGE_LIMIT, 0)], "Pause Charge"
+            writes, what = [(charge_limit, 0)], "Pause Charge"
         elif kind == "tempPauseDischarge":
-            writes, what = [(BATTERY_DISCHARGE_LIMIT, 0)], "Pause Discharge"
+            writes, what = [(discharge_limit, 0)], "Pause Discharge"
         else:  # tempPauseBattery
-            writes, what = [(BATTERY_CHARGE_LIMIT, 0), (BATTERY_DISCHARGE_LIMIT, 0)], "Pause Battery"
+            writes, what = [(charge_limit, 0), (discharge_limit, 0)], "Pause Battery"
         if kind in ("forceCharge", "forceExport") and ctx.extended:
             writes.append((BATTERY_PAUSE_MODE, 0))  # a pause would defeat the force
         restore = tuple(r for r, _ in writes)
@@ -749,8 +810,29 @@ def plan(command: str, value: Any = None, *, saved_reserve: int = 4, context: Pl
                                f" {', '.join(sorted(CONTROL_NAMES))})", field_name="command", status=404)
         main_key, builder = COMMANDS[name]
         p = builder(name, _payload(name, value, main_key), ctx)
+    if ctx.three_phase:
+        p = _to_three_phase(p)
     for reg, val in p.writes:
         check_write(reg, val)
+    return p
+
+
+def _three_phase_register(command: str, register: int) -> int:
+    if register in THREE_PHASE_BANK:
+        return THREE_PHASE_BANK[register]
+    if register in _NATIVE_3PH:
+        return register
+    raise ControlError(f"{command}: not supported by this three-phase inverter (it has no {register_name(register)})",
+                       field_name="command")
+
+
+def _to_three_phase(p: WritePlan) -> WritePlan:
+    """The same plan in the three-phase bank's registers; a register it lacks makes the command unsupported."""
+    p.writes = [(_three_phase_register(p.command, r), v) for r, v in p.writes]
+    p.unverified = frozenset(_three_phase_register(p.command, r) for r in p.unverified)
+    if p.timed is not None and p.timed.restore:
+        p.timed = TimedSpec(p.timed.kind, p.timed.minutes,
+                            tuple(_three_phase_register(p.command, r) for r in p.timed.restore), p.timed.cancel)
     return p
 
 
@@ -781,51 +863,80 @@ def _hhmm_text(v: int | None) -> str | None:
     return f"{h:02d}:{m:02d}" if h <= 23 and m <= 59 else "00:00"
 
 
+def control_family(plant: Any) -> str:
+    """Where a plant keeps its controls: "single" (single-phase HR 0-359), "three" (HR 1000+ bank), "ems"
+    (the plant controller's HR 2040+), or "none" (a gateway, or nothing read yet)."""
+    if not plant.holding:
+        return "none"
+    key = plant.model.key
+    if key in THREE_PHASE_KEYS:
+        return "three"
+    if key == "ems":
+        return "ems"
+    if key == "gateway":
+        return "none"
+    return "single"
+
+
 def control_metrics(plant: Any) -> dict[str, Any]:
     """The state of every control the plant offers, under the controls' state metric names."""
     hr = plant.holding
+    family = control_family(plant)
     m: dict[str, Any] = {}
+    if family == "ems":
+        if EMS_EXPORT_LIMIT in hr:
+            m["export_limit_w"] = hr[EMS_EXPORT_LIMIT]
+        return m
+    if family == "none":
+        return m
+    three = family == "three"
+
+    def get(register: int) -> int | None:
+        """A single-phase register's value, from wherever this family keeps it."""
+        if three:
+            r = THREE_PHASE_BANK.get(register)
+            return None if r is None else hr.get(r)
+        return hr.get(register)
+
     for name, reg in (("charge_target_pct", CHARGE_TARGET_SOC), ("battery_reserve_pct", BATTERY_SOC_RESERVE),
                       ("battery_cutoff_pct", BATTERY_CUTOFF)):
-        if reg in hr:
-            m[name] = hr[reg]
-    if BATTERY_POWER_MODE in hr and ENABLE_DISCHARGE in hr:
-        m["battery_mode"] = mode_name(hr[BATTERY_POWER_MODE], hr[ENABLE_DISCHARGE], hr.get(BATTERY_SOC_RESERVE))
+        if (v := get(reg)) is not None:
+            m[name] = v
+    eco, discharge = get(BATTERY_POWER_MODE), get(ENABLE_DISCHARGE)
+    if eco is not None and discharge is not None:
+        m["battery_mode"] = mode_name(eco, discharge, get(BATTERY_SOC_RESERVE))
     for name, reg in (("charge_target_enabled", ENABLE_CHARGE_TARGET), ("charge_schedule_enabled", ENABLE_CHARGE),
                       ("discharge_schedule_enabled", ENABLE_DISCHARGE), ("eps_enabled", ENABLE_EPS)):
-        if reg in hr:
-            m[name] = bool(hr[reg])
+        if (v := get(reg)) is not None:
+            m[name] = bool(v)
     slots = slot_count(hr)
     for kind in ("charge", "discharge"):
         for n in range(1, slots + 1):
             start, end, target = slot_registers(kind, n)
-            if start in hr and end in hr:
-                m[f"{kind}_slot_{n}_start"] = _hhmm_text(hr[start])
-                m[f"{kind}_slot_{n}_end"] = _hhmm_text(hr[end])
-            if slots == MAX_SLOTS and target in hr:
-                m[f"{kind}_slot_{n}_target_pct"] = hr[target]
-    cap = plant.battery_capacity_kwh * 1000 if CHARGE_TARGET_SOC in hr else 0
-    if cap:
-        limit = plant.model.max_battery_w
+            a, b = get(start), get(end)
+            if a is not None and b is not None:
+                m[f"{kind}_slot_{n}_start"] = _hhmm_text(a)
+                m[f"{kind}_slot_{n}_end"] = _hhmm_text(b)
+            if slots == MAX_SLOTS and (t := get(target)) is not None:
+                m[f"{kind}_slot_{n}_target_pct"] = t
+    limit = plant.model.max_battery_w
+    if three:  # the AC limits, in % of the inverter's battery rate
+        for name, reg in (("battery_charge_rate_w", AC_CHARGE_RATE), ("battery_discharge_rate_w", AC_DISCHARGE_RATE)):
+            if (v := get(reg)) is not None:
+                m[name] = int(limit * min(v, 100) / 100)
+    elif (cap := plant.battery_capacity_kwh * 1000):
         for name, reg in (("battery_charge_rate_w", BATTERY_CHARGE_LIMIT),
                           ("battery_discharge_rate_w", BATTERY_DISCHARGE_LIMIT)):
-            if reg in hr:
-                m[name] = int(min(hr[reg] / 100 * cap, limit))
-    if SOC_FORCE_ADJUST in hr:  # the register reads the stage a running calibration is in
-        stage = hr[SOC_FORCE_ADJUST]
+            if (v := get(reg)) is not None:
+                m[name] = int(min(v / 100 * cap, limit))
+    if (stage := get(SOC_FORCE_ADJUST)) is not None:  # reads the stage a running calibration is in
         m["battery_calibration"] = "Off" if stage == 0 else CALIBRATION_NAMES.get(stage, "Start")
-    if BATTERY_PAUSE_MODE in hr:
-        pm = hr[BATTERY_PAUSE_MODE]
+    if (pm := get(BATTERY_PAUSE_MODE)) is not None:
         m["battery_pause_mode"] = PAUSE_MODE_NAMES[pm] if pm < len(PAUSE_MODE_NAMES) else f"Unknown ({pm})"
-    if EMS_EXPORT_LIMIT in hr and plant.model.key == "ems":
-        m["export_limit_w"] = hr[EMS_EXPORT_LIMIT]
     return m
 
 
-def control_specs(plant: Any = None, *, allow_reboot: bool = False) -> tuple[ControlSpec, ...]:
-    """The controls a GivEnergy inverter offers, for HA discovery and the API (by what the plant answers)."""
-    hr = plant.holding if plant is not None else {}
-    slots = slot_count(hr) if hr else 2
+def _all_specs(max_w: float, slots: int, slot_targets: bool, allow_reboot: bool) -> list[ControlSpec]:
     specs = [
         ControlSpec("charge_target_pct", "number", "Charge target", "%", 4, 100, 1, state_metric="charge_target_pct"),
         ControlSpec("battery_reserve_pct", "number", "Battery reserve", "%", 4, 100, 1,
@@ -839,7 +950,6 @@ def control_specs(plant: Any = None, *, allow_reboot: bool = False) -> tuple[Con
         ControlSpec("discharge_schedule_enabled", "switch", "Discharge schedule enabled",
                     state_metric="discharge_schedule_enabled"),
     ]
-    max_w = float(plant.model.max_battery_w) if plant is not None and hr else 10000.0
     for name, label in (("battery_charge_rate_w", "Battery charge rate"),
                         ("battery_discharge_rate_w", "Battery discharge rate")):
         specs.append(ControlSpec(name, "number", label, "W", 0, max_w, 1, state_metric=name))
@@ -848,22 +958,43 @@ def control_specs(plant: Any = None, *, allow_reboot: bool = False) -> tuple[Con
             for edge in ("start", "end"):
                 name = f"{kind}_slot_{n}_{edge}"
                 specs.append(ControlSpec(name, "time", f"{kind.capitalize()} slot {n} {edge}", state_metric=name))
-            if slots == MAX_SLOTS:
+            if slot_targets:
                 name = f"{kind}_slot_{n}_target_pct"
-                specs.append(ControlSpec(name, "number", f"{kind.capitalize()} slot {n} target", "%", 4, 100, 1,
-                                         state_metric=name))
+                specs.append(ControlSpec(name, "number", f"{kind.capitalize()} slot {n} target (0 = none)", "%", 0,
+                                         100, 1, state_metric=name))
     for _kind, (name, metric, label) in TIMED_CONTROLS.items():
         specs.append(ControlSpec(name, "number", f"{label} (minutes, 0 = cancel)", "min", 0, MAX_MINUTES, 1,
                                  state_metric=metric))
-    specs.append(ControlSpec("battery_calibration", "select", "Battery calibration",
-                             options=tuple(CALIBRATION_NAMES.values()), state_metric="battery_calibration"))
-    if ENABLE_EPS in hr and BATTERY_PAUSE_MODE in hr:
-        specs.append(ControlSpec("eps_enabled", "switch", "EPS enabled", state_metric="eps_enabled"))
-        specs.append(ControlSpec("battery_pause_mode", "select", "Battery pause mode", options=PAUSE_MODE_NAMES,
-                                 state_metric="battery_pause_mode"))
-    if plant is not None and hr and plant.model.key == "ems":
-        specs.append(ControlSpec("export_limit_w", "number", "Export limit", "W", 0, 65000, 1,
-                                 state_metric="export_limit_w"))
+    specs += [
+        ControlSpec("battery_calibration", "select", "Battery calibration",
+                    options=tuple(CALIBRATION_NAMES.values()), state_metric="battery_calibration"),
+        ControlSpec("eps_enabled", "switch", "EPS enabled", state_metric="eps_enabled"),
+        ControlSpec("battery_pause_mode", "select", "Battery pause mode", options=PAUSE_MODE_NAMES,
+                    state_metric="battery_pause_mode"),
+        ControlSpec("export_limit_w", "number", "Export limit", "W", 0, 65000, 1, state_metric="export_limit_w"),
+    ]
     if allow_reboot:
         specs.append(ControlSpec("reboot", "button", "Reboot inverter"))
-    return tuple(specs)
+    return specs
+
+
+_TIMED_METRICS = frozenset(metric for _n, metric, _l in TIMED_CONTROLS.values())
+_OPTIONAL = frozenset({"eps_enabled", "battery_pause_mode", "export_limit_w"})
+
+
+def control_specs(plant: Any = None, *, allow_reboot: bool = False) -> tuple[ControlSpec, ...]:
+    """The controls a GivEnergy inverter offers, for HA discovery and the API: those whose state the plant
+    shows (so a three-phase unit offers what its HR 1000+ bank has, an EMS its export limit). Without a
+    plant: a two-slot single-phase inverter's."""
+    if plant is None or not plant.holding:
+        specs = _all_specs(10000.0, 2, False, allow_reboot)
+        return tuple(s for s in specs if s.name not in _OPTIONAL)
+    family = control_family(plant)
+    state = control_metrics(plant)
+    slots = slot_count(plant.holding)
+    specs = _all_specs(float(plant.model.max_battery_w), slots, any(k.endswith("_target_pct") and "slot" in k
+                                                                  for k in state), allow_reboot)
+    return tuple(s for s in specs
+                 if s.state_metric in state
+                 or (s.state_metric in _TIMED_METRICS and family in ("single", "three"))
+                 or (s.name == "reboot" and family != "none"))

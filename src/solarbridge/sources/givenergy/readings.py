@@ -213,9 +213,7 @@ def _prefixed(prefix: str, descs: tuple[MetricDesc, ...], rec: Mapping[str, Any]
 
 def metrics(plant: Plant) -> dict[str, MetricValue]:
     rec = record(plant)
-    # the controls' own state metrics first; the family-aware rows below win where both have a value
-    # (three-phase models keep target, reserve and slots in HR 1000-1124)
-    m: dict[str, MetricValue] = dict(control_metrics(plant))
+    m: dict[str, MetricValue] = {}
     apply(PLANT_MAP, rec, into=m)
     fam = family(plant)
     if fam == "single" and any(r in plant.input for r in range(60)):
@@ -225,6 +223,9 @@ def metrics(plant: Plant) -> dict[str, MetricValue]:
     for kind, n, start, end in slot_values(plant):
         for edge, t in (("start", start), ("end", end)):
             m[f"{kind}_slot_{n}_{edge}"] = f"{t[0]:02d}:{t[1]:02d}" if t else "00:00"
+    # each control's state metric as the controls read it back, from the registers they write (three-phase
+    # models keep target, reserve, AC charge enable and slots in HR 1000-1124): one source of truth
+    m.update(control_metrics(plant))
     for b in plant.battery_values():
         _prefixed(f"battery_{b['index'] + 1}", LV_PACK_MAP, b, m)
     for b in plant.bcu_values():

@@ -156,6 +156,12 @@ class SimInverter:
         hr[94], hr[95] = 30, 430
         hr[110], hr[111], hr[112], hr[114], hr[116] = 4, 50, 50, 4, 100
         hr[97], hr[98] = 4800, 5800
+        if self.model == "3ph":
+            # the three-phase control bank (HR 1078, 1108-1123): target 100 %, reserve 4 %, full AC rates,
+            # AC charge on, charge slot 1 00:30-04:30, no force flags
+            hr[1078], hr[1109], hr[1111] = 4, 4, 100
+            hr[1108], hr[1110], hr[1112] = 100, 100, 1
+            hr[1113], hr[1114] = 30, 430
         e = self.energy_wh
         e.update(pv_total=21146300.0, grid_out_total=5249100.0, grid_in_total=2865730.0,
                  inverter_out_total=2721010.0, inverter_in_total=908890.0, throughput_total=2962850.0,
