@@ -47,6 +47,7 @@ CAPTURES = [
     ("three_phase_hv_a/giv3hy11_da011_detect_10min.log", None),
     ("aio_a/aio_arm620_redetect_7min.log", None),
     ("hybrid_2_bat_a/hybrid_gen1_arm449_0x11_poll_10min.log", 0x11),
+    ("hybrid_gen2_1_bat_a/hybrid_gen2_arm920_60s.log", None),
     ("ems_2_inv_3_bat_a/ems_arm1036_60s.log", None),
     ("ems_2_inv_3_bat_a/ems_arm1036_30min.log", None),
     ("gateway_2aio_a/gateway_gaaa0014_10min_daylight.log", None),
@@ -62,9 +63,10 @@ KNOWN_DIFFERENCES: dict[tuple[str, str, str], str] = {
     ("three_phase_hv_a", "bcu", "serial_number"): _LIB_NONE_BCU_SERIAL,
     ("aio_a", "bcu", "serial_number"): _LIB_NONE_BCU_SERIAL,
     **{("aio_a", "inverter", f): _AIO_NO_PV for f in ("v_pv1", "v_pv2", "i_pv1", "i_pv2")},
-    ("hybrid_2_bat_a", "inverter", "e_inverter_out_total"):
-        "IR 45-46: GivTCP's 'Invertor Energy Total', which we keep; the library names it e_pv_generation_total "
-        "on DC hybrids (its sentinel test) and leaves e_inverter_out_total None there",
+    **{(folder, "inverter", "e_inverter_out_total"):
+       "IR 45-46: GivTCP's 'Invertor Energy Total', which we keep; the library names it e_pv_generation_total "
+       "on DC hybrids (its sentinel test) and leaves e_inverter_out_total None there"
+       for folder in ("hybrid_2_bat_a", "hybrid_gen2_1_bat_a")},
 }
 
 #: the fields of our tables, per unit (a field of ours that the library decodes but we leave out is a
@@ -251,6 +253,8 @@ REQUIRED: dict[str, tuple[tuple[str, str], ...]] = {
                        ("inverter", "battery_soc_reserve"), ("inverter", "p_pv1"), ("inverter", "e_pv_total"),
                        ("inverter", "charge_slot_1_start"), ("battery", "v_cell_01"), ("battery", "soc"),
                        ("battery", "serial_number")),
+    "hybrid_gen2_1_bat_a": (("inverter", "battery_soc"), ("inverter", "charge_target_soc"),
+                            ("inverter", "arm_firmware_version"), ("battery", "soc"), ("battery", "v_cell_16")),
     "ems_2_inv_3_bat_a": (("ems", "inverter_1_soc"), ("ems", "inverter_2_serial_number"),
                           ("ems", "grid_meter_power"), ("ems", "charge_slot_1_start"),
                           ("ems", "export_power_limit")),
