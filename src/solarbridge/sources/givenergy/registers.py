@@ -245,7 +245,10 @@ _FAMILY = {
     "83": ("hybrid", "Hybrid Gen4"),
 }
 _MAX_INV_W = {"2001": 5000, "2002": 4600, "2003": 3600, "2101": 5000, "2104": 6000, "2105": 7000, "2106": 8000,
-              "3001": 3000, "3002": 3600, "8001": 6000, "8102": 8000, "8103": 10000}
+              "3001": 3000, "3002": 3600, "8001": 6000, "8002": 3600, "8003": 5000, "8102": 8000, "8103": 10000,
+              # three-phase hybrid / AC rated powers: givenergy-modbus model/inverter.py _DTC_RATED_POWER
+              "4001": 6000, "4002": 8000, "4003": 10000, "4004": 11000, "4005": 15000, "4006": 20000,
+              "6001": 6000, "6002": 8000, "6003": 10000, "6004": 11000, "6005": 15000, "6006": 20000, "7001": 12000}
 _MAX_BAT_W = {"3001": 3000, "3002": 3000, "2201": 5400, "8001": 6000, "8102": 8000, "8103": 10000}
 
 
@@ -271,10 +274,14 @@ def identify(device_type_code: int, arm_firmware: int) -> ModelInfo:
 
 #: model keys the simulator offers and the device type code it reports for each
 SIM_MODELS: dict[str, tuple[int, int]] = {  # key -> (HR0, HR21 ARM firmware)
-    "hybrid": (0x2001, 449),
+    "hybrid": (0x2001, 449),  # Gen1 hybrid (hybrid_2_bat_a)
+    "gen2": (0x2001, 920),  # Gen2 hybrid (hybrid_gen2_1_bat_a)
     "ac": (0x3001, 533),
-    "aio": (0x8001, 612),
-    "3ph": (0x4001, 1036),
+    "aio": (0x8001, 612),  # All in One (aio_a)
+    "hvgen3": (0x8102, 300),  # Hybrid HV Gen3 (hybrid_hv_gen3_a)
+    "3ph": (0x4004, 1036),  # three-phase HV hybrid GIV-3HY-11 (three_phase_hv_a)
+    "ems": (0x5001, 1036),  # EMS with two managed inverters (ems_2_inv_3_bat_a)
+    "gateway": (0x7001, 14),  # Gateway with two AIOs (gateway_2aio_a)
 }
 
 

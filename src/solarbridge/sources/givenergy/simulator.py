@@ -1,10 +1,16 @@
 """A GivEnergy WiFi/LAN dongle + inverter that speaks the real protocol on a real TCP socket.
 
-``solarbridge simulate givenergy [--port 8899] [--batteries N] [--model hybrid|ac|aio|3ph]``
+``solarbridge simulate givenergy [--port 8899] [--batteries N] [--model hybrid|gen2|ac|aio|hvgen3|3ph|ems|gateway]``
 
-* per model, the blocks that model has (``SIM_BLOCKS``); a block it lacks gets an exception reply
-  or, with ``--unsupported timeout``, no reply at all (the request times out);
-* HV models (aio, 3ph): a BCU at 0x70 and ``--batteries`` BMU modules at 0x50.. instead of LV packs;
+* per model, the blocks that model has (``SIM_BLOCKS``, as its real capture answers them); a block it
+  lacks gets an exception reply or, with ``--unsupported timeout``, no reply at all (the request times out);
+* HV models (aio, hvgen3, 3ph): a BCU at 0x70 and ``--batteries`` BMU modules at 0x50.. (24 cells each)
+  instead of LV packs, their cell voltages following the SOC;
+* three-phase (3ph): IR 1000-1413 and HR 1000-1124 from the same physics, split over three phases
+  (per-phase inverter and meter powers that sum to the totals), control from its own HR bank
+  (target HR1111, reserve HR1109, slots HR1113-1121), a three-phase grid meter at address 1;
+* EMS (ems): two managed inverters with their own SOC (IR 2040-2094), EMS controls HR 2040-2075, a
+  grid meter at 1 and a generation meter at 3; gateway: two AIOs (IR 1600-1859) with their own SOC;
 
 * register banks per device address: the inverter answers at 0x11/0x31/0x32, LV batteries
   at 0x32+n (IR 60-119), empty battery slots return all-zero blocks;
@@ -51,13 +57,16 @@ from .framing import (
 )
 from .model import battery_present
 from .registers import SIM_MODELS
+from .tables import SLOTS_EMS, SLOTS_EXTENDED, SLOTS_SINGLE_PHASE, SLOTS_THREE_PHASE
 
 INVERTER_ADDRESSES = (0x11, 0x31, 0x32)
 BATTERY_BASE_ADDRESS = 0x32
 BANK_SIZE = 2200  # registers 0..2199 (gateway IR 1600-1899, EMS 2040-2075)
 BCU_ADDRESS, BMU_BASE_ADDRESS = 0x70, 0x50
 HV_SLOTS = 8  # 0x70-0x77, 0x50-0x57: absent slots answer all-zero blocks
-HV_MODELS = frozenset({"aio", "3ph"})
+HV_MODELS = frozenset({"aio", "hvgen3", "3ph"})
+METER_ADDRESSES = range(1, 9)
+CELLS_PER_MODULE = 24
 
 
 def _ranges(*spans: tuple[int, int]) -> frozenset[int]:
@@ -72,9 +81,21 @@ SIM_BLOCKS: dict[str, tuple[frozenset[int], frozenset[int]]] = {
     "hybrid": (_ranges((0, 299)), _ranges((0, 179))),
     "ac": (_ranges((0, 239)), _ranges((0, 359))),
     "aio": (_ranges((0, 299)), _ranges((0, 359))),
-    "3ph": (_ranges((0, 299), (1000, 1413)), _ranges((0, 299), (1000, 1179))),
+    # Gen2 (ARM 920): IR 0-59 and 120-239, HR 0-179 at 0x11 (hybrid_gen2_1_bat_a)
+    "gen2": (_ranges((0, 59), (120, 239)), _ranges((0, 179))),
+    # Hybrid HV Gen3: the single-phase banks plus IR 1000-1413 and HR 240-299, 1060-1124 (hybrid_hv_gen3_a)
+    "hvgen3": (_ranges((0, 59), (180, 239), (1000, 1413)), _ranges((0, 299), (1060, 1124))),
+    # GIV-3HY-11: HR 1000-1124 (HR 1125+ refused), IR 1000-1413 (three_phase_hv_a)
+    "3ph": (_ranges((0, 299), (1000, 1413)), _ranges((0, 299), (1000, 1124))),
+    "ems": (_ranges((0, 59), (180, 239), (2040, 2099)), _ranges((0, 179), (2040, 2075))),
+    "gateway": (_ranges((0, 59), (120, 239), (1600, 1959)), _ranges((0, 359))),
 }
+#: device type per model family for the physics: which registers carry live data and controls
+FAMILY = {"3ph": "3ph", "ems": "ems", "gateway": "gateway"}
+#: EMS managed inverters / gateway AIOs simulated, and each one's share of the plant's battery
+UNITS = 2
 AH_PER_BATTERY = 160  # Giv-Bat 8.2
+HV_MODULE_AH = 52  # the GIV-3HY-11's HV modules (three_phase_hv_a)
 
 
 def _ascii_regs(text: str) -> list[int]:
@@ -116,7 +137,12 @@ class SimInverter:
         if not 0 <= batteries <= 6:
             raise ValueError("batteries must be 0..6")
         self.model = model
+        self.family = FAMILY.get(model, "single")
         self.serial = serial
+        self.meter_banks: dict[int, dict[int, int]] = {}
+        self.replaying = False  # seeded from a capture: registers answer as captured
+        #: SOC of each EMS managed inverter / gateway AIO (the plant SOC is their mean)
+        self.unit_soc = [62.0, 48.0] if self.family in ("ems", "gateway") else []
         #: HV models (aio, 3ph): ``batteries`` counts BMU modules at 0x50+m behind one BCU at 0x70
         self.hv_modules = batteries if model in HV_MODELS else 0
         self.batteries = batteries if model not in HV_MODELS else 0
@@ -165,9 +191,9 @@ class SimInverter:
         e = self.energy_wh
         e.update(pv_total=21146300.0, grid_out_total=5249100.0, grid_in_total=2865730.0,
                  inverter_out_total=2721010.0, inverter_in_total=908890.0, throughput_total=2962850.0,
-                 charge_total=184300.0, discharge_total=157110.0)
+                 charge_total=184300.0, discharge_total=157110.0, load_total=3812400.0)
         for k in ("pv1_day", "pv2_day", "grid_out_day", "grid_in_day", "inverter_in_day", "charge_day",
-                  "discharge_day", "inverter_out_day"):
+                  "discharge_day", "inverter_out_day", "load_day"):
             e[k] = 0.0
         self._day = self.now().date()
         for n in range(self.batteries):
@@ -176,16 +202,66 @@ class SimInverter:
             bank[86 + 1] = AH_PER_BATTERY * 100
             bank[110:115] = _ascii_regs(f"BG2134G{n:03d}")
         if self.hv_modules:
-            # the fact sheet gives no HV register layout: a serial in IR 110-114 (as on LV packs) and
-            # plausible per-cell millivolts in IR 60-83 so the block is not all zero; the rest stays 0
-            bcu = self.hv_banks.setdefault(BCU_ADDRESS, {})
-            for i, v in enumerate(_ascii_regs("HC2134G000")):
-                bcu[110 + i] = v
-            bcu[60], bcu[61] = self.hv_modules, 24 * self.hv_modules
-            for m in range(self.hv_modules):
-                bmu = self.hv_banks.setdefault(BMU_BASE_ADDRESS + m, {})
-                for i, v in enumerate(_ascii_regs(f"HX2134G{m:03d}")):
-                    bmu[110 + i] = v
+            self._seed_hv()
+        if self.family == "3ph":
+            self._seed_three_phase()
+        elif self.family == "ems":
+            self._seed_ems()
+        elif self.family == "gateway":
+            self._seed_gateway()
+
+    def _seed_hv(self) -> None:
+        """One BCU at 0x70 (cluster layout of tables.BCU_TABLE) and the BMU modules at 0x50+m."""
+        bcu = self.hv_banks.setdefault(BCU_ADDRESS, {})
+        m = self.hv_modules
+        bcu.update({60: 0x4241, 61: 0x4241, 62: 0x0000, 63: 0x0009,  # "BABA0009"
+                    64: m, 65: CELLS_PER_MODULE, 67: CELLS_PER_MODULE * m, 68: 12 * m, 81: 95,
+                    98: HV_MODULE_AH * 10, 100: 483, 102: int(m * CELLS_PER_MODULE * 2.65 * 10),
+                    103: int(m * CELLS_PER_MODULE * 3.63 * 10), 104: 250, 105: 250})
+        for i, v in enumerate(_ascii_regs(f"HB{self.serial[2:7]}000")):
+            bcu[138 + i] = v
+        for k in range(m):
+            bmu = self.hv_banks.setdefault(BMU_BASE_ADDRESS + k, {})
+            for i, v in enumerate(_ascii_regs(f"HY{self.serial[2:7]}{k:03d}")):
+                bmu[114 + i] = v
+
+    def _seed_three_phase(self) -> None:
+        """HR 1000-1124 of a GIV-3HY: its own target, reserve, battery type and slots (tables.py)."""
+        hr = self.holding
+        hr[1000], hr[1002], hr[1078], hr[1080], hr[1105] = 1, 100, 4, 1, 1
+        hr[1108], hr[1109], hr[1110], hr[1111], hr[1112] = 100, 4, 100, 100, 1
+        hr[1113], hr[1114] = 30, 430  # charge slot 1
+        hr[1102], hr[1103] = 11000, 1
+        ir = self.input
+        ir[1121], ir[1124], ir[1325], ir[1326], ir[1327] = 1, 1, 11043, 10311, 11121
+        ir[1317:1320] = _ascii_regs("ZA1.0")[:3]
+        self.meter_banks[1] = {}
+
+    def _seed_ems(self) -> None:
+        """EMS controls (HR 2040-2075) and the managed inverters' serials (IR 2066+)."""
+        hr = self.holding
+        hr[2040], hr[2041], hr[2042] = 1, UNITS, 2
+        for n in range(3):
+            hr[2046 + 3 * n], hr[2055 + 3 * n], hr[2064 + 3 * n] = 4, 100, 4
+        hr[2053], hr[2054] = 30, 430  # charge slot 1
+        hr[2071] = 9500
+        ir = self.input
+        for n in range(UNITS):
+            ir[2066 + 5 * n:2071 + 5 * n] = _ascii_regs(f"CE{self.serial[2:7]}{n:03d}")
+        self.meter_banks[1], self.meter_banks[3] = {}, {}
+
+    def _seed_gateway(self) -> None:
+        ir = self.input
+        ir[1600:1604] = [0x4741, 0x4141, 0x0000, 0x0104]  # "GAAA0014"
+        ir[1604], ir[1700], ir[1701], ir[1704] = 2, UNITS, UNITS, 620
+        for n in range(UNITS):
+            ir[1841 + 5 * n:1846 + 5 * n] = _ascii_regs(f"CH{self.serial[2:7]}{n:03d}")
+        ir[1627:1632] = ir[1841:1846]
+        e = self.energy_wh
+        for n in range(UNITS):
+            e[f"aio{n}_charge_total"], e[f"aio{n}_discharge_total"] = 980000.0 * (n + 1), 950000.0 * (n + 1)
+            e[f"aio{n}_charge_day"], e[f"aio{n}_discharge_day"] = 0.0, 0.0
+
     def seed_from_capture(self, path: Path) -> int:
         """Load the register values a captured session received; returns frames applied."""
         framer = Framer()
@@ -193,6 +269,7 @@ class SimInverter:
         self.batteries = 0
         self.hv_modules = 0
         self.hv_banks = {}
+        self.meter_banks = {}
         self._seen = {FC_READ_INPUT: set(), FC_READ_HOLDING: set()}
         for line in path.read_text().splitlines():
             parsed = parse_capture_line(line)
@@ -210,6 +287,8 @@ class SimInverter:
             raw = b"".join(v.to_bytes(2, "big") for v in self.holding[13:18])
             self.serial = raw.decode("latin-1").strip("\x00")
         self.soc = float(self.input[59] or self.soc)
+        # the registers stay as captured (the physics no longer writes them): the unit answers like its capture
+        self.replaying = applied > 0
         return applied
 
     def _apply_capture(self, fr: ReadResponse) -> int:
@@ -221,6 +300,10 @@ class SimInverter:
         elif dev in INVERTER_ADDRESSES:
             bank = self.holding if fr.function == FC_READ_HOLDING else self.input
             self._seen[fr.function].update(range(base, base + len(fr.values)))
+        elif fr.function == FC_READ_INPUT and dev in METER_ADDRESSES:
+            meter = self.meter_banks.setdefault(dev, {})
+            meter.update(zip(range(base, base + len(fr.values)), fr.values, strict=True))
+            return 1
         elif fr.function == FC_READ_INPUT and (BCU_ADDRESS <= dev < BCU_ADDRESS + HV_SLOTS or
                                                BMU_BASE_ADDRESS <= dev < BMU_BASE_ADDRESS + HV_SLOTS):
             hv = self.hv_banks.setdefault(dev, {})
@@ -244,39 +327,73 @@ class SimInverter:
 
     @property
     def capacity_wh(self) -> float:
+        if self.hv_modules:
+            return self.hv_modules * CELLS_PER_MODULE * 3.2 * HV_MODULE_AH
+        if self.unit_soc:
+            return UNITS * 9500.0
         return self.holding[55] * 51.2
+
+    def controls(self) -> dict[str, int | list[tuple[int, int]]]:
+        """Register numbers of the controls the physics obeys, by family: three-phase models keep target,
+        reserve and slots in HR 1000-1124, the EMS in HR 2040-2075, the rest in the single-phase bank."""
+        if self.family == "ems":
+            charge, discharge = SLOTS_EMS
+            return {"target": 2055, "reserve": 2046, "target_enable": -1, "charge_enable": -1,
+                    "discharge_enable": -1, "eco": -1, "cutoff": -1, "charge_slots": list(charge),
+                    "discharge_slots": list(discharge)}
+        if self.family == "3ph":
+            charge, discharge = SLOTS_THREE_PHASE
+            target, reserve = 1111, 1109
+        else:
+            charge, discharge = SLOTS_EXTENDED if 246 in self.supported_holding else SLOTS_SINGLE_PHASE
+            target, reserve = 116, 110
+        return {"target": target, "reserve": reserve, "target_enable": 20, "charge_enable": 96,
+                "discharge_enable": 59, "eco": 27, "cutoff": 114, "charge_slots": list(charge),
+                "discharge_slots": list(discharge)}
 
     @property
     def max_battery_w(self) -> float:
-        return 2600.0 if self.model == "hybrid" else 3000.0
+        return {"hybrid": 2600.0, "3ph": 11000.0, "ems": 6000.0, "gateway": 12000.0, "aio": 6000.0}.get(
+            self.model, 3000.0)
 
     def battery_power(self, pv: float, load: float, hhmm: int) -> float:
         """Battery power (+ discharge, - charge) the inverter would choose under the control registers."""
         hr = self.holding
-        charge_max = hr[111] / 50 * self.max_battery_w
-        discharge_max = hr[112] / 50 * self.max_battery_w
-        target = hr[116] if hr[20] else 100
-        reserve = max(hr[110], hr[114]) if hr[114] > 4 else hr[110]
+        c = self.controls()
+
+        def reg(name: str, default: int) -> int:
+            r = c[name]
+            return hr[r] if isinstance(r, int) and r >= 0 else default
+
+        charge_max = hr[111] / 50 * self.max_battery_w if self.family == "single" else self.max_battery_w
+        discharge_max = hr[112] / 50 * self.max_battery_w if self.family == "single" else self.max_battery_w
+        target = reg("target", 100) if reg("target_enable", 1) or self.family != "single" else 100
+        cutoff = reg("cutoff", 4)
+        reserve = max(reg("reserve", 4), cutoff) if cutoff > 4 else reg("reserve", 4)
         soc = self.soc
-        charging_slot = bool(hr[96]) and (_in_slot(hhmm, hr[94], hr[95]) or _in_slot(hhmm, hr[31], hr[32]))
-        discharge_slot = bool(hr[59]) and (_in_slot(hhmm, hr[56], hr[57]) or _in_slot(hhmm, hr[44], hr[45]))
+        charging_slot = bool(reg("charge_enable", 1)) and any(
+            _in_slot(hhmm, hr[a], hr[b]) for a, b in c["charge_slots"])  # type: ignore[union-attr]
+        discharge_slot = bool(reg("discharge_enable", 1)) and any(
+            _in_slot(hhmm, hr[a], hr[b]) for a, b in c["discharge_slots"])  # type: ignore[union-attr]
         surplus = pv - load
-        if not self.batteries and not self.hv_modules:
+        if not self.batteries and not self.hv_modules and not self.unit_soc:
             return 0.0
         if charging_slot and soc < target:
             return -charge_max
         if discharge_slot and soc > reserve:
-            if hr[27] == 0:
+            if reg("eco", 1) == 0:
                 return discharge_max
             return min(discharge_max, max(-surplus, 0.0))
         if surplus > 0:  # store solar surplus in every mode, up to 100 % (or the target in a slot)
             return -min(surplus, charge_max) if soc < (target if charging_slot else 100) else 0.0
-        if hr[59] == 0 and hr[27] == 1 and soc > reserve:  # eco: cover the house load
+        if reg("discharge_enable", 0) == 0 and reg("eco", 1) == 1 and soc > reserve:  # eco: cover the load
             return min(-surplus, discharge_max)
         return 0.0
 
     def tick(self, dt: float) -> None:
         """Advance the physics by ``dt`` simulated seconds and refresh the input registers."""
+        if self.replaying:
+            return
         now = self.now()
         if now.date() != self._day:
             self._day = now.date()
@@ -287,12 +404,19 @@ class SimInverter:
         hhmm = now.hour * 100 + now.minute
         rng = self.rng
         self.cloud = min(1.0, max(0.3, self.cloud + rng.uniform(-0.02, 0.02)))
-        peak = 0.0 if self.model == "ac" else 4800.0
+        peak = {"ac": 0.0, "3ph": 9600.0, "gateway": 6000.0}.get(self.model, 4800.0)
+        scale = 3.0 if self.family == "3ph" else 1.0
         pv = max(0.0, math.sin(math.pi * (hour - 6) / 12)) * peak * self.cloud if 6 <= hour <= 18 else 0.0
-        load = 280 + 120 * rng.random() + (900 if 17 <= hour < 21 else 0)
+        load = (280 + 120 * rng.random() + (900 if 17 <= hour < 21 else 0)) * scale
         batt = self.battery_power(pv, load, hhmm)
         if dt > 0 and self.capacity_wh:
-            self.soc -= batt * dt / 3600 / self.capacity_wh * 100
+            if self.unit_soc:  # each unit carries its share; the plant SOC is their mean
+                for i in range(len(self.unit_soc)):
+                    d = batt / len(self.unit_soc) * dt / 3600 / (self.capacity_wh / len(self.unit_soc)) * 100
+                    self.unit_soc[i] = min(100.0, max(0.0, self.unit_soc[i] - d))
+                self.soc = sum(self.unit_soc) / len(self.unit_soc)
+            else:
+                self.soc -= batt * dt / 3600 / self.capacity_wh * 100
             if self.soc >= 100:
                 self.soc = 100.0
             if self.soc <= 0:
@@ -325,7 +449,146 @@ class SimInverter:
             e["charge_day"] -= batt * h
             e["charge_total"] -= batt * h
         e["throughput_total"] += abs(batt) * h
+        e["load_day"] += load * h
+        e["load_total"] += load * h
+        for n in range(UNITS if self.family == "gateway" else 0):
+            share = batt / UNITS * h
+            e[f"aio{n}_discharge_day" if share > 0 else f"aio{n}_charge_day"] += abs(share)
+            e[f"aio{n}_discharge_total" if share > 0 else f"aio{n}_charge_total"] += abs(share)
         self._write_inputs(pv1, pv2, grid_import, batt, load, inverter_out, now)
+        if self.hv_modules:
+            self._write_hv(batt)
+        if self.family == "3ph":
+            self._write_three_phase(pv1, pv2, grid_import, batt, load, inverter_out)
+        elif self.family == "ems":
+            self._write_ems(pv, grid_import, batt, load)
+        elif self.family == "gateway":
+            self._write_gateway(pv, grid_import, batt, load)
+
+    # ------------------------------------------------------------------ family registers from the physics
+
+    def _u32(self, bank: list[int] | dict[int, int], reg: int, value: float) -> None:
+        v = max(0, int(round(value)))
+        bank[reg], bank[reg + 1] = (v >> 16) & 0xFFFF, v & 0xFFFF
+
+    def _write_hv(self, batt: float) -> None:
+        """BCU cluster figures and each module's 24 cells (voltage follows the SOC, ~3.2-3.4 V)."""
+        bcu = self.hv_banks[BCU_ADDRESS]
+        m = self.hv_modules
+        v_cell = 3.2 + 0.002 * self.soc
+        v_pack = v_cell * CELLS_PER_MODULE * m
+        current = batt / v_pack if v_pack else 0.0
+        soc = int(round(self.soc))
+        e = self.energy_wh
+        bcu.update({70: 4 if batt > 1 else 3 if batt < -1 else 2, 73: _u16(v_pack * 10), 74: _u16(v_pack * 10 + 20),
+                    76: _u16(-current * 10), 80: (min(soc + 1, 100) << 8) | soc, 99: _u16(HV_MODULE_AH * soc / 10)})
+        self._u32(bcu, 82, e["charge_total"] / 100)
+        self._u32(bcu, 84, e["discharge_total"] / 100)
+        self._u32(bcu, 90, e["charge_day"] / 100)
+        self._u32(bcu, 92, e["discharge_day"] / 100)
+        for k in range(m):
+            bmu = self.hv_banks[BMU_BASE_ADDRESS + k]
+            for i in range(CELLS_PER_MODULE):
+                bmu[60 + i] = int(v_cell * 1000) + (i + k) % 3
+                bmu[90 + i] = 250 + (i % 5) + int(abs(current))
+
+    def _write_three_phase(self, pv1: float, pv2: float, grid_import: float, batt: float, load: float,
+                           inverter_out: float) -> None:
+        """IR 1000-1413: the physics split over three phases; per-phase powers sum to the totals."""
+        ir, e = self.input, self.energy_wh
+        rng = self.rng
+        weights = (0.36, 0.31, 0.33)
+        ir[1001], ir[1002] = (6200 if pv1 else 0), (6000 if pv2 else 0)
+        ir[1009], ir[1010] = _u16(pv1 / 62), _u16(pv2 / 60)
+        self._u32(ir, 1017, pv1 * 10)
+        self._u32(ir, 1019, pv2 * 10)
+        for n, w in enumerate(weights):
+            ir[1061 + n] = 4000 + rng.randint(-20, 20)
+            ir[1064 + n] = _u16(abs(inverter_out) * w / 230 * 10)
+            ir[1091 + n] = _u16(inverter_out * w)
+            ir[1094 + n] = 2300 + rng.randint(-10, 10)
+            ir[1181 + n] = ir[1094 + n]
+        # meter per phase is + export; rounding goes to L3 so the three sum exactly to the total
+        grid_out = -int(round(grid_import))
+        l1, l2 = int(grid_out * weights[0]), int(grid_out * weights[1])
+        ir[1083], ir[1084], ir[1085] = _u16(l1), _u16(l2), _u16(grid_out - l1 - l2)
+        ir[1067] = 5000 + rng.randint(-5, 5)
+        inv = int(round(inverter_out * 10))
+        ir[1069], ir[1070] = (inv >> 16) & 0xFFFF, inv & 0xFFFF
+        self._u32(ir, 1071, max(-inverter_out, 0) * 10)
+        self._u32(ir, 1079, max(grid_import, 0) * 10)
+        self._u32(ir, 1081, max(-grid_import, 0) * 10)
+        self._u32(ir, 1089, load * 10)
+        ir[1075], ir[1076] = 1, 1
+        ir[1128], ir[1129], ir[1130] = 420, 400, 410
+        v_pack = (3.2 + 0.002 * self.soc) * CELLS_PER_MODULE * max(self.hv_modules, 1)
+        ir[1131], ir[1133] = _u16(v_pack * 10), _u16(v_pack * 10 + 4)
+        ir[1132] = int(round(self.soc))
+        self._u32(ir, 1136, max(batt, 0) * 10)
+        self._u32(ir, 1138, max(-batt, 0) * 10)
+        ir[1140] = _u16(batt / v_pack * 100)
+        ir[1180] = 5000
+        for reg, key in ((1360, "inverter_out_day"), (1362, "inverter_out_total"), (1366, "pv1_day"),
+                         (1370, "pv2_day"), (1374, "pv_total"), (1376, "inverter_in_day"), (1378, "inverter_in_total"),
+                         (1380, "grid_in_day"), (1382, "grid_in_total"), (1384, "grid_out_day"),
+                         (1386, "grid_out_total"), (1388, "discharge_day"), (1390, "discharge_total"),
+                         (1392, "charge_day"), (1394, "charge_total"), (1396, "load_day"), (1398, "load_total")):
+            self._u32(ir, reg, e[key] / 100)
+        self._u32(ir, 1412, (e["pv1_day"] + e["pv2_day"]) / 100)
+        meter = self.meter_banks.setdefault(1, {})
+        for n, w in enumerate(weights):
+            meter[60 + n] = 2300 + rng.randint(-10, 10)
+            meter[63 + n] = _u16(abs(grid_import) * w / 230 * 100)
+            meter[68 + n] = _u16(-(ir[1083 + n] - 0x10000 if ir[1083 + n] & 0x8000 else ir[1083 + n]))
+        meter[71] = _u16(grid_import)
+        meter[83], meter[84] = 9990, 5000
+        meter[85], meter[87] = min(int(e["grid_in_total"] / 100), 0xFFFF), min(int(e["grid_out_total"] / 100), 0xFFFF)
+
+    def _write_ems(self, pv: float, grid_import: float, batt: float, load: float) -> None:
+        """IR 2040-2094: the plant summary of two managed inverters; the grid meter (1), generation meter (3)."""
+        ir = self.input
+        ir[2040], ir[2041], ir[2042], ir[2043], ir[2044], ir[2045] = 1, 2, 16, 17, UNITS, 18
+        ir[2046], ir[2048] = _u16(grid_import), _u16(pv)
+        for n in range(UNITS):
+            ir[2054 + n] = _u16(batt / UNITS)
+            ir[2058 + n] = int(round(self.unit_soc[n]))
+            ir[2062 + n] = 420 + 20 * n
+        ir[2086], ir[2087], ir[2088] = _u16(load), 0, _u16(pv)
+        ir[2089], ir[2090] = _u16(grid_import), _u16(batt)
+        ir[2091] = _u16(self.soc / 100 * self.capacity_wh)
+        for addr, power in ((1, grid_import), (3, pv)):
+            meter = self.meter_banks.setdefault(addr, {})
+            meter[60], meter[63] = 2410 + self.rng.randint(-5, 5), _u16(abs(power) / 241 * 100)
+            meter[67], meter[68], meter[71] = meter[63], _u16(power), _u16(power)
+            meter[83], meter[84] = 9990, 4995
+
+    def _write_gateway(self, pv: float, grid_import: float, batt: float, load: float) -> None:
+        """IR 1600-1859 (V1 word order): aggregates and two AIOs; battery powers are + charging on the wire."""
+        ir, e = self.input, self.energy_wh
+        ir[1608], ir[1609] = 2410 + self.rng.randint(-5, 5), _u16(grid_import / 241 * 10)
+        ir[1610], ir[1611], ir[1612] = 2415, _u16(load / 241 * 10), _u16(pv / 241 * 10)
+        ir[1616], ir[1617], ir[1618], ir[1619] = _u16(-grid_import), _u16(pv), _u16(load), _u16(-batt)
+        ir[1624], ir[1625] = ir[1608], ir[1608]
+        for reg, key in ((1640, "grid_in"), (1643, "pv"), (1646, "grid_out"), (1655, "load")):
+            ir[reg] = min(int(e.get(f"{key}_day", e.get(f"{key}1_day", 0.0)) / 100), 0xFFFF)
+            self._u32(ir, reg + 1, e[f"{key}_total"] / 100)
+        ir[1643] = min(int((e["pv1_day"] + e["pv2_day"]) / 100), 0xFFFF)
+        ch_day = sum(e[f"aio{n}_charge_day"] for n in range(UNITS))
+        dis_day = sum(e[f"aio{n}_discharge_day"] for n in range(UNITS))
+        ch_tot = sum(e[f"aio{n}_charge_total"] for n in range(UNITS))
+        dis_tot = sum(e[f"aio{n}_discharge_total"] for n in range(UNITS))
+        for reg, day, total in ((1649, ch_day, ch_tot), (1652, dis_day, dis_tot), (1795, ch_day, ch_tot),
+                                (1798, dis_day, dis_tot)):
+            ir[reg] = min(int(day / 100), 0xFFFF)
+            self._u32(ir, reg + 1, total / 100)
+        ir[1702], ir[1703] = _u16(-batt), 0
+        for n in range(UNITS):
+            ir[1705 + 3 * n] = min(int(e[f"aio{n}_charge_day"] / 100), 0xFFFF)
+            self._u32(ir, 1706 + 3 * n, e[f"aio{n}_charge_total"] / 100)
+            ir[1750 + 3 * n] = min(int(e[f"aio{n}_discharge_day"] / 100), 0xFFFF)
+            self._u32(ir, 1751 + 3 * n, e[f"aio{n}_discharge_total"] / 100)
+            ir[1801 + n] = int(round(self.unit_soc[n]))
+            ir[1816 + n] = _u16(-batt / UNITS)
 
     def _write_inputs(self, pv1: float, pv2: float, grid_import: float, batt: float, load: float,
                       inverter_out: float, now: datetime) -> None:
@@ -398,6 +661,9 @@ class SimInverter:
                 BCU_ADDRESS <= device < BCU_ADDRESS + HV_SLOTS or BMU_BASE_ADDRESS <= device < BMU_BASE_ADDRESS + HV_SLOTS):
             hv = self.hv_banks.get(device, {})
             return tuple(hv.get(r, 0) for r in range(base, base + count))
+        elif device in self.meter_banks and function == FC_READ_INPUT:
+            meter = self.meter_banks[device]
+            return tuple(meter.get(r, 0) for r in range(base, base + count))
         elif 0x30 <= device <= 0x37:
             return (0,) * count
         else:
