@@ -87,7 +87,7 @@ def test_split_phase_site_with_five_iq_batteries(tmp_path: Path) -> None:
     assert m["grid_import_energy_total_wh"] == 5855939.23 and m["grid_export_energy_total_wh"] == 4173334.272
     assert m["load_power_w"] == pytest.approx(7131.017 + 1749.504)
     assert m["battery_power_w"] == -7083.656  # the storage CT: charging
-    assert m["grid_mode"] == "multimode-ongrid" and m["generator_running"] is False
+    assert m["grid_mode"] == "multimode-ongrid" and m["generator_running"] is False and m["relay_state"] == "closed"
     assert m["consumption_ct"] == "net" and m["inverter_count"] == 35 and m["battery_count"] == 5
     assert 364 * 86400 < m["token_lifetime_s"] <= 365 * 86400
     batteries = {r.device_id: r.metrics for r in got if r.device_type == "enphase_battery"}
@@ -115,6 +115,19 @@ def test_iq_battery_and_ac_batteries_together(tmp_path: Path) -> None:
     batteries = {r.device_id: r.metrics for r in got if r.device_type == "enphase_battery"}
     assert batteries == {"122311091641": {"battery_soc_pct": 10, "battery_power_w": 105, "battery_temperature_c": 11,
                                           "battery_capacity_wh": 3500}}
+
+
+def test_off_grid_on_the_generator(tmp_path: Path) -> None:
+    """8.2.127_with_generator_running: the Enpower's relay is open, the generator runs (oper_state close)."""
+    async def body(sim: GatewaySimulator, got: list[Reading], port: Path) -> None:
+        await wait(lambda: _gateway(got) and port.exists(), 15, "a full reading")
+
+    got, _ = asyncio.run(run_daemon(tmp_path, "8.2.127_with_generator_running", body))
+    m = _gateway(got).metrics  # type: ignore[union-attr]
+    assert m["grid_available"] is False and m["relay_state"] == "open"
+    assert m["generator_present"] is True and m["generator_running"] is True
+    assert m["battery_power_w"] == -1250 and m["inverter_count"] == 26
+    assert port_values(tmp_path / "ups.dev")["ups.status"].startswith("OB")
 
 
 @pytest.mark.servers

@@ -29,13 +29,12 @@ Which response feeds what (firmware 3.x to 8.x differ; the first that has data w
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .responses import parse_info
+from .responses import load_json, parse_info
 
 Number = int | float
 
@@ -64,13 +63,7 @@ def response_name(path: str) -> str:
 
 
 def _doc(docs: Mapping[str, str | bytes | None], name: str) -> Any:
-    text = docs.get(name)
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return None
+    return load_json(docs.get(name))
 
 
 def _num(value: object) -> Number | None:

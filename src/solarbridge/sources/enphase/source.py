@@ -24,7 +24,7 @@ from ...model import EXTRA_METER_ROWS, EXTRA_PHASE_COUNT, DeviceInfo, MetricValu
 from ...plugin import Context, Emit, PluginConfig, Source
 from . import jwt
 from . import monitor as m
-from .responses import Reports
+from .responses import Reports, load_json
 from .settings import LOGIN_URL, TOKENS_URL, Settings
 from .site import SITE_PATHS, Flow, Site
 
@@ -254,7 +254,7 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
             if isinstance(out.get(k), int | float) and out[k] < 0:  # type: ignore[operator]
                 out[k] = 0.0 if isinstance(out[k], float) else 0
         if site.relay is not None:
-            extra["relay"] = site.relay
+            out["relay_state"] = site.relay  # the IQ System Controller's (or Collar's) mains relay
         if site.grid_mode is not None:
             out["grid_mode"] = site.grid_mode
         if site.consumption_ct is not None:
@@ -333,12 +333,7 @@ def _derived_rows(like: list[dict[str, Any]], flow: Flow) -> list[dict[str, Any]
 
 
 def _json_list(text: str | None) -> list[dict[str, Any]]:
-    import json
-
-    try:
-        doc = json.loads(text) if text else None
-    except ValueError:
-        return []
+    doc = load_json(text)
     return [x for x in doc if isinstance(x, dict)] if isinstance(doc, list) else []
 
 
