@@ -151,3 +151,41 @@ def test_demo_part(tmp_path: Path) -> None:
             await part.stop()
 
     asyncio.run(go())
+
+
+def test_fixture_mode_serves_a_recorded_set() -> None:
+    d = REPO / "tests" / "data" / "enphase" / "8.3.5433_tot_is_net_cons"
+
+    async def go() -> None:
+        sim = await GatewaySimulator(Scenario(), fixture=d).start()
+        try:
+            assert sim.scenario.serial == "123456789012"  # the recorded <sn>
+            tok = sim.issue_token()
+            async with httpx.AsyncClient(verify=False, headers={"Authorization": f"Bearer {tok}"}) as c:
+                for path, name in (("/ivp/meters/readings", "ivp_meters_readings"), ("/production.json",
+                                   "production.json"), ("/info.xml", "info"), ("/api/v1/production/inverters",
+                                   "api_v1_production_inverters")):
+                    r = await c.get(sim.url + path)
+                    assert r.status_code == 200 and r.content == (d / name).read_bytes(), path
+                relay = (await c.get(sim.url + "/ivp/ensemble/relay")).json()
+                assert relay == json.loads((d / "ivp_ensemble_relay").read_text())
+                assert (await c.get(sim.url + "/ivp/livedata/status")).json()["meters"]["soc"] == 0  # no battery
+                assert (await c.get(sim.url + "/ivp/meters/reports")).status_code == 404  # not recorded
+                assert (await c.get(sim.url + "/not/a/path")).status_code == 404
+                sim.scenario.update({"grid": "off"})
+                assert (await c.get(sim.url + "/ivp/ensemble/relay")).json()["mains_oper_state"] == "open"
+                sim.scenario.update({"fail_all": "http503"})
+                assert (await c.get(sim.url + "/ivp/meters/readings")).status_code == 503
+                assert (await c.get(sim.url + "/ivp/ensemble/relay")).status_code == 503
+                assert (await c.get(sim.url + "/ivp/meters")).status_code == 503
+        finally:
+            await sim.stop()
+
+    asyncio.run(go())
+
+
+def test_fixture_option_errors(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "solarbridge.sources.enphase.simulator", "--fixture", str(tmp_path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and r.stderr == (f"simulate enphase: --fixture {tmp_path}: not a recorded gateway set "
+                                              "(no 'info' file in it)\n")

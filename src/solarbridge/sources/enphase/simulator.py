@@ -632,6 +632,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ScenarioError, OSError) as e:
         print(f"simulate enphase: {e}", file=sys.stderr)
         return 2
+    if args.fixture is not None and not (args.fixture / "info").is_file():
+        print(f"simulate enphase: --fixture {args.fixture}: not a recorded gateway set (no 'info' file in it)",
+              file=sys.stderr)
+        return 2
 
     from ...util.signals import StopSignals
 
@@ -641,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
             return await serve(stop)
 
     async def serve(stop: StopSignals) -> int:
-        sim = await GatewaySimulator(sc, args.host, args.port).start()
+        sim = await GatewaySimulator(sc, args.host, args.port, fixture=args.fixture).start()
         assert sim.cert_path is not None
         if args.cert:
             shutil.copyfile(sim.cert_path, args.cert)
