@@ -298,7 +298,8 @@ BASE_HOLDING_FULL: tuple[Block, ...] = ((0, 60), (60, 60), (120, 60))
 _EXT_HR: tuple[Block, ...] = ((180, 60), (240, 60), (300, 60))
 _3PH_IR: tuple[Block, ...] = ((240, 60), (1000, 60), (1060, 60), (1120, 60), (1180, 60), (1240, 60), (1300, 60),
                               (1360, 54))
-#: HR 1000-1124: the last block is 5 registers (the three-phase capture refuses HR 1120-1179)
+#: HR 1000-1124: the last block is 5 registers, as the three-phase capture reads it (the register map ends at
+#: HR 1124; whether a real unit answers HR 1125+ is not known)
 _3PH_HR: tuple[Block, ...] = ((180, 60), (240, 60), (1000, 60), (1060, 60), (1120, 5))
 
 

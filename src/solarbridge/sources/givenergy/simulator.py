@@ -85,8 +85,9 @@ SIM_BLOCKS: dict[str, tuple[frozenset[int], frozenset[int]]] = {
     "gen2": (_ranges((0, 59), (120, 239)), _ranges((0, 179))),
     # Hybrid HV Gen3: the single-phase banks plus IR 1000-1413 and HR 240-299, 1060-1124 (hybrid_hv_gen3_a)
     "hvgen3": (_ranges((0, 59), (180, 239), (1000, 1413)), _ranges((0, 299), (1060, 1124))),
-    # GIV-3HY-11: HR 1000-1124 (HR 1125+ refused), IR 1000-1413 (three_phase_hv_a)
-    "3ph": (_ranges((0, 299), (1000, 1413)), _ranges((0, 299), (1000, 1124))),
+    # GIV-3HY-11: IR 1000-1413 and HR 1000-1124 hold its data (three_phase_hv_a; the capture read HR 1120 with
+    # 5 registers, so whether HR 1125+ answer is unknown: the simulator answers up to HR 1179)
+    "3ph": (_ranges((0, 299), (1000, 1413)), _ranges((0, 299), (1000, 1179))),
     "ems": (_ranges((0, 59), (180, 239), (2040, 2099)), _ranges((0, 179), (2040, 2075))),
     "gateway": (_ranges((0, 59), (120, 239), (1600, 1959)), _ranges((0, 359))),
 }
