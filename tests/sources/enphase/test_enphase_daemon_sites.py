@@ -87,6 +87,7 @@ def test_split_phase_site_with_five_iq_batteries(tmp_path: Path) -> None:
     assert m["grid_import_energy_total_wh"] == 5855939.23 and m["grid_export_energy_total_wh"] == 4173334.272
     assert m["load_power_w"] == pytest.approx(7131.017 + 1749.504)
     assert m["battery_power_w"] == -7083.656  # the storage CT: charging
+    assert (m["grid_voltage_v"], m["grid_voltage_v_l1"], m["grid_frequency_hz"]) == (247.172, 123.482, 60.0)
     assert m["grid_mode"] == "multimode-ongrid" and m["generator_running"] is False and m["relay_state"] == "closed"
     assert m["consumption_ct"] == "net" and m["inverter_count"] == 35 and m["battery_count"] == 5
     assert 364 * 86400 < m["token_lifetime_s"] <= 365 * 86400

@@ -90,6 +90,10 @@ class Flow:
     export_wh: Number | None = None
     phases_w: list[Number | None] = field(default_factory=list)
     phases_wh: list[Number | None] = field(default_factory=list)
+    #: RMS voltage and frequency where the meter measures them (the cumulative row, then per phase)
+    voltage_v: Number | None = None
+    frequency_hz: Number | None = None
+    phases_v: list[Number | None] = field(default_factory=list)
     #: where the figures came from: "meter", "production.json", "api_v1_production", "inverters", "derived"
     origin: str = ""
 
@@ -166,7 +170,8 @@ def _meter_flows(docs: Mapping[str, Any]) -> dict[str, tuple[Flow, int]]:
         chans = _dicts(r.get("channels"))[:count] if count > 1 else []
         flow = Flow(_num(r.get("activePower")), _num(r.get("actEnergyDlvd")), _num(r.get("actEnergyRcvd")),
                     [_num(c.get("activePower")) for c in chans], [_num(c.get("actEnergyDlvd")) for c in chans],
-                    origin="meter")
+                    origin="meter", voltage_v=_num(r.get("voltage")), frequency_hz=_num(r.get("freq")),
+                    phases_v=[_num(c.get("voltage")) for c in chans])
         out[str(m.get("measurementType"))] = (flow, count)
     return out
 
@@ -175,10 +180,12 @@ def _eim(entries: object, kind: str) -> Flow | None:
     for e in _dicts(entries):
         if e.get("type") == "eim" and e.get("measurementType") == kind and (_num(e.get("activeCount")) or 0) > 0:
             lines = _dicts(e.get("lines"))
+            per_line = len(lines) > 1
             return Flow(_num(e.get("wNow")), _num(e.get("whLifetime")), None,
-                        [_num(x.get("wNow")) for x in lines] if len(lines) > 1 else [],
-                        [_num(x.get("whLifetime")) for x in lines] if len(lines) > 1 else [],
-                        origin="production.json")
+                        [_num(x.get("wNow")) for x in lines] if per_line else [],
+                        [_num(x.get("whLifetime")) for x in lines] if per_line else [],
+                        origin="production.json", voltage_v=_num(e.get("rmsVoltage")),
+                        phases_v=[_num(x.get("rmsVoltage")) for x in lines] if per_line else [])
     return None
 
 
@@ -189,7 +196,8 @@ def _add(a: Number | None, b: Number | None, sign: int = 1) -> Number | None:
 def _derive(base: Flow, other: Flow, sign: int) -> Flow:
     """base + sign * other, W and per phase (the lifetime counter is not derived)."""
     phases = [_add(x, y, sign) for x, y in zip(base.phases_w, other.phases_w, strict=False)]
-    return Flow(_add(base.watts, other.watts, sign), None, None, phases, [], origin="derived")
+    return Flow(_add(base.watts, other.watts, sign), None, None, phases, [], origin="derived",
+                voltage_v=base.voltage_v, frequency_hz=base.frequency_hz, phases_v=list(base.phases_v))
 
 
 def parse_site(docs: Mapping[str, str | bytes | None]) -> Site:

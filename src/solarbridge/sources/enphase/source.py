@@ -24,7 +24,7 @@ from ...model import EXTRA_METER_ROWS, EXTRA_PHASE_COUNT, DeviceInfo, MetricValu
 from ...plugin import Context, Emit, PluginConfig, Source
 from . import jwt
 from . import monitor as m
-from .responses import Reports, load_json
+from .responses import load_json
 from .settings import LOGIN_URL, TOKENS_URL, Settings
 from .site import SITE_PATHS, Flow, Site
 
@@ -115,6 +115,15 @@ FLOW_MAP = (
     MetricDesc("load_power_w", "load_w", resolution="0.001"),
     MetricDesc("load_energy_total_wh", "load_wh", resolution="0.001"),
     MetricDesc("battery_power_w", "storage_w", resolution="0.001"),
+    MetricDesc("grid_voltage_v", "grid_v", resolution="0.001"),
+    MetricDesc("grid_frequency_hz", "grid_hz", resolution="0.001"),
+)
+#: livedata's instantaneous powers (W, from its mW), used where no meter gave the figure
+LIVE_MAP = (
+    MetricDesc("pv_power_w", "pv", resolution="0.001"),
+    MetricDesc("battery_power_w", "storage", resolution="0.001"),
+    MetricDesc("grid_power_w", "grid", resolution="0.001"),
+    MetricDesc("load_power_w", "load", resolution="0.001"),
 )
 INVERTER_MAP = (
     MetricDesc("inverter_power_w", "lastReportWatts", resolution=1),
@@ -129,6 +138,33 @@ BATTERY_MAP = (
 )
 
 
+def _report_records(mon: m.Monitor) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """ivp/meters/reports (what enphase-monitor reads) as flat records for FLOW_MAP: (totals, per phase)."""
+    rec: dict[str, Any] = {}
+    phases: dict[str, dict[str, Any]] = {}
+    rep = mon.reports if not mon.s.disable_meters else None
+    if rep is None:
+        return rec, phases
+    three = mon.phase_count == 3
+    for name, rows in (("production", rep.production), ("grid", mon.net), ("load", mon.total)):
+        if rows:
+            rec[f"{name}_w"] = rows[0].real_w or 0.0
+            for n, row in enumerate(rows[1:4] if three else [], 1):
+                phases.setdefault(f"_l{n}", {})[f"{name}_w"] = row.real_w or 0.0
+    if mon.storage is not None:
+        rec["storage_w"] = mon.storage.real_w or 0.0
+    if mon.net:
+        rec["grid_v"], rec["grid_hz"] = mon.net[0].voltage_v or None, mon.net[0].frequency_hz or None
+        for n, row in enumerate(mon.net[1:4] if three else [], 1):
+            phases.setdefault(f"_l{n}", {})["grid_v"] = row.voltage_v or None
+    for key, field in (("production.whDlvdCum", "production_wh"), ("total-consumption.whDlvdCum", "load_wh"),
+                       ("net-consumption.whDlvdCum", "grid_import_wh"),
+                       ("net-consumption.whRcvdCum", "grid_export_wh")):
+        if key in rep.energy:
+            rec[field] = rep.energy[key]
+    return rec, phases
+
+
 def _site_records(site: Site) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The site's figures as flat records for the metric maps: (totals, per-phase records by suffix)."""
     rec: dict[str, Any] = {}
@@ -140,6 +176,12 @@ def _site_records(site: Site) -> tuple[dict[str, Any], dict[str, dict[str, Any]]
         rec[f"{name}_w"] = flow.watts
         for n, w in enumerate(flow.phases_w[:3], 1):
             phases.setdefault(f"_l{n}", {})[f"{name}_w"] = w
+    metered = site.grid if site.grid is not None and site.grid.origin != "derived" else site.load
+    if metered is not None:
+        rec["grid_v"] = metered.voltage_v or None
+        rec["grid_hz"] = metered.frequency_hz or None
+        for n, v in enumerate(metered.phases_v[:3], 1):
+            phases.setdefault(f"_l{n}", {})["grid_v"] = v or None
     if site.production is not None:
         rec["production_wh"] = site.production.lifetime_wh
     if site.grid is not None and site.grid.origin == "meter":
@@ -207,52 +249,22 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
         out.pop("battery_capacity_wh", None)
     if mon.reserve_pct is not None:
         out["battery_reserve_pct"] = mon.reserve_pct
-    rep: Reports | None = mon.reports if not mon.s.disable_meters else None
-    three = mon.phase_count == 3
-
-    def flow(metric: str, rws: list[Any] | None, clamp: bool = False) -> None:
-        if not rws:
-            return
-        v = rws[0].real_w or 0.0
-        out[metric] = max(v, 0.0) if clamp else v
-        if three:
-            for n, row in enumerate(rws[1:4], 1):
-                w = row.real_w or 0.0
-                out[f"{metric}_l{n}"] = max(w, 0.0) if clamp else w
-
-    if rep is not None:
-        flow("pv_power_w", rep.production, clamp=True)
-        flow("grid_power_w", mon.net)
-        flow("load_power_w", mon.total, clamp=True)
-        if mon.storage is not None:
-            out["battery_power_w"] = mon.storage.real_w or 0.0
-        if mon.net:
-            cum = mon.net[0]
-            if cum.voltage_v:
-                out["grid_voltage_v"] = cum.voltage_v
-            if cum.frequency_hz:
-                out["grid_frequency_hz"] = cum.frequency_hz
-            if three:
-                for n, row in enumerate(mon.net[1:4], 1):
-                    if row.voltage_v:
-                        out[f"grid_voltage_v_l{n}"] = row.voltage_v
-        for key, metric in (("production.whDlvdCum", "pv_energy_total_wh"),
-                            ("total-consumption.whDlvdCum", "load_energy_total_wh"),
-                            ("net-consumption.whDlvdCum", "grid_import_energy_total_wh"),
-                            ("net-consumption.whRcvdCum", "grid_export_energy_total_wh")):
-            if key in rep.energy:
-                out[metric] = rep.energy[key]
-    if site is not None:
-        rec, phases = _site_records(site)
-        found: dict[str, MetricValue] = apply(FLOW_MAP, rec)
+    found: dict[str, MetricValue] = {}
+    sources = [_report_records(mon)] + ([_site_records(site)] if site is not None else [])
+    for rec, phases in sources:  # the meter reports (enphase-monitor's source) win over the site model
+        for k, v in apply(FLOW_MAP, rec).items():
+            found.setdefault(k, v)
         for suffix, prec in phases.items():
             for k, v in apply(FLOW_MAP, prec).items():
-                found[k + suffix] = v
-        for k, v in found.items():
-            out.setdefault(k, v)  # the meter reports (enphase-monitor's source) win where both exist
-        for k in ("pv_power_w", "load_power_w"):
-            if isinstance(out.get(k), int | float) and out[k] < 0:  # type: ignore[operator]
-                out[k] = 0.0 if isinstance(out[k], float) else 0
+                found.setdefault(k + suffix, v)
+    if mon.live is not None:  # livedata fills what no meter gave (no CTs, DISABLE_METERS)
+        for k, v in apply(LIVE_MAP, mon.live.powers).items():
+            found.setdefault(k, v)
+    for k, v in found.items():
+        if k.startswith(("pv_power_w", "load_power_w")) and isinstance(v, int | float) and v < 0:
+            v = 0.0 if isinstance(v, float) else 0  # generation and consumption are >= 0
+        out[k] = v
+    if site is not None:
         if site.relay is not None:
             out["relay_state"] = site.relay  # the IQ System Controller's (or Collar's) mains relay
         if site.grid_mode is not None:
@@ -265,14 +277,6 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
                 out["generator_running"] = site.generator.oper_state in ("close", "closed")
         out["inverter_count"] = len(site.inverters)
         out["battery_count"] = len(site.batteries)
-    live = mon.live
-    if live is not None:
-        # livedata fills what the meter reports did not give (no CTs, DISABLE_METERS)
-        for key, metric in (("pv", "pv_power_w"), ("storage", "battery_power_w"), ("grid", "grid_power_w"),
-                            ("load", "load_power_w")):
-            if metric not in out and key in live.powers:
-                w = live.powers[key]
-                out[metric] = max(w, 0.0) if metric in ("pv_power_w", "load_power_w") else w
     soc, cap, load = out.get("battery_soc_pct"), out.get("battery_capacity_wh"), out.get("load_power_w")
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in (soc, cap, load)):
         reserve = mon.reserve_pct if mon.reserve_pct is not None else 10
