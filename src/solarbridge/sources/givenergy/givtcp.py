@@ -21,10 +21,23 @@ from typing import Any
 from ...metricmap import quantize
 from .controls import mode_name, mode_number
 from .model import Plant
-from .registers import hhmm
-from .tables import BATTERY_TYPES, CALIBRATION_STAGES
+from .registers import SINGLE_PHASE_CONTROL, SINGLE_PHASE_LIVE, Field, hhmm, registers_of
+from .tables import (
+    BATTERY_TYPES,
+    CALIBRATION_STAGES,
+    EMS_HOLDING_TABLE,
+    EMS_INPUT_TABLE,
+    GATEWAY_INPUT_TABLE,
+    THREE_PHASE_HOLDING_TABLE,
+    THREE_PHASE_INPUT_TABLE,
+)
 
 LAYOUTS = ("v1", "v3")
+#: the live data a family's power/energy output needs complete (the gateway's: its IR 1600-1657 summary)
+LIVE_TABLES: dict[str, tuple[Field, ...]] = {
+    "3ph": THREE_PHASE_INPUT_TABLE, "ems": EMS_INPUT_TABLE,
+    "gateway": tuple(f for f in GATEWAY_INPUT_TABLE if f.register < 1660),
+}
 #: nominal LiFePO4 cell voltage, for an HV stack's nominal capacity (cells x 3.2 V x Ah)
 CELL_NOMINAL_V = 3.2
 
@@ -403,13 +416,9 @@ def get_timeslots(plant: Plant) -> dict[str, Any]:
 def _has_live_data(plant: Plant) -> bool:
     fam = family(plant)
     ir = plant.input
-    if fam == "3ph":
-        return all(r in ir for r in range(1360, 1400)) and all(r in ir for r in range(1000, 1141))
-    if fam == "gateway":
-        return all(r in ir for r in range(1600, 1660))
-    if fam == "ems":
-        return all(r in ir for r in range(2040, 2076))
-    return all(r in ir for r in range(60)) and sum(1 for r in range(60) if ir[r] == 0) < 50
+    if fam in LIVE_TABLES:
+        return all(r in ir for r in registers_of(LIVE_TABLES[fam]))
+    return all(r in ir for r in SINGLE_PHASE_LIVE) and sum(1 for r in SINGLE_PHASE_LIVE if ir[r] == 0) < 50
 
 
 def get_combined_stats(plant: Plant, raw: bool = False) -> dict[str, Any]:
@@ -439,7 +448,6 @@ def get_combined_stats(plant: Plant, raw: bool = False) -> dict[str, Any]:
 
 
 def _details(plant: Plant) -> dict[str, Any]:
-    hr = plant.holding
     c = control_values(plant)
     hv = plant.holding_values()
     return {
@@ -448,7 +456,7 @@ def _details(plant: Plant) -> dict[str, Any]:
         "Battery Capacity kWh": battery_capacity_kwh(plant),
         "Invertor Serial Number": plant.serial,
         "Battery Serial Number": hv.get("first_battery_serial_number", ""),
-        "Modbus Version": f"{hr.get(34, 0) / 100:.2f}",
+        "Modbus Version": f"{hv.get('modbus_version', 0):.2f}",
         "Meter Type": "EM115" if hv.get("meter_type") == 1 else "EM418",
         "Invertor Type": plant.model.label,
         "Invertor Firmware": plant.firmware(),
@@ -460,9 +468,10 @@ def get_modes_and_times(plant: Plant, raw: bool = False) -> dict[str, Any]:
     hr = plant.holding
     fam = family(plant)
     if fam == "ems":
-        if not all(r in hr for r in range(2040, 2076)):
+        if not all(r in hr for r in registers_of(EMS_HOLDING_TABLE)):
             return {}
-    elif not all(r in hr for r in range(120)) or (fam == "3ph" and not all(r in hr for r in range(1078, 1125))):
+    elif not all(r in hr for r in SINGLE_PHASE_CONTROL) or (
+            fam == "3ph" and not all(r in hr for r in registers_of(THREE_PHASE_HOLDING_TABLE))):
         return {}
     c = control_values(plant)
     if fam == "ems":
@@ -571,7 +580,7 @@ def run_all_v3(plant: Plant, raw: bool = False, now: datetime | None = None) -> 
     serial = plant.serial or "unknown"
     details = _drop_none({
         "Invertor_Serial_Number": serial, "Invertor_Type": model.label, "Invertor_Firmware": plant.firmware(),
-        "Modbus_Version": f"{plant.holding.get(34, 0) / 100:.2f}",
+        "Modbus_Version": f"{v.get('modbus_version', 0):.2f}",
         "Meter_Type": "EM115" if v.get("meter_type") == 1 else "EM418",
         "Battery_Type": BATTERY_TYPES.get(c.get("battery_type"), "Unknown") if c.get("battery_type") is not None
         else None,

@@ -15,9 +15,12 @@ from typing import Any
 from .framing import FC_READ_HOLDING, FC_READ_INPUT, ReadResponse
 from .registers import (
     BATTERY_BLOCK,
+    BATTERY_FIELDS,
     BATTERY_TABLE,
     HOLDING_TABLE,
+    HR,
     INPUT_TABLE,
+    SINGLE_PHASE_LIVE,
     Field,
     ModelInfo,
     decode,
@@ -68,14 +71,15 @@ def is_garbage_block(values: tuple[int, ...]) -> bool:
 def battery_present(regs: dict[int, int]) -> bool:
     """An empty LV battery slot answers with an all-zero block, or stray cell values without a serial
     or cell count (seen at 0x34 in the hybrid capture); a real pack has a serial or a cell count and sum."""
-    if any(regs.get(r, 0) for r in range(110, 115)):
+    sn = BATTERY_FIELDS["serial_number"]
+    if any(regs.get(sn.register + i, 0) for i in range(sn.width)):
         return True
-    return bool(regs.get(80, 0) and regs.get(97, 0))
+    return bool(regs.get(BATTERY_FIELDS["v_cells_sum"].register, 0) and regs.get(BATTERY_FIELDS["num_cells"].register, 0))
 
 
 def hv_present(regs: dict[int, int]) -> bool:
-    """An HV BCU/BMU is there when its IR 60-119 block is not all zero (the fact sheet gives no layout)."""
-    return any(regs.get(r, 0) for r in range(60, 120))
+    """An HV BCU/BMU is there when its first block (IR 60-119) is not all zero."""
+    return any(regs.get(r, 0) for r in range(BATTERY_BLOCK, BATTERY_BLOCK + 60))
 
 
 @dataclass
@@ -123,7 +127,12 @@ class Plant:
     @property
     def three_phase(self) -> bool:
         """The model keeps its live data and controls in the 1000-range banks (IR 1000-1413, HR 1000-1124)."""
-        return f"{self.holding.get(0, 0):04x}"[:2] in THREE_PHASE_PREFIXES
+        return f"{self.holding.get(HR['device_type_code'], 0):04x}"[:2] in THREE_PHASE_PREFIXES
+
+    @property
+    def has_single_phase_live(self) -> bool:
+        """Some of the single-phase live registers (IR 0-59) were read."""
+        return any(r in self.input for r in SINGLE_PHASE_LIVE)
 
     def holding_values(self) -> dict[str, Any]:
         return decode(HOLDING_TABLE, self.holding)
@@ -155,7 +164,7 @@ class Plant:
             charge, discharge = SLOTS_EMS
         elif self.three_phase:
             charge, discharge = SLOTS_THREE_PHASE
-        elif any(r in self.holding for r in range(246, 299)):
+        elif any(r in self.holding for pair in SLOTS_EXTENDED[0][2:] for r in pair):
             charge, discharge = SLOTS_EXTENDED
         else:
             charge, discharge = SLOTS_SINGLE_PHASE
@@ -235,15 +244,16 @@ class Plant:
     @property
     def serial(self) -> str:
         hr = self.holding
-        if all(r in hr for r in range(13, 18)):
-            s = decode_field(Field("serial_number", 13, "str"), hr)
+        field = Field("serial_number", HR["serial_number"], "str")
+        if all(r in hr for r in range(field.register, field.register + field.width)):
+            s = decode_field(field, hr)
             if s and s.isprintable():
                 return s
         return self.envelope_serial
 
     @property
     def model(self) -> ModelInfo:
-        return identify(self.holding.get(0, 0), self.holding.get(21, 0))
+        return identify(self.holding.get(HR["device_type_code"], 0), self.holding.get(HR["arm_firmware_version"], 0))
 
     @property
     def battery_nominal_v(self) -> float:
@@ -256,11 +266,12 @@ class Plant:
         bcus = [b for b in self.bcu_values() if b.get("battery_nominal_capacity_ah") and b.get("battery_voltage")]
         if bcus:
             return round(sum(b["battery_nominal_capacity_ah"] * b["battery_voltage"] for b in bcus) / 1000, 2)
-        return round(self.holding.get(55, 0) * self.battery_nominal_v / 1000, 2)
+        return round(self.holding.get(HR["battery_capacity_ah"], 0) * self.battery_nominal_v / 1000, 2)
 
     def firmware(self) -> str:
         """``D0.<DSP>-A0.<ARM>`` (HR19/HR21; three-phase models: IR1325/IR1327)."""
         v = self.values() if self.three_phase else {}
         if v.get("ac_dsp_firmware_version") and v.get("tph_arm_firmware_version"):
             return f"D0.{v['ac_dsp_firmware_version']}-A0.{v['tph_arm_firmware_version']}"
-        return f"D0.{self.holding.get(19, 0)}-A0.{self.holding.get(21, 0)}"
+        hr = self.holding
+        return f"D0.{hr.get(HR['dsp_firmware_version'], 0)}-A0.{hr.get(HR['arm_firmware_version'], 0)}"

@@ -160,7 +160,7 @@ def record(plant: Plant) -> dict[str, Any]:
     """The inverter's fields plus the plant-level figures, flat, for :data:`PLANT_MAP` and the family map."""
     rec: dict[str, Any] = dict(plant.values())
     fam = family(plant)
-    live = bool(plant.input) and (fam != "single" or any(r in plant.input for r in range(60)))
+    live = bool(plant.input) and (fam != "single" or plant.has_single_phase_live)
     if live:
         p = power_values(plant)
         rec.update({k: p[k] for k in ("pv", "grid", "battery", "load", "inverter", "eps")})
@@ -216,7 +216,7 @@ def metrics(plant: Plant) -> dict[str, MetricValue]:
     m: dict[str, MetricValue] = {}
     apply(PLANT_MAP, rec, into=m)
     fam = family(plant)
-    if fam == "single" and any(r in plant.input for r in range(60)):
+    if fam == "single" and plant.has_single_phase_live:
         apply(SINGLE_PHASE_MAP, rec, into=m)
     elif fam == "3ph":
         apply(THREE_PHASE_MAP, rec, into=m)

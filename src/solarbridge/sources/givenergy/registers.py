@@ -346,3 +346,18 @@ def family_blocks(device_type_code: int, arm_firmware: int) -> FamilyBlocks:
 
 #: register number of every named holding register of the single-phase table (what controls.py writes)
 HR: dict[str, int] = {f.name: f.register for f in HOLDING_TABLE}
+#: register number of every named input register of the single-phase table
+IR: dict[str, int] = {f.name: f.register for f in INPUT_TABLE}
+#: the fields of the LV battery table, by name
+BATTERY_FIELDS: dict[str, Field] = {f.name: f for f in BATTERY_TABLE}
+
+
+def registers_of(table: tuple[Field, ...], below: int | None = None) -> frozenset[int]:
+    """Every register the fields of ``table`` read (only those below ``below`` if given)."""
+    regs = {f.register + i for f in table for i in range(f.width)}
+    return frozenset(r for r in regs if below is None or r < below)
+
+
+#: the single-phase live data (IR 0-59) and control/config (HR 0-119) a GivTCP output needs complete
+SINGLE_PHASE_LIVE = registers_of(INPUT_TABLE, below=60)
+SINGLE_PHASE_CONTROL = registers_of(HOLDING_TABLE, below=120)
