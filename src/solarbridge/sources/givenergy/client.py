@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -356,21 +357,42 @@ class GivEnergyClient:
         self.hv_blocks = tuple(blocks)
         return tuple(found)
 
-    async def refresh(self, full: bool = False, plan: PollPlan | None = None) -> Plant:
-        """Read the live blocks (and the holding blocks of the plan on a full refresh) into :attr:`plant`."""
+    async def refresh(self, full: bool = False, plan: PollPlan | None = None,
+                      due: Callable[[str], bool] | None = None) -> Plant:
+        """Read the live blocks (and the holding blocks of the plan on a full refresh) into :attr:`plant`.
+
+        ``due(key)`` (keys ``IR<base>``, ``HR<base>``, ``battery``, ``hv``) can leave blocks out of this
+        refresh: the source's poll profile reads slow-changing blocks less often than live ones.
+        """
         if self.battery_count is None or self.plan is None:
             await self.detect()
         plan = plan or self.plan or PollPlan()
         address = plan.read_address if self.pinned_read_address is None else self.pinned_read_address
+        want = due or (lambda _key: True)
         for base, count in plan.input_blocks:
-            await self.read(FC_READ_INPUT, base, count, device=address)
+            if want(f"IR{base}"):
+                await self.read(FC_READ_INPUT, base, count, device=address)
         for base, count in plan.holding_full if full else plan.holding_fast:
-            await self.read(FC_READ_HOLDING, base, count, device=address)
-        for n in range(self.battery_count or 0):
-            await self.read(FC_READ_INPUT, 60, device=FIRST_BATTERY_ADDRESS + n)
-        for addr, base in self.hv_blocks:
-            await self.read(FC_READ_INPUT, base, device=addr)
+            if want(f"HR{base}"):
+                await self.read(FC_READ_HOLDING, base, count, device=address)
+        if self.battery_count and want("battery"):
+            for n in range(self.battery_count):
+                await self.read(FC_READ_INPUT, 60, device=FIRST_BATTERY_ADDRESS + n)
+        if self.hv_blocks and want("hv"):
+            for addr, base in self.hv_blocks:
+                await self.read(FC_READ_INPUT, base, device=addr)
         return self.plant
+
+    def block_keys(self, full: bool = True) -> list[str]:
+        """The keys :meth:`refresh` asks ``due`` about with the current plan."""
+        plan = self.plan or PollPlan()
+        keys = [f"IR{b}" for b, _ in plan.input_blocks]
+        keys += [f"HR{b}" for b, _ in (plan.holding_full if full else plan.holding_fast)]
+        if self.battery_count:
+            keys.append("battery")
+        if self.hv_blocks:
+            keys.append("hv")
+        return keys
 
     async def execute(self, plan: WritePlan) -> None:
         """Write each register of a validated plan, then read back and compare; mismatch = error."""

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...model import ControlError, ControlRequest, ControlResult, DeviceInfo, Reading, utcnow
 from ...plugin import Context, Emit, PluginConfig, Source
@@ -57,7 +58,28 @@ class GivEnergyConfig(PluginConfig):
                                      "model, 0x31 for Gen1 hybrid and AC, else 0x11)")
     layout: Literal["v1", "v3"] = Field("v1", description="GivTCP key names in extra['givtcp']")
     print_raw: bool = Field(False, description="add raw registers to the output (GivTCP PRINT_RAW)")
+    poll_profile: Literal["full", "lite"] = Field(
+        "full", description="full: every block each poll, the holding blocks every full_refresh_interval; lite: the "
+        "live (input) blocks each poll, the configuration (holding) blocks every config_interval and the battery "
+        "units every battery_interval, for dongles that struggle")
+    config_interval: float = Field(300.0, gt=0, le=86400, description="lite: seconds between reads of the "
+                                   "configuration (holding) blocks")
+    battery_interval: float = Field(60.0, gt=0, le=86400, description="lite: seconds between reads of the battery "
+                                    "units (LV packs, HV BCU/BMUs)")
+    block_intervals: dict[str, float] = Field(
+        default_factory=dict, description='seconds between reads of single blocks, overriding the profile, e.g. '
+        '{ IR240 = 60, HR180 = 3600, battery = 120 } (keys IR<base>, HR<base>, battery, hv)')
     allow_reboot: bool = Field(False, description="offer the rebootInverter control (refused unless true)")
+
+    @field_validator("block_intervals")
+    @classmethod
+    def _check_block_intervals(cls, v: dict[str, float]) -> dict[str, float]:
+        for key, seconds in v.items():
+            if not re.fullmatch(r"(IR|HR)\d{1,4}|battery|hv", key):
+                raise ValueError(f"block_intervals: {key!r} is not a block (IR<base>, HR<base>, battery or hv)")
+            if not 0 < seconds <= 86400:
+                raise ValueError(f"block_intervals.{key}: must be more than 0 and at most 86400 s (got {seconds:g})")
+        return v
     reconnect_initial: float = Field(1.0, gt=0, le=60)
     reconnect_cap: float = Field(60.0, gt=0, le=3600)
 
@@ -72,6 +94,9 @@ class GivEnergySource(Source):
                                       log=ctx.log)
         self._emit: Emit | None = None
         self._last_full = 0.0
+        self._last_read: dict[str, float] = {}  # block key -> monotonic time of its last read
+        #: the clock of the poll schedule (a bench runs it faster than real time)
+        self.monotonic: Callable[[], float] = time.monotonic
         self._control_lock = asyncio.Lock()
         self.saved_reserve = 4
         #: running timed controls: kind -> {"until": epoch s, "minutes": n, "restore": {register: value}}
@@ -160,13 +185,38 @@ class GivEnergySource(Source):
             self.on_reading(reading)
         return reading
 
+    def block_interval(self, key: str) -> float:
+        """Seconds between reads of one block under the poll profile and ``block_intervals``."""
+        cfg = self.config
+        if key in cfg.block_intervals:
+            return cfg.block_intervals[key]
+        if key.startswith("IR"):
+            return cfg.poll_interval
+        if cfg.poll_profile == "lite":
+            return cfg.config_interval if key.startswith("HR") else cfg.battery_interval
+        if key == "HR0" or key in ("battery", "hv"):
+            return cfg.poll_interval
+        return cfg.full_refresh_interval
+
+    def _due(self, key: str) -> bool:
+        now = self.monotonic()
+        last = self._last_read.get(key)
+        # a little slack: a block due "now" on a fixed cadence must not slip a whole poll
+        if last is not None and now - last < self.block_interval(key) - 0.05 * self.config.poll_interval:
+            return False
+        self._last_read[key] = now
+        return True
+
     async def poll_once(self, full: bool | None = None) -> Reading:
-        now = time.monotonic()
-        if full is None:
-            full = now - self._last_full >= self.config.full_refresh_interval
-        await self.client.refresh(full=full)
-        if full:
-            self._last_full = now
+        now = self.monotonic()
+        if full is not None or (self.config.poll_profile == "full" and not self.config.block_intervals):
+            if full is None:
+                full = now - self._last_full >= self.config.full_refresh_interval
+            await self.client.refresh(full=full)
+            if full:
+                self._last_full = now
+        else:  # every block on its own interval
+            await self.client.refresh(full=True, due=self._due)
         self._remember_reserve()
         self.ctx.health.ok()
         return self._publish()
@@ -183,6 +233,12 @@ class GivEnergySource(Source):
                     await self.client.connect()
                     await self.client.detect(cfg.batteries)
                     self._last_full = 0.0
+                    self._last_read.clear()  # after a (re)connect every block is read once
+                    unknown = sorted(set(cfg.block_intervals) - set(self.client.block_keys()))
+                    if unknown:
+                        log.warning("givenergy %s: block_intervals %s: no such block in this %s's poll plan (it "
+                                    "reads %s)", self.ctx.name, ", ".join(unknown), self.client.plant.model.label,
+                                    ", ".join(self.client.block_keys()))
                     plan = self.client.plan
                     log.info("connected to %s:%s, inverter %s (%s), polling at 0x%02x", cfg.host, cfg.port,
                              self.client.plant.serial, self.client.plant.model.label, self.client.read_address)
