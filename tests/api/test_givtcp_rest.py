@@ -254,3 +254,45 @@ def test_daemon_api_serves_givtcp_routes_from_a_real_supervisor(tmp_path: Path) 
             finally:
                 await sup.stop()
     run(go(), timeout=60)
+
+
+def test_shared_backend_serves_several_inverters_by_number_and_serial(tmp_path: Path) -> None:
+    """INVERTOR_IP lists two dongles: one source each; /1/, /2/ and /<serial>/ address them, controls too."""
+    from fastapi import FastAPI
+
+    from solarbridge.api.givtcp import SharedBackend, build_router
+    from solarbridge.sources.givenergy.settings import load_settings
+    from solarbridge.sources.givenergy.simulator import DongleSimulator, SimInverter
+
+    async def go() -> None:
+        sims = [DongleSimulator(SimInverter(m, 1, serial=f"SA0000G00{i}"), "127.0.0.1", 0)
+                for i, m in ((1, "hybrid"), (2, "ac"))]
+        for s in sims:
+            await s.start()
+        settings = load_settings(env={"INVERTOR_IP": ",".join(f"127.0.0.1:{s.port}" for s in sims),
+                                      "SELF_RUN_LOOP_TIMER": "0.2"})
+        backend = SharedBackend(settings, tmp_path)
+        await backend.start()
+        app = FastAPI()
+        app.include_router(build_router(backend))
+        try:
+            await async_wait_for(lambda: all(backend.snapshot(i) for i in (0, 1)), timeout=15, what="both inverters")
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                assert (await c.get("/getInverters")).json() == [{"number": 1, "serial": "SA0000G001"},
+                                                                 {"number": 2, "serial": "SA0000G002"}]
+                for prefix, serial in (("", "SA0000G001"), ("/1", "SA0000G001"), ("/2", "SA0000G002"),
+                                       ("/SA0000G002", "SA0000G002")):
+                    r = await c.get(f"{prefix}/getModesandTimes")
+                    assert r.json()["Invertor Details"]["Invertor Serial Number"] == serial, prefix
+                r = await c.post("/SA0000G002/setBatteryReserve", json={"dischargeToPercent": "23"})
+                assert r.status_code == 200 and r.json()["value"]["battery_soc_reserve"] == 23
+                assert sims[1].inverter.holding[110] == 23 and sims[0].inverter.write_log == []
+                assert (await c.get("/3/runAll")).status_code == 404
+                assert (await c.post("/SA9999G999/setChargeTarget", json={"chargeToPercent": 50})).status_code == 404
+            # each inverter's own state file (saved reserve, timed controls)
+            assert (tmp_path / "givenergy-givtcp2.json").exists()
+        finally:
+            await backend.stop()
+            for s in sims:
+                await s.stop()
+    run(go(), timeout=60)

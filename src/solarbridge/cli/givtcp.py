@@ -202,6 +202,7 @@ def _read_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("function", nargs="?", default="runAll", choices=READ_FUNCTIONS)
     p.add_argument("--layout", choices=("v1", "v3"), help="GivTCP key names (default v1, or GIVTCP_LAYOUT)")
     p.add_argument("--raw", action="store_true", help="add raw registers (as PRINT_RAW)")
+    p.add_argument("--inverter", type=int, default=1, help="which of INVERTOR_IP's inverters (1-based)")
     _common(p)
     p.set_defaults(prog=prog)
     return p
@@ -213,6 +214,7 @@ def _write_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("payload", nargs="?", default=None,
                    help="JSON payload, e.g. '{\"chargeToPercent\":\"50\"}' (or a bare value)")
     p.add_argument("--allow-reboot", action="store_true", help="allow rebootInverter (refused without it)")
+    p.add_argument("--inverter", type=int, default=1, help="which of INVERTOR_IP's inverters (1-based)")
     _common(p)
     p.set_defaults(prog=prog)
     return p
