@@ -394,6 +394,22 @@ class GivEnergyClient:
             keys.append("hv")
         return keys
 
+    def holding_blocks_for(self, registers: Any) -> list[Block]:
+        """The poll plan's holding blocks that hold ``registers`` (a unit may refuse any other block shape,
+        e.g. three-phase HR 1000/1060/1120); 60-register blocks from a multiple of 60 where no block of
+        the plan has a register."""
+        blocks = list((self.plan or PollPlan()).holding_full)
+        out: set[Block] = set()
+        for r in registers:
+            block = next(((b, n) for b, n in blocks if b <= r < b + n), None)
+            out.add(block or (r // 60 * 60, 60))
+        return sorted(out)
+
+    async def read_holding(self, registers: Any) -> None:
+        """Read the holding blocks that hold ``registers`` again (at the write address), into the plant."""
+        for base, count in self.holding_blocks_for(registers):
+            await self.read(FC_READ_HOLDING, base, count, device=self.write_address)
+
     async def execute(self, plan: WritePlan) -> None:
         """Write each register of a validated plan, then read back and compare; mismatch = error."""
         for reg, val in plan.writes:
@@ -404,8 +420,7 @@ class GivEnergyClient:
             except InverterRefused as e:
                 raise ControlError(f"{plan.command}: {e}", field_name=register_name(reg), status=502) from None
         expected = {r: v for r, v in plan.writes if r not in plan.unverified}
-        for base in sorted({r // 60 * 60 for r in expected}):
-            await self.read(FC_READ_HOLDING, base, device=self.write_address)
+        await self.read_holding(expected)
         wrong = {r: self.plant.holding.get(r) for r, v in expected.items() if self.plant.holding.get(r) != v}
         if wrong:
             detail = ", ".join(f"{register_name(r)} reads {v}, expected {expected[r]}" for r, v in wrong.items())

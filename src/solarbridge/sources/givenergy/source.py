@@ -39,7 +39,6 @@ from .controls import (
     restore_plan,
 )
 from .controls import plan as make_plan
-from .framing import FC_READ_HOLDING
 from .readings import DEVICE_TYPE, build_reading, device_info
 
 REGISTER_NUMBERS = {name: r for r, name in REGISTER_NAMES.items()}
@@ -322,8 +321,7 @@ class GivEnergySource(Source):
 
     async def _read_registers(self, registers: Any) -> dict[int, int]:
         """Fresh values of holding registers (their 60-register blocks are read now)."""
-        for base in sorted({r // 60 * 60 for r in registers}):
-            await self.client.read(FC_READ_HOLDING, base, device=self.client.write_address)
+        await self.client.read_holding(registers)
         hr = self.client.plant.holding
         missing = [r for r in registers if r not in hr]
         if missing:
