@@ -64,7 +64,7 @@ def family(plant: Plant) -> str:
 
 
 def _sum(*vals: Any) -> Any:
-    return None if any(v is None for v in vals) else quantize(sum(vals))
+    return None if any(v is None for v in vals) else round(sum(vals), 3)
 
 
 # --------------------------------------------------------------------------- derived values
@@ -78,12 +78,12 @@ def _flows(pv: float, load: float, imp: float, exp: float, charge: float, discha
     g2b = max(charge - max(pv - load, 0), 0) if imp > 0 else 0
     g2h = max(imp - charge, 0) if imp > 0 else 0
     b2g = max(discharge - b2h, 0) if exp > 0 else 0
-    return {k: quantize(v) for k, v in (("Solar to House", s2h), ("Solar to Battery", s2b), ("Solar to Grid", s2g),
+    return {k: round(v, 1) for k, v in (("Solar to House", s2h), ("Solar to Battery", s2b), ("Solar to Grid", s2g),
                                        ("Battery to House", b2h), ("Grid to Battery", g2b), ("Grid to House", g2h),
                                        ("Battery to Grid", b2g))}
 
 
-def power_values(plant: Plant) -> dict[str, Any]:
+def _power_values(plant: Plant) -> dict[str, Any]:
     """The power figures of the plant, by family (None where a validity gate drops them).
 
     ``grid`` is GivTCP's sign (+ export), ``battery`` + discharge; ``soc`` is the inverter's (three-phase:
@@ -164,10 +164,11 @@ def phase_values(plant: Plant) -> dict[str, dict[str, Any]]:
 def _energy_ok(v: float | None, limit: float) -> float | None:
     if v is None or v < 0 or v >= limit:
         return None
-    return quantize(v, "0.1")
+    r = round(v, 1)  # the registers count 0.1 kWh
+    return int(r) if r == int(r) else r
 
 
-def energy_values(plant: Plant) -> dict[str, dict[str, float | None]]:
+def _energy_values(plant: Plant) -> dict[str, dict[str, float | None]]:
     fam = family(plant)
     v = plant.values()
     if fam == "3ph":
@@ -232,7 +233,7 @@ def energy_values(plant: Plant) -> dict[str, dict[str, float | None]]:
     }
 
 
-def control_values(plant: Plant) -> dict[str, Any]:
+def _control_values(plant: Plant) -> dict[str, Any]:
     """The control state, by family: three-phase models keep target SOC (HR1111), reserve (HR1109),
     cutoff (HR1078) and battery type (HR1080) in their own bank; the eco / enable flags stay HR27/59/96/20."""
     v = plant.values()
@@ -277,6 +278,21 @@ def slot_values(plant: Plant) -> list[tuple[str, int, tuple[int, int] | None, tu
             if a in hr and b in hr:
                 out.append((kind, n, hhmm(hr[a]), hhmm(hr[b])))
     return out
+
+
+def power_values(plant: Plant) -> dict[str, Any]:
+    """The power figures of the plant, by family (see :func:`_power_values`); cached until the registers change."""
+    return plant._cached("power", lambda: _power_values(plant))  # type: ignore[no-any-return]
+
+
+def energy_values(plant: Plant) -> dict[str, dict[str, float | None]]:
+    """Energy today / total by GivTCP name, by family; cached until the registers change."""
+    return plant._cached("energy", lambda: _energy_values(plant))  # type: ignore[no-any-return]
+
+
+def control_values(plant: Plant) -> dict[str, Any]:
+    """The control state, by family (see :func:`_control_values`); cached until the registers change."""
+    return plant._cached("control", lambda: _control_values(plant))  # type: ignore[no-any-return]
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

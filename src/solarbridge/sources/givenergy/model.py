@@ -96,6 +96,7 @@ class Plant:
     #: device addresses whose IR/HR replies describe this inverter
     inverter_addresses: frozenset[int] = frozenset({0x11, 0x31, 0x32})
     version: int = 0  # bumped on each change, for caches
+    _memo: dict[str, tuple[Any, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def apply(self, resp: ReadResponse) -> bool:
         """Store a read reply's registers; False if it is not for this plant or is garbage."""
@@ -124,6 +125,21 @@ class Plant:
 
     # ------------------------------------------------------------------ decoded views
 
+    def _fingerprint(self) -> tuple[int, ...]:
+        # replies bump ``version``; code that writes the banks directly must bump it too
+        return (self.version, len(self.input), len(self.holding), len(self.hv), len(self.meters), len(self.batteries),
+                sum(len(r) for r in self.hv.values()))
+
+    def _cached(self, name: str, compute: Any) -> Any:
+        """``compute()``, remembered until the registers change (one reading asks for a view many times)."""
+        key = self._fingerprint()
+        hit = self._memo.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        value = compute()
+        self._memo[name] = (key, value)
+        return value
+
     @property
     def three_phase(self) -> bool:
         """The model keeps its live data and controls in the 1000-range banks (IR 1000-1413, HR 1000-1124)."""
@@ -141,6 +157,9 @@ class Plant:
         return decode(INPUT_TABLE, self.input)
 
     def values(self) -> dict[str, Any]:
+        return self._cached('values', self._values)  # type: ignore[no-any-return]
+
+    def _values(self) -> dict[str, Any]:
         """The inverter's decoded fields, by the layout of its model: single-phase IR 0-59/180-183 and
         HR 0-359, overlaid on three-phase models by the IR 1000-1413 and HR 1000-1124 fields (same names
         where the meaning is the same, e.g. ``battery_soc``, ``charge_target_soc``, the slots)."""
@@ -171,6 +190,9 @@ class Plant:
         return {"charge": list(charge), "discharge": list(discharge)}
 
     def battery_values(self) -> list[dict[str, Any]]:
+        return self._cached('battery_values', self._battery_values)  # type: ignore[no-any-return]
+
+    def _battery_values(self) -> list[dict[str, Any]]:
         """Decoded present LV batteries, in address order."""
         out = []
         for idx in sorted(self.batteries):
@@ -183,6 +205,9 @@ class Plant:
         return out
 
     def hv_modules(self) -> dict[str, list[int]]:
+        return self._cached('hv_modules', self._hv_modules)  # type: ignore[no-any-return]
+
+    def _hv_modules(self) -> dict[str, list[int]]:
         """Present HV units by kind: {"bcu": [0x70, ...], "bmu": [0x50, ...]} (device addresses)."""
         out: dict[str, list[int]] = {"bcu": [], "bmu": []}
         for addr in sorted(self.hv):
@@ -191,6 +216,9 @@ class Plant:
         return out
 
     def bcu_values(self) -> list[dict[str, Any]]:
+        return self._cached('bcu_values', self._bcu_values)  # type: ignore[no-any-return]
+
+    def _bcu_values(self) -> list[dict[str, Any]]:
         """Each present HV BCU (stack controller), decoded, with its ``address`` and ``index``."""
         out = []
         for n, addr in enumerate(self.hv_modules()["bcu"]):
@@ -200,6 +228,9 @@ class Plant:
         return out
 
     def bmu_values(self) -> list[dict[str, Any]]:
+        return self._cached('bmu_values', self._bmu_values)  # type: ignore[no-any-return]
+
+    def _bmu_values(self) -> list[dict[str, Any]]:
         """Each present HV battery module, decoded (24 cell voltages and temperatures, serial)."""
         out = []
         for n, addr in enumerate(self.hv_modules()["bmu"]):
@@ -219,6 +250,9 @@ class Plant:
         return out
 
     def ems_values(self) -> dict[str, Any]:
+        return self._cached('ems_values', self._ems_values)  # type: ignore[no-any-return]
+
+    def _ems_values(self) -> dict[str, Any]:
         """EMS plant summary (IR 2040-2094) and controls (HR 2040-2075); empty on other models."""
         if self.model.key != "ems":
             return {}
@@ -227,12 +261,18 @@ class Plant:
         return out
 
     def gateway_values(self) -> dict[str, Any]:
+        return self._cached('gateway_values', self._gateway_values)  # type: ignore[no-any-return]
+
+    def _gateway_values(self) -> dict[str, Any]:
         """Gateway aggregates and per-AIO figures (IR 1600-1859); empty on other models."""
         if self.model.key != "gateway":
             return {}
         return decode(GATEWAY_INPUT_TABLE, self.input)
 
     def meter_values(self) -> dict[int, dict[str, Any]]:
+        return self._cached('meter_values', self._meter_values)  # type: ignore[no-any-return]
+
+    def _meter_values(self) -> dict[int, dict[str, Any]]:
         """External meters that answered (device address -> decoded IR 60-88); a zero voltage = absent."""
         out = {}
         for addr in sorted(self.meters):
