@@ -56,6 +56,8 @@ def test_quantize_known_noise() -> None:
     assert repr(quantize(58.400000000000006)) == "58.4"
     assert repr(quantize(938.1662499999999)) == "938.16625"
     assert quantize(1234.6, 1) == 1235 and isinstance(quantize(1234.6, 1), int)
+    # a fractional resolution keeps the float type when the value happens to be whole
+    assert repr(quantize(230.04, "0.1")) == "230.0" and repr(quantize(0, "0.01")) == "0.0"
     assert quantize(float("nan")) != quantize(float("nan"))  # NaN passes through
     assert quantize(True) is True
 

@@ -99,7 +99,9 @@ def quantize(value: float | int, resolution: Number | None = None) -> float | in
     res = _fraction(resolution)
     steps = round(Fraction(value) / res) if isinstance(value, int) else round(value / float(res))
     exact = steps * res
-    if exact.denominator == 1:
+    if res.denominator == 1:
+        # a whole resolution gives an int; a fractional one always a float, also for 230.0: one metric
+        # must keep one type (InfluxDB refuses an integer into a float field)
         return int(exact)
     return round(float(exact), decimals_of(res))
 

@@ -36,11 +36,11 @@ def identify(payload: bytes | bytearray | memoryview) -> int | None:
     return None
 
 
-def _compile(layout: int) -> tuple[struct.Struct, tuple[tuple[str, int, int, float, float], ...]]:
+def _compile(layout: int) -> tuple[struct.Struct, tuple[tuple[str, int, int, int, int], ...]]:
     rows = []
     for f in FIELDS:
         lo, hi = f.offsets(layout)
-        rows.append((f.id, lo // 2, -1 if hi is None else hi // 2, f.scale, f.bias))
+        rows.append((f.id, lo // 2, -1 if hi is None else hi // 2, f.divisor, f.raw_bias))
     return struct.Struct(f">{layout // 2}h"), tuple(rows)
 
 
@@ -58,12 +58,13 @@ def decode(payload: bytes | bytearray | memoryview, layout: int | None = None) -
     st, rows = _PLANS[found]
     words = st.unpack_from(payload)
     values: dict[str, float] = {}
-    for id_, lo, hi, scale, bias in rows:
+    for id_, lo, hi, divisor, bias in rows:
         raw = words[lo]
         if hi >= 0:
             # 32-bit counter, low word first; signed at the combined width
             raw = (raw & 0xFFFF) | (words[hi] << 16)
-        values[id_] = raw * scale + bias
+        # int / int is correctly rounded: 2122 / 10 is 212.2, where 2122 * 0.1 is 212.20000000000002
+        values[id_] = (raw + bias) / divisor
     values["pv_power"] = values[PV_STRINGS[0]] + values[PV_STRINGS[1]] + values[PV_STRINGS[2]]
     raw_serial = bytes(payload[SERIAL_SLICE])
     try:

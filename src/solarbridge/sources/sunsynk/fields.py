@@ -3,9 +3,13 @@
 Each row gives the byte offset of a big-endian 16-bit word in the TCP payload for both known layouts
 (292-byte reports from older dongle firmware, 302-byte reports from newer firmware), an optional second
 offset holding the high word of a 32-bit counter (combined low word first), the scale and bias
-(value = raw * scale + bias, computed in float exactly as the original does), the unit and the original
-tool's id, group and name (MQTT unique ids and InfluxDB tags are built from those, so dashboards keep
-working). ``metric`` is the canonical solarbridge metric name with its own scale to SI units.
+(value = raw * scale + bias), the unit and the original tool's id, group and name (MQTT unique ids and
+InfluxDB tags are built from those, so dashboards keep working). ``metric`` is the canonical solarbridge
+metric name with its own scale to SI units (:data:`METRIC_MAP`).
+
+Values are computed as a division of integers, ``(raw + bias / scale) / (1 / scale)``, so each is the
+decimal the device measured at its resolution (2122 -> 212.2 kWh; the original's float product was
+212.20000000000002).
 
 Facts from the original tool's field table (sunsniff ``fields.csv``) and the Sunsynk register map; every
 value is read as signed at its combined width.
@@ -14,6 +18,8 @@ value is read as signed at its combined width.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ...metricmap import MetricDesc
 
 LAYOUTS: tuple[int, ...] = (292, 302)
 MAGIC = 0xA5
@@ -37,6 +43,20 @@ class Field:
     metric: str = ""
     #: factor from the field's unit to the metric's unit (kWh -> Wh)
     metric_factor: float = 1.0
+
+    @property
+    def divisor(self) -> int:
+        """``1 / scale`` as an integer (10 for 0.1): values are ``(raw + raw_bias) / divisor``."""
+        d = round(1 / self.scale)
+        assert abs(d * self.scale - 1) < 1e-12, self
+        return d
+
+    @property
+    def raw_bias(self) -> int:
+        """The bias in raw steps (-1000 for -100 °C at 0.1 °C)."""
+        b = round(self.bias / self.scale)
+        assert abs(b * self.scale - self.bias) < 1e-9, self
+        return b
 
     def offsets(self, layout: int) -> tuple[int, int | None]:
         if layout == 292:
@@ -118,6 +138,22 @@ PV_POWER = Field("pv_power", "PV", "Power", "W", -1, -1, metric="pv_power_w")
 PV_STRINGS: tuple[str, ...] = ("pv_power_1", "pv_power_2", "pv_power_3")
 
 BY_ID: dict[str, Field] = {f.id: f for f in FIELDS + (PV_POWER,)}
+
+
+def _metric_desc(f: Field) -> MetricDesc:
+    # the field's resolution in the metric's unit (0.1 kWh -> 100 Wh). A fractional one rounds the value
+    # to it; a whole one needs no rounding (and would make the value an int, which InfluxDB would take as
+    # a different field type from the floats already stored)
+    res = f.scale * f.metric_factor
+    return MetricDesc(f.metric, field=f.id, scale=str(f.metric_factor) if f.metric_factor != 1 else 1,
+                      resolution=str(f.scale) if res < 1 else None, description=f"{f.group} {f.name}")
+
+
+#: field -> canonical metric, in the order of the table (the PV total after the strings)
+METRIC_MAP: tuple[MetricDesc, ...] = tuple(
+    _metric_desc(BY_ID[i]) for f in FIELDS for i in ((f.id, PV_POWER.id) if f.id == "pv_power_3" else (f.id,))
+    if BY_ID[i].metric
+)
 
 
 def _check() -> None:

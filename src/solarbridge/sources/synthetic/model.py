@@ -11,6 +11,24 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from ... import metricmap
+from ...metricmap import MetricDesc
+
+
+def _m(metric: str, resolution: str | None = None, kind: metricmap.Kind = "float") -> MetricDesc:
+    return MetricDesc(metric, field=metric, resolution=resolution, kind=kind)
+
+
+#: what the simulated home reports, at the resolution a real inverter would (0.1 W, 0.01 %, 1 mHz)
+METRIC_MAP: tuple[MetricDesc, ...] = (
+    _m("pv_power_w", "0.1"), _m("load_power_w", "0.1"), _m("battery_power_w", "0.1"), _m("grid_power_w", "0.1"),
+    _m("battery_soc_pct", "0.01"), _m("battery_capacity_wh"), _m("grid_available", kind="bool"),
+    _m("grid_voltage_v", "0.1"), _m("grid_frequency_hz", "0.001"), _m("inverter_temperature_c", "0.1"),
+    *(_m(f"{name}_wh", "0.1") for name in (
+        "pv_energy_today", "pv_energy_total", "load_energy_total", "grid_import_energy_total",
+        "grid_export_energy_total", "battery_charge_energy_total", "battery_discharge_energy_total")),
+)
+
 
 @dataclass
 class HomeParams:
@@ -110,22 +128,15 @@ class SyntheticHome:
         else:
             s.export_total_wh += -grid * hours
         voltage = 230.0 + rng.gauss(0, 1.2) if s.grid_available else 0.0
-        return {
-            "pv_power_w": round(pv, 1),
-            "load_power_w": round(load, 1),
-            "battery_power_w": round(batt, 1),
-            "grid_power_w": round(grid, 1),
-            "battery_soc_pct": round(s.soc_pct, 2),
-            "battery_capacity_wh": p.battery_capacity_wh,
-            "grid_available": s.grid_available,
-            "grid_voltage_v": round(voltage, 1),
-            "grid_frequency_hz": round(50.0 + rng.gauss(0, 0.02), 3) if s.grid_available else 0.0,
-            "inverter_temperature_c": round(25 + pv / p.pv_peak_w * 20 + rng.gauss(0, 0.3), 1),
-            "pv_energy_today_wh": round(s.pv_today_wh, 1),
-            "pv_energy_total_wh": round(s.pv_total_wh, 1),
-            "load_energy_total_wh": round(s.load_total_wh, 1),
-            "grid_import_energy_total_wh": round(s.import_total_wh, 1),
-            "grid_export_energy_total_wh": round(s.export_total_wh, 1),
-            "battery_charge_energy_total_wh": round(s.charge_total_wh, 1),
-            "battery_discharge_energy_total_wh": round(s.discharge_total_wh, 1),
+        raw = {
+            "pv_power_w": pv, "load_power_w": load, "battery_power_w": batt, "grid_power_w": grid,
+            "battery_soc_pct": s.soc_pct, "battery_capacity_wh": p.battery_capacity_wh,
+            "grid_available": s.grid_available, "grid_voltage_v": voltage,
+            "grid_frequency_hz": 50.0 + rng.gauss(0, 0.02) if s.grid_available else 0.0,
+            "inverter_temperature_c": 25 + pv / p.pv_peak_w * 20 + rng.gauss(0, 0.3),
+            "pv_energy_today_wh": s.pv_today_wh, "pv_energy_total_wh": s.pv_total_wh,
+            "load_energy_total_wh": s.load_total_wh, "grid_import_energy_total_wh": s.import_total_wh,
+            "grid_export_energy_total_wh": s.export_total_wh, "battery_charge_energy_total_wh": s.charge_total_wh,
+            "battery_discharge_energy_total_wh": s.discharge_total_wh,
         }
+        return metricmap.apply(METRIC_MAP, raw)
