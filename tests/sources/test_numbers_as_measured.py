@@ -3,7 +3,8 @@
 Every built-in simulator runs through its family's real decoder and source (as `solarbridge demo` wires
 them), and the recorded Sunsynk report goes through the capture decoder. Every float metric must be
 written with no more decimals than its resolution: the resolution the family's metric map declares
-(:class:`solarbridge.metricmap.MetricDesc`), and otherwise no more than 10 significant digits (binary noise,
+(:class:`solarbridge.metricmap.MetricDesc`), and otherwise (no resolution, or SolarEdge's float32, whose
+shortest form has at most 9) no more than 10 significant digits (binary noise,
 such as 212.20000000000002 or 938.1662499999999, has 16-17).
 """
 
@@ -19,24 +20,24 @@ from pathlib import Path
 
 import pytest
 
-from solarbridge.metricmap import MetricDesc, decimals_of
+from solarbridge.metricmap import FLOAT32, MetricDesc, decimals_of
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: modules whose module-level tuples of MetricDesc declare a family's metrics
-METRIC_MAP_MODULES = (
-    "solarbridge.sources.synthetic.model",
-    "solarbridge.sources.sunsynk.fields",
-    "solarbridge.sources.givenergy.readings",
-    "solarbridge.sources.enphase.source",
-    "solarbridge.sources.solaredge.readings",
-)
+#: the modules whose module-level tuples of MetricDesc declare each family's metrics
+METRIC_MAP_MODULES = {
+    "synthetic": "solarbridge.sources.synthetic.model",
+    "sunsynk": "solarbridge.sources.sunsynk.fields",
+    "givenergy": "solarbridge.sources.givenergy.readings",
+    "enphase": "solarbridge.sources.enphase.source",
+    "solaredge": "solarbridge.sources.solaredge.readings",
+}
 
 
-def declared_decimals() -> dict[str, int]:
-    """metric -> decimals allowed by the coarsest declared resolution of that metric in any family."""
+def declared_decimals(family: str) -> dict[str, int]:
+    """metric -> decimals allowed by the coarsest resolution the family declares for it."""
     out: dict[str, int] = {}
-    for name in METRIC_MAP_MODULES:
+    for name in (METRIC_MAP_MODULES[family],):
         try:
             mod = importlib.import_module(name)
         except ImportError:
@@ -44,7 +45,7 @@ def declared_decimals() -> dict[str, int]:
         for value in vars(mod).values():
             items = value if isinstance(value, tuple | list) else ()
             for d in items:
-                if isinstance(d, MetricDesc) and d.resolution is not None:
+                if isinstance(d, MetricDesc) and d.resolution not in (None, FLOAT32):
                     out[d.metric] = max(out.get(d.metric, 0), decimals_of(d.resolution))
     return out
 
@@ -122,16 +123,12 @@ def demo_readings(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return got
 
 
-FAMILIES = ["synthetic", "enphase",
-            # SolarEdge sends IEEE float32 values on the wire; widening them to float64 shows their binary
-            # expansion (231.8000030517578 V). Its readings are the solaredge family's to round (issue 17.17).
-            pytest.param("solaredge", marks=pytest.mark.xfail(reason="float32 wire values not yet rounded")),
-            "givenergy", "sunsynk"]
+FAMILIES = ["synthetic", "enphase", "solaredge", "givenergy", "sunsynk"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_simulator_reading_is_written_as_measured(demo_readings, family):
-    allowed = declared_decimals()
+    allowed = declared_decimals(family)
     mine = [r for r in demo_readings if r["source"].startswith(family)]
     assert mine, f"the demo produced no {family} readings (sources: {sorted({r['source'] for r in demo_readings})})"
     problems: dict[str, set[str]] = defaultdict(set)
@@ -152,7 +149,8 @@ def test_recorded_sunsynk_report_in_line_protocol():
     from support.sunsynk import DERIVED_PCAP, run_file
 
     (reading,), _ = run_file(DERIVED_PCAP)
-    allowed = declared_decimals()
+    allowed = declared_decimals("sunsynk")
+    assert allowed["battery_voltage_v"] == 2 and allowed["grid_voltage_v"] == 1
     for metric, value in reading.metrics.items():
         if isinstance(value, float):
             assert not noisy(metric, value, allowed)
