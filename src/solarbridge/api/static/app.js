@@ -15,6 +15,7 @@ const state = {
   plot: null,
   health: new Map(),
   dirty: false,
+  openDetails: new Set(), // "<device>|phases" / "<device>|cells" sections the user opened
 };
 
 // ------------------------------------------------------------------ formatting
@@ -252,8 +253,55 @@ function cardBody(d, st) {
     add("SOC", soc.toFixed(0) + " %");
   }
   out.push(dl);
+  out.push(...detailSections(d));
   if (st === "offline") out.push(el("div", { class: "why", text: `No comms with this device. Values are from ${ago(d.lastData || d.lastSeen)}.` }));
   else if (st === "stale") out.push(el("div", { class: "why", text: `No new data for ${ago(d.lastData || d.lastSeen).replace(" ago", "")}.` }));
+  return out;
+}
+
+// per-phase figures (metrics ending _l1.._l3) and per-cell battery figures, in collapsible sections
+const PHASE_COLS = [["grid_voltage_v", "Grid V"], ["grid_current_a", "Grid A"], ["grid_power_w", "Grid W"],
+                    ["inverter_power_w", "Inv W"], ["eps_power_w", "EPS W"]];
+
+function detailSections(d) {
+  const out = [];
+  const section = (key, title, content) => {
+    const id = `${d.device_id}|${key}`;
+    const det = el("details", { class: "more" }, el("summary", { text: title }), content);
+    if (state.openDetails.has(id)) det.open = true;
+    det.addEventListener("toggle", () => { if (det.open) state.openDetails.add(id); else state.openDetails.delete(id); });
+    out.push(det);
+  };
+  const cols = PHASE_COLS.filter(([m]) => d.metrics[m + "_l1"] !== undefined);
+  if (cols.length) {
+    const head = el("tr", {}, el("th"), ...cols.map(([, t]) => el("th", { text: t })));
+    const rows = [1, 2, 3].map((n) => el("tr", {}, el("th", { text: "L" + n }),
+      ...cols.map(([m]) => {
+        const v = d.metrics[`${m}_l${n}`];
+        return el("td", { text: typeof v !== "number" ? "–" : m.endsWith("_w") ? String(Math.round(v)) : v.toFixed(1) });
+      })));
+    section("phases", "Phases", el("table", { class: "phases" }, head, ...rows));
+  }
+  // cells: battery_<n>_cell_<i>_voltage_v (LV packs), battery_module_<m>_cell_<i>_voltage_v (HV modules)
+  const units = new Map();
+  for (const [m, v] of Object.entries(d.metrics)) {
+    const x = /^(battery_(?:module_)?\d+)_cell_(\d+)_voltage_v$/.exec(m);
+    if (x && typeof v === "number") {
+      if (!units.has(x[1])) units.set(x[1], []);
+      units.get(x[1])[Number(x[2]) - 1] = v;
+    }
+  }
+  if (units.size) {
+    const lines = [...units.entries()].map(([u, cells]) => {
+      const vs = cells.filter((v) => typeof v === "number");
+      const t = d.metrics[`${u}_temperature_c`];
+      const name = u.replace("battery_module_", "Module ").replace("battery_", "Battery ");
+      return el("div", { class: "cells", title: vs.map((v) => v.toFixed(3)).join(" ") },
+        el("b", { text: name }), ` ${vs.length} cells ${Math.min(...vs).toFixed(3)}–${Math.max(...vs).toFixed(3)} V` +
+        (typeof t === "number" ? `, max ${t.toFixed(1)} °C` : ""));
+    });
+    section("cells", `Cells (${units.size} ${units.size === 1 ? "unit" : "units"})`, el("div", {}, ...lines));
+  }
   return out;
 }
 
