@@ -108,11 +108,15 @@ def test_split_phase_site_with_five_iq_batteries(tmp_path: Path) -> None:
 
 def test_iq_battery_and_ac_batteries_together(tmp_path: Path) -> None:
     async def body(sim: GatewaySimulator, got: list[Reading], port: Path) -> None:
-        await wait(lambda: _gateway(got), 15, "a full reading")
+        await wait(lambda: _gateway(got) and port.exists() and "battery.current" in port.read_text(), 15,
+                   "a full reading and the port file")
 
     got, _ = asyncio.run(run_daemon(tmp_path, "8.2.4382_ACB", body))
     m = _gateway(got).metrics  # type: ignore[union-attr]
     assert m["battery_power_w"] == 105 + 260  # IQ Battery 105000 mW + the AC Batteries' wNow 260
+    # NUT: one UPS battery for both kinds; its current is their power over the grid voltage (228.575 V)
+    v = port_values(tmp_path / "ups.dev")
+    assert v["battery.current"] == "1.59"  # 365.0 W / 228.6 V, truncated
     batteries = {r.device_id: r.metrics for r in got if r.device_type == "enphase_battery"}
     assert batteries == {"122311091641": {"battery_soc_pct": 10, "battery_power_w": 105, "battery_temperature_c": 11,
                                           "battery_capacity_wh": 3500}}

@@ -1,10 +1,12 @@
 """The ``enphase`` source: the enphase-monitor engine, emitting canonical readings.
 
 Each full poll and each grid change found by the fast relay check produces one
-:class:`~solarbridge.model.Reading` for the gateway (PV, grid, load, battery,
-per phase on three-phase sites), with the meter rows in ``extra`` (see
-:data:`~solarbridge.model.EXTRA_METER_ROWS`). Lost comms produce an
-``online=False`` reading. ``enphase-monitor`` is this source feeding a ``nut`` sink.
+:class:`~solarbridge.model.Reading` for the gateway (PV, grid, load, battery, per phase
+on three-phase and split-phase sites, relay, generator, token lifetime), with the meter
+rows in ``extra`` (see :data:`~solarbridge.model.EXTRA_METER_ROWS`), then one per
+microinverter and per battery. Gateway fields become canonical metrics through the
+metric maps below. Lost comms (longer than ``outage_grace``) produce an ``online=False``
+reading. ``enphase-monitor`` is this source feeding a ``nut`` sink.
 """
 
 from __future__ import annotations
