@@ -67,7 +67,7 @@ async def _demo(args: argparse.Namespace) -> int:
             for n in p.notes:
                 print(f"      {cmd.rewrite(n)}")
         print(f"Files in {workdir}:")
-        print("  readings.jsonl  (every reading)   csv/  (one file per device family and type)   "
+        print("  readings.jsonl  (every reading)   csv/  (one file per source and device type)   "
               "state.json  (latest values)")
         print(f"  history.sqlite  (query: {cmd('solarbridge')} history --db {workdir / 'history.sqlite'} "
               f"--device synthetic-home --metric pv_power_w --since 1h)")

@@ -68,9 +68,9 @@ def test_jsonl_rotates_by_day(tmp_path):
     assert json.loads((tmp_path / "r.jsonl").read_text())["metrics"]["n"] == 3
 
 
-def test_csv_one_file_per_type_stable_columns_new_metric_new_file(tmp_path):
+def test_csv_one_file_per_source_and_type_stable_columns_new_metric_new_file(tmp_path):
     def r(dtype: str, metrics: dict) -> Reading:
-        return Reading("d1", dtype, datetime(2026, 1, 1, tzinfo=UTC), metrics)
+        return Reading("d1", dtype, datetime(2026, 1, 1, tzinfo=UTC), metrics, source="home")
 
     async def go():
         s = CsvSink(CsvSink.Config(type="csv", directory=str(tmp_path)), ctx("c", "sink", tmp_path))
@@ -79,12 +79,40 @@ def test_csv_one_file_per_type_stable_columns_new_metric_new_file(tmp_path):
                        r("inverter", {"b_v": 3}), r("inverter", {"a_w": 4, "c_a": 5})])
         await s.stop()
     run(go())
-    inv = list(csv.reader((tmp_path / "inverter.csv").open()))
+    inv = list(csv.reader((tmp_path / "home-inverter.csv").open()))
     assert inv[0] == ["timestamp", "device_id", "a_w", "b_v"]
     assert [row[2:] for row in inv[1:]] == [["1", "2"], ["", "3"]]
-    inv1 = list(csv.reader((tmp_path / "inverter.1.csv").open()))
+    inv1 = list(csv.reader((tmp_path / "home-inverter.1.csv").open()))
     assert inv1[0] == ["timestamp", "device_id", "a_w", "b_v", "c_a"] and inv1[1][2:] == ["4", "", "5"]
-    assert list(csv.reader((tmp_path / "battery.csv").open()))[1][2:] == ["50"]
+    assert list(csv.reader((tmp_path / "home-battery.csv").open()))[1][2:] == ["50"]
+
+
+def test_csv_two_families_of_one_type_get_a_file_each(tmp_path):
+    """Issue 17 item 11: a GivEnergy and a Sunsynk inverter, interleaved, in either order: one file per
+    source, each with its own fixed header and every row of that source, named the same both times."""
+    from solarbridge.sources.sunsynk import codec
+    from solarbridge.sources.sunsynk.source import report_to_reading
+
+    sunsynk_report = codec.encode({"pv_power_1": 930, "grid_voltage": 233.3, "battery_soc": 54},
+                                  serial="2107224260", clock=(2026, 1, 1, 0, 0, 0))
+    sunsynk, _ = report_to_reading(codec.decode(sunsynk_report), 1.77e9, None, source="sunsynk")
+    give = Reading("SA2114G000", "inverter", datetime(2026, 1, 1, tzinfo=UTC),
+                   {"pv_power_w": 1200, "battery_soc_pct": 61}, source="givenergy")
+    sunsynk = Reading(sunsynk.device_id, "inverter", sunsynk.timestamp, sunsynk.metrics, source="sunsynk")
+    for order, d in (([give, sunsynk, give, sunsynk], tmp_path / "a"), ([sunsynk, give, sunsynk, give],
+                                                                         tmp_path / "b")):
+        async def go(batch=order, d=d):
+            s = CsvSink(CsvSink.Config(type="csv", directory=str(d)), ctx("c", "sink", d))
+            await s.start()
+            await s.write(batch)
+            await s.stop()
+        run(go())
+        assert sorted(p.name for p in d.iterdir()) == ["givenergy-inverter.csv", "sunsynk-inverter.csv"]
+        g = list(csv.reader((d / "givenergy-inverter.csv").open()))
+        assert g[0] == ["timestamp", "device_id", "pv_power_w", "battery_soc_pct"] and len(g) == 3
+        k = list(csv.reader((d / "sunsynk-inverter.csv").open()))
+        assert k[0][:2] == ["timestamp", "device_id"] and set(k[0][2:]) == set(sunsynk.metrics) and len(k) == 3
+        assert {row[1] for row in k[1:]} == {"2107224260"}
 
 
 def test_state_file_is_replaced_atomically_never_partial(tmp_path):

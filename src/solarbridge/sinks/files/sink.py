@@ -1,4 +1,4 @@
-"""File sinks: ``jsonl`` (one object per reading per line), ``csv`` (a file per device type), ``state``
+"""File sinks: ``jsonl`` (one object per reading per line), ``csv`` (a file per source and device type), ``state``
 (latest value of every metric of every device, replaced atomically).
 
 Writes run in a worker thread so a slow disk never stalls the event loop.
@@ -126,16 +126,23 @@ class JsonlSink(Sink):
 
 class CsvConfig(SinkConfig):
     type: Literal["csv"] = "csv"
-    directory: str = Field("csv", description="folder for <device_type>.csv files (relative: under state_dir)")
+    directory: str = Field("csv", description="folder for <source>-<device_type>.csv files (relative: under "
+                                              "state_dir)")
     delimiter: str = Field(",", min_length=1, max_length=1)
 
 
 class CsvSink(Sink):
-    """One CSV file per device type with a header row.
+    """One CSV file per source and device type, ``<source>-<device_type>.csv`` (``givenergy-inverter.csv``),
+    with a header row.
+
+    Keyed by source because two device families of one type (a GivEnergy and a Sunsynk inverter) report
+    different metrics: in one file they would need a header that changes with arrival order, and per
+    column set they would get names (``inverter.1.csv``) that say nothing of what is inside. The source's
+    name is its type unless the config names it, so the file names are stable and say where rows came from.
 
     Columns are ``timestamp,device_id`` then the metrics in the order first seen. A metric that first
     appears later never shifts existing columns: the file is closed and a new one,
-    ``<device_type>.<n>.csv``, starts with the wider header. So every file has one fixed header.
+    ``<source>-<device_type>.<n>.csv``, starts with the wider header. So every file has one fixed header.
     """
 
     Config = CsvConfig
@@ -143,11 +150,12 @@ class CsvSink(Sink):
     def __init__(self, config: CsvConfig, ctx: Context) -> None:
         super().__init__(config, ctx)
         self.dir = _resolve(config.directory, ctx, "csv")
-        self.files: dict[str, tuple[IO[str], Any, list[str]]] = {}
+        self.files: dict[tuple[str, str], tuple[IO[str], Any, list[str]]] = {}
 
-    def _file_for(self, device_type: str, columns: list[str]) -> tuple[IO[str], Any, list[str]]:
+    def _file_for(self, key: tuple[str, str], columns: list[str]) -> tuple[IO[str], Any, list[str]]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        base = slug(device_type) or "device"
+        source, device_type = key
+        base = "-".join(x for x in (slug(source), slug(device_type) or "device") if x)
         n = 0
         while True:
             path = self.dir / (f"{base}.csv" if n == 0 else f"{base}.{n}.csv")
@@ -170,13 +178,14 @@ class CsvSink(Sink):
         for r in batch:
             if not r.metrics:
                 continue
-            entry = self.files.get(r.device_type)
+            key = (r.source, r.device_type)
+            entry = self.files.get(key)
             if entry is None or not r.metrics.keys() <= set(entry[2]):
                 cols = list(entry[2]) if entry else []
                 cols += [k for k in r.metrics if k not in cols]
                 if entry:
                     entry[0].close()
-                entry = self.files[r.device_type] = self._file_for(r.device_type, cols)
+                entry = self.files[key] = self._file_for(key, cols)
             f, w, cols = entry
             m = r.metrics
             w.writerow([r.timestamp.isoformat(), r.device_id, *(_cell(m.get(c)) for c in cols)])
