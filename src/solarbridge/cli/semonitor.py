@@ -242,6 +242,25 @@ class Runner:
             self.out.write(b"\n".join(lines))
             self.wrote = True
 
+    def render(self, data: bytes) -> None:
+        """Received bytes of a passive run without debug output: only the JSON lines matter."""
+        self.record(data)
+        lines, frames, failed = self.monitor.render_lines(data)
+        self.n_in += frames
+        for before, act in failed:
+            self.errors += 1
+            log.info("Failed to parse message: %s", act.error)
+            if self.a.xerror:
+                self.write_lines(lines[:before])
+                if self.out is not None:
+                    self.out.flush()
+                raise DataError(str(act.error))
+        if lines:
+            self.write_lines(lines)
+            if self.out is not None:
+                self.out.flush()  # once per chunk read: readers following the file see whole lines promptly
+            self.wrote = False
+
     def handle(self, data: bytes) -> list[Any]:
         """Feed received bytes; perform the resulting actions; return the Received frames."""
         from ..sources.solaredge.functions import function_name
@@ -293,14 +312,21 @@ class Runner:
 
     # ------------------------------------------------------------------ modes
     def passive(self) -> None:
+        take = self.take()
         while True:
             data = self.stream.read(1.0)
             if data is None:
                 log.info("End of file")
                 break
             if data:
-                self.handle(data)
+                take(data)
         self.finish_stream()
+
+    def take(self) -> Any:
+        """What to do with received bytes: the whole session, or only its JSON lines when that is all."""
+        if self.monitor.plain_render and not self.mode.commands and not log.isEnabledFor(DEBUG):
+            return self.render
+        return self.handle
 
     def drive(self, exchange: Any) -> bool:
         """Run a master or command exchange of the session (sans-IO) over the stream.
@@ -421,8 +447,9 @@ def _run(a: argparse.Namespace, mode: Mode, runner: Runner) -> int:
             name = a.pcap
 
         runner.stream = _Named()
+        take = runner.take()
         for chunk in iter_streams(a.pcap, follow=a.follow):
-            runner.handle(chunk)
+            take(chunk)
         runner.finish_stream()
         return 0
     if mode.network:

@@ -81,3 +81,15 @@ def make_crc16(init: int, *, accelerate: bool = True) -> Callable[..., int]:
         return crc16_py(data, crc)
 
     return crc16
+
+
+def c_function(init: int) -> tuple[Callable[[Buffer, int, bytes], int], bytes] | None:
+    """``(fun, table)`` with ``fun(data, crc, table)`` the crcmod C routine itself, or None without crcmod.
+
+    For a hot loop: one C call per CRC instead of crcmod's Python wrapper around it.
+    """
+    if not accelerated():
+        return None
+    fun = make_crc16(init)
+    _init, table, c_fun = fun.__defaults__  # type: ignore[attr-defined]  # crcmod: crcfun(data, crc, table, fun)
+    return c_fun, table

@@ -75,8 +75,9 @@ def _run_0080(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def _other(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from([0x0010, 0x0082, 0x0000, 0x0030, 0x0022, 0x0300, 0x0017, 0x0080]))
-    size = {0x0010: 104, 0x0082: 10, 0x0000: 36, 0x0030: 86, 0x0022: 58, 0x0300: 28, 0x0017: 24, 0x0080: 13}[kind] + draw(st.sampled_from([0, 0, 2, -1]))
+    kind = draw(st.sampled_from([0x0010, 0x0011, 0x0082, 0x0000, 0x0030, 0x0022, 0x0300, 0x0017, 0x0080]))
+    size = {0x0010: 104, 0x0011: 128, 0x0082: 10, 0x0000: 36, 0x0030: 86, 0x0022: 58, 0x0300: 28, 0x0017: 24,
+            0x0080: 13}[kind] + draw(st.sampled_from([0, 0, 2, -1]))
     return sim.record(kind, draw(_IDS), draw(st.binary(min_size=max(0, size), max_size=max(0, size))))
 
 
@@ -178,6 +179,49 @@ def test_inverter_0010_non_finite_texts() -> None:
     assert '"Eday": NaN' in text and '"Eac": Infinity' in text and '"Pmax": NaN' in text and '"Pac": -Infinity' in text
     _check(sim.record(0x0010, 0x7F104920, data))
 
+
+
+def _words(fmt: str, values: list, ts: int) -> bytes:
+    """A record body of struct ``fmt``: floats from ``values`` (or raw float bytes), random-ish integers."""
+    out = []
+    for i, (c, v) in enumerate(zip(fmt, values, strict=False)):
+        if i == 0:
+            out.append(struct.pack("<L", ts))
+        elif c == "f":
+            out.append(struct.pack("<f", v) if isinstance(v, float) else v)
+        else:
+            out.append((struct.pack("<f", v) if isinstance(v, float) else v)[::-1])  # any 4 bytes as an integer
+    return b"".join(out)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_F32, min_size=32, max_size=32), st.integers(0, 2**32 - 1), st.integers(-2, 3),
+       st.sampled_from(ZONES), st.integers(1, 3))
+def test_legacy_optimizer_and_three_phase_inverter_equal_the_obvious_path(zone, values: list, ts: int, extra: int,
+                                                                          tz: str, count: int) -> None:
+    zone(tz)
+    for kind, fmt in ((0x0000, "LLLLfffff"), (0x0011, "LLLffffffffffffLLfLffLLLfffLfffL")):
+        data = _words(fmt, values, ts)
+        data = data + bytes(extra) if extra >= 0 else data[:extra]
+        # several records of the kind, and one beside an inverter and optimizers
+        _check(b"".join(sim.record(kind, 0x20100000 + i, data) for i in range(count)))
+        _check(sim.record(0x0010, 0x7F104920, bytes(104)) + sim.record(kind, 0x7F104921, data)
+               + sim.record(0x0080, 0x20900001, bytes(13)))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.sampled_from([0, 1, 7, 2**32 - 1]),
+                          st.integers(0, 2**32 - 1), st.integers(-2**31, 2**31 - 1), st.integers(0, 2**32 - 1),
+                          _IDS), min_size=1, max_size=4),
+       st.sampled_from(ZONES), st.sampled_from([0, 0, 1, -1]))
+def test_events_equal_the_obvious_path(zone, events: list, tz: str, extra: int) -> None:
+    zone(tz)
+    recs = []
+    for ts, type_, a, b, c, dev in events:
+        data = struct.pack("<LLLlLLL", ts, type_, a, b, c, 0, 0)
+        recs.append(sim.record(0x0300, dev, data + bytes(extra) if extra >= 0 else data[:extra]))
+    _check(b"".join(recs))
+    _check(b"".join(recs) + sim.record(0x0080, 0x20900001, bytes(13)))
 
 def test_time_of_day_table_filled_minute_by_minute(zone, monkeypatch: pytest.MonkeyPatch) -> None:
     """Minutes of the time-of-day table are filled on first use; a run over unfilled middle ones is still exact."""

@@ -15,12 +15,15 @@ import struct
 from collections import Counter
 from typing import NamedTuple
 
-from .crc import crc16
+from ...util.crc16 import c_function
+from .crc import INIT, crc16
 
 MAGIC = b"\x12\x34\x56\x79"
 HEADER = struct.Struct("<HHHIIH")
 _CRC_HEADER = struct.Struct(">HIIH")
 _CRC = struct.Struct("<H")
+#: the C routine and table of the CRC when crcmod is installed (one C call per CRC in the stream decoder)
+_C_CRC = c_function(INIT) or (None, b"")
 HEADER_LEN = HEADER.size  # 16
 #: bytes of a frame that are not payload: magic + header + crc
 OVERHEAD = len(MAGIC) + HEADER_LEN + 2
@@ -136,6 +139,7 @@ class StreamDecoder:
         unpack = HEADER.unpack_from
         pack_be = _CRC_HEADER.pack
         new = tuple.__new__
+        c_crc, c_table = _C_CRC
         while True:
             i = find(MAGIC, pos)
             if i < 0:
@@ -174,7 +178,9 @@ class StreamDecoder:
                     continue
                 break
             payload = buf[i + 20:end]
-            if (buf[end] | buf[end + 1] << 8) != crc16(payload, crc16(pack_be(seq, src, dst, fn))):
+            if (buf[end] | buf[end + 1] << 8) != (
+                    c_crc(payload, c_crc(pack_be(seq, src, dst, fn), INIT, c_table), c_table) if c_crc is not None
+                    else crc16(payload, crc16(pack_be(seq, src, dst, fn)))):
                 # a frame cut short and followed by the next one fails its CRC too: tell them apart
                 j = find(MAGIC, i + 4, end + 2)
                 self.drops["truncated" if j >= 0 and self._valid_at(buf, j) else "crc"] += 1

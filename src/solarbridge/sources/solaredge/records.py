@@ -63,7 +63,14 @@ def date_time(ts: int) -> tuple[str, str]:
     text = _DAY_TEXT.get(day)
     if text is None:
         text = day_text(day)
-    return text, f"{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}"
+    tod = _TIME_OF_DAY[sec]
+    if tod is None:
+        tod = _TIME_OF_DAY[sec] = f"{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}"
+    return text, tod
+
+
+#: second of the day -> "HH:MM:SS" (filled on first use; independent of the time zone)
+_TIME_OF_DAY: list[str | None] = [None] * 86400
 
 
 def hour_offset(hour: int) -> int:
@@ -129,7 +136,7 @@ def hex_data(data: bytes) -> str:
 OPT_0000 = struct.Struct("<LLLLfffff")  # 36 bytes
 INV_0010 = struct.Struct("<LLLffffffLLfLffLfffffLLffL")  # 104 bytes
 INV_0011 = struct.Struct("<LLLffffffffffffLLfLffLLLfffLfffL")  # 128 bytes
-_EVT_0300 = struct.Struct("<LLLlLLL")  # 28 bytes
+EVT_0300 = struct.Struct("<LLLlLLL")  # 28 bytes
 
 #: 0x0010 single-phase inverter: key -> word
 INV1_FIELDS: tuple[tuple[str, int], ...] = (
@@ -219,7 +226,7 @@ def parse_inverter_0011(dev_id: str, data: bytes) -> dict[str, Any]:
 def parse_event_0300(dev_id: str, data: bytes) -> dict[str, Any]:
     if len(data[:104]) != 28:
         raise RecordError(f"event 0x0300 record must be 28 bytes, has {len(data)}")
-    w = _EVT_0300.unpack(data)
+    w = EVT_0300.unpack(data)
     rec = _base(w[0], dev_id)
     rec["Type"] = w[1]
     rec["Event1"] = asctime(w[2])

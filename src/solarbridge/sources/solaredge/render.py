@@ -14,20 +14,25 @@ import struct
 import time
 from itertools import compress, count, repeat
 from json.encoder import encode_basestring_ascii as _quote
-from operator import getitem, ne
+from operator import getitem, itemgetter, ne
 from typing import Any
 
 from .records import (
+    EVT_0300,
     FLOAT_NOT_REPORTED,
     HOUR_OFFSET,
+    INV3_KEYS,
     INV_0010,
+    INV_0011,
     METER_REC_TYPES,
     NAN,
     NO_OFFSET,
+    OPT_0000,
     REC_HDR,
     TABLE_TYPES,
     TIME_CACHES,
     RecordError,
+    asctime,
     date_time,
     day_text,
     hex_data,
@@ -271,6 +276,65 @@ def _render_0080_records(payload: bytes, ptr: int, optimizers: _OptTexts) -> int
     return ptr
 
 
+#: a whole 0x0000 record of its 36 bytes, header included
+_REC_0000 = struct.Struct("<HIHLLLLfffff")
+#: a whole 0x0082 record of its usual 10 bytes, header included
+_REC_0082 = struct.Struct("<HIHLHBBBB")
+
+
+def _render_0000_run(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
+    """The run of 36-byte 0x0000 records with finite values at ``ptr``; returns the offset after it."""
+    optimizers.spill()
+    ids, minutes, seconds = _IDS, _MINUTES, _SECONDS
+    template = _OPT0_TEMPLATE
+    size = _REC_0000.size
+    n = len(payload)
+    for se_type, raw_id, dev_len, ts, inv, _, uptime, vmod, vopt, imod, eday, temp in _REC_0000.iter_unpack(
+            memoryview(payload)[ptr:ptr + (n - ptr) // size * size]):
+        total = vmod + vopt + imod + eday + temp  # finite unless one is NaN or infinite
+        if se_type != 0x0000 or dev_len != 36 or total - total != 0.0:
+            break
+        ptr += size
+        dev_id = ids[raw_id]
+        m = ts // 60
+        dm = minutes[m]
+        if dm is None:
+            d, tod = date_time(ts)
+        else:
+            d, tod = dm[0], dm[1] + seconds[ts - m * 60]
+        optimizers[dev_id] = (template % (dev_id, d, eday, dev_id, imod, ids[inv], temp, tod, uptime, vmod,
+                                          vopt)).encode()
+    return ptr
+
+
+def _render_0082_run(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
+    """The run of 10-byte 0x0082 records at ``ptr``; returns the offset after it."""
+    optimizers.spill()
+    tx = _opt_texts()
+    volt, amp = tx.volt, tx.amp
+    ids, minutes, seconds = _IDS, _MINUTES, _SECONDS
+    template = _OPT_PACKED_TEMPLATE
+    size = _REC_0082.size
+    n = len(payload)
+    for se_type, raw_id, dev_len, ts, uptime, b6, b7, b8, b9 in _REC_0082.iter_unpack(
+            memoryview(payload)[ptr:ptr + (n - ptr) // size * size]):
+        if se_type != 0x0082 or dev_len != 10:
+            break
+        ptr += size
+        dev_id = ids[raw_id]
+        m = ts // 60
+        dm = minutes[m]
+        if dm is None:
+            d, hm = date_time(ts)
+            sec = ""
+        else:
+            d, hm = dm
+            sec = seconds[ts - m * 60]
+        optimizers[dev_id] = (template % (dev_id, d, "0", dev_id, amp[b9 << 4 | b8 >> 4], "0", hm, sec, uptime,
+                                          volt[b6 | (b7 & 3) << 8], volt[b7 >> 2 | (b8 & 0xF) << 6])).encode()
+    return ptr
+
+
 def _render_packed_optimizer(se_type: int, dev_id: str, payload: bytes, start: int, avail: int) -> bytes:
     """One 0x0080 (of any length) or 0x0082 record."""
     tx = _opt_texts()
@@ -288,6 +352,82 @@ def _render_packed_optimizer(se_type: int, dev_id: str, payload: bytes, start: i
     d, tod = date_time(ts)
     return (_OPT_PACKED_TEMPLATE % (dev_id, d, e_txt, dev_id, amp[b9 << 4 | b8 >> 4], t_txt, tod, "", uptime,
                                     volt[b6 | (b7 & 3) << 8], volt[b7 >> 2 | (b8 & 0xF) << 6])).encode()
+
+
+def _sorted_template(keys: tuple[str, ...], kinds: str, item: bool = True) -> tuple[str, list[int]]:
+    """A ``%`` template of a record's JSON text with its keys in sorted order, and the value order.
+
+    ``keys[i]`` is written with ``kinds[i]``: ``f`` a finite float (``%r`` is its JSON text), ``d``
+    an integer, ``s`` a plain text needing no escapes (quoted). With ``item`` the template starts
+    with ``"ID": `` (its first value).
+    """
+    fmt = {"f": "%r", "d": "%d", "s": '"%s"'}
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    body = "{" + ", ".join(f'"{keys[i]}": {fmt[kinds[i]]}' for i in order) + "}"
+    return ('"%s": ' + body if item else body), order
+
+
+#: 0x0000 optimizer: (ID, Date, Time, Inverter, then the words 3..8 of OPT_0000)
+_OPT0_KEYS = ("Date", "Time", "ID", "Inverter", "Uptime", "Vmod", "Vopt", "Imod", "Eday", "Temp")
+_OPT0_TEMPLATE, _OPT0_ORDER = _sorted_template(_OPT0_KEYS, "ssssdfffff")
+# the run renderer writes the values in this order by hand
+assert _OPT0_ORDER == [0, 8, 2, 7, 3, 9, 1, 4, 5, 6], _OPT0_ORDER
+
+
+def _optimizer_0000_item(dev_id: str, payload: bytes, start: int, end: int) -> bytes:
+    """b'"ID": {...}' of the 0x0000 record ``payload[start:end]``."""
+    if end - start >= 36 and len(payload) - start >= 36:
+        ts, inv, _, uptime, vmod, vopt, imod, eday, temp = OPT_0000.unpack_from(payload, start)
+        total = vmod + vopt + imod + eday + temp  # finite unless one is NaN or infinite
+        if total - total == 0.0:
+            d, t = date_time(ts)
+            return (_OPT0_TEMPLATE % (dev_id, d, eday, dev_id, imod, _IDS[inv], temp, t, uptime, vmod,
+                                      vopt)).encode()
+    return f'"{dev_id}": {_dumps(parse_optimizer_0000(dev_id, payload[start:end]))}'.encode()
+
+
+#: 0x0011 three-phase inverter: Date, Time, ID, then every word after the timestamp
+_INV3_KINDS = "".join("f" if c == "f" else "d" for c in INV_0011.format.lstrip("<"))[1:]
+_INV3_TEMPLATE, _INV3_ORDER = _sorted_template(("Date", "Time", "ID", *INV3_KEYS), "sss" + _INV3_KINDS)
+_INV3_FLOATS = [i for i, c in enumerate(INV_0011.format.lstrip("<")) if c == "f"]
+#: (Date, Time, ID, words 1..31) -> the template's values, "ID" key first
+_INV3_PICK = itemgetter(2, *_INV3_ORDER)
+_INV3_SUM = itemgetter(*_INV3_FLOATS)
+
+
+def _inverter_0011_item(dev_id: str, payload: bytes, start: int, end: int) -> bytes:
+    """b'"ID": {...}' of the 0x0011 record ``payload[start:end]``."""
+    if end - start >= 128 and len(payload) - start >= 128:
+        w = INV_0011.unpack_from(payload, start)
+        total = sum(_INV3_SUM(w))
+        if total - total == 0.0:
+            return (_INV3_TEMPLATE % _INV3_PICK((*date_time(w[0]), dev_id, *w[1:]))).encode()
+    return f'"{dev_id}": {_dumps(parse_inverter_0011(dev_id, payload[start:end]))}'.encode()
+
+
+#: 0x0300 event: Type 0 has times in Event1 and Event2, other types in Event1 and Event3
+_EVT_KEYS = ("Date", "Time", "ID", "Type", "Event1", "Event2", "Event3")
+_EVT0_TEMPLATE, _EVT_ORDER = _sorted_template(_EVT_KEYS, "sssdssd")
+_EVT1_TEMPLATE, _ = _sorted_template(_EVT_KEYS, "sssdsds")
+# the renderer writes the values in this order by hand
+assert _EVT_ORDER == [0, 4, 5, 6, 2, 1, 3], _EVT_ORDER
+
+
+def _event_0300_item(dev_id: str, payload: bytes, start: int, end: int) -> bytes:
+    """b'"ID": {...}' of the 0x0300 record ``payload[start:end]`` (raises like parse_event_0300)."""
+    if end - start != 28 or len(payload) - start < 28:
+        return f'"{dev_id}": {_dumps(parse_event_0300(dev_id, payload[start:end]))}'.encode()
+    ts, type_, e1, e2, e3, _, _ = EVT_0300.unpack_from(payload, start)
+    d, t = date_time(ts)
+    if type_ == 0:
+        return (_EVT0_TEMPLATE % (dev_id, d, asctime(e1), asctime(e2), e3, dev_id, t, type_)).encode()
+    return (_EVT1_TEMPLATE % (dev_id, d, asctime(e1), e2, asctime(e3), dev_id, t, type_)).encode()
+
+
+def _dumps(obj: Any) -> str:
+    from .jsonout import dumps
+
+    return dumps(obj)
 
 
 #: 0x0010 record with its keys in sorted order
@@ -444,12 +584,16 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
     JSON encoder (``encode``, default ``json.JSONEncoder(sort_keys=True).encode``). Raises
     :class:`RecordError` exactly where :func:`parse_post_data` does (tested against it).
     """
+    n = len(payload)
+    if n == 112 and payload[:2] == b"\x10\x00" and payload[6:8] == b"\x68\x00":
+        # one single-phase inverter and nothing else: a usual post of an inverter without optimizers
+        return b'{"events": {}, "inverters": {' + _inverter_0010_item(_IDS[REC_HDR.unpack_from(payload)[1]], payload,
+                                                                      8, 112) + b'}, "optimizers": {}}'
     inverters: dict[str, bytes] = {}
     optimizers = _OptTexts()
-    events: dict[str, Any] = {}
+    events: dict[str, bytes] = {}
     tables: list[tuple[int, int, int, bytes]] = []
     table_items: list[tuple[str, str, str, str]] | None = []
-    n = len(payload)
     ptr = 0
     while ptr < n:
         if n - ptr >= 21 and payload[ptr] == 0x80 and payload[ptr + 1] == 0 and payload[ptr + 6] == 13 \
@@ -461,6 +605,12 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
         if n - ptr < 8:
             raise RecordError(f"{n - ptr} bytes left at offset {ptr}, a record header needs 8")
         se_type, raw_id, dev_len = REC_HDR.unpack_from(payload, ptr)
+        if se_type == 0x0000 and dev_len == 36 and n - ptr >= 44 or se_type == 0x0082 and dev_len == 10 \
+                and n - ptr >= 18:
+            end = (_render_0000_run if se_type == 0 else _render_0082_run)(payload, ptr, optimizers)
+            if end > ptr:
+                ptr = end
+                continue
         start = ptr + 8
         ptr = start + dev_len
         if se_type == 0x0010:
@@ -471,28 +621,27 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
             optimizers.spill()
             optimizers[dev_id] = _render_packed_optimizer(se_type, dev_id, payload, start,
                                                           dev_len if ptr <= n else n - start)
-        else:
-            if encode is None:
-                from .jsonout import dumps as encode
+        elif se_type == 0x0000:
             dev_id = _IDS[raw_id]
+            optimizers.spill()
+            optimizers[dev_id] = _optimizer_0000_item(dev_id, payload, start, ptr)
+        elif se_type == 0x0011:
+            dev_id = _IDS[raw_id]
+            inverters[dev_id] = _inverter_0011_item(dev_id, payload, start, ptr)
+        elif se_type == 0x0300:
+            dev_id = _IDS[raw_id]
+            events[dev_id] = _event_0300_item(dev_id, payload, start, ptr)
+        else:
+            # table-described records: texts from a template while every one allows it
             data = payload[start:ptr]
-            if se_type == 0x0000:
-                optimizers.spill()
-                optimizers[dev_id] = f'"{dev_id}": {encode(parse_optimizer_0000(dev_id, data))}'.encode()
-            elif se_type == 0x0011:
-                inverters[dev_id] = f'"{dev_id}": {encode(parse_inverter_0011(dev_id, data))}'.encode()
-            elif se_type == 0x0300:
-                events[dev_id] = parse_event_0300(dev_id, data)
-            else:
-                # table-described records: texts from a template while every one allows it
-                tables.append((se_type, raw_id, dev_len, data))
-                if table_items is not None:
-                    item = _table_item(se_type, raw_id, dev_len, data)
-                    if item is not None:
-                        table_items.append(item)
-                        continue
-                    table_items = None
-                parse_table_record(se_type, raw_id, dev_len, data)  # raises where the general path does
+            tables.append((se_type, raw_id, dev_len, data))
+            if table_items is not None:
+                item = _table_item(se_type, raw_id, dev_len, data)
+                if item is not None:
+                    table_items.append(item)
+                    continue
+                table_items = None
+            parse_table_record(se_type, raw_id, dev_len, data)  # raises where the general path does
     inv = b", ".join(map(inverters.__getitem__, sorted(inverters))) if len(inverters) > 1 else b"".join(
         inverters.values())
     parts: dict[str, bytes] = {}
@@ -516,9 +665,20 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
         items[0] = head + items[0]
         items[-1] += b"}}"
         return b", ".join(items)
-    if encode is None:
-        from .jsonout import dumps as encode
     parts["inverters"] = b"{" + inv + b"}"
-    parts["events"] = encode(events).encode() if events else b"{}"
+    parts["events"] = b"{" + b", ".join(map(events.__getitem__, sorted(events))) + b"}"
     parts["optimizers"] = b"{" + b", ".join(optimizers.sorted_texts()) + b"}"
-    return b"{" + b", ".join([encode(k).encode() + b": " + parts[k] for k in sorted(parts)]) + b"}"
+    return b"{" + b", ".join([_KEY_TEXTS[k] + parts[k] for k in sorted(parts)]) + b"}"
+
+
+class _KeyTexts(dict[str, bytes]):
+    """Top-level key -> its JSON text with the colon after it (``b'"events": '``)."""
+
+    def __missing__(self, key: str) -> bytes:
+        if len(self) > 1000:
+            self.clear()
+        text = self[key] = _quote(key).encode() + b": "
+        return text
+
+
+_KEY_TEXTS = _KeyTexts()

@@ -118,6 +118,35 @@ class Monitor:
             self.process(frame, out)
         return out
 
+    def render_lines(self, data: bytes) -> tuple[list[bytes], int, list[tuple[int, Failed]]]:
+        """``semonitor -o`` on a recording, in short: the JSON lines of the 0x0500 posts in ``data``.
+
+        For a monitor that renders and neither replies nor decrypts nor collects updates (what
+        :meth:`receive` would do, without an action object per frame). Returns the lines, the
+        number of valid frames, and each post that failed to decode with the number of lines
+        before it.
+        """
+        lines: list[bytes] = []
+        failed: list[tuple[int, Failed]] = []
+        frames = self.decoder.feed(data)
+        for frame in frames:
+            function = frame.function
+            if function == _POST_DATA:
+                if frame.payload:
+                    try:
+                        lines.append(render_post_data_bytes(frame.payload))
+                    except RecordError as e:
+                        self.drops["record"] += 1
+                        failed.append((len(lines), Failed(frame, e)))
+            elif function == fn.ENCRYPTED:
+                self.drops["encrypted_without_key"] += 1
+        return lines, len(frames), failed
+
+    @property
+    def plain_render(self) -> bool:
+        """True when :meth:`render_lines` does all that :meth:`receive` would."""
+        return self.render and not self.reply and self.key is None and self.cipher is None and self.update is None
+
     def finish(self) -> list[Action]:
         self.decoder.flush()
         return []

@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import socket
 import stat
 import sys
 import time
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:  # socket only for network mode: reading a file starts faster without it
+    import socket
 
 CHUNK = 1 << 16
 DEFAULT_PORTS = (22222, 22221, 80)
@@ -118,6 +120,8 @@ class SocketStream:
 
 
 def listen(ports: list[int] | tuple[int, ...], host: str = "") -> list[socket.socket]:
+    import socket
+
     out = []
     for port in ports:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -135,6 +139,8 @@ def listen(ports: list[int] | tuple[int, ...], host: str = "") -> list[socket.so
 
 
 def accept(listeners: list[socket.socket], stop: Callable[[], bool] = lambda: False) -> SocketStream | None:
+    import socket
+
     """Wait for the first inverter connection on any listener (None if ``stop()`` turns true)."""
     while not stop():
         r, _, _ = select.select(listeners, [], [], 0.5)
