@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exists(path: str) -> bool:
+    import os
+
+    return os.path.exists(path)
+
+
 class Mode:
     def __init__(self, serial: bool, network: bool, master: bool, commands: bool, follow: bool) -> None:
         self.serial, self.network, self.master, self.commands, self.follow = serial, network, master, commands, follow
@@ -138,6 +144,8 @@ def validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> Mode:
             p.error("--pcap decodes a capture file; it cannot be combined with -t, -n, -m or -c")
         if a.datasource != "stdin":
             p.error("--pcap FILE replaces the datasource; give one or the other")
+        if a.pcap != "-" and not _exists(a.pcap):
+            p.error(f"no such capture file or directory: {a.pcap}")  # as seextract
     if network:
         if a.datasource != "stdin":
             p.error("Input file cannot be specified for network mode")
@@ -441,17 +449,7 @@ def _run(a: argparse.Namespace, mode: Mode, runner: Runner) -> int:
     from ..sources.solaredge import transports
 
     if a.pcap:
-        from ..sources.solaredge.extract import iter_streams
-
-        class _Named:
-            name = a.pcap
-
-        runner.stream = _Named()
-        take = runner.take()
-        for chunk in iter_streams(a.pcap, follow=a.follow):
-            take(chunk)
-        runner.finish_stream()
-        return 0
+        return _pcap(a, runner)
     if mode.network:
         return _network(a, mode, runner)
     log.info("opening %s", a.datasource)
@@ -462,7 +460,7 @@ def _run(a: argparse.Namespace, mode: Mode, runner: Runner) -> int:
             runner.stream = transports.FileStream(a.datasource, follow=a.follow)
     except OSError as e:
         print(f"semonitor: cannot open {a.datasource}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        return 1 if not mode.serial else 2  # the original: 1 (a traceback) for an input file it cannot open
     try:
         if mode.commands:
             return runner.commands()
@@ -470,9 +468,53 @@ def _run(a: argparse.Namespace, mode: Mode, runner: Runner) -> int:
             runner.master(a.slaves)
             return 0
         runner.passive()
+        _no_frames(runner.monitor, a.datasource)
         return 0
     finally:
         runner.stream.close()
+
+
+def _no_frames(monitor: Any, name: str) -> None:
+    """Say so when a whole input held no SolarEdge frame (the original exits 0 silently; so do we, but not silently)."""
+    dec = monitor.decoder
+    if dec.bytes_in and not dec.frames:
+        print(f"semonitor: {name}: no SolarEdge frames found in {dec.bytes_in} bytes", file=sys.stderr)
+
+
+def _pcap(a: argparse.Namespace, runner: Runner) -> int:
+    """``--pcap``: the stream out of a capture, as seextract extracts it; errors as seextract reports them."""
+    import logging
+
+    from ..sources.solaredge.extract import DEFAULT_SERVER, SERVER_PORTS, iter_streams, make_extractor
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("semonitor: %(message)s"))
+    for name, level in (("solarbridge.capture", logging.WARNING),
+                        # the default server's name not resolving is normal offline: only with -v
+                        ("solarbridge.solaredge.extract", logging.INFO if a.verbose else logging.ERROR)):
+        lg = logging.getLogger(name)
+        lg.addHandler(handler)
+        lg.setLevel(level)
+        lg.propagate = False
+
+    class _Named:
+        name = a.pcap
+
+    runner.stream = _Named()
+    take = runner.take()
+    ex = make_extractor(None)
+    for chunk in iter_streams(a.pcap, follow=a.follow, extractor=ex):
+        take(chunk)
+    runner.finish_stream()
+    st = ex.stats
+    if st.get("capture_errors") and not st.get("packets"):
+        return 1  # nothing readable at all (the reason is on stderr already)
+    if not st.get("connections"):
+        print(f"semonitor: no TCP connection to {DEFAULT_SERVER} or port {','.join(map(str, SERVER_PORTS))} "
+              f"found in {a.pcap}", file=sys.stderr)
+    else:
+        _no_frames(runner.monitor, a.pcap)
+    return 0
 
 
 def _network(a: argparse.Namespace, mode: Mode, runner: Runner) -> int:
