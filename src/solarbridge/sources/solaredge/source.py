@@ -152,8 +152,12 @@ class SolarEdgeSource(Source):
     # ------------------------------------------------------------------ network
     async def _run_network(self, emit: Emit) -> None:
         c: SolarEdgeConfig = self.config
+        connections: set[asyncio.Task[None]] = set()
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                connections.add(task)
             self.ctx.health.count("connections")
             peer = writer.get_extra_info("peername")
             self.ctx.log.info("inverter connected from %s", peer)
@@ -170,10 +174,16 @@ class SolarEdgeSource(Source):
                     await writer.drain()
             except (ConnectionError, OSError) as e:
                 self.ctx.log.info("connection from %s lost: %s", peer, e)
+            except asyncio.CancelledError:
+                # the source is stopping and the connection with it. The handler task must not end
+                # cancelled: asyncio's stream callback (before Python 3.12) asks a cancelled task for
+                # its exception and logs the CancelledError with a traceback at every shutdown.
+                self.ctx.log.info("connection from %s closed: stopping", peer)
             finally:
+                connections.discard(task)  # type: ignore[arg-type]
                 writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
 
         servers = [await asyncio.start_server(handle, c.listen, port) for port in c.ports]
         self.ctx.health.state = "running"
@@ -182,6 +192,11 @@ class SolarEdgeSource(Source):
         finally:
             for s in servers:
                 s.close()
+            # end the open connections here, while the loop runs, rather than leave them to its shutdown
+            for t in list(connections):
+                t.cancel()
+            if connections:
+                await asyncio.wait(list(connections), timeout=2.0)
 
     # ------------------------------------------------------------------ serial
     async def _run_serial(self, emit: Emit) -> None:
