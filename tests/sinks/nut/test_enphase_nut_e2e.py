@@ -29,7 +29,7 @@ def test_grid_off_low_battery_nocomms_with_real_nut(sim: SimThread, tmp_path: Pa
     mon = subprocess.Popen([sys.executable, "-m", "solarbridge.cli.enphase_monitor", "-v", "-c", str(conf)],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        nut.wait_value("battery.charge", "95", 10)
+        nut.wait_value("battery.charge", "95", 30)  # start-up and first poll, on a loaded machine
         assert nut.upsc("ups.status") == "OL"
         assert nut.upsc("battery.voltage") == "85.2"
         assert nut.upsc("ups.delay.shutdown") == "20"
