@@ -35,7 +35,6 @@ from .records import (
     asctime,
     date_time,
     day_text,
-    hex_data,
     hour_offset,
     layout_struct,
     merge_update,
@@ -472,7 +471,8 @@ def _inverter_0010_item(dev_id: str, payload: bytes, start: int, end: int) -> by
 class _TablePlan:
     """How to write a full-length record of a table layout as JSON text with one ``%``."""
 
-    __slots__ = ("dev_type", "struct", "template", "pick", "floats", "hexes", "strs", "label", "p2x")
+    __slots__ = ("dev_type", "struct", "template", "pick", "floats", "hexes", "strs", "label", "p2x", "get_floats",
+                 "get_values")
 
     def __init__(self, se_type: int) -> None:
         quote = _quote
@@ -503,6 +503,10 @@ class _TablePlan:
             layout.index((1, "b", "recType"))
         #: the meter's P2X: any value below -3e38 is not reported (parse_table_record's rule)
         self.p2x = layout.index((4, "f", "P2X")) if se_type == 0x0022 else -1
+        self.get_floats = itemgetter(*self.floats)
+        self.get_values = itemgetter(*pick)
+        assert len(self.floats) > 1 and len(pick) > 1  # itemgetter of one index gives a value, not a tuple
+        assert all(layout[i][0] <= 16 for i in self.hexes)  # one line of hex_data
 
 
 _TABLE_PLANS: dict[int, _TablePlan] = {}
@@ -523,7 +527,7 @@ def _table_item(se_type: int, raw_id: int, dev_len: int, data: bytes) -> tuple[s
     if dev_len != st.size or len(data) != dev_len:
         return None
     values = list(st.unpack_from(data))
-    floats = [values[i] for i in plan.floats]
+    floats = plan.get_floats(values)
     total = sum(floats)
     if total - total != 0.0 or min(floats) < -3e38:  # non-finite or not reported (-FLT_MAX): JSON texts
         for i in plan.floats:
@@ -533,7 +537,7 @@ def _table_item(se_type: int, raw_id: int, dev_len: int, data: bytes) -> tuple[s
             elif v - v != 0.0:
                 values[i] = "Infinity" if v > 0 else "-Infinity"
     for i in plan.hexes:
-        values[i] = hex_data(values[i])
+        values[i] = values[i].hex(" ")  # hex_data of a field of at most 16 bytes (checked in _TablePlan)
     for i in plan.strs:
         try:
             values[i] = values[i].decode("utf-8").strip("\x00")
@@ -546,7 +550,7 @@ def _table_item(se_type: int, raw_id: int, dev_len: int, data: bytes) -> tuple[s
     values.extend(date_time(values[0]))
     values.append(seid)
     values.append(dev_len)
-    text = plan.template % tuple([values[i] for i in plan.pick])
+    text = plan.template % plan.get_values(values)
     if se_type == 0x0022:
         label = METER_REC_TYPES.get(label_value, f"{label_value}_UnrecognisedRecType")
     else:
@@ -589,6 +593,10 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
         # one single-phase inverter and nothing else: a usual post of an inverter without optimizers
         return b'{"events": {}, "inverters": {' + _inverter_0010_item(_IDS[REC_HDR.unpack_from(payload)[1]], payload,
                                                                       8, 112) + b'}, "optimizers": {}}'
+    if n == 136 and payload[:2] == b"\x11\x00" and payload[6:8] == b"\x80\x00":
+        # one three-phase inverter and nothing else
+        return b'{"events": {}, "inverters": {' + _inverter_0011_item(_IDS[REC_HDR.unpack_from(payload)[1]], payload,
+                                                                      8, 136) + b'}, "optimizers": {}}'
     inverters: dict[str, bytes] = {}
     optimizers = _OptTexts()
     events: dict[str, bytes] = {}
