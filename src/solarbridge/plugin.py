@@ -120,7 +120,16 @@ class Sink:
         raise NotImplementedError
 
     async def flush(self) -> None:
-        """Make everything written so far durable or delivered (called on shutdown)."""
+        """Make everything written so far delivered or durably spooled (called on shutdown).
+
+        A sink without a durable spool (MQTT) waits here until the server has confirmed it, connecting
+        first if need be. The caller bounds the wait (cancellation at the shutdown deadline).
+        """
+
+    async def deliver(self) -> None:
+        """End of a finite run (file mode, ``--duration``): wait until everything is delivered, not only
+        spooled. The caller bounds the wait. Default: :meth:`flush`."""
+        await self.flush()
 
     async def stop(self) -> None:
         """Release resources. Must not raise."""
@@ -128,6 +137,11 @@ class Sink:
     def pending(self) -> int:
         """Items held inside the sink (spool, buffers) not yet delivered; for health."""
         return 0
+
+    def undelivered(self) -> str:
+        """After flush/deliver, before stop: what was taken but not delivered, in words ("" if nothing)."""
+        n = self.pending()
+        return f"{n} item(s) not delivered" if n else ""
 
 
 @dataclass

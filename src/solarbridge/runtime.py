@@ -132,6 +132,8 @@ class Supervisor:
         self._source_tasks: list[asyncio.Task[None]] = []
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        #: after :meth:`stop`: per sink, what was not delivered
+        self.undelivered: dict[str, str] = {}
         self.state_dir = Path(config.daemon.state_dir)
         self.started_at = time.time()
 
@@ -290,39 +292,75 @@ class Supervisor:
         if self._source_tasks:
             await asyncio.gather(*self._source_tasks, return_exceptions=True)
 
-    async def drain(self, timeout: float) -> bool:
-        """Wait until every sink queue is empty (or timeout). True if drained."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(len(q) == 0 for q in self._sink_queues.values()):
-                return True
-            await asyncio.sleep(0.02)
-        return False
+    async def stop(self, *, deliver: bool = False, timeout: float | None = None,
+                   interrupt: asyncio.Event | None = None) -> dict[str, str]:
+        """Stop sources, let sinks drain their queues, flush and stop them.
 
-    async def stop(self) -> None:
-        """Stop sources, let sinks drain their queues, flush and stop them; bounded by shutdown_timeout."""
-        timeout = self.config.daemon.shutdown_timeout
+        Daemon shutdown (``deliver=False``) is bounded by ``shutdown_timeout``: a sink with a durable spool
+        only needs to have spooled. The end of a finite run (``deliver=True``) waits until every sink has
+        *delivered*, for at most ``timeout`` seconds (None: until ``interrupt`` is set). Returns, per sink,
+        what was not delivered (an empty dict when everything was); also kept as :attr:`undelivered`.
+        """
+        shutdown = self.config.daemon.shutdown_timeout
         self._stopping.set()
-        await cancel_and_wait(self._source_tasks, timeout * 0.3)
+        await cancel_and_wait(self._source_tasks, shutdown * 0.3)
         for h in self.health.values():
             if h.kind == "source":
                 h.state = "stopped"
-        deadline = time.monotonic() + timeout
-        await self.drain(timeout * 0.6)
-        await cancel_and_wait(self._sink_tasks, max(0.1, (deadline - time.monotonic()) * 0.3))
-        for name, sink in self.sinks.items():
-            q = self._sink_queues[name]
-            remaining = max(0.1, deadline - time.monotonic())
+        limit = timeout if deliver else shutdown
+        deadline = None if limit is None else time.monotonic() + limit
+
+        def left(share: float = 1.0) -> float | None:
+            return None if deadline is None else max(0.1, (deadline - time.monotonic()) * share)
+
+        drain_for = left(0.6)
+        with contextlib.suppress(TimeoutError):
+            await _within(self._drain_all(), drain_for, interrupt)
+        await cancel_and_wait(self._sink_tasks, max(0.1, left(0.3) or 1.0))
+        results = await asyncio.gather(*(self._finish_sink(name, sink, deliver, left, interrupt)
+                                         for name, sink in self.sinks.items()))
+        self.undelivered = {name: text for name, text in zip(self.sinks, results, strict=True) if text}
+        for name, text in self.undelivered.items():
+            log.error("sink %s: not delivered: %s", name, text)
+        return self.undelivered
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every sink queue is empty (or timeout). True if drained."""
+        try:
+            await _within(self._drain_all(), timeout, None)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _drain_all(self) -> None:
+        while not all(len(q) == 0 for q in self._sink_queues.values()):
+            await asyncio.sleep(0.02)
+
+    async def _finish_sink(self, name: str, sink: Sink, deliver: bool, left: Any,
+                           interrupt: asyncio.Event | None) -> str:
+        """Write what is still queued, flush (or deliver), say what was not delivered, stop the sink."""
+        q = self._sink_queues[name]
+        lost = ""
+        if len(q):
+            # what is still queued goes to the sink directly before its final flush
+            batch = await q.get_batch(len(q))
             try:
-                if len(q):
-                    # what is still queued goes to the sink directly before its final flush
-                    await asyncio.wait_for(sink.write(await q.get_batch(len(q))), remaining)
-                await asyncio.wait_for(sink.flush(), max(0.1, deadline - time.monotonic()))
-            except Exception as exc:  # noqa: BLE001
-                log.error("sink %s: could not flush on shutdown: %s", name, exc)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(sink.stop(), max(0.1, deadline - time.monotonic()))
-            self.health[name].state = "stopped"
+                await _within(sink.write(batch), left(), interrupt)
+            except Exception as exc:  # noqa: BLE001 - reported below, the batch is lost
+                lost = f"{len(batch)} queued reading(s) not taken ({_why(exc)})"
+        what = "deliver" if deliver else "flush"
+        try:
+            await _within(sink.deliver() if deliver else sink.flush(), left(), interrupt)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("sink %s: could not %s before the deadline: %s", name, what, _why(exc))
+        try:
+            text = sink.undelivered()
+        except Exception as exc:  # noqa: BLE001 - a broken report must not stop the shutdown
+            text = f"unknown ({_why(exc)})"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sink.stop(), left() or 5.0)
+        self.health[name].state = "stopped"
+        return "; ".join(x for x in (lost, text) if x)
 
     async def run_until_stopped(self, stop_event: asyncio.Event) -> None:
         """Build from the config unless parts were added by hand, run until ``stop_event``, then stop."""
@@ -331,3 +369,30 @@ class Supervisor:
         await self.start()
         await stop_event.wait()
         await self.stop()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _within(aw: Any, timeout: float | None, interrupt: asyncio.Event | None) -> Any:
+    """Await ``aw`` for at most ``timeout`` seconds (None: no limit) or until ``interrupt`` is set.
+
+    Raises TimeoutError in either case, after cancelling ``aw`` (bounded, so shutdown cannot hang on it).
+    """
+    task = asyncio.ensure_future(aw)
+    waits: set[asyncio.Future[Any]] = {task}
+    stopper = asyncio.ensure_future(interrupt.wait()) if interrupt is not None else None
+    if stopper is not None:
+        waits.add(stopper)
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if stopper is not None:
+            stopper.cancel()
+    if task.done():
+        return task.result()
+    await cancel_and_wait([task], 1.0)
+    raise TimeoutError

@@ -3,15 +3,15 @@
 Reads the original tool's TOML (``[pcap]``, ``[[influxdb2]]``, ``[[mqtt]]``), captures live or reads a file,
 and writes to the configured outputs through the generic sinks (InfluxDB with the durable spool and the
 ``sunsniff`` schema, MQTT with the ``sunsniff`` layout). In file mode it waits, once the file is read, until
-every sink has delivered or durably spooled what was decoded, then exits 0. Config and capture problems are
-one line on stderr and exit code 2.
+every sink has delivered what was decoded (the MQTT broker acknowledged it, InfluxDB accepted it), then exits
+0; what was not delivered within ``--drain-timeout`` (or before Ctrl-C) is named on stderr and the exit code
+is 1. Config and capture problems are one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import re
 import sys
@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar in file mode")
     p.add_argument("--drain-timeout", type=float, default=0.0, metavar="S",
-                   help="file mode: give up waiting for sinks after S seconds (default 0: wait until delivered)")
+                   help="file mode: give up waiting for delivery after S seconds (default 0: wait until delivered)")
     return p
 
 
@@ -149,42 +149,33 @@ async def _capture(dcfg: Any, stop: asyncio.Event, *, file_mode: bool, progress:
         src.progress = on_progress
     await sup.start()
     code = 0
-    if file_mode:
-        waiter = asyncio.create_task(sup.wait_sources())
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if src.failed:
-            code = 1
-        if not stop.is_set():
-            deadline = time.monotonic() + drain_timeout if drain_timeout > 0 else None
-            next_note = time.monotonic() + 10
-            # wait until every sink has taken every reading (the InfluxDB sink spools to disk on write)
-            while not stop.is_set():
-                depth = {n: sup.queue_depth(n) for n in sup.sinks}
-                if not any(depth.values()):
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    log.error("gave up waiting for sinks: %s", depth)
-                    code = 1
-                    break
-                if time.monotonic() > next_note:
-                    next_note = time.monotonic() + 10
-                    log.warning("waiting for sinks to take queued readings: %s", depth)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.05)
-        h = src.ctx.health
-        log.info("done: %s", {k: v for k, v in h.gauges.items()})
-    else:
+    if not file_mode:
         await stop.wait()
-    await sup.stop()
-    for name, h in sup.health.items():
-        if h.kind == "sink" and h.state == "failed":
-            log.warning("sink %s ended failed: %s", name, h.last_error)
-    if code == 0 and file_mode and not stop.is_set():
+        await sup.stop()
         return 0
-    return code if file_mode else 0
+    waiter = asyncio.create_task(sup.wait_sources())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if src.failed:
+        code = 1
+    h = src.ctx.health
+    log.info("done reading: %s", {k: v for k, v in h.gauges.items()})
+    # the file is read: every sink must now deliver what was decoded (not only spool it), connecting first
+    # if need be, within --drain-timeout (0: until delivered or interrupted)
+    undelivered = await sup.stop(deliver=True, timeout=drain_timeout if drain_timeout > 0 else None,
+                                 interrupt=stop)
+    for name, text in undelivered.items():
+        print(f"{PROG}: not delivered: {_section(name)}: {text}", file=sys.stderr)
+    if undelivered or stop.is_set():
+        code = 1
+    return code
 
+
+def _section(sink_name: str) -> str:
+    """Daemon sink names (mqtt-0) back to the user's config sections (mqtt[0])."""
+    m = re.fullmatch(r"(influxdb2|mqtt)-(\d+)", sink_name)
+    return f"{m.group(1)}[{m.group(2)}]" if m else sink_name
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,12 +16,16 @@ class Backoff:
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def next_delay(self) -> float:
-        """Delay before the next attempt; grows with each call until :meth:`reset`."""
-        delay = min(self.cap, self.initial * (self.factor ** self.attempts))
+        """Delay before the next attempt; grows with each call until :meth:`reset`.
+
+        Jitter only shortens the delay (by up to ``jitter`` of it), so the cap is a true upper bound and
+        clients at the cap stay spread out instead of all waiting exactly ``cap``.
+        """
+        delay = min(self.cap, self.initial * (self.factor ** min(self.attempts, 64)))
         self.attempts += 1
         if self.jitter:
-            delay *= 1 + self._rng.uniform(-self.jitter, self.jitter)
-        return min(delay, self.cap)
+            delay *= 1 - self._rng.uniform(0, self.jitter)
+        return delay
 
     def reset(self) -> None:
         self.attempts = 0

@@ -472,6 +472,29 @@ class GraphiteSink(Sink):
             raise ConnectionError(f"{e}; {self.client.unconfirmed()} point(s) not confirmed") from None
         self._gauges()
 
+    async def deliver(self) -> None:
+        """End of a finite run: send until carbon has confirmed everything (the caller bounds the wait)."""
+        if self.config.spool != "disk":
+            await self.flush()
+            return
+        backoff = Backoff(initial=0.2, cap=2.0)
+        while self.spool is not None and self.spool.points:
+            try:
+                await asyncio.to_thread(self._deliver_spooled, True)
+            except ConnectionError as e:
+                self.ctx.health.last_error = str(e)
+                await asyncio.sleep(backoff.next_delay())
+            self._gauges()
+
+    def undelivered(self) -> str:
+        n = self.pending()
+        if not n:
+            return ""
+        where = f"carbon {self.config.host}:{self.client.port}"
+        why = f" (last error: {self.ctx.health.last_error})" if self.ctx.health.last_error else ""
+        kept = f"; they stay in the spool {self.spool_path}" if self.config.spool == "disk" else ""
+        return f"{n} point(s) not confirmed by {where}{kept}{why}"
+
     async def stop(self) -> None:
         if self._sender is not None:
             # the flag ends the loop even if a cancellation is lost (Python 3.11's wait_for can swallow one

@@ -309,6 +309,21 @@ class InfluxSink(Sink):
             except Exception:  # noqa: BLE001 - flush is best effort; the spool keeps the rest
                 return
 
+    async def deliver(self) -> None:
+        """End of a finite run: send the spool until the server accepted all of it (the caller bounds it)."""
+        backoff = Backoff(initial=0.2, cap=2.0)
+        while self.spool is not None and self._client is not None and self.spool.points:
+            await self.flush()
+            if self.spool is not None and self.spool.points:
+                await asyncio.sleep(backoff.next_delay())
+
+    def undelivered(self) -> str:
+        n = self.pending()
+        if not n:
+            return ""
+        why = f" (last error: {self.ctx.health.last_error})" if self.ctx.health.last_error else ""
+        return f"{n} point(s) not accepted by {self.url}; they stay in the spool {self.spool_path}{why}"
+
     async def stop(self) -> None:
         if self._sender is not None:
             # let a request in flight finish (bounded by the HTTP timeout) so its points are acked, not resent

@@ -16,8 +16,21 @@ queues up: on reconnect (and when Home Assistant's birth message arrives) the
 sink publishes discovery, availability and the newest state per topic again.
 
 The paho-mqtt client runs on the event loop itself (its socket is watched with
-``add_reader``/``add_writer``; no network thread), reconnecting with
-exponential backoff; only the blocking TCP/TLS connect runs in an executor.
+``add_reader``/``add_writer``; no network thread), reconnecting with capped
+exponential backoff (``reconnect_max``, default 4 s, so everything is back within
+about 5 s of the broker's return however long it was away) with jitter of up to
+half the delay, so a fleet of clients does not reconnect in lockstep; only the
+blocking TCP/TLS connect runs in an executor.
+
+Delivery: there is no spool, so the sink has taken a reading only once the broker
+has it. :meth:`MqttSink.flush` (shutdown, end of a file run) connects first if
+need be, sends the newest payload of every topic, and waits for the broker to
+acknowledge a QoS 1 message sent after them on the same connection.
+
+Devices the sink has published are remembered in the state dir
+(``mqtt-<name>.devices.json``); at the next start each is marked offline
+(retained) until its source reports it again, so a restart while a device is
+unreachable does not leave the last run's "online" on the broker.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -64,8 +78,9 @@ class MqttConfig(SinkConfig):
     layout: Literal["solarbridge", "givtcp", "sunsniff"] = "solarbridge"
     givtcp_root: str = Field("GivEnergy", description="root of the GivTCP topic tree (layout givtcp)")
     keepalive: int = Field(30, ge=5, le=3600)
-    reconnect_min: float = Field(1.0, gt=0, le=60)
-    reconnect_max: float = Field(30.0, gt=0, le=3600)
+    reconnect_min: float = Field(0.5, gt=0, le=60, description="first reconnect delay (s)")
+    reconnect_max: float = Field(4.0, gt=0, le=3600,
+                                 description="longest reconnect delay (s); jitter spreads clients below it")
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
@@ -140,6 +155,13 @@ class MqttSink(Sink):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.published = 0
         self.connections = 0
+        #: delivery accounting: cache changes made, handed to a live connection, confirmed by the broker
+        self._changes = 0
+        self._sent_upto = 0
+        self._confirmed = 0
+        self._up = asyncio.Event()
+        self._known: dict[str, str] = {}
+        self._known_file: Path | None = None
 
     # ------------------------------------------------------------------ connection
     async def start(self) -> None:
@@ -173,6 +195,7 @@ class MqttSink(Sink):
         client.on_socket_unregister_write = lambda cl, ud, sock: self._in_loop(self._sock_want_write, sock, False)
         self._client = client
         self._stopping = False
+        self._mark_known_offline()
         self._conn_task = asyncio.create_task(self._connection_loop(), name=f"mqtt-connection:{self.ctx.name}")
         if c.heartbeat > 0:
             self._heartbeat_task = asyncio.create_task(self._heartbeat(), name=f"mqtt-heartbeat:{self.ctx.name}")
@@ -230,7 +253,8 @@ class MqttSink(Sink):
         c = self.config
         u = urlsplit(c.url)
         host, port = u.hostname, u.port or (8883 if self._tls else 1883)
-        backoff = Backoff(initial=c.reconnect_min, cap=c.reconnect_max)
+        # jitter of up to half the delay: clients that lost the broker together come back spread out
+        backoff = Backoff(initial=min(c.reconnect_min, c.reconnect_max), cap=c.reconnect_max, jitter=0.5)
         loop = asyncio.get_running_loop()
         client = self._client
         first = True
@@ -282,6 +306,7 @@ class MqttSink(Sink):
             self._conn_failed(f"broker {self.config.url} refused the connection: {reason}")
             return
         self.connected = True
+        self._up.set()
         self.connections += 1
         self.ctx.health.count("connects")
         self.ctx.health.gauges["connected"] = 1
@@ -306,6 +331,7 @@ class MqttSink(Sink):
     def _on_disconnect(self, reason: str) -> None:
         was = self.connected
         self.connected = False
+        self._up.clear()
         self._unacked.clear()
         self.ctx.health.gauges["connected"] = 0
         if was and not self._stopping:
@@ -323,6 +349,7 @@ class MqttSink(Sink):
             self._raw_publish(topic, payload, True, 1)
         for topic, (payload, retain, qos) in list(self._state_cache.items()):
             self._raw_publish(topic, payload, retain, qos)
+        self._sent_upto = self._changes
 
     async def _heartbeat(self) -> None:
         while True:
@@ -352,7 +379,10 @@ class MqttSink(Sink):
         if old is not None and old[0] == payload and not force:
             return False
         self._state_cache[topic] = (payload, r, q)
+        self._changes += 1
         self._raw_publish(topic, payload, r, q)
+        if self.connected:
+            self._sent_upto = self._changes
         return True
 
     def _publish_discovery(self, topic: str, payload: dict[str, Any]) -> None:
@@ -360,7 +390,10 @@ class MqttSink(Sink):
         if self._disc_cache.get(topic) == data:
             return
         self._disc_cache[topic] = data
+        self._changes += 1
         self._raw_publish(topic, data, True, 1)
+        if self.connected:
+            self._sent_upto = self._changes
 
     async def write(self, batch: list[Reading]) -> None:
         if len(self._unacked) > _UNACKED_HIGH:
@@ -410,6 +443,7 @@ class MqttSink(Sink):
             dev = self.devices[r.device_id] = _Device(r.device_id, ha.Topics(self.config.base_topic, tid), info)
             self._by_topic_id[tid] = r.device_id
             self._set_controls(dev)
+            self._remember(dev)
         elif r.info is not None and r.info != dev.info:
             dev.info = r.info
             dev.discovered.clear()  # device block changed: re-send every entity
@@ -466,8 +500,75 @@ class MqttSink(Sink):
             if text:
                 self._publish_state(state_topic, text.encode(), retain=False, qos=0, force=True)
 
+    # ------------------------------------------------------------------ delivery
     async def flush(self) -> None:
-        pass
+        """Wait until the broker has the newest payload of every topic (connecting first if need be).
+
+        MQTT has no per-message receipt for QoS 0, so a QoS 1 message (the retained ``online`` status)
+        is sent after everything else on the same connection: the broker handles one connection's
+        packets in order, so its PUBACK means it has the earlier messages too. The caller bounds the wait.
+        """
+        if self._client is None:
+            return
+        while self._confirmed < self._changes:
+            if not self.connected:
+                await self._up.wait()
+                continue
+            if self._sent_upto < self._changes:
+                self.republish_all()  # changes made while disconnected
+            target = self._changes
+            conn = self.connections
+            info = self._client.publish(self.status_topic, b"online", qos=1, retain=True)
+            while self.connected and self.connections == conn and not info.is_published():
+                await asyncio.sleep(0.005)
+            if info.is_published() and self.connections == conn:
+                self._confirmed = max(self._confirmed, target)
+
+    def undelivered(self) -> str:
+        n = self._changes - self._confirmed
+        if not n:
+            return ""
+        why = f" ({self._last_conn_error})" if self._last_conn_error else ""
+        return f"{n} message(s) not confirmed by the broker {self.config.url}{why}"
+
+    # ------------------------------------------------------------------ devices seen before
+    def _mark_known_offline(self) -> None:
+        """Devices seen by an earlier run: offline (retained) until their source reports them again.
+
+        Only under the runtime (daemon, sunsynk-capture): a standalone sink has no state dir of its own.
+        """
+        if self.ctx.runtime is None:
+            return
+        # the runtime's state dir (a sink added by hand to a Supervisor keeps its own context's ".")
+        state_dir = Path(getattr(self.ctx.runtime, "state_dir", None) or self.ctx.state_dir)
+        shard = f"-s{self.shard.index}" if self.shard else ""
+        self._known_file = state_dir / f"mqtt-{self.ctx.name or 'mqtt'}{shard}.devices.json"
+        try:
+            known = json.loads(self._known_file.read_text())
+            devices = known.get("devices", {}) if known.get("base_topic") == self.config.base_topic else {}
+        except (OSError, ValueError, AttributeError):
+            devices = {}
+        self._known = {str(k): str(v) for k, v in devices.items()} if isinstance(devices, dict) else {}
+        for device_id, tid in self._known.items():
+            if device_id not in self.devices:
+                self._publish_state(ha.Topics(self.config.base_topic, tid).availability, b"offline", True, 1)
+        if self._known:
+            self.ctx.log.info("mqtt sink %s: %d device(s) from the last run marked offline until they report",
+                              self.ctx.name, len(self._known))
+
+    def _remember(self, dev: _Device) -> None:
+        if self._known_file is None or self._known.get(dev.device_id) == dev.topics.device:
+            return
+        self._known[dev.device_id] = dev.topics.device
+        from ...util.atomic import atomic_write
+
+        try:
+            self._known_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self._known_file, json.dumps({"base_topic": self.config.base_topic,
+                                                       "devices": self._known}, indent=1, sort_keys=True) + "\n")
+        except OSError as exc:
+            self.ctx.log.warning("mqtt sink %s: cannot remember devices in %s: %s", self.ctx.name,
+                                 self._known_file, exc)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -500,7 +601,8 @@ class MqttSink(Sink):
         self.connected = False
 
     def pending(self) -> int:
-        return 0
+        """Changes not yet handed to a live broker connection (they go out on reconnect)."""
+        return self._changes - self._sent_upto
 
     # ------------------------------------------------------------------ commands
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
