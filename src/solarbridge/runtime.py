@@ -320,8 +320,9 @@ class Supervisor:
         results = await asyncio.gather(*(self._finish_sink(name, sink, deliver, left, interrupt)
                                          for name, sink in self.sinks.items()))
         self.undelivered = {name: text for name, text in zip(self.sinks, results, strict=True) if text}
-        for name, text in self.undelivered.items():
-            log.error("sink %s: not delivered: %s", name, text)
+        if not deliver:  # a finite run's caller reports (and sets its exit code) itself
+            for name, text in self.undelivered.items():
+                log.error("sink %s: not delivered: %s", name, text)
         return self.undelivered
 
     async def drain(self, timeout: float) -> bool:

@@ -191,6 +191,8 @@ async def _supervise(cfg: Any, stop: asyncio.Event, duration: float,
     if api is not None:
         waiters.append(asyncio.create_task(api.wait(), name="api:wait"))
     done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    # a run that ends by itself (--duration) is finite: every sink must deliver, not only spool
+    finite = any(t.get_name() == "duration" for t in done)
     for t in done:
         if t.get_name() == "api:wait" and t.exception() is not None:
             log.error("web service failed: %s", t.exception())
@@ -202,13 +204,18 @@ async def _supervise(cfg: Any, stop: asyncio.Event, duration: float,
     status.info("stopping")
     # the web service and the supervisor stop side by side, each bounded by its own timeout; every
     # task is awaited here, so nothing is left for the event loop to cancel (and complain about) at exit
-    stoppers = [asyncio.create_task(sup.stop(), name="stop:supervisor")]
+    stopping = sup.stop(deliver=True, timeout=cfg.daemon.shutdown_timeout) if finite else sup.stop()
+    stoppers = [asyncio.create_task(stopping, name="stop:supervisor")]
     if api is not None:
         stoppers.append(asyncio.create_task(api.stop(), name="stop:api"))
     await asyncio.wait(stoppers)
     for t in stoppers:
         if not t.cancelled() and t.exception() is not None:
             log.error("%s: %s", t.get_name(), t.exception())
+    if finite:
+        for name, text in sup.undelivered.items():
+            status.error("not delivered: sink %s: %s", name, text)
+            rc = 1
     status.info("stopped")
     return rc
 
