@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from . import errors
 from .auth import token_checker
-from .routes import control, dashboard, devices, health
+from .routes import control, dashboard, devices, docs, health
 from .routes import history as history_routes
 from .sse import Broadcaster
 
@@ -44,7 +44,7 @@ def create_app(supervisor: Any, api_config: Any = None, *, history: Any = None,
         title="solarbridge",
         summary="Live readings, history, health and controls of your solar and battery devices",
         version=_version(),
-        docs_url="/api/docs",
+        docs_url=None,  # routes/docs.py serves Swagger UI from a package, not a CDN
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
@@ -62,6 +62,7 @@ def create_app(supervisor: Any, api_config: Any = None, *, history: Any = None,
     for module in (devices, control, history_routes, health):
         app.include_router(module.router)
     dashboard.mount(app)
+    docs.mount(app)
     router = givtcp_router(supervisor, cfg)
     if router is not None:
         app.include_router(router)
