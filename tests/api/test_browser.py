@@ -157,3 +157,25 @@ def test_dashboard_control_asks_for_the_token(tmp_path, browser):
               timeout=5, what="control confirmation")
         r = httpx.get(d.url + "/api/devices/synthetic-home/latest").json()
         assert r["metrics"]["battery_reserve_pct"] == 20
+
+
+def test_health_panel_stops_saying_running_when_the_daemon_stops(tmp_path, browser):
+    """Issue 17 item 21: header "reconnecting" and a Health panel with OK/RUNNING/"just now" never go together."""
+    src = {"type": "synthetic", "interval": 1, "seed": 1}
+    d = LiveDaemon(tmp_path, sources=[src]).__enter__()
+    try:
+        drv = browser
+        drv.get(d.url + "/")
+        until(drv, lambda b: attr(b, "conn", "data-state") == "live", what="live event stream")
+        until(drv, lambda b: attr(b, "health-status", "data-status") == "ok", what="health ok")
+        until(drv, lambda b: b.find_elements("css selector", '#health tr[data-component="synthetic1"] .badge.running')
+              or b.find_elements("css selector", "#health .badge.running"), what="a running component")
+    finally:
+        d.stop()
+    until(drv, lambda b: attr(b, "conn", "data-state") == "down", timeout=20, what="header says reconnecting")
+    until(drv, lambda b: attr(b, "health-status", "data-status") == "down", timeout=10, what="health not ok")
+    time.sleep(2.5)  # ages keep growing: nothing can still read "just now"
+    table = drv.find_element("id", "health").text.lower()
+    assert "running" not in table and "just now" not in table, table
+    assert drv.find_element("id", "health-status").text.upper() != "OK"
+    assert "not answering" in drv.find_element("id", "health-summary").text

@@ -14,6 +14,10 @@ const state = {
   series: [],
   plot: null,
   health: new Map(),
+  healthData: null,     // the last answer of /api/health
+  healthOk: null,       // false once the daemon stopped answering
+  healthAt: 0,
+  healthLostAt: 0,
   dirty: false,
   openDetails: new Set(), // "<device>|phases" / "<device>|cells" sections the user opened
 };
@@ -578,22 +582,50 @@ function setRange(r) {
 
 // ------------------------------------------------------------------ health
 
+// The table is drawn from the last answer of /api/health, with ages computed at draw time (every second), so
+// "last success" keeps ageing. When the daemon stops answering (or the live stream drops), the panel says so:
+// no component is shown as running and the status badge is not "ok".
 async function loadHealth() {
-  let h;
   try {
-    const r = await fetch("/api/health");
-    if (!r.ok) return;
-    h = await r.json();
-  } catch (e) { return; }
+    const r = await fetch("/api/health", { cache: "no-store" });
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    state.healthData = await r.json();
+    state.healthOk = true;
+    state.healthAt = Date.now();
+  } catch (e) {
+    healthLost();
+    return;
+  }
+  renderHealth();
+}
+
+function healthLost() {
+  if (state.healthOk === false) return;
+  state.healthOk = false;
+  state.healthLostAt = Date.now();
+  renderHealth();
+}
+
+function renderHealth() {
+  const h = state.healthData;
   const badge = $("health-status");
-  badge.textContent = h.status; badge.className = "badge " + h.status;
+  const up = state.healthOk !== false;
+  if (!up) {
+    badge.textContent = "not answering"; badge.className = "badge down";
+    badge.dataset.status = "down";
+  } else if (h) {
+    badge.textContent = h.status; badge.className = "badge " + h.status;
+    badge.dataset.status = h.status;
+  }
+  if (!h) return;
   const rows = [];
   for (const c of h.components) {
     state.health.set(c.name, c);
     const backlog = c.queue_depth === null || c.queue_depth === undefined ? "–" : `${c.queue_depth} + ${c.pending ?? 0}`;
+    const st = up ? c.state : "unknown";
     rows.push(el("tr", { "data-component": c.name, class: c.last_error ? "has-err" : "" },
       el("td", {}, c.name, el("span", { class: "kind", text: `${c.kind} · ${c.type}` })),
-      el("td", {}, el("span", { class: "badge " + c.state, text: c.state })),
+      el("td", {}, el("span", { class: "badge " + st, text: st })),
       el("td", { text: c.last_success ? ago(c.last_success * 1000) : "never" }),
       el("td", { class: "num", text: backlog }),
       el("td", { class: "num", text: c.dropped ?? "–" })));
@@ -603,10 +635,14 @@ async function loadHealth() {
     }
   }
   $("health").tBodies[0].replaceChildren(...rows);
-  $("health-summary").textContent = `${h.readings} readings · ${h.devices_online}/${h.devices} devices online · up ${fmtStep(Math.round(h.uptime_s))}`;
-  for (const dev of state.devices.values()) {
-    const src = state.health.get(dev.source);
-    if (src) dev.comms = src.state;
+  $("health-summary").textContent = up
+    ? `${h.readings} readings · ${h.devices_online}/${h.devices} devices online · up ${fmtStep(Math.round(h.uptime_s))}`
+    : `the daemon is not answering (since ${ago(state.healthLostAt)}); last figures from ${ago(state.healthAt)}`;
+  if (up) {
+    for (const dev of state.devices.values()) {
+      const src = state.health.get(dev.source);
+      if (src) dev.comms = src.state;
+    }
   }
 }
 
@@ -633,8 +669,8 @@ function schedule() {
 function connect() {
   const es = new EventSource("/api/events");
   const conn = $("conn"), text = $("conn-text");
-  es.onopen = () => { conn.dataset.state = "live"; text.textContent = "live"; };
-  es.onerror = () => { conn.dataset.state = "down"; text.textContent = "reconnecting…"; };
+  es.onopen = () => { conn.dataset.state = "live"; text.textContent = "live"; loadHealth(); };
+  es.onerror = () => { conn.dataset.state = "down"; text.textContent = "reconnecting…"; healthLost(); };
   es.addEventListener("device", (ev) => { upsertDevice(JSON.parse(ev.data), false); schedule(); });
   es.addEventListener("reading", (ev) => {
     const r = JSON.parse(ev.data);
@@ -669,7 +705,7 @@ function init() {
   loadDevices();
   loadHealth();
   loadSeries().then(loadHistory);
-  setInterval(() => { renderDevices(); renderFlow(); }, 1000);   // "last seen" ages and stale detection
+  setInterval(() => { renderDevices(); renderFlow(); renderHealth(); }, 1000);   // ages and stale detection
   setInterval(loadHealth, 5000);
   setInterval(loadDevices, 15000);
   setInterval(() => loadSeries().then(loadHistory), 30000);
