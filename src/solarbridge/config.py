@@ -46,6 +46,8 @@ from . import registry
 
 #: overrides ``[daemon] state_dir`` (one directory per worker when workers share a config file)
 ENV_STATE_DIR = "SOLARBRIDGE_STATE_DIR"
+#: overrides ``[api] listen`` (likewise)
+ENV_API_LISTEN = "SOLARBRIDGE_API_LISTEN"
 
 #: keys whose literal values are secrets (masked in output, and the file must be private)
 SECRET_KEYS = frozenset({"password", "token", "secret", "api_key", "client_secret", "key", "ha_token"})
@@ -352,6 +354,16 @@ def _expand_fleet(cfg: Config, path: Path | None, names: set[str]) -> None:
     if state_dir:
         # N workers sharing one config file on one host each need their own state (spool, tokens, history)
         cfg.daemon.state_dir = Path(state_dir).expanduser()
+    listen = os.environ.get(ENV_API_LISTEN, "").strip()
+    if listen:
+        # N workers on one host each serve their API on their own port
+        from .api.server import parse_listen
+
+        try:
+            parse_listen(listen)
+        except ValueError as e:
+            raise ConfigError(f"{ENV_API_LISTEN}: {str(e).removeprefix('api.listen: ')}") from None
+        cfg.api.listen = listen
     try:
         cfg._shard, cfg._shard_from = shard_mod.resolve(cfg.daemon.shard, os.environ)
     except ValueError as e:

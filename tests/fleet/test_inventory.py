@@ -199,3 +199,39 @@ def test_inventory_load_directly_reports_all_problems(tmp_path):
     with pytest.raises(InventoryError) as e:
         load_inventory(f)
     assert len(e.value.problems) == 2
+
+
+def test_config_sources_are_sharded_by_name_and_per_worker_environment(tmp_path, monkeypatch):
+    p = config(tmp_path, HEADER + "givenergy,h,1,,,,\n", extra="")
+    p.write_text(p.read_text() + "".join(f'[[sources]]\ntype = "synthetic"\nname = "s{i}"\n' for i in range(20)))
+    held: dict[str, int] = {}
+    for k in range(3):
+        monkeypatch.setenv("SOLARBRIDGE_SHARD", f"{k}/3")
+        monkeypatch.setenv("SOLARBRIDGE_STATE_DIR", str(tmp_path / f"w{k}"))
+        monkeypatch.setenv("SOLARBRIDGE_API_LISTEN", f"127.0.0.1:{18080 + k}")
+        cfg = load(p)
+        assert cfg.daemon.state_dir == tmp_path / f"w{k}" and cfg.api.listen == f"127.0.0.1:{18080 + k}"
+        for s in cfg.sources:
+            held[s.name] = held.get(s.name, 0) + 1
+        # what check-config prints: this worker's [[sources]] tables, not the inventory's
+        assert {s["name"] for s in masked(cfg)["sources"]} == {s.name for s in cfg.sources} - {"givenergy-h-1"}
+    assert set(held) == {f"s{i}" for i in range(20)} | {"givenergy-h-1"} and set(held.values()) == {1}
+    monkeypatch.setenv("SOLARBRIDGE_API_LISTEN", "127.0.0.1:99999")
+    assert errors(p) == ["SOLARBRIDGE_API_LISTEN: port must be 0-65535 (got '99999')"]
+
+
+def test_a_worker_with_an_empty_share_runs_idle(tmp_path, monkeypatch):
+    from solarbridge.cli.daemon import require_sources
+
+    p = config(tmp_path, HEADER + "givenergy,h,1,,,,\n")
+    owners = []
+    for k in range(8):
+        monkeypatch.setenv("SOLARBRIDGE_SHARD", f"{k}/8")
+        cfg = load(p)
+        owners.append(len(cfg.sources))
+        require_sources(cfg)  # no "nothing to run" error for the seven idle workers
+    assert sorted(owners) == [0] * 7 + [1]
+    monkeypatch.delenv("SOLARBRIDGE_SHARD")
+    (tmp_path / "fleet.csv").write_text(HEADER)
+    with pytest.raises(ConfigError, match="nothing to run"):
+        require_sources(load(p))

@@ -101,6 +101,11 @@ def require_sources(cfg: Any) -> None:
     """A daemon without sources would run forever doing nothing: say so instead."""
     from ..config import ConfigError
 
+    if not cfg.sources and getattr(cfg, "_other_shards", 0):
+        # one worker of a fleet with more workers than its share of devices: idle, not misconfigured
+        # (a StatefulSet scaled beyond the inventory must not crash-loop)
+        log.warning("shard %s holds none of the %d source(s); running idle", cfg.shard, cfg._other_shards)
+        return
     if not cfg.sources:
         where = f"{cfg.path}: " if cfg.path else ""
         raise ConfigError(f"{where}sources: none configured, so there is nothing to run "
