@@ -8,6 +8,8 @@ const $ = (id) => document.getElementById(id);
 const state = {
   devices: new Map(),   // device_id -> {info fields..., metrics, lastSeen (ms), interval (s), online}
   site: localStorage.getItem("sb.site") || "",
+  siteChosen: !!localStorage.getItem("sb.site"), // the user picked a site: no automatic default any more
+  historyWeight: new Map(), // device_id -> buckets of history over the last week (default view)
   range: Number(localStorage.getItem("sb.range")) || 86400,
   histDevice: localStorage.getItem("sb.histDevice") || "",
   histMetric: localStorage.getItem("sb.histMetric") || "",
@@ -59,6 +61,41 @@ function unitOf(metric) {
   }
   return "";
 }
+// readable names for metrics: "module_power_w" -> "Module power", "pv1_voltage_v" -> "PV1 voltage"
+const WORDS = { pv: "PV", soc: "SOC", ac: "AC", dc: "DC", bms: "BMS", eps: "EPS", ct: "CT", ups: "UPS", id: "ID" };
+function metricLabel(metric) {
+  const base = metric.replace(/_(kwh|wh|va|var|w|v|a|hz|c|s|pct|ah)(?=(_l[123])?$)/, "");
+  const words = base.split("_").filter(Boolean).map((w) => {
+    const m = /^([a-z]+)(\d*)$/.exec(w);
+    if (m && WORDS[m[1]]) return WORDS[m[1]] + m[2];
+    if (/^l[123]$/.test(w)) return w.toUpperCase();
+    return w;
+  });
+  const text = words.join(" ");
+  return text ? text[0].toUpperCase() + text.slice(1) : metric;
+}
+// a device's title: its name, plus what tells it apart when another device has the same name
+function titleOf(d) { return d.title || d.name || d.device_id; }
+function assignTitles() {
+  const groups = new Map();
+  for (const d of state.devices.values()) {
+    const n = d.name || d.device_id;
+    if (!groups.has(n)) groups.set(n, []);
+    groups.get(n).push(d);
+  }
+  for (const [name, devs] of groups) {
+    if (devs.length === 1) { devs[0].title = name; continue; }
+    const ids = devs.map((d) => d.device_id);
+    let p = 0;
+    while (ids.every((id) => id.length > p && id[p] === ids[0][p])) p++;
+    for (const d of devs) {
+      const rest = d.device_id.slice(p).replace(/^[-_.:\s]+/, "").replace(/[-_]+/g, " ")
+        .replace(/([a-z])([A-Z])/g, "$1 $2").replace(/([A-Z]+)([A-Z][a-z])/g, "$1 $2").trim();
+      d.title = `${name} · ${rest || d.device_id}`;
+    }
+  }
+}
+
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -121,17 +158,24 @@ function flowDevices() {
   return cands;
 }
 
+// the default view: the device with the most history (a day back-filled beats a gateway seen once),
+// then the one with the most power-flow metrics
+function bestByHistory(ids) {
+  const w = (id) => state.historyWeight.get(id) || 0;
+  return ids.reduce((best, id) => (w(id) > w(best) ? id : best), ids[0]);
+}
+
 function renderSiteSelect(cands) {
   const sel = $("flow-site");
-  const want = ["__all__", ...cands.map((d) => d.device_id)].join("|");
+  const want = ["__all__", ...cands.map((d) => d.device_id + "=" + titleOf(d))].join("|");
   if (sel.dataset.opts !== want) {
-    sel.replaceChildren(...cands.map((d) => el("option", { value: d.device_id, text: d.name || d.device_id })));
+    sel.replaceChildren(...cands.map((d) => el("option", { value: d.device_id, text: titleOf(d) })));
     if (cands.length > 1) sel.append(el("option", { value: "__all__", text: "All devices (sum)" }));
     sel.dataset.opts = want;
   }
-  if (!state.site || (state.site !== "__all__" && !state.devices.has(state.site))) {
-    state.site = cands.length ? cands[0].device_id : "";
-  }
+  const valid = state.site === "__all__" ? cands.length > 1 : cands.some((d) => d.device_id === state.site);
+  if (!valid) state.siteChosen = false;
+  if (!state.siteChosen) state.site = cands.length ? bestByHistory(cands.map((d) => d.device_id)) : "";
   sel.value = state.site;
 }
 
@@ -197,6 +241,7 @@ function renderDevices() {
   const rank = (d) => FLOW.filter((m) => typeof d.metrics[m] === "number").length;
   const devs = [...state.devices.values()].sort((a, b) => (rank(b) > 0) - (rank(a) > 0) ||
                                                         a.device_id.localeCompare(b.device_id));
+  assignTitles();
   $("dev-count").textContent = devs.length ? `${devs.filter((d) => deviceStatus(d) === "online").length} of ${devs.length} online` : "";
   if (!devs.length) return;
   if (!cards.size) box.replaceChildren();
@@ -238,7 +283,7 @@ function cardBody(d, st) {
   }
   if (!shown) {
     // devices without canonical power metrics: show their first few values
-    for (const [m, v] of Object.entries(d.metrics).slice(0, 4)) add(m, fmtValue(v, unitOf(m)));
+    for (const [m, v] of Object.entries(d.metrics).slice(0, 4)) add(metricLabel(m), fmtValue(v, unitOf(m)));
   }
   if (d.metrics.grid_available !== undefined) {
     add("Grid supply", d.metrics.grid_available ? "on" : "OFF", d.metrics.grid_available ? "" : "grid-off");
@@ -247,7 +292,7 @@ function cardBody(d, st) {
   add("Comms", d.comms || "–");
   const out = [
     el("span", { class: "badge " + st, text: st }),
-    el("h3", { text: d.name || d.device_id, title: d.name || d.device_id }),
+    el("h3", { text: titleOf(d), title: titleOf(d) }),
     el("div", { class: "ident", text: [d.device_type, d.model, d.serial && d.serial !== d.name ? d.serial : ""].filter(Boolean).join(" · ") }),
   ];
   if (typeof d.metrics.battery_soc_pct === "number") {
@@ -402,25 +447,45 @@ async function loadSeries() {
   const devSel = $("hist-device");
   const devices = [...new Set(state.series.map((s) => s.device_id))];
   if (!devices.length) { $("hist-note").textContent = "No history yet."; return; }
+  await weighHistory(devices);
   if (!devices.includes(state.histDevice)) {
-    // default: the power-flow device, else the device with the most power-flow metrics in its history
-    const score = (dev) => state.series.filter((x) => x.device_id === dev && FLOW.includes(x.metric)).length;
-    state.histDevice = devices.includes(state.site) ? state.site
-      : devices.reduce((best, dev) => (score(dev) > score(best) ? dev : best), devices[0]);
+    // default: the power-flow site the user picked, else the device with the most history
+    state.histDevice = state.siteChosen && devices.includes(state.site) ? state.site : bestByHistory(devices);
   }
-  if (devSel.dataset.opts !== devices.join("|")) {
-    devSel.replaceChildren(...devices.map((d) => el("option", { value: d, text: state.devices.get(d)?.name || d })));
-    devSel.dataset.opts = devices.join("|");
+  assignTitles();
+  const title = (id) => (state.devices.has(id) ? titleOf(state.devices.get(id)) : id);
+  const opts = devices.map((d) => d + "=" + title(d)).join("|");
+  if (devSel.dataset.opts !== opts) {
+    devSel.replaceChildren(...devices.map((d) => el("option", { value: d, text: title(d) })));
+    devSel.dataset.opts = opts;
   }
   devSel.value = state.histDevice;
   fillMetrics();
+}
+
+// how much history each device has: buckets of its first power-flow metric (else its first metric) over
+// a week, one small request per device, asked once (a device's history only grows)
+async function weighHistory(devices) {
+  const todo = devices.filter((d) => !state.historyWeight.has(d));
+  await Promise.all(todo.map(async (dev) => {
+    const metrics = state.series.filter((s) => s.device_id === dev).map((s) => s.metric);
+    const metric = FLOW.find((m) => metrics.includes(m)) || metrics[0];
+    let n = 0;
+    try {
+      const q = new URLSearchParams({ device: dev, metric, since: "7d", step: "3600s" });
+      const r = await fetch("/api/history?" + q);
+      if (r.ok) n = (await r.json()).count.reduce((a, b) => a + b, 0);
+    } catch (e) { /* no weight: counts as none */ }
+    state.historyWeight.set(dev, n);
+  }));
+  if (todo.length && !state.siteChosen) schedule();
 }
 
 function fillMetrics() {
   const metrics = state.series.filter((s) => s.device_id === state.histDevice).map((s) => s.metric);
   const sel = $("hist-metric");
   if (sel.dataset.opts !== metrics.join("|")) {
-    sel.replaceChildren(...metrics.map((m) => el("option", { value: m, text: m })));
+    sel.replaceChildren(...metrics.map((m) => el("option", { value: m, text: metricLabel(m) + (unitOf(m) ? ` (${unitOf(m)})` : "") })));
     sel.dataset.opts = metrics.join("|");
   }
   if (!metrics.includes(state.histMetric)) state.histMetric = FLOW.find((m) => metrics.includes(m)) || metrics[0] || "";
@@ -450,6 +515,7 @@ async function loadHistory() {
   state.plot = data;
   canvas.dataset.range = String(range);
   canvas.dataset.points = String(data.t.length);
+  canvas.dataset.unit = data.unit || "";
   drawPlot();
   $("hist-note").textContent = `${data.t.length} points, ${fmtStep(data.step)} buckets (min/mean/max), ` +
     `loaded in ${Math.round(performance.now() - t0)} ms`;
@@ -495,7 +561,7 @@ function drawPlot(hoverX) {
   if (!Number.isFinite(lo)) { lo = 0; hi = 1; }
   const yt = niceTicks(lo, hi, 5);
   lo = Math.min(lo, yt[0]); hi = Math.max(hi, yt[yt.length - 1]);
-  const left = 52, right = 8, top = 8, bottom = 22;
+  const left = 52, right = 8, top = 18, bottom = 22;
   const x0 = d.since, x1 = d.until;
   const X = (t) => left + ((t - x0) / (x1 - x0)) * (W - left - right);
   const Y = (v) => top + (1 - (v - lo) / (hi - lo || 1)) * (H - top - bottom);
@@ -506,10 +572,16 @@ function drawPlot(hoverX) {
   const kilo = (unit === "W" || unit === "Wh") && Math.max(Math.abs(hi), Math.abs(lo)) >= 2000;
   const places = (x) => Math.max(0, Math.min(6, -Math.floor(Math.log10(x) + 1e-9)));
   const decimals = places(tickStep), kDecimals = places(tickStep / 1000);
+  // the unit above the y labels ("kW" when the labels are in thousands)
+  const shownUnit = kilo ? "k" + unit : unit;
+  if (shownUnit) {
+    ctx.save(); ctx.textAlign = "left"; ctx.textBaseline = "top"; ctx.font = "600 11px system-ui, sans-serif";
+    ctx.fillText(shownUnit, 4, 0); ctx.restore();
+  }
   for (const v of yt) {
     const y = Math.round(Y(v)) + 0.5;
     ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(W - right, y); ctx.stroke();
-    const label = v === 0 ? "0" : kilo ? (v / 1000).toFixed(kDecimals) + "k" : v.toFixed(decimals);
+    const label = v === 0 ? "0" : kilo ? (v / 1000).toFixed(kDecimals) : v.toFixed(decimals);
     ctx.fillText(label, left - 6, y);
   }
   // x labels
@@ -687,7 +759,9 @@ function connect() {
 function init() {
   for (const b of document.querySelectorAll(".ranges button")) b.addEventListener("click", () => setRange(Number(b.dataset.range)));
   setRange(state.range);
-  $("flow-site").addEventListener("change", (e) => { state.site = e.target.value; localStorage.setItem("sb.site", state.site); renderFlow(); });
+  $("flow-site").addEventListener("change", (e) => {
+    state.site = e.target.value; state.siteChosen = true; localStorage.setItem("sb.site", state.site); renderFlow();
+  });
   $("hist-device").addEventListener("change", (e) => {
     state.histDevice = e.target.value; localStorage.setItem("sb.histDevice", state.histDevice); fillMetrics(); loadHistory();
   });

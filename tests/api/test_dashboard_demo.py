@@ -1,0 +1,175 @@
+"""The dashboard on `solarbridge demo` (every family's simulator), in headless Chromium (issue 17, 18-20).
+
+- the default view is the device with the most history (the synthetic home's back-filled day), not the
+  gateway simulator that has a point or two;
+- at 1280 px the Health table is not clipped; on a phone the Site select and the controls' inputs fit
+  their cards;
+- cards of devices without the canonical power metrics (optimizers) show readable names, two meters of one
+  inverter get titles that tell them apart, and the history plot's y axis shows the unit.
+
+Screenshots go to artifacts/api/ (gitignored); look at them when changing the layout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from test_browser import ARTIFACTS, until
+from test_browser import browser as browser  # noqa: F401  (the fixture, shared)
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    from servers import free_port, wait_for
+
+    d = tmp_path_factory.mktemp("demo")
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "solarbridge.cli.main", "demo", "--dir", str(d), "--listen",
+                             f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "Press Ctrl-C" in line:
+                break
+
+        def every_family_seen() -> bool:
+            devs = httpx.get(url + "/api/devices", timeout=5).json()
+            types = {x["device_type"] for x in devs}
+            return {"synthetic", "enphase_gateway", "optimizer", "meter", "sunsynk"} <= types
+
+        assert wait_for(every_family_seen, timeout=90), httpx.get(url + "/api/devices").json()
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def text_of(drv, css: str) -> list[str]:
+    return [e.text for e in drv.find_elements("css selector", css)]
+
+
+def clipped(drv, css: str) -> list[str]:
+    """Elements under ``css`` whose right edge lies beyond their card's (or that are scrolled out of it)."""
+    return drv.execute_script("""
+        const out = [];
+        for (const e of document.querySelectorAll(arguments[0])) {
+          const card = e.closest('.card');
+          const r = e.getBoundingClientRect(), c = card.getBoundingClientRect();
+          const wrap = e.closest('.table-wrap');
+          const w = wrap ? wrap.getBoundingClientRect() : c;
+          if (r.width === 0) { out.push((e.id || e.textContent.trim().slice(0, 30)) + ': hidden'); continue; }
+          if (r.right > Math.min(c.right, w.right) + 0.5 || r.left < Math.max(c.left, w.left) - 0.5)
+            out.push((e.id || e.textContent.trim().slice(0, 30)) + ': ' + Math.round(r.left) + '..' +
+                     Math.round(r.right) + ' outside ' + Math.round(c.left) + '..' + Math.round(c.right));
+        }
+        return out;""", css)
+
+
+def test_default_view_is_the_device_with_the_most_history(demo, browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    drv = browser
+    drv.get(demo + "/")
+    until(drv, lambda b: b.find_element("id", "flow-site").get_attribute("value"), what="a site in the flow")
+    until(drv, lambda b: int(b.find_element("id", "plot").get_attribute("data-points")) > 100, timeout=30,
+          what="a history plot with the back-filled day")
+    assert drv.find_element("id", "flow-site").get_attribute("value") == "synthetic-home"
+    assert drv.find_element("id", "hist-device").get_attribute("value") == "synthetic-home"
+    # the gateway that has a point or two is still offered
+    options = [o.get_attribute("value") for o in drv.find_elements("css selector", "#flow-site option")]
+    assert "202439990001" in options
+    drv.save_screenshot(str(ARTIFACTS / "demo-default-view.png"))
+
+
+def test_health_table_fits_at_1280(demo, browser):
+    drv = browser
+    drv.set_window_size(1280, 1000)
+    drv.get(demo + "/")
+    until(drv, lambda b: len(b.find_elements("css selector", "#health tbody tr")) >= 8, what="health rows")
+    time.sleep(0.3)
+    drv.execute_script("document.querySelector('.health-card').scrollIntoView()")
+    drv.save_screenshot(str(ARTIFACTS / "demo-1280-health.png"))
+    assert clipped(drv, "#health th") == []
+    assert clipped(drv, "#health tbody tr:not(.err-row) td") == []
+    wrap = drv.execute_script("const w = document.querySelector('.health-card .table-wrap');"
+                              "return [w.scrollWidth, w.clientWidth]")
+    assert wrap[0] <= wrap[1], f"health table scrolls sideways: {wrap}"
+    assert "Backlog" in text_of(drv, "#health th")
+
+
+def test_phone_site_select_and_inputs_fit_their_cards(demo, browser):
+    drv = browser
+    drv.set_window_size(390, 1800)
+    drv.get(demo + "/")
+    until(drv, lambda b: b.find_element("id", "flow-site").get_attribute("value"), what="a site")
+    until(drv, lambda b: b.find_elements("css selector", '[data-device="SA2114G000"] details.controls'),
+          timeout=30, what="the GivEnergy card with its controls")
+    # open every control box: time inputs (charge slots) and numbers must fit their card
+    for det in drv.find_elements("css selector", "details.controls"):
+        drv.execute_script("arguments[0].open = true", det)
+    time.sleep(0.3)
+    overflow = drv.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    drv.save_screenshot(str(ARTIFACTS / "demo-phone-top.png"))
+    drv.execute_script("document.querySelector('[data-device=\"SA2114G000\"] details.controls').scrollIntoView()")
+    drv.save_screenshot(str(ARTIFACTS / "demo-phone-controls.png"))
+    assert overflow <= 0, f"page is {overflow}px wider than the phone"
+    assert clipped(drv, "#flow-site") == []
+    # the default view is the same on a phone (the gateway's single point is not what opens)
+    assert drv.find_element("id", "flow-site").get_attribute("value") == "synthetic-home"
+    until(drv, lambda b: b.find_element("id", "hist-device").get_attribute("value") == "synthetic-home",
+          what="history of the synthetic home")
+    assert clipped(drv, ".hist-pick select") == []
+    assert clipped(drv, ".ctl input, .ctl select, .ctl button") == []
+    # time inputs show the whole time (the "AM" of "12:30 AM" was cut): as wide as their content asks
+    short = drv.execute_script("""
+        const out = [];
+        for (const e of document.querySelectorAll('.ctl input[type=time]')) {
+          const w = e.getBoundingClientRect().width, keep = e.style.width;
+          e.style.width = 'max-content';
+          const natural = e.getBoundingClientRect().width;
+          e.style.width = keep;
+          if (w + 0.5 < natural) out.push(e.getAttribute('aria-label') + ': ' + w + ' < ' + natural);
+        }
+        return out;""")
+    assert drv.find_elements("css selector", ".ctl input[type=time]")
+    assert short == []
+
+
+def test_cards_have_readable_names_and_distinct_titles(demo, browser):
+    drv = browser
+    drv.set_window_size(1400, 1000)
+    drv.get(demo + "/")
+    until(drv, lambda b: len(b.find_elements("css selector", '.dev[data-device^="7F104920-meter"]')) == 2,
+          timeout=30, what="both SolarEdge meter cards")
+    titles = drv.execute_script("return [...document.querySelectorAll('.dev h3')].map((e) => e.textContent)")
+    assert len(titles) == len(set(titles)), sorted(t for t in titles if titles.count(t) > 1)
+    meters = sorted(t for t in titles if t.startswith("SolarEdge meter 7F104920"))
+    assert meters == ["SolarEdge meter 7F104920 · 5 Grid Import Export", "SolarEdge meter 7F104920 · 9 PV Production"]
+    terms = drv.execute_script("return [...document.querySelectorAll('.dev[data-device=\"20100001\"] dt')]"
+                               ".map((e) => e.textContent)")
+    assert terms and not any("_" in t for t in terms), terms
+    assert "Module power" in terms, terms
+    # the history metric list reads as words, and the plot's y axis names the unit
+    labels = drv.execute_script("return [...document.querySelectorAll('#hist-metric option')].map((e) => e.text)")
+    assert labels and not any("_" in t for t in labels), labels
+    until(drv, lambda b: b.find_element("id", "plot").get_attribute("data-unit") == "W", timeout=20,
+          what="the plot's unit")
+    drv.execute_script("document.querySelector('.dev[data-device=\"20100001\"]').scrollIntoView()")
+    drv.save_screenshot(str(ARTIFACTS / "demo-cards.png"))
