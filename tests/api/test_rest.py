@@ -352,3 +352,27 @@ def test_givtcp_routes_mounted_only_with_a_givenergy_source(tmp_path):
     sup.sources["ge"] = fake
     r = run(go())  # the GivTCP-compatible router answers (and rejects the payload before any inverter I/O)
     assert r.status_code == 400 and "JSON" in r.json()["result"]
+
+
+def test_history_means_are_written_to_a_sensible_precision(tmp_path, store):
+    """Issue 17 item 17: a bucket mean of one-decimal samples has at most three decimals and is the decimal
+    mean rounded there (a plain float mean shows binary sums: 0.23333333333333336)."""
+    from decimal import Decimal
+
+    values = [0.1, 0.2, 0.4, 938.1, 938.2, 938.3, 937.9, 938.1, 938.2, 938.2, 938.3]
+    _fill(store, values[:3], metric="x_kwh")
+    _fill(store, values[3:], start=T0 + 600, metric="x_kwh")
+    sup = make_supervisor(tmp_path)
+
+    async def go():
+        async with client_for(create_app(sup, history=store)) as c:
+            r = await c.get("/api/history", params={"device": "inv1", "metric": "x_kwh", "since": str(T0),
+                                                    "until": str(T0 + 1199), "step": "600s"})
+            return r.json()
+
+    d = run(go())
+    assert d["count"] == [3, 8]
+    for mean, vs in zip(d["mean"], (values[:3], values[3:]), strict=True):
+        exact = sum(Decimal(repr(v)) for v in vs) / len(vs)
+        got = Decimal(repr(mean))
+        assert got == got.quantize(Decimal("0.001")) and abs(got - exact) <= Decimal("0.0005"), (mean, exact)
