@@ -227,11 +227,10 @@ class SimInverter:
                 bmu[114 + i] = v
 
     def _seed_three_phase(self) -> None:
-        """HR 1000-1124 of a GIV-3HY: its own target, reserve, battery type and slots (tables.py)."""
+        """The rest of a GIV-3HY's HR 1000-1124 (its control bank is seeded above): system enable, active
+        rate, lithium battery type, EPS (backup) on, export limit; its firmware and battery type in IR."""
         hr = self.holding
-        hr[1000], hr[1002], hr[1078], hr[1080], hr[1105] = 1, 100, 4, 1, 1
-        hr[1108], hr[1109], hr[1110], hr[1111], hr[1112] = 100, 4, 100, 100, 1
-        hr[1113], hr[1114] = 30, 430  # charge slot 1
+        hr[1000], hr[1002], hr[1080], hr[1105] = 1, 100, 1, 1
         hr[1102], hr[1103] = 11000, 1
         ir = self.input
         ir[1121], ir[1124], ir[1325], ir[1326], ir[1327] = 1, 1, 11043, 10311, 11121
