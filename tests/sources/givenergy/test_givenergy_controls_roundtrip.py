@@ -224,24 +224,34 @@ def test_force_charge_writes_then_reverts_after_its_duration(tmp_path: Path) -> 
     run(go())
 
 
+# model, registers force export changes, {register: value while it runs}, the register showing it runs
+EXPORT = {
+    "hybrid": ((110, 112, 27, 59, 56, 57), {110: 4, 112: 50, 27: 0, 59: 1}, 27),
+    "3ph": ((1109, 1108, 1118, 1119, 1123, 1122), {1109: 4, 1108: 100, 1123: 0, 1122: 1}, 1122),
+}
+
+
+@pytest.mark.parametrize("model", sorted(EXPORT))
 @pytest.mark.parametrize("expired", [True, False], ids=["restart-after-the-end", "restart-in-the-middle"])
-def test_force_export_reverts_after_a_restart(tmp_path: Path, expired: bool) -> None:
+def test_force_export_reverts_after_a_restart(tmp_path: Path, expired: bool, model: str) -> None:
+    regs, forced, flag = EXPORT[model]
+
     async def go() -> None:
-        async with sim("hybrid") as s:
+        async with sim(model) as s:
             hr = s.inverter.holding
-            regs = (110, 112, 27, 59, 56, 57)
             before = {reg: hr[reg] for reg in regs}
             async with Running(s.port, tmp_path) as r:
                 await r.control("forceExport", {"duration": 60})
-                assert (hr[110], hr[112], hr[27], hr[59]) == (4, 50, 0, 1)
+                assert {reg: hr[reg] for reg in forced} == forced
                 t0 = r.src.clock()
             # the daemon is gone; the inverter still exports
-            assert hr[27] == 0 and "forceExport" in _state(tmp_path)["timed"]
+            assert hr[flag] == forced[flag] and "forceExport" in _state(tmp_path)["timed"]
             async with Running(s.port, tmp_path) as r2:
                 if not expired:
                     r2.src.clock = lambda: t0 + 10 * 60
                     await asyncio.sleep(0.2)
-                    assert hr[27] == 0 and r2.readings[-1].metrics["force_export_remaining_min"] == 50
+                    assert hr[flag] == forced[flag]
+                    assert r2.readings[-1].metrics["force_export_remaining_min"] == 50
                 r2.src.clock = lambda: t0 + 61 * 60
                 await until(lambda: "forceExport" not in r2.src.timed, what="revert after restart")
                 assert {reg: hr[reg] for reg in regs} == before

@@ -117,8 +117,10 @@ WRITE_RANGES.update({_T3["battery_charge_limit_ac"]: (0, 100), _T3["battery_disc
                      FORCE_CHARGE_ENABLE_3PH: (0, 1), FORCE_DISCHARGE_ENABLE_3PH: (0, 1)})
 
 #: register number -> name, for messages, logs and control replies (never raw numbers to a user)
-REGISTER_NAMES: dict[int, str] = ({r: name for name, r in _T3.items()} | {r: name for name, r in HR.items()}
-                                  | {EMS_EXPORT_LIMIT: "ems_export_power_limit"})
+#: (the three-phase bank's names carry a prefix: several of them repeat single-phase names)
+REGISTER_NAMES: dict[int, str] = ({r: f"three_phase_{name}" for name, r in _T3.items()}
+                                  | {r: name for name, r in HR.items()} | {EMS_EXPORT_LIMIT: "ems_export_power_limit"})
+assert len(set(REGISTER_NAMES.values())) == len(REGISTER_NAMES), "register names must be unique"
 
 
 def register_name(register: int) -> str:
