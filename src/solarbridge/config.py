@@ -160,6 +160,17 @@ class Config(BaseModel):
     _source_keys: dict[str, str] = PrivateAttr(default_factory=dict)
     #: sources of the config and inventory that other workers own
     _other_shards: int = PrivateAttr(0)
+    _phases: dict[str, float] = PrivateAttr(default_factory=dict)
+
+    def start_offset(self, name: str) -> float:
+        """Seconds an inventory source waits before its first poll: its own phase within its poll interval.
+
+        Derived from the source's name (stable across restarts and workers), so polls of a fleet are spread
+        evenly over the interval instead of arriving in one burst.
+        """
+        if self._inventory is None or name not in self._phases:
+            return 0.0
+        return self._phases[name]
 
     @property
     def shard(self) -> Any:
@@ -383,9 +394,14 @@ def _expand_fleet(cfg: Config, path: Path | None, names: set[str]) -> None:
         except inv_mod.InventoryError as e:
             raise ConfigError(str(e)) from None
         cfg._inventory = inv
+        from hashlib import blake2b
+
         for dev in inv.devices:
             cfg.sources.append(dev.config)
             keys[dev.name] = dev.key
+            interval = getattr(dev.config, "poll_interval", None) or getattr(dev.config, "interval", None) or 0
+            frac = int.from_bytes(blake2b(dev.key.encode(), digest_size=4).digest(), "big") / 2**32
+            cfg._phases[dev.name] = round(frac * min(float(interval), 300.0), 3)
     cfg._source_keys = keys
     if cfg._shard is not None:
         mine = [c for c in cfg.sources if cfg._shard.owns(keys[c.name])]

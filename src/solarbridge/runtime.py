@@ -234,6 +234,11 @@ class Supervisor:
             h.last_success = time.time()
             publish(reading)
 
+        # inventory devices start at their own phase of the poll interval: thousands of devices polled
+        # in one burst every interval would queue behind each other (docs/fleet.md)
+        offset = getattr(self.config, "start_offset", lambda _name: 0.0)(src.ctx.name)
+        if offset > 0:
+            await self._sleep(offset)
         while not self._stopping.is_set():
             try:
                 if h.state == "starting":

@@ -206,3 +206,50 @@ def test_status_while_one_worker_runs_and_the_other_is_gone(mosquitto, tmp_path,
 
     state = asyncio.run(main())
     assert state == {"solarbridge/status/0": b"online", "solarbridge/status/1": b"offline"}
+
+
+def test_after_resharding_moved_devices_stay_available(mosquitto, tmp_path, monkeypatch):
+    # a worker restarts with the devices of its last run remembered (marked offline until they report);
+    # those that moved to another worker must not be held "offline" over their new owner's "online"
+    monkeypatch.delenv("SOLARBRIDGE_SHARD", raising=False)
+    inv = tmp_path / "fleet.csv"
+    inv.write_text("family,serial,options\n" + "".join(f"synthetic,home-{i},interval=0.2\n" for i in range(12)))
+
+    def configs(n: int) -> list:
+        out = []
+        for k in range(n):
+            c = _worker_config(tmp_path, k, n, mosquitto.url, inv)
+            c.sinks[0].heartbeat = 0.3
+            out.append(c)
+        return out
+
+    async def run(cfgs: list, seconds: float) -> None:
+        sups = [Supervisor(c) for c in cfgs]
+        for s in sups:
+            s.build()
+            await s.start()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            for s in sups:
+                await s.stop()
+
+    before = {s.device_id: k for k, c in enumerate(configs(2)) for s in c.sources}
+    after = {s.device_id: k for k, c in enumerate(configs(3)) for s in c.sources}
+    moved = [d for d in before if before[d] != after[d]]
+    assert moved and all(after[d] == 2 for d in moved)
+    asyncio.run(run(configs(2), 1.5))
+    watcher = Retained(mosquitto.port, ("solarbridge/+/availability",), qos=0)
+    try:
+        asyncio.run(run(configs(3), 3.0))  # ten heartbeats of every worker
+        avail = [(t.split("/")[1], p) for t, p in watcher.every]
+    finally:
+        watcher.close()
+    state = read_retained(mosquitto.port, ("solarbridge/+/availability",))
+    # the sinks' clean stop leaves availability as it was; every device ended "online"
+    assert {t.split("/")[1]: v for t, v in state.items()} == {d: b"online" for d in before}
+    # and no moved device was re-asserted "offline" by its old worker's heartbeat
+    for d in moved:
+        offline = [i for i, (dev, p) in enumerate(avail) if dev == d and p == b"offline"]
+        online = [i for i, (dev, p) in enumerate(avail) if dev == d and p == b"online"]
+        assert len(offline) <= 1 and online, (d, avail)

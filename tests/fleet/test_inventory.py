@@ -235,3 +235,17 @@ def test_a_worker_with_an_empty_share_runs_idle(tmp_path, monkeypatch):
     (tmp_path / "fleet.csv").write_text(HEADER)
     with pytest.raises(ConfigError, match="nothing to run"):
         require_sources(load(p))
+
+
+def test_inventory_devices_start_at_their_own_phase_of_the_poll_interval(tmp_path, monkeypatch):
+    monkeypatch.delenv("SOLARBRIDGE_SHARD", raising=False)
+    rows = "".join(f"givenergy,10.0.0.{i},8899,SA{i:06d},,,\n" for i in range(200))
+    p = config(tmp_path, HEADER + rows)  # poll_interval = 10 from the family defaults
+    p.write_text(p.read_text() + '[[sources]]\ntype = "synthetic"\nname = "home"\n')
+    cfg = load(p)
+    phases = [cfg.start_offset(s.name) for s in cfg.sources if s.name != "home"]
+    assert all(0 <= x < 10 for x in phases)
+    # spread over the interval, not one burst: every tenth of it holds some devices
+    assert {int(x) for x in phases} == set(range(10))
+    assert cfg.start_offset("home") == 0.0  # a [[sources]] table starts at once, as before
+    assert [load(p).start_offset(s.name) for s in cfg.sources] == [cfg.start_offset(s.name) for s in cfg.sources]

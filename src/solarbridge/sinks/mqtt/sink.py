@@ -161,6 +161,8 @@ class MqttSink(Sink):
         self._confirmed = 0
         self._up = asyncio.Event()
         self._known: dict[str, str] = {}
+        #: sharded: devices of the last run to mark offline once, at the first connection
+        self._offline_once: dict[str, str] = {}
         self._known_file: Path | None = None
 
     # ------------------------------------------------------------------ connection
@@ -327,6 +329,10 @@ class MqttSink(Sink):
         client.subscribe(subs)
         self._raw_publish(self.status_topic, b"online", True, 1)
         self.republish_all()
+        for device_id, topic in self._offline_once.items():
+            if device_id not in self.devices:
+                self._raw_publish(topic, b"offline", True, 1)
+        self._offline_once.clear()
 
     def _on_disconnect(self, reason: str) -> None:
         was = self.connected
@@ -551,7 +557,13 @@ class MqttSink(Sink):
         self._known = {str(k): str(v) for k, v in devices.items()} if isinstance(devices, dict) else {}
         for device_id, tid in self._known.items():
             if device_id not in self.devices:
-                self._publish_state(ha.Topics(self.config.base_topic, tid).availability, b"offline", True, 1)
+                topic = ha.Topics(self.config.base_topic, tid).availability
+                if self.shard is not None:
+                    # in a fleet the device may have moved to another worker (n changed): say "offline"
+                    # once, and do not keep re-asserting it with the heartbeat over its new owner's "online"
+                    self._offline_once[device_id] = topic
+                else:
+                    self._publish_state(topic, b"offline", True, 1)
         if self._known:
             self.ctx.log.info("mqtt sink %s: %d device(s) from the last run marked offline until they report",
                               self.ctx.name, len(self._known))
