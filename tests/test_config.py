@@ -70,7 +70,7 @@ def test_unknown_plugin_type_lists_allowed(tmp_path):
 
 def test_unknown_top_level_section(tmp_path):
     p = write(tmp_path, "[deamon]\nstate_dir = '/tmp'\n")
-    assert error_of(p) == f"{p}: deamon: unknown key (allowed: api, daemon, inventory, sinks, sources)"
+    assert error_of(p) == f"{p}: deamon: unknown key (allowed: api, counters, daemon, inventory, sinks, sites, sources)"
 
 
 def test_bad_toml_syntax(tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +44,8 @@ from pydantic import (
 )
 
 from . import registry
+from .stages.counters import CounterOptions
+from .stages.sites import SiteConfig, check_sites
 
 #: overrides ``[daemon] state_dir`` (one directory per worker when workers share a config file)
 ENV_STATE_DIR = "SOLARBRIDGE_STATE_DIR"
@@ -149,9 +152,14 @@ class Config(BaseModel):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     inventory: InventoryConfig | None = None
+    counters: CounterOptions = Field(default_factory=CounterOptions,
+                                     description="counter hygiene defaults; a source may override with counters = {...}")
+    sites: list[SiteConfig] = Field(default_factory=list)
     sources: list[Any] = Field(default_factory=list)
     sinks: list[Any] = Field(default_factory=list)
     _path: Path | None = PrivateAttr(None)
+    #: counter hygiene options of the sources that override [counters], by source name
+    _source_counters: dict[str, CounterOptions] = PrivateAttr(default_factory=dict)
     #: this worker's shard (None: not sharded) and where it was set
     _shard: Any = PrivateAttr(None)
     _shard_from: str = PrivateAttr("")
@@ -171,6 +179,11 @@ class Config(BaseModel):
         if self._inventory is None or name not in self._phases:
             return 0.0
         return self._phases[name]
+
+    @property
+    def source_counters(self) -> dict[str, CounterOptions]:
+        """Counter hygiene options of sources that override ``[counters]``, by name (others use ``counters``)."""
+        return self._source_counters
 
     @property
     def shard(self) -> Any:
@@ -226,10 +239,21 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             break
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            current = ann
+        model_type = _model_in(field.annotation)
+        if model_type is not None:
+            current = model_type
     return sorted(getattr(current, "model_fields", {}))
+
+
+def _model_in(ann: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds, looking inside list[...], Annotated[...] and unions."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def secret_paths(node: Any, path: tuple[Any, ...] = ()) -> list[str]:
@@ -334,6 +358,7 @@ def build(raw: dict[str, Any], path: Path | None = None) -> Config:
         cfg = Config.model_validate(head)
     except ValidationError as e:
         raise ConfigError(prefix + describe_validation_error(e, (), Config)) from None
+    overrides: dict[int, CounterOptions] = {}
     for key, table in (("sources", registry.SOURCES), ("sinks", registry.SINKS)):
         entries = raw.get(key, [])
         if not isinstance(entries, list):
@@ -341,11 +366,19 @@ def build(raw: dict[str, Any], path: Path | None = None) -> Config:
         out = []
         for i, entry in enumerate(entries):
             try:
+                if key == "sources" and isinstance(entry, dict) and "counters" in entry:
+                    entry = dict(entry)
+                    overrides[i] = _source_counters(i, entry.pop("counters"), cfg.counters)
                 out.append(validate_plugin(key, i, entry, table))
             except ConfigError as e:
                 raise ConfigError(prefix + str(e)) from None
         setattr(cfg, key, out)
+    try:
+        check_sites(cfg.sites)
+    except ValueError as e:
+        raise ConfigError(prefix + str(e)) from None
     default_names(cfg.sources + cfg.sinks)
+    cfg._source_counters = {cfg.sources[i].name: opts for i, opts in overrides.items()}
     names = [c.name for c in cfg.sources + cfg.sinks]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -353,6 +386,19 @@ def build(raw: dict[str, Any], path: Path | None = None) -> Config:
     cfg._path = path
     _expand_fleet(cfg, path, set(names))
     return cfg
+
+
+def _source_counters(index: int, raw: Any, defaults: CounterOptions) -> CounterOptions:
+    """A source's ``counters``: ``false``/``true``, or a table overriding the ``[counters]`` defaults."""
+    where = f"sources[{index}].counters"
+    if isinstance(raw, bool):
+        raw = {"enabled": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be true, false or a table such as {{ max_power_w = 6000 }}")
+    try:
+        return CounterOptions.model_validate({**defaults.model_dump(), **raw})
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(e, ("sources", index, "counters"), CounterOptions)) from None
 
 
 def _expand_fleet(cfg: Config, path: Path | None, names: set[str]) -> None:
@@ -425,10 +471,19 @@ def masked(cfg: Config) -> dict[str, Any]:
 
     inv = cfg._inventory
     from_inventory = {d.name for d in inv.devices} if inv is not None else set()
+    def source(model: BaseModel) -> dict[str, Any]:
+        d = dump(model)
+        opts = cfg.source_counters.get(d.get("name", ""))
+        if opts is not None and opts != cfg.counters:
+            d["counters"] = opts.model_dump(mode="json")
+        return d
+
     out: dict[str, Any] = {
         "daemon": dump(cfg.daemon),
         "api": dump(cfg.api),
-        "sources": [dump(s) for s in cfg.sources if s.name not in from_inventory],
+        "counters": dump(cfg.counters),
+        "sites": [s.model_dump(mode="json") for s in cfg.sites],
+        "sources": [source(s) for s in cfg.sources if s.name not in from_inventory],
         "sinks": [dump(s) for s in cfg.sinks],
     }
     if cfg.shard is not None:

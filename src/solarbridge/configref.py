@@ -13,6 +13,8 @@ from pydantic_core import PydanticUndefined
 
 from . import registry
 from .config import ApiConfig, DaemonConfig, InventoryConfig, default_state_dir
+from .stages.counters import CounterOptions
+from .stages.sites import BatteryRole, GridRole, LoadRole, PvRole, SiteConfig
 
 
 def _type_name(ann: Any) -> str:
@@ -85,7 +87,17 @@ def render() -> str:
            "are an error. Secrets (type `secret`) may be a literal, `{ env = \"NAME\" }` or `{ file = \"/path\" }`.",
            "", "## [daemon]", "", *model_table(DaemonConfig), "", "## [api]", "", *model_table(ApiConfig), "",
            "## [inventory]", "", "A CSV or TOML file of device rows expanded into sources ([docs/fleet.md](fleet.md)).",
-           "", *model_table(InventoryConfig), ""]
+           "", *model_table(InventoryConfig), "",
+           "## [counters]", "",
+           "Counter hygiene (docs/sites-energy.md). Any `[[sources]]` table may take `counters = false` or",
+           "`counters = { ... }` with these keys to override them for that source.", "",
+           *model_table(CounterOptions), "",
+           "## [[sites]]", "",
+           "Role entries (`grid`, `pv`, `battery`, `load`) are a device id, a table, or a list of either.", "",
+           *model_table(SiteConfig), "",
+           "### site roles", "",
+           "`grid`:", "", *model_table(GridRole), "", "`pv`:", "", *model_table(PvRole), "",
+           "`battery`:", "", *model_table(BatteryRole), "", "`load`:", "", *model_table(LoadRole), ""]
     for kind, table in (("sources", registry.SOURCES), ("sinks", registry.SINKS)):
         for name in sorted(table):
             cls = registry.load(table[name])

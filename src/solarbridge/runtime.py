@@ -21,6 +21,7 @@ from typing import Any
 from . import registry
 from .model import ControlError, ControlRequest, ControlResult, DeviceInfo, Reading
 from .plugin import Context, Health, Sink, Source
+from .stages import Stage, chain
 from .util.aiorun import cancel_and_wait
 from .util.backoff import Backoff
 
@@ -136,6 +137,42 @@ class Supervisor:
         self.undelivered: dict[str, str] = {}
         self.state_dir = Path(config.daemon.state_dir)
         self.started_at = time.time()
+        self.stages = self._stages()
+        #: what a source's emit calls: every stage in order, then the bus
+        self.pipeline = chain(self.stages, self.bus.publish)
+        self._save_task: asyncio.Task[None] | None = None
+
+    def _stages(self) -> list[Stage]:
+        """sources -> counter hygiene -> sites -> bus (see solarbridge.stages)."""
+        from .stages.counters import CounterStage
+        from .stages.sites import SiteStage
+
+        opts = getattr(self.config, "source_counters", {})
+        counters = CounterStage(opts, self.state_dir / "counters.json", self._stage_health("counters"))
+        defaults = getattr(self.config, "counters", None)
+        if defaults is not None:
+            counters.default = defaults
+        sites = SiteStage(list(getattr(self.config, "sites", [])), self.state_dir / "sites.json",
+                          self._stage_health("sites"))
+        return [counters, sites]
+
+    def _stage_health(self, name: str) -> Health:
+        h = self.health[name] = Health(name, "stage", name)
+        h.state = "running"
+        return h
+
+    def stage(self, name: str) -> Any:
+        """The runtime stage called ``name`` (counters, sites), or None."""
+        return next((s for s in self.stages if s.name == name), None)
+
+    def save_stages(self) -> None:
+        for st in self.stages:
+            st.save()
+
+    async def _save_periodically(self, every: float = 60.0) -> None:
+        while not self._stopping.is_set():
+            await self._sleep(every)
+            await asyncio.to_thread(self.save_stages)
 
     # ---------------------------------------------------------------- construction
     def _context(self, name: str, kind: str, type_: str) -> Context:
@@ -225,7 +262,7 @@ class Supervisor:
     async def _run_source(self, src: Source) -> None:
         h = src.ctx.health
         backoff = self._backoff()
-        publish = self.bus.publish
+        publish = self.pipeline
 
         def emit(reading: Reading) -> None:
             if h.state != "running":
@@ -291,6 +328,7 @@ class Supervisor:
                                                         name=f"sink:{name}"))
         for name, src in self.sources.items():
             self._source_tasks.append(asyncio.create_task(self._run_source(src), name=f"source:{name}"))
+        self._save_task = asyncio.create_task(self._save_periodically(), name="stages:save")
 
     async def wait_sources(self) -> None:
         """Wait until every source has finished by itself (file replay, one-shot modes)."""
@@ -309,9 +347,12 @@ class Supervisor:
         shutdown = self.config.daemon.shutdown_timeout
         self._stopping.set()
         await cancel_and_wait(self._source_tasks, shutdown * 0.3)
+        if self._save_task is not None:
+            await cancel_and_wait([self._save_task], 1.0)
         for h in self.health.values():
-            if h.kind == "source":
+            if h.kind in ("source", "stage"):
                 h.state = "stopped"
+        self.save_stages()  # counter baselines and site totals survive the restart
         limit = timeout if deliver else shutdown
         deadline = None if limit is None else time.monotonic() + limit
 

@@ -101,7 +101,8 @@ def test_dashboard_live_flow_history_and_offline(tmp_path, browser):
         assert "rev" in attr(drv, "link-grid", "class")  # export animates hub -> grid
 
         # history: 24 h is the default; switch to 7 d and 1 h
-        until(drv, lambda b: int(attr(b, "plot", "data-points")) > 0, timeout=20, what="24 h history plot")
+        until(drv, lambda b: int(attr(b, "plot", "data-points")) > 0, timeout=20,
+              what="24 h history plot")
         click(drv, drv.find_element("css selector", '.ranges button[data-range="604800"]'))
         until(drv, lambda b: attr(b, "plot", "data-range") == "604800" and int(attr(b, "plot", "data-points")) > 100,
               timeout=20, what="7 d history plot")

@@ -213,7 +213,8 @@ def test_health_reports_components(tmp_path):
 
     h = run(go())
     assert h["status"] == "degraded" and h["readings"] == 1 and h["devices"] == 1 and h["devices_online"] == 1
-    (c,) = h["components"]
+    (c,) = [c for c in h["components"] if c["kind"] == "source"]
+    assert {c["name"] for c in h["components"] if c["kind"] == "stage"} == {"counters", "sites"}
     assert c["name"] == "ctl" and c["state"] == "failed" and c["last_error"] == "ConnectionError: refused"
     assert c["counters"] == {"crc_errors": 3} and c["gauges"] == {"rssi": None}
 

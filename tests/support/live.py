@@ -56,7 +56,8 @@ class LiveDaemon:
 
     def publish(self, reading: Reading) -> None:
         assert self.sup is not None
-        self.call(self.sup.bus.publish, reading)
+        # the way a source's emit goes: counter hygiene and sites, then the bus
+        self.call(self.sup.pipeline, reading)
 
     def run_coro(self, coro: Any, timeout: float = 10) -> Any:
         assert self.loop is not None

@@ -2,7 +2,7 @@
 
 ``create_app(supervisor, api_config)`` builds the app around a running
 :class:`~solarbridge.runtime.Supervisor` from the routers in :mod:`solarbridge.api.routes`
-(devices and events, control, history, health and /metrics, the dashboard) and, when a givenergy
+(devices and events, control, history, site energy, health and /metrics, the dashboard) and, when a givenergy
 source is configured, the GivTCP-compatible routes (:mod:`solarbridge.api.givtcp`). The routers read
 the daemon through ``app.state`` (see :mod:`solarbridge.api.routes.deps`): the live device registry
 (``supervisor.bus.devices``), the health report and the history store; control requests go through
@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from . import errors
 from .auth import token_checker
-from .routes import control, dashboard, devices, docs, health
+from .routes import control, dashboard, devices, docs, energy, health
 from .routes import history as history_routes
 from .sse import Broadcaster
 
@@ -59,7 +59,7 @@ def create_app(supervisor: Any, api_config: Any = None, *, history: Any = None,
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
 
-    for module in (devices, control, history_routes, health):
+    for module in (devices, control, history_routes, energy, health):
         app.include_router(module.router)
     dashboard.mount(app)
     docs.mount(app)

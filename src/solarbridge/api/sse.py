@@ -44,6 +44,8 @@ def reading_payload(reading: Reading) -> dict[str, Any]:
         "source": reading.source,
         "online": reading.online,
         "metrics": safe_metrics(reading.metrics),
+        **({"site": {k: reading.extra[k] for k in ("members", "stale", "load", "derived") if k in reading.extra}}
+           if reading.device_type == "site" else {}),
     }
     return d
 

@@ -31,6 +31,7 @@ def load_config_or_exit(path: str) -> Any:
 
 def check_config(args: argparse.Namespace) -> int:
     from ..config import ConfigError, masked
+    from ..stages.sites import describe
 
     cfg = load_config_or_exit(args.config)
     try:
@@ -43,6 +44,7 @@ def check_config(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, default=str))
     else:
         print(_to_toml(doc))
+        print("\n".join(describe(cfg.sites)))
     return 0
 
 
@@ -54,21 +56,24 @@ def _to_toml(doc: dict[str, Any]) -> str:
             return repr(v)
         if isinstance(v, list):
             return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + " }"
         if v is None:
             return '""'
         return json.dumps(str(v))
 
     lines: list[str] = []
-    for section in ("daemon", "api", "inventory"):
+    for section in ("daemon", "api", "counters", "inventory"):
         if section not in doc:
             continue
         lines.append(f"[{section}]")
         lines += [f"{k} = {val(v)}" for k, v in doc[section].items() if not isinstance(v, dict | list)]
         lines.append("")
-    for section in ("sources", "sinks"):
+    for section in ("sites", "sources", "sinks"):
         for entry in doc[section]:
             lines.append(f"[[{section}]]")
-            lines += [f"{k} = {val(v)}" for k, v in entry.items() if not isinstance(v, dict)]
+            lines += [f"{k} = {val(v)}" for k, v in entry.items()
+                      if section == "sites" or k == "counters" or not isinstance(v, dict)]
             lines.append("")
     return "\n".join(lines)
 

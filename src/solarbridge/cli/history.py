@@ -58,6 +58,11 @@ def _history(args: argparse.Namespace, path: Path) -> int:
     except FileNotFoundError as e:
         print(f"solarbridge history: {e}", file=sys.stderr)
         return 1
+    if args.energy:
+        return _energy(args, store)
+    if args.site:
+        print("solarbridge history: --site goes with --energy", file=sys.stderr)
+        return 2
     if not args.device or not args.metric:
         if args.device or args.metric:
             print("solarbridge history: give both --device and --metric (or neither, to list series)",
@@ -67,7 +72,7 @@ def _history(args: argparse.Namespace, path: Path) -> int:
         return _emit(["device_id", "device_type", "metric"], rows, args.format)
     try:
         now = datetime.now(UTC)
-        since = parse_time(args.since, now=now)
+        since = parse_time(args.since or "1h", now=now)
         until = parse_time(args.until, now=now)
         step = parse_duration(args.step) if args.step is not None else 0
     except ValueError as e:
@@ -87,6 +92,54 @@ def _history(args: argparse.Namespace, path: Path) -> int:
         return _emit(["time", "min", "mean", "max", "count"], rows, args.format)
     points = store.query(args.device, args.metric, since, until)
     return _emit(["time", "value"], [[t.isoformat(), v] for t, v in points], args.format)
+
+
+def _site_timezone(args: argparse.Namespace, site: str) -> str:
+    if args.tz is not None:
+        return str(args.tz)
+    if args.config:
+        from .daemon import load_config_or_exit
+
+        for s in load_config_or_exit(args.config).sites:
+            if s.name == site:
+                return s.timezone
+    return ""
+
+
+def _energy(args: argparse.Namespace, store: object) -> int:
+    from ..energyview import default_since, site_energy, site_names, zone
+    from ..stages.sites import ENERGY_METRICS
+    from ..util.timeparse import parse_time
+
+    if args.device or args.metric or args.step:
+        print("solarbridge history: --energy takes --site, --by, --since, --until, --tz (not --device, --metric,"
+              " --step)", file=sys.stderr)
+        return 2
+    if not args.site:
+        return _emit(["site"], [[n] for n in site_names(store)], args.format)
+    site = args.site.removeprefix("site:")
+    try:
+        tz = zone(_site_timezone(args, site))
+        now = datetime.now(UTC)
+        until = parse_time(args.until, now=now)
+        since = parse_time(args.since, now=now) if args.since else default_since(until, args.by, tz)
+        if since >= until:
+            raise ValueError("--since is after --until")
+        periods = site_energy(store, site, args.by, since, until, tz)
+    except ValueError as e:
+        print(f"solarbridge history: {e}", file=sys.stderr)
+        return 2
+    if all(v is None for p in periods for v in p.kwh.values()) and site not in site_names(store):
+        known = ", ".join(site_names(store)) or "none"
+        print(f"solarbridge history: --site: no energy history for site {site!r} (known: {known})", file=sys.stderr)
+        return 1
+    flows = list(ENERGY_METRICS)
+    fmt_start = {"day": "%Y-%m-%d", "month": "%Y-%m", "year": "%Y"}[args.by]
+    rows: list[list[object]] = [[p.start.strftime(fmt_start), *[p.kwh[f] for f in flows]] for p in periods]
+    header = [args.by, *[f + "_kwh" for f in flows]]
+    if args.format == "table":
+        rows = [[r[0], *["–" if v is None else f"{v:.3f}" for v in r[1:]]] for r in rows]
+    return _emit(header, rows, args.format)
 
 
 def _emit(header: list[str], rows: list[list[object]], fmt: str) -> int:

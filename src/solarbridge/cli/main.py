@@ -46,10 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("-c", "--config", help="daemon config, to find the history database")
     h.add_argument("--device", help="device id (omit to list the stored series)")
     h.add_argument("--metric", help="metric name")
-    h.add_argument("--since", default="1h", help="start: a duration ago (1h, 7d), ISO time or epoch (default 1h)")
+    h.add_argument("--since", help="start: a duration ago (1h, 7d), ISO time or epoch (default 1h; with --energy"
+                   " the last 7 days, 12 months or 5 years)")
     h.add_argument("--until", default="now", help="end (default now)")
     h.add_argument("--step", help="downsample to buckets of this duration (e.g. 5m) with min/mean/max")
     h.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    h.add_argument("--energy", action="store_true", help="energy of a site per day, month or year (kWh)")
+    h.add_argument("--site", help="with --energy: the site name (omit to list the sites with energy history)")
+    h.add_argument("--by", choices=("day", "month", "year"), default="day", help="with --energy: period (default day)")
+    h.add_argument("--tz", help="with --energy: IANA time zone of the days (default: the site's, else local)")
 
     # listed for `solarbridge --help`; main() hands their arguments to their own parsers (PASS_THROUGH)
     sub.add_parser("simulate", help="run a device simulator (enphase, solaredge, givenergy, sunsynk)")

@@ -121,6 +121,7 @@ function upsertDevice(d, fromReading) {
   if (d.metrics) Object.assign(dev.metrics, d.metrics);
   if (Array.isArray(d.controls)) dev.controls = d.controls;
   if (d.online !== undefined) dev.online = d.online;
+  if (d.site) dev.site = d.site;
   if (fromReading) {
     if (dev.lastSeen && d.metrics && Object.keys(d.metrics).length) {
       const gap = (now - dev.lastSeen) / 1000;
@@ -151,6 +152,10 @@ function deviceStatus(dev) {
 // ------------------------------------------------------------------ power flow
 
 function flowDevices() {
+  // sites (derived devices site:<name>) balance by construction: when there are any, the flow shows only them;
+  // otherwise each device that reports power is shown on its own (never summed: that could count a flow twice)
+  const sites = [...state.devices.values()].filter((d) => d.device_type === "site");
+  if (sites.length) return sites.sort((a, b) => a.device_id.localeCompare(b.device_id));
   const cands = [...state.devices.values()].filter((d) => FLOW.some((m) => typeof d.metrics[m] === "number"));
   cands.sort((a, b) => FLOW.filter((m) => typeof b.metrics[m] === "number").length -
                        FLOW.filter((m) => typeof a.metrics[m] === "number").length ||
@@ -167,14 +172,12 @@ function bestByHistory(ids) {
 
 function renderSiteSelect(cands) {
   const sel = $("flow-site");
-  const want = ["__all__", ...cands.map((d) => d.device_id + "=" + titleOf(d))].join("|");
+  const want = cands.map((d) => d.device_id + "=" + titleOf(d)).join("|");
   if (sel.dataset.opts !== want) {
     sel.replaceChildren(...cands.map((d) => el("option", { value: d.device_id, text: titleOf(d) })));
-    if (cands.length > 1) sel.append(el("option", { value: "__all__", text: "All devices (sum)" }));
     sel.dataset.opts = want;
   }
-  const valid = state.site === "__all__" ? cands.length > 1 : cands.some((d) => d.device_id === state.site);
-  if (!valid) state.siteChosen = false;
+  if (!cands.some((d) => d.device_id === state.site)) state.siteChosen = false;
   if (!state.siteChosen) state.site = cands.length ? bestByHistory(cands.map((d) => d.device_id)) : "";
   sel.value = state.site;
 }
@@ -192,19 +195,18 @@ function setFlow(id, w, linkId, reverse) {
 function renderFlow() {
   const cands = flowDevices();
   renderSiteSelect(cands);
-  const devs = state.site === "__all__" ? cands : cands.filter((d) => d.device_id === state.site);
-  const sum = (m) => {
-    let s = null;
-    for (const d of devs) if (typeof d.metrics[m] === "number") s = (s || 0) + d.metrics[m];
-    return s;
-  };
-  const pv = sum("pv_power_w"), grid = sum("grid_power_w"), bat = sum("battery_power_w");
-  let load = sum("load_power_w");
+  const dev = cands.find((d) => d.device_id === state.site);
+  const num = (m) => (dev && typeof dev.metrics[m] === "number" ? dev.metrics[m] : null);
+  const pv = num("pv_power_w"), grid = num("grid_power_w"), bat = num("battery_power_w");
+  let load = num("load_power_w");
   if (load === null && (pv !== null || grid !== null || bat !== null)) {
     load = Math.max(0, (pv || 0) + (grid || 0) + (bat || 0)); // energy balance when the device has no load meter
   }
+  const site = dev && dev.device_type === "site" ? dev.site || {} : null;
+  const members = site ? (site.members || []).map((id) => state.devices.get(id)).filter(Boolean) : [];
+  const devs = dev ? [dev, ...members] : [];
   const down = devs.filter((d) => deviceStatus(d) !== "online");
-  $("flow").classList.toggle("stale", devs.length > 0 && down.length === devs.length);
+  $("flow").classList.toggle("stale", !!dev && deviceStatus(dev) !== "online");
   // link paths run node -> hub for PV, grid and battery, and hub -> home
   setFlow("flow-pv-w", pv, "link-pv", false);
   setFlow("flow-grid-w", grid, "link-grid", grid !== null && grid < 0);
@@ -213,16 +215,25 @@ function renderFlow() {
   setFlow("flow-home-w", load, "link-home", false);
   $("flow-grid-dir").textContent = grid === null ? "" : grid > 5 ? "importing" : grid < -5 ? "exporting" : "idle";
   $("flow-battery-dir").textContent = bat === null ? "" : bat > 5 ? "discharging" : bat < -5 ? "charging" : "idle";
-  const socs = devs.map((d) => d.metrics.battery_soc_pct).filter((v) => typeof v === "number");
-  $("battery-soc").textContent = socs.length ? Math.round(socs.reduce((a, b) => a + b, 0) / socs.length) + "%" : "–";
+  const soc = num("battery_soc_pct");
+  $("battery-soc").textContent = soc !== null ? Math.round(soc) + "%" : "–";
   const gridOff = devs.some((d) => d.metrics.grid_available === false);
   $("node-grid").classList.toggle("off", gridOff);
   $("grid-label").textContent = gridOff ? "Grid OFF" : "Grid";
+  // a measured load that disagrees with pv + grid + battery: show by how much rather than hide it
+  const residual = num("balance_residual_w");
+  const through = Math.max(Math.abs(load || 0), (pv || 0) + Math.max(grid || 0, 0) + Math.max(bat || 0, 0));
+  const showResidual = residual !== null && Math.abs(residual) >= Math.max(20, 0.01 * through);
+  const res = $("flow-residual");
+  res.textContent = showResidual ? `residual ${fmtW(residual)}` : "";
+  res.dataset.w = residual === null ? "" : String(Math.round(residual));
   let note = "";
   if (!cands.length) note = "No device reports power yet.";
   else if (down.length) note = down.map((d) => `${d.name || d.device_id} is ${deviceStatus(d)}` +
                                        ` (last data ${ago(d.lastData || d.lastSeen)})`).join("; ") + ": values may be out of date.";
   else note = "updated " + ago(Math.max(...devs.map((d) => d.lastData || d.lastSeen)));
+  if (site && site.stale && site.stale.length) note += ` Not counted (no recent data): ${site.stale.join(", ")}.`;
+  if (showResidual) note += ` Measured flows disagree: solar + grid + battery − home = ${fmtW(residual)}.`;
   $("flow-note").textContent = note;
 }
 
@@ -519,6 +530,8 @@ async function loadHistory() {
   drawPlot();
   $("hist-note").textContent = `${data.t.length} points, ${fmtStep(data.step)} buckets (min/mean/max), ` +
     `loaded in ${Math.round(performance.now() - t0)} ms`;
+  // a daemon that has just started may still be writing its back-fill: look again soon rather than in 30 s
+  if (!data.t.length) setTimeout(() => { if (seq === histSeq) loadHistory(); }, 3000);
 }
 function fmtStep(s) { return s >= 3600 ? +(s / 3600).toFixed(1) + " h" : s >= 60 ? Math.round(s / 60) + " min" : s + " s"; }
 
