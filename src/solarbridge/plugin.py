@@ -157,4 +157,6 @@ class DemoPart:
     sources: list[dict[str, Any]] = field(default_factory=list)
     sinks: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: ``[[sites]]`` tables for the devices this part's sources read (docs/sites-energy.md)
+    sites: list[dict[str, Any]] = field(default_factory=list)
     stop: Callable[[], Any] | None = None

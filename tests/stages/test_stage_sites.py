@@ -49,7 +49,7 @@ def test_source_counters_override_the_defaults():
         {"type": "synthetic", "name": "a"}, {"type": "synthetic", "name": "b", "counters": False},
         {"type": "synthetic", "name": "c", "counters": {"max_power_w": 6000}}]})
     sc = cfg.source_counters
-    assert sc["a"].enabled and sc["a"].slack_wh == 200
+    assert "a" not in sc and cfg.counters.slack_wh == 200  # a uses the [counters] defaults
     assert not sc["b"].enabled
     assert sc["c"].max_power_w == 6000 and sc["c"].slack_wh == 200
 

@@ -46,6 +46,7 @@ async def _demo(args: argparse.Namespace) -> int:
         "daemon": {"state_dir": str(workdir), "history": True},
         "api": {"enabled": api_ok, "listen": args.listen},
         "sources": [s for p in parts for s in p.sources],
+        "sites": [s for p in parts for s in p.sites],
         "sinks": [
             {"type": "jsonl", "name": "jsonl", "path": str(workdir / "readings.jsonl"), "rotate": "size"},
             {"type": "csv", "name": "csv", "directory": str(workdir / "csv")},

@@ -50,10 +50,14 @@ _POWER_OF: dict[str, Callable[[dict[str, Any]], float | None]] = {}
 
 
 def _num(m: dict[str, Any], key: str) -> float | None:
+    """A finite number from ``m[key]`` (bools, strings and NaN/inf are not numbers here)."""
     v = m.get(key)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        return None
-    return float(v)
+    t = type(v)
+    if t is float:
+        return v if v - v == 0.0 else None  # type: ignore[operator]  # inf - inf and nan - nan are nan
+    if t is int:
+        return float(v)  # type: ignore[arg-type]
+    return None
 
 
 def _pos(key: str) -> Callable[[dict[str, Any]], float | None]:
@@ -176,16 +180,29 @@ class CounterCleaner:
         out = metrics
         t = when.timestamp()
         for name, value in metrics.items():
+            if name[-3:] != "_wh" or type(value) not in _NUMBER_TYPES:
+                continue
             kind = counter_kind(name)
-            if kind is None or isinstance(value, bool) or not isinstance(value, int | float):
+            if kind is None:
                 continue
             v = float(value)
-            if not math.isfinite(v) or v < 0:
+            if not v >= 0 or v == math.inf:
                 continue
             if tracks is None:
                 tracks = self.tracks[device_id] = {}
             tr = tracks.get(name)
             power = _POWER_OF.get(name, _none)(metrics)
+            if tr is not None and v == tr.raw and t >= tr.ts and tr.state == "ok" and not tr.rebase \
+                    and (kind == "lifetime" or tr.day == self._day(when)):
+                # the common case: the counter did not move
+                tr.ts = t
+                if power is not None and power > tr.peak_w:
+                    tr.peak_w = power
+                if tr.pub != value:
+                    if out is metrics:
+                        out = dict(metrics)
+                    out[name] = _tidy(tr.pub, value)
+                continue
             if tr is None:
                 tr = tracks[name] = Track(kind, v, v, t, t, peak_w=power or 0.0, day=self._day(when))
                 pub = v
@@ -244,7 +261,8 @@ class CounterCleaner:
         budget = self._budget(tr, tr.moved, t, power)
         d = v - tr.raw
         if 0 <= d <= budget:
-            tr.pub += d
+            # published = raw + offset, computed so that a counter never corrected is passed on exactly
+            tr.pub = v + (tr.pub - tr.raw)
             self._accept(tr, v, t, power)
             self._good(dev, name, tr, v, fixes)
             return tr.pub
@@ -348,6 +366,9 @@ class CounterCleaner:
 
     def _after_midnight(self, t: float) -> bool:
         return self._local_hour(t) < 3.0
+
+
+_NUMBER_TYPES = (int, float)
 
 
 def _none(_m: dict[str, Any]) -> float | None:

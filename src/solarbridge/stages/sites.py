@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,10 +211,14 @@ def _role_devices(s: SiteConfig) -> set[str]:
 
 
 def _num(m: dict[str, Any], key: str) -> float | None:
+    """A finite number from ``m[key]`` (bools, strings and NaN/inf are not numbers here)."""
     v = m.get(key)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        return None
-    return float(v)
+    t = type(v)
+    if t is float:
+        return v if v - v == 0.0 else None  # type: ignore[operator]  # inf - inf and nan - nan are nan
+    if t is int:
+        return float(v)  # type: ignore[arg-type]
+    return None
 
 
 @dataclass
@@ -243,6 +246,9 @@ class Site:
     integrators: dict[str, Integrator] = field(default_factory=dict)
     derived: set[str] = field(default_factory=set)
     disabled: str = ""  # why this site is not published (auto "all" with a flow counted twice)
+    _info: DeviceInfo | None = None
+    _members: list[str] | None = None
+    _roles: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
 
     @property
     def device_id(self) -> str:
@@ -251,15 +257,32 @@ class Site:
     def members(self) -> set[str]:
         return {r.device for r in [*self.grid, *self.pv, *self.battery, *self.load]} | self.infer
 
+    def member_list(self) -> list[str]:
+        if self._members is None:
+            self._members = sorted(self.members())
+        return self._members
+
+    def info(self) -> DeviceInfo:
+        if self._info is None:
+            self._info = DeviceInfo(self.device_id, "site", manufacturer="solarbridge", model="Site",
+                                    name=f"Site {self.name}", source="sites", serial=self.device_id)
+        return self._info
+
     def roles_of(self, dev: str) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = []
-        for kind, items in (("grid", self.grid), ("pv", self.pv), ("battery", self.battery), ("load", self.load)):
-            out += [(kind, r) for r in items if r.device == dev]
+        out = self._roles.get(dev)
+        if out is None:
+            out = []
+            for kind, items in (("grid", self.grid), ("pv", self.pv), ("battery", self.battery),
+                                ("load", self.load)):
+                out += [(kind, r) for r in items if r.device == dev]
+            self._roles[dev] = out
         return out
 
     def adopt(self, dev: str, metrics: dict[str, Any]) -> None:
         """Give an inferred member the roles its metrics show (once, at its first reading with metrics)."""
         self.infer.discard(dev)
+        self._roles.clear()
+        self._members = None
         if "pv_power_w" in metrics:
             self.pv.append(PvRole(device=dev))
         if "grid_power_w" in metrics:
@@ -304,6 +327,7 @@ class SiteStage(Stage):
         self.stale_after = stale_after
         self.dirty = False
         self._sources: dict[str, dict[str, set[str]]] = {}  # auto: source -> flow metric -> devices
+        self._auto_seen: set[str] = set()
         self._reindex()
         self._saved: dict[str, Any] = {}
         if state_path is not None and state_path.exists():
@@ -332,6 +356,9 @@ class SiteStage(Stage):
 
     # ------------------------------------------------------------------ auto sites
     def _auto(self, r: Reading) -> None:
+        if r.device_id in self._auto_seen:
+            return
+        self._auto_seen.add(r.device_id)
         flows = [m for m in FLOW_METRICS if _num(r.metrics, m) is not None]
         per = self._sources.setdefault(r.source, {})
         twice = False
@@ -349,7 +376,7 @@ class SiteStage(Stage):
         device_sites = [s for s in self.sites.values() if s.auto and s.name != "all"]
         if twice and all_site is not None and not all_site.disabled:
             all_site.disabled = f"source {r.source} reports one flow from two devices; configure [[sites]]"
-            log.warning("site all is no longer published: %s", all_site.disabled)
+            log.info("site all is not published: %s", all_site.disabled)
             changed = True
         if changed and len(device_sites) >= 2 and not twice:
             if all_site is None:
@@ -357,6 +384,7 @@ class SiteStage(Stage):
                 self._restore(all_site)
             if not all_site.disabled:
                 all_site.infer |= {s.name for s in device_sites} - all_site.members()
+                all_site._members = None
         if changed:
             self._reindex()
 
@@ -446,9 +474,11 @@ class SiteStage(Stage):
 
     def _balance(self, s: Site, trigger: Reading) -> Reading | None:
         t_now = trigger.timestamp.timestamp()
-        members = s.members() - s.infer
-        if s.infer or not members:
+        if s.infer:
             return None  # wait until every member has reported once
+        members = s.member_list()
+        if not members:
+            return None
         stale = []
         for d in members:
             lt = self.latest.get(d)
@@ -456,9 +486,8 @@ class SiteStage(Stage):
                 return None
             if not lt[2] or t_now - lt[0] > self.stale_after:
                 stale.append(d)
-        info = DeviceInfo(s.device_id, "site", manufacturer="solarbridge", model="Site", name=f"Site {s.name}",
-                          source="sites", serial=s.device_id)
-        extra: dict[str, Any] = {"members": sorted(members), "load": "measured" if s.load_measured else "derived",
+        info = s.info()
+        extra: dict[str, Any] = {"members": members, "load": "measured" if s.load_measured else "derived",
                                  "derived": sorted(s.derived)}
         if stale:
             extra["stale"] = sorted(stale)

@@ -22,4 +22,7 @@ async def start(workdir: Path) -> DemoPart:
         f"Enphase IQ Gateway simulator on {sim.url} (serial {sc.serial}); NUT port file {port_file}",
         f"pull the grid: curl -k -d '{{\"grid\":\"off\"}}' {sim.url}/_sim/state  (ups.status turns OB in ~2 s)",
     ]
-    return DemoPart(title="Enphase IQ Gateway -> NUT", sources=[source], sinks=[sink], notes=notes, stop=sim.stop)
+    # the gateway's own reading has the whole site's flows (its meters); per-battery readings are parts of it
+    sites = [{"name": "enphase", "devices": [sc.serial]}]
+    return DemoPart(title="Enphase IQ Gateway -> NUT", sources=[source], sinks=[sink], notes=notes, stop=sim.stop,
+                    sites=sites)

@@ -19,4 +19,5 @@ async def start(workdir: Path) -> DemoPart:
         f"read it GivTCP-style: givtcp-read --host 127.0.0.1 --port {sim.port} runAll",
         f"control it: givtcp-write --host 127.0.0.1 --port {sim.port} setChargeTarget '{{\"chargeToPercent\":\"80\"}}'",
     ]
-    return DemoPart(title="GivEnergy inverter (GivTCP-compatible)", sources=[source], notes=notes, stop=sim.stop)
+    return DemoPart(title="GivEnergy inverter (GivTCP-compatible)", sources=[source], notes=notes, stop=sim.stop,
+                    sites=[{"name": "givenergy", "devices": [inv.serial]}])

@@ -14,13 +14,20 @@ from pathlib import Path
 
 from ...plugin import DemoPart
 from ...util.atomic import write_private
-from .simulator import DEMO_KEY, Faults, make_site, run_network
+from .simulator import DEMO_KEY, Faults, InverterModel, make_site, run_network
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _site(inv: InverterModel) -> dict[str, object]:
+    """The inverter's PV, its battery and the grid meter; its PV production meter measures the same PV."""
+    se_id = f"{inv.inverter_id:08X}"
+    return {"name": "solaredge", "pv": [se_id], "battery": [f"{se_id}-{b}" for b in inv.battery_ids],
+            "grid": f"{se_id}-meter-5_GridImportExport", "exclude": [f"{se_id}-meter-9_PVProduction"]}
 
 
 async def start(workdir: Path) -> DemoPart:
@@ -50,5 +57,6 @@ async def start(workdir: Path) -> DemoPart:
         sources=[{"type": "solaredge", "name": "solaredge", "mode": "network", "listen": "127.0.0.1",
                   "ports": [port], "key_file": str(key_file)}],
         notes=[f"SolarEdge inverter simulator posting to 127.0.0.1:{port} every 5 s (legacy AES link)"],
+        sites=[_site(site[0])],
         stop=stop,
     )

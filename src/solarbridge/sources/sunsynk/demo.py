@@ -19,8 +19,10 @@ async def start(workdir: Path) -> DemoPart:
     if not can_capture():
         path = workdir / "sunsynk-demo.pcap"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_pcap(path, session_frames(DongleState(seed=4), reports=288, split=2, retransmit=0.05, noise=True))
+        state = DongleState(seed=4)
+        write_pcap(path, session_frames(state, reports=288, split=2, retransmit=0.05, noise=True))
         return DemoPart(
+            sites=[{"name": "sunsynk", "devices": [state.serial]}],
             title="Sunsynk dongle (capture file replay)",
             sources=[{"type": "sunsynk_capture", "name": "sunsynk", "device": str(path), "file": True}],
             notes=[f"sunsynk: no capture permission (root or CAP_NET_RAW), so {path} (one simulated day of "
@@ -39,6 +41,7 @@ async def start(workdir: Path) -> DemoPart:
 
     return DemoPart(
         title="Sunsynk dongle (live passive capture on lo)",
+        sites=[{"name": "sunsynk", "devices": [dongle.state.serial]}],
         sources=[{"type": "sunsynk_capture", "name": "sunsynk", "device": "lo",
                   "filter": f"tcp port {server.port}", "timezone": "UTC"}],
         notes=[f"sunsynk: simulated dongle {dongle.state.serial} -> fake cloud 127.0.0.1:{server.port}, "

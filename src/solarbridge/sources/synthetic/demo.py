@@ -13,4 +13,5 @@ async def start(workdir: Path) -> DemoPart:
         sources=[{"type": "synthetic", "name": "synthetic", "interval": 2.0, "backfill": "24h",
                   "device_id": "synthetic-home"}],
         notes=["synthetic home: device 'synthetic-home', a reading every 2 s, 24 h of history back-filled"],
+        sites=[{"name": "home", "devices": ["synthetic-home"]}],
     )
