@@ -110,6 +110,8 @@ class DaemonConfig(BaseModel):
     backoff_cap: float = Field(60.0, gt=0, le=3600, description="longest restart delay (s)")
     shard: str = Field("", description="this worker's share of the sources, \"k/n\" (k = 0..n-1, or 'ordinal' for"
                        " a StatefulSet pod's ordinal); SOLARBRIDGE_SHARD wins (docs/fleet.md)")
+    auto_sites: bool = Field(True, description="without [[sites]], publish each device with at least two power "
+                             "flows as its own site:<device_id> (docs/sites-energy.md)")
 
 
 class InventoryConfig(BaseModel):

@@ -192,6 +192,14 @@ CANONICAL: dict[str, MetricSpec] = {
     "load_energy_total_wh": MetricSpec("Wh", "energy", "total_increasing"),
     "inverter_temperature_c": MetricSpec("°C", "temperature", "measurement"),
     "inverter_power_w": MetricSpec("W", "power", "measurement", description="inverter AC output"),
+    # a site's derived metrics (solarbridge.stages.sites)
+    "self_consumption_w": MetricSpec("W", "power", "measurement", description="PV used on site (pv - export)"),
+    "self_consumption_pct": MetricSpec("%", None, "measurement", description="share of PV used on site"),
+    "self_sufficiency_pct": MetricSpec("%", None, "measurement", description="share of the load not imported"),
+    "balance_residual_w": MetricSpec("W", "power", "measurement",
+                                     description="pv + grid + battery - measured load (0 when balanced)"),
+    "self_consumption_energy_total_wh": MetricSpec("Wh", "energy", "total_increasing",
+                                                   description="PV energy used on site"),
 }
 
 _SUFFIX_SPECS: tuple[tuple[str, MetricSpec], ...] = (

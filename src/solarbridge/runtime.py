@@ -153,7 +153,8 @@ class Supervisor:
         if defaults is not None:
             counters.default = defaults
         sites = SiteStage(list(getattr(self.config, "sites", [])), self.state_dir / "sites.json",
-                          self._stage_health("sites"))
+                          self._stage_health("sites"), auto_all=getattr(self.config, "shard", None) is None,
+                          auto=getattr(self.config.daemon, "auto_sites", True))
         return [counters, sites]
 
     def _stage_health(self, name: str) -> Health:

@@ -13,7 +13,7 @@ a counter is integrated from its power (:mod:`solarbridge.stages.energy`) and li
 
 Without ``[[sites]]`` every device that reports at least two of the pv/grid/battery/load power flows is
 its own site, and a site ``all`` sums them while no flow could be counted twice (no source reports the
-same flow from two devices).
+same flow from two devices) and the daemon is not one worker of a sharded fleet.
 """
 
 from __future__ import annotations
@@ -317,8 +317,10 @@ class SiteStage(Stage):
     name = "sites"
 
     def __init__(self, sites: list[SiteConfig], state_path: Path | None = None, health: Any = None,
-                 stale_after: float = 300.0) -> None:
-        self.auto = not sites
+                 stale_after: float = 300.0, auto_all: bool = True, auto: bool = True) -> None:
+        self.auto = auto and not sites
+        #: make the automatic site "all" (not in a sharded fleet worker: it sees only its share of devices)
+        self.auto_all = auto_all
         self.sites: dict[str, Site] = {c.name: _site_from_config(c) for c in sites}
         self.latest: dict[str, tuple[float, dict[str, Any], bool]] = {}
         self.by_device: dict[str, list[Site]] = {}
@@ -378,7 +380,7 @@ class SiteStage(Stage):
             all_site.disabled = f"source {r.source} reports one flow from two devices; configure [[sites]]"
             log.info("site all is not published: %s", all_site.disabled)
             changed = True
-        if changed and len(device_sites) >= 2 and not twice:
+        if changed and self.auto_all and len(device_sites) >= 2 and not twice:
             if all_site is None:
                 all_site = self.sites["all"] = Site("all", auto=True)
                 self._restore(all_site)

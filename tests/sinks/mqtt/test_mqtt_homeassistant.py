@@ -38,6 +38,11 @@ EXPECTED = {
     "load_energy_total_wh": ("sensor", "energy", "total_increasing", "Wh"),
     "inverter_temperature_c": ("sensor", "temperature", "measurement", "°C"),
     "inverter_power_w": ("sensor", "power", "measurement", "W"),
+    "self_consumption_w": ("sensor", "power", "measurement", "W"),
+    "self_consumption_pct": ("sensor", None, "measurement", "%"),
+    "self_sufficiency_pct": ("sensor", None, "measurement", "%"),
+    "balance_residual_w": ("sensor", "power", "measurement", "W"),
+    "self_consumption_energy_total_wh": ("sensor", "energy", "total_increasing", "Wh"),
     "grid_power_w_l2": ("sensor", "power", "measurement", "W"),
     "pv_voltage_v_l1": ("sensor", "voltage", "measurement", "V"),
 }
