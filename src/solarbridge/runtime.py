@@ -153,8 +153,10 @@ class Supervisor:
         if defaults is not None:
             counters.default = defaults
         sites = SiteStage(list(getattr(self.config, "sites", [])), self.state_dir / "sites.json",
-                          self._stage_health("sites"), auto_all=getattr(self.config, "shard", None) is None,
-                          auto=getattr(self.config.daemon, "auto_sites", True))
+                          self._stage_health("sites"),
+                          # a sharded fleet worker sees only its share of the devices: sites must be configured
+                          auto=getattr(self.config.daemon, "auto_sites", True)
+                          and getattr(self.config, "shard", None) is None)
         return [counters, sites]
 
     def _stage_health(self, name: str) -> Health:

@@ -94,11 +94,12 @@ def test_default_view_is_the_device_with_the_most_history(demo, browser):
           what="a site in the flow")
     until(drv, lambda b: int(b.find_element("id", "plot").get_attribute("data-points")) > 100, timeout=30,
           what="a history plot with the back-filled day")
-    assert drv.find_element("id", "flow-site").get_attribute("value") == "synthetic-home"
-    assert drv.find_element("id", "hist-device").get_attribute("value") == "synthetic-home"
-    # the gateway that has a point or two is still offered
+    # the flow shows the demo's sites: the synthetic home's (site:home) has the back-filled day
+    assert drv.find_element("id", "flow-site").get_attribute("value") == "site:home"
+    assert drv.find_element("id", "hist-device").get_attribute("value") in ("site:home", "synthetic-home")
+    # the gateway's site, which has a point or two, is still offered
     options = [o.get_attribute("value") for o in drv.find_elements("css selector", "#flow-site option")]
-    assert "202439990001" in options
+    assert "site:enphase" in options
     drv.save_screenshot(str(ARTIFACTS / "demo-default-view.png"))
 
 
@@ -137,8 +138,8 @@ def test_phone_site_select_and_inputs_fit_their_cards(demo, browser):
     assert overflow <= 0, f"page is {overflow}px wider than the phone"
     assert clipped(drv, "#flow-site") == []
     # the default view is the same on a phone (the gateway's single point is not what opens)
-    assert drv.find_element("id", "flow-site").get_attribute("value") == "synthetic-home"
-    until(drv, lambda b: b.find_element("id", "hist-device").get_attribute("value") == "synthetic-home",
+    assert drv.find_element("id", "flow-site").get_attribute("value") == "site:home"
+    until(drv, lambda b: b.find_element("id", "hist-device").get_attribute("value") in ("site:home", "synthetic-home"),
           what="history of the synthetic home")
     assert clipped(drv, ".hist-pick select") == []
     assert clipped(drv, ".ctl input, .ctl select, .ctl button") == []

@@ -49,8 +49,7 @@ def _history_devices(db: Path) -> dict[str, int]:
     con = sqlite3.connect(db)
     try:
         rows = con.execute("SELECT s.device_id, COUNT(*) FROM series s JOIN samples x ON x.series = s.id"
-                           " WHERE s.metric = 'battery_soc_pct' AND s.device_type != 'site'"
-                           " GROUP BY s.device_id").fetchall()
+                           " WHERE s.metric = 'battery_soc_pct' GROUP BY s.device_id").fetchall()
     finally:
         con.close()
     return dict(rows)
@@ -140,8 +139,6 @@ per_metric_topics = false
     for topic, payload in watcher.every:
         if topic.endswith("/config") and payload:
             node = topic.split("/")[2].removeprefix("solarbridge_")
-            if node.startswith("site_"):
-                continue  # each device's derived site:<serial> (docs/sites-energy.md), published by the same worker
             published.setdefault(node, set()).add(json.loads(payload)["availability"][0]["topic"])
     assert set(published) == serials
     assert {dev: topics for dev, topics in published.items() if len(topics) != 1} == {}
