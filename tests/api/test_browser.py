@@ -180,3 +180,36 @@ def test_health_panel_stops_saying_running_when_the_daemon_stops(tmp_path, brows
     assert "running" not in table and "just now" not in table, table
     assert drv.find_element("id", "health-status").text.upper() != "OK"
     assert "not answering" in drv.find_element("id", "health-summary").text
+
+
+def test_energy_card_bars_for_seven_days_of_backfilled_history(tmp_path, browser):
+    """The Energy card draws a bar per flow and day from /api/energy over 7 days of back-filled history
+    (synthetic home -> counter hygiene -> site:home -> history), and switches to months."""
+    src = {"type": "synthetic", "interval": 300, "backfill": "7d", "seed": 3}
+    with LiveDaemon(tmp_path, sources=[src], extra={"sites": [{"name": "home", "devices": ["synthetic-home"]}]}) \
+            as d:
+        drv = browser
+        wait_for(lambda: httpx.get(d.url + "/api/energy", params={"site": "home", "since": "8d"}).status_code == 200
+                 and sum(1 for p in httpx.get(d.url + "/api/energy", params={"site": "home", "since": "8d"}).json()[
+                     "periods"] if p["kwh"]["pv"]) >= 7, 30, "7 days of site energy in history")
+        drv.get(d.url + "/")
+        until(drv, lambda b: attr(b, "energy-site", "value") == "home", timeout=20, what="site in the energy card")
+        until(drv, lambda b: int(attr(b, "energy-chart", "data-periods")) >= 7, timeout=20, what="7 days of bars")
+        api = httpx.get(d.url + "/api/energy", params={"site": "home"}).json()
+        rects = drv.find_elements("css selector", "#energy-chart rect.bar-pv")
+        assert len(rects) == sum(1 for p in api["periods"] if p["kwh"]["pv"] is not None) >= 7
+        # each bar is as tall as its kWh: heights in the same ratio as the API's values
+        kwh = [float(r.get_attribute("data-kwh")) for r in rects]
+        heights = [float(r.get_attribute("height")) for r in rects]
+        big = max(range(len(kwh)), key=lambda i: kwh[i])
+        for k, h in zip(kwh, heights, strict=True):
+            assert h == pytest.approx(max(1.0 if k > 0 else 0.0, k / kwh[big] * heights[big]), rel=0.02, abs=0.6)
+        assert int(attr(drv, "energy-chart", "data-bars")) >= 4 * 7 - 7  # solar, home, import, export (export may be 0)
+        assert "kWh" in drv.find_element("id", "energy-note").text
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        drv.find_element("id", "energy-chart").screenshot(str(ARTIFACTS / "energy-days.png"))
+        click(drv, drv.find_element("css selector", 'button[data-by="month"]'))
+        until(drv, lambda b: 1 <= int(attr(b, "energy-chart", "data-periods")) <= 2, timeout=10, what="months")
+        assert attr(drv, "plot", "data-range") != "nan"  # the history card's range buttons are not touched
+        logs = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+        assert not logs, logs

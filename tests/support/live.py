@@ -18,11 +18,12 @@ class LiveDaemon:
 
     def __init__(self, state_dir: Path, *, sources: list[dict[str, Any]] | None = None,
                  api: dict[str, Any] | None = None, history: bool = True,
-                 demo_parts: list[Callable[[Path], Awaitable[Any]]] | None = None) -> None:
+                 demo_parts: list[Callable[[Path], Awaitable[Any]]] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.raw = {"daemon": {"state_dir": str(state_dir), "history": history, "shutdown_timeout": 3},
                     "api": {"enabled": True, "listen": "127.0.0.1:0", **(api or {})},
-                    "sources": list(sources or [])}
+                    "sources": list(sources or []), **(extra or {})}
         self.demo_parts = demo_parts or []
         self.cfg: Any = None
         self.url = ""

@@ -9,6 +9,9 @@ const state = {
   devices: new Map(),   // device_id -> {info fields..., metrics, lastSeen (ms), interval (s), online}
   site: localStorage.getItem("sb.site") || "",
   siteChosen: !!localStorage.getItem("sb.site"), // the user picked a site: no automatic default any more
+  energySite: localStorage.getItem("sb.energySite") || "",
+  energyBy: localStorage.getItem("sb.energyBy") || "day",
+  energy: null,
   historyWeight: new Map(), // device_id -> buckets of history over the last week (default view)
   range: Number(localStorage.getItem("sb.range")) || 86400,
   histDevice: localStorage.getItem("sb.histDevice") || "",
@@ -235,6 +238,111 @@ function renderFlow() {
   if (site && site.stale && site.stale.length) note += ` Not counted (no recent data): ${site.stale.join(", ")}.`;
   if (showResidual) note += ` Measured flows disagree: solar + grid + battery − home = ${fmtW(residual)}.`;
   $("flow-note").textContent = note;
+}
+
+// ------------------------------------------------------------------ energy (per day, month or year of a site)
+
+const ENERGY_BARS = [["pv", "Solar"], ["load", "Home"], ["import", "Import"], ["export", "Export"]];
+// the SVG namespace, taken from the page (no URL in the script: the dashboard loads nothing from outside)
+const SVG_NS = document.getElementById("flow").namespaceURI;
+function svgEl(tag, attrs, text) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+async function loadSites() {
+  let sites;
+  try {
+    const r = await fetch("/api/sites");
+    if (!r.ok) { $("energy-note").textContent = (await r.json()).detail || "energy unavailable"; return; }
+    sites = await r.json();
+  } catch (e) { return; }
+  const names = sites.map((s) => s.name);
+  const sel = $("energy-site");
+  if (sel.dataset.opts !== names.join("|")) {
+    sel.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+    sel.dataset.opts = names.join("|");
+  }
+  if (!names.includes(state.energySite)) state.energySite = names[0] || "";
+  sel.value = state.energySite;
+  if (!names.length) $("energy-note").textContent = "No site yet: sites appear with the first readings.";
+}
+
+let energySeq = 0;
+async function loadEnergy() {
+  if (!state.energySite) return;
+  const seq = ++energySeq;
+  let data;
+  try {
+    const r = await fetch("/api/energy?" + new URLSearchParams({ site: state.energySite, by: state.energyBy }));
+    data = await r.json();
+    if (seq !== energySeq) return;
+    if (!r.ok) { state.energy = null; drawEnergy(); $("energy-note").textContent = data.detail; return; }
+  } catch (e) { $("energy-note").textContent = "energy request failed"; return; }
+  state.energy = data;
+  drawEnergy();
+}
+
+function periodLabel(iso, by) {
+  const d = new Date(iso.slice(0, 19)); // the period's local wall time, as the daemon gives it
+  if (by === "year") return String(d.getFullYear());
+  if (by === "month") return d.toLocaleDateString(undefined, { month: "short", year: "2-digit" });
+  return d.toLocaleDateString(undefined, { day: "numeric", month: "short" });
+}
+
+function drawEnergy() {
+  const svg = $("energy-chart");
+  const data = state.energy;
+  const width = Math.max(280, svg.clientWidth || svg.parentElement.clientWidth || 600), height = 230;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.replaceChildren();
+  if (!data) { svg.dataset.bars = "0"; svg.dataset.periods = "0"; return; }
+  const periods = data.periods;
+  const left = 62, right = 8, top = 10, bottom = 26;
+  const plotW = width - left - right, plotH = height - top - bottom;
+  let max = 0;
+  for (const p of periods) for (const [k] of ENERGY_BARS) if (p.kwh[k] !== null) max = Math.max(max, p.kwh[k]);
+  const ticks = niceTicks(0, max > 0 ? max : 1, 4).filter((t) => t >= 0);
+  const yMax = Math.max(ticks[ticks.length - 1] || 1, max);
+  const y = (v) => top + plotH - (v / yMax) * plotH;
+  for (const t of ticks) {
+    svg.append(svgEl("line", { class: "eg-grid", x1: left, x2: width - right, y1: y(t), y2: y(t) }));
+    svg.append(svgEl("text", { class: "eg-axis", x: left - 6, y: y(t) + 4, "text-anchor": "end" },
+                     (t >= 100 ? t.toFixed(0) : +t.toFixed(2)) + (t === ticks[ticks.length - 1] ? " kWh" : "")));
+  }
+  const slot = plotW / Math.max(1, periods.length);
+  const barW = Math.max(1, (slot * 0.8) / ENERGY_BARS.length);
+  const every = Math.ceil(periods.length / Math.max(1, Math.floor(plotW / 56)));
+  let bars = 0;
+  periods.forEach((p, i) => {
+    const x0 = left + i * slot + slot * 0.1;
+    const g = svgEl("g", { class: "eg-period", "data-start": p.start });
+    ENERGY_BARS.forEach(([k, label], j) => {
+      const v = p.kwh[k];
+      if (v === null || v === undefined) return;
+      const h = Math.max(v > 0 ? 1 : 0, (v / yMax) * plotH);
+      const rect = svgEl("rect", { class: `bar bar-${k}`, x: x0 + j * barW, y: top + plotH - h, width: Math.max(1, barW - 1),
+                                   height: h, "data-kwh": String(v) });
+      rect.append(svgEl("title", {}, `${periodLabel(p.start, data.by)} · ${label}: ${v.toFixed(2)} kWh`));
+      g.append(rect);
+      if (v > 0) bars++;
+    });
+    svg.append(g);
+    if (i % every === 0) {
+      svg.append(svgEl("text", { class: "eg-axis", x: left + i * slot + slot / 2, y: height - 8, "text-anchor": "middle" },
+                       periodLabel(p.start, data.by)));
+    }
+  });
+  svg.dataset.bars = String(bars);
+  svg.dataset.periods = String(periods.filter((p) => p.kwh.pv !== null || p.kwh.load !== null).length);
+  const t = data.totals;
+  const fmt = (v) => (v === null || v === undefined ? "–" : v.toFixed(1) + " kWh");
+  let note = `Solar ${fmt(t.pv)} · home ${fmt(t.load)} · import ${fmt(t.import)} · export ${fmt(t.export)}` +
+    ` · self-consumed ${fmt(t.self_consumption)}`;
+  if (data.derived && data.derived.length) note += ` (from power, no counter: ${data.derived.join(", ")})`;
+  $("energy-note").textContent = note;
 }
 
 // ------------------------------------------------------------------ device cards
@@ -661,7 +769,7 @@ function drawPlot(hoverX) {
 function setRange(r) {
   state.range = r;
   localStorage.setItem("sb.range", String(r));
-  for (const b of document.querySelectorAll(".ranges button")) b.setAttribute("aria-pressed", String(Number(b.dataset.range) === r));
+  for (const b of document.querySelectorAll(".ranges button[data-range]")) b.setAttribute("aria-pressed", String(Number(b.dataset.range) === r));
   loadHistory();
 }
 
@@ -770,8 +878,20 @@ function connect() {
 // ------------------------------------------------------------------ wiring
 
 function init() {
-  for (const b of document.querySelectorAll(".ranges button")) b.addEventListener("click", () => setRange(Number(b.dataset.range)));
+  for (const b of document.querySelectorAll(".ranges button[data-range]")) b.addEventListener("click", () => setRange(Number(b.dataset.range)));
   setRange(state.range);
+  $("energy-site").addEventListener("change", (e) => {
+    state.energySite = e.target.value; localStorage.setItem("sb.energySite", state.energySite); loadEnergy();
+  });
+  for (const b of document.querySelectorAll("button[data-by]")) {
+    b.setAttribute("aria-pressed", String(b.dataset.by === state.energyBy));
+    b.addEventListener("click", () => {
+      state.energyBy = b.dataset.by; localStorage.setItem("sb.energyBy", state.energyBy);
+      for (const o of document.querySelectorAll("button[data-by]")) o.setAttribute("aria-pressed", String(o === b));
+      loadEnergy();
+    });
+  }
+  window.addEventListener("resize", () => drawEnergy());
   $("flow-site").addEventListener("change", (e) => {
     state.site = e.target.value; state.siteChosen = true; localStorage.setItem("sb.site", state.site); renderFlow();
   });
@@ -796,5 +916,7 @@ function init() {
   setInterval(loadHealth, 5000);
   setInterval(loadDevices, 15000);
   setInterval(() => loadSeries().then(loadHistory), 30000);
+  loadSites().then(loadEnergy);
+  setInterval(() => loadSites().then(loadEnergy), 60000);
 }
 init();
