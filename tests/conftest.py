@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,12 @@ pytest_plugins = [
     "support.mqtt_influx_fixtures",
     "support.solaredge",
 ]
+
+#: the daemon's default state dir (history, counters, sites, spools) for every test and every command a test
+#: starts: a private one per test process, never /var/lib/solarbridge or ~/.local/state shared with other runs
+_STATE_HOME = tempfile.mkdtemp(prefix="solarbridge-test-state-")
+os.environ["XDG_STATE_HOME"] = _STATE_HOME
+atexit.register(shutil.rmtree, _STATE_HOME, True)
 
 settings.register_profile("default", max_examples=100, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

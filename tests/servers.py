@@ -79,6 +79,36 @@ async def async_wait_for(predicate: Callable[[], object], timeout: float = 10.0,
         await asyncio.sleep(interval)
 
 
+def finish(proc: subprocess.Popen, timeout: float = 20.0) -> tuple[str | bytes, str | bytes]:
+    """Wait for ``proc`` to end and return the rest of its piped stdout and stderr ("" when not piped).
+
+    Use this, not ``proc.communicate(timeout=...)``, after reading lines with ``readline()``: communicate
+    reads the pipes' file descriptors directly and silently drops what readline() had already buffered.
+    On timeout the process is killed and ``subprocess.TimeoutExpired`` is raised.
+    """
+    import threading
+
+    rest: dict[int, str | bytes] = {}
+
+    def drain(i: int, f: object) -> None:
+        rest[i] = f.read()  # type: ignore[attr-defined]  (buffered text first, then up to EOF)
+
+    readers = [threading.Thread(target=drain, args=(i, f), daemon=True)
+               for i, f in enumerate((proc.stdout, proc.stderr)) if f is not None]
+    for t in readers:
+        t.start()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        for t in readers:
+            t.join(5)
+    return rest.get(0, ""), rest.get(1, "")
+
+
 def require(binary: str, package: str) -> str:
     path = shutil.which(binary) or (binary if os.path.exists(binary) else None)
     if path:

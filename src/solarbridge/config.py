@@ -93,9 +93,13 @@ Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
 
 
 def default_state_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/solarbridge")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    """``$XDG_STATE_HOME/solarbridge`` when that is set; else /var/lib/solarbridge for root (a system
+    service) and ``~/.local/state/solarbridge`` for anyone else."""
+    base = os.environ.get("XDG_STATE_HOME")
+    if not base:
+        if os.geteuid() == 0:
+            return Path("/var/lib/solarbridge")
+        base = str(Path.home() / ".local" / "state")
     return Path(base) / "solarbridge"
 
 

@@ -41,7 +41,7 @@ def _default(field: Any) -> str:
     if field.default is not PydanticUndefined:
         value = field.default
     elif field.default_factory is default_state_dir:
-        return "`/var/lib/solarbridge` as root, else `~/.local/state/solarbridge`"
+        return "`$XDG_STATE_HOME/solarbridge` if set, else `/var/lib/solarbridge` as root, else `~/.local/state/solarbridge`"
     elif field.default_factory is not None:
         try:
             value = field.default_factory()

@@ -56,8 +56,11 @@ def shortest_float32(value: float) -> float:
         return value
     for digits in range(1, 10):
         candidate = float(f"{value:.{digits}g}")
-        if _F32.pack(candidate) == want:
-            return candidate
+        try:
+            if _F32.pack(candidate) == want:
+                return candidate
+        except OverflowError:  # near float32's limit a short decimal can round past it
+            continue
     return value
 
 

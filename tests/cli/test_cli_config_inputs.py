@@ -107,7 +107,7 @@ def test_explicit_names_are_not_reused():
 def test_run_prints_a_summary_and_state_changes_without_verbose(tmp_path):
     """No -v: one start-up line naming sources, sinks and the dashboard, one line when a device first
     answers, one line per source failure, then "stopping"/"stopped"; nothing per reading."""
-    from servers import free_port
+    from servers import finish, free_port
 
     port = free_port()
     cfg = write(tmp_path, f'[api]\nenabled = true\nlisten = "127.0.0.1:{port}"\n'
@@ -124,7 +124,7 @@ def test_run_prints_a_summary_and_state_changes_without_verbose(tmp_path):
         lines.append(line.rstrip("\n"))
     time.sleep(1.0)  # ~20 more readings: none of them may print anything
     proc.send_signal(signal.SIGTERM)
-    _, rest = proc.communicate(timeout=20)
+    _, rest = finish(proc)
     lines += rest.splitlines()
     assert proc.returncode == 0, lines
     summary = [ln for ln in lines if "running 1 source(s)" in ln]
@@ -135,4 +135,6 @@ def test_run_prints_a_summary_and_state_changes_without_verbose(tmp_path):
     device = [ln for ln in lines if "device synthetic-home" in ln]
     assert len(device) == 1 and device[0].endswith("online")
     assert [ln.split(": ")[-1] for ln in lines if "solarbridge.status" in ln][-2:] == ["stopping", "stopped"]
-    assert len(lines) == 4, lines
+    site = [ln for ln in lines if "device site:synthetic-home" in ln]  # the device's own site (auto_sites)
+    assert len(site) == 1 and site[0].endswith("online"), lines
+    assert len(lines) == 5, lines

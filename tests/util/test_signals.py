@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from servers import finish
 from solarbridge.util.signals import StopSignals
 
 
@@ -55,7 +56,7 @@ def test_simulator_stops_cleanly_on_signal(sig: signal.Signals) -> None:
         line = p.stdout.readline()
         assert "listening on 127.0.0.1:" in line, line
         p.send_signal(sig)
-        out, err = p.communicate(timeout=20)
+        out, err = finish(p)
     finally:
         if p.poll() is None:
             p.kill()

@@ -71,3 +71,11 @@ def test_old_database_gets_its_rollup_built(tmp_path):
     store = HistoryStore(path)
     same(store, dt(T0), dt(T0 + 10_000), 900)
     assert store.downsample("dev", "m", dt(T0), dt(T0 + 10_000), 900)
+
+
+def test_means_of_tiny_values_keep_their_significant_digits():
+    """Rounding a mean "two decimals past its samples" must count decimals of 9.29e-08 as 10, not 6."""
+    from solarbridge.sinks.history.sink import mean_of
+
+    assert math.isclose(mean_of(3 * 9.29e-08, 3, 9.29e-08, 9.29e-08), 9.29e-08, rel_tol=1e-9)
+    assert mean_of(938.1 + 938.2 + 938.2, 3, 938.1, 938.2) == 938.167  # no binary noise (938.1666666666666)

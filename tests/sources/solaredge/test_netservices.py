@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from servers import finish
 from solarbridge.sources.solaredge import netservices as ns
 
 SE_MAC = bytes.fromhex("002702a1b2c3")
@@ -249,11 +250,7 @@ def _start_services(lk: Link, *extra: str) -> subprocess.Popen[str]:
 
 def _stop(proc: subprocess.Popen[str]) -> str:
     proc.terminate()
-    try:
-        _out, err = proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _out, err = proc.communicate()
+    _out, err = finish(proc, 10)  # what readline() buffered is kept
     assert proc.returncode == 0, err
     return err
 

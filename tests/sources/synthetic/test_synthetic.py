@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from solarbridge.sources.synthetic.model import HomeParams, HomeState, SyntheticHome
 
@@ -51,3 +54,47 @@ def test_counters_monotonic():
 def test_same_seed_same_readings():
     assert simulate(3, seed=7)[1] == simulate(3, seed=7)[1]
     assert simulate(3, seed=7)[1] != simulate(3, seed=8)[1]
+
+
+# ----------------------------------------------------------------------------- restarts keep the counters
+
+TOTALS = ("pv_energy_total_wh", "load_energy_total_wh", "grid_import_energy_total_wh",
+          "grid_export_energy_total_wh", "battery_charge_energy_total_wh", "battery_discharge_energy_total_wh")
+
+
+def _run_source(state_dir, **cfg):
+    """Run a synthetic source to the end of its ``count`` and return what it emitted."""
+    import asyncio
+
+    from solarbridge.plugin import Context
+    from solarbridge.sources.synthetic.source import SyntheticConfig, SyntheticSource
+
+    src = SyntheticSource(SyntheticConfig(**cfg), Context.standalone("synthetic", "source", "synthetic", state_dir))
+    got = []
+    asyncio.run(src.run(got.append))
+    return src, got
+
+
+def test_a_restart_resumes_the_counters_and_fills_only_the_gap(tmp_path):
+    """A real inverter keeps its lifetime totals across a restart; so does the simulated one (in state_dir),
+    and a back-fill covers only the time since the last run's final reading."""
+    _, first = _run_source(tmp_path, interval=0.01, count=300, backfill="3s")
+    assert len(first) == 300
+    src, second = _run_source(tmp_path, interval=0.01, count=5, backfill="3s")
+    assert second[0].timestamp > first[-1].timestamp  # nothing emitted twice: the gap since the last run only
+    for name in TOTALS:
+        assert second[0].metrics[name] >= first[-1].metrics[name], name
+    assert second[0].metrics["pv_energy_total_wh"] > 0 or first[-1].metrics["pv_energy_total_wh"] == 0
+    saved = json.loads(src.state_path.read_text())
+    assert saved["pv_total_wh"] == pytest.approx(second[-1].metrics["pv_energy_total_wh"], abs=0.05)
+
+
+def test_persist_off_starts_afresh_and_a_bad_state_file_is_named(tmp_path, caplog):
+    _, first = _run_source(tmp_path, interval=0.01, count=200, backfill="2h", seed=3)
+    assert first[-1].metrics["load_energy_total_wh"] > 0
+    _, fresh = _run_source(tmp_path, interval=0.01, count=1, persist=False, seed=3)
+    assert fresh[0].metrics["load_energy_total_wh"] < first[-1].metrics["load_energy_total_wh"]
+    (tmp_path / "synthetic-synthetic-home.json").write_text("{not json")
+    _, after = _run_source(tmp_path, interval=0.01, count=1)
+    assert after[0].metrics["load_energy_total_wh"] < first[-1].metrics["load_energy_total_wh"]
+    assert any("synthetic-synthetic-home.json: unreadable" in r.getMessage() for r in caplog.records)

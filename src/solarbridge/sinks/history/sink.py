@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -236,11 +237,11 @@ class HistoryStore:
 
 
 def _decimals(x: float) -> int:
-    """Decimal places in the shortest text of ``x`` (212.2 -> 1, 938.0 -> 0)."""
-    text = repr(float(x))
-    if "e" in text or "n" in text:  # 1e-05, inf, nan: no plain decimal form
-        return 6
-    return len(text.partition(".")[2].rstrip("0"))
+    """Decimal places in the shortest text of ``x`` (212.2 -> 1, 938.0 -> 0, 9.29e-08 -> 10)."""
+    if not math.isfinite(x):
+        return 0
+    exponent = Decimal(repr(float(x))).normalize().as_tuple().exponent
+    return max(0, -int(exponent))
 
 
 def mean_of(total: float, n: int, lo: float, hi: float) -> float:

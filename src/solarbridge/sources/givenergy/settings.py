@@ -56,8 +56,9 @@ class GivSettings:
     def cache_location(self) -> str:
         if self.cachelocation:
             return self.cachelocation
-        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        return str(Path(base) / "solarbridge" / "givtcp")
+        from ...config import default_state_dir
+
+        return str(default_state_dir() / "givtcp")
 
     # ------------------------------------------------------------------ mapping onto the daemon
 

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from pydantic import Field, field_validator
 
 from ...model import ControlError, ControlRequest, ControlResult, ControlSpec, DeviceInfo, Reading
 from ...plugin import Context, Emit, PluginConfig, Source
+from ...util.atomic import atomic_write
 from ...util.timeparse import parse_duration
 from .model import HomeParams, HomeState, SyntheticHome
+
+#: what a restart keeps: the lifetime and daily counters, the day they belong to, and the battery's charge
+_KEPT = ("soc_pct", "pv_total_wh", "pv_today_wh", "load_total_wh", "import_total_wh", "export_total_wh",
+         "charge_total_wh", "discharge_total_wh", "day")
+_SAVE_EVERY_S = 60.0
 
 
 class SyntheticConfig(PluginConfig):
@@ -27,6 +36,9 @@ class SyntheticConfig(PluginConfig):
     battery_capacity_wh: float = Field(10000.0, gt=0, le=10_000_000)
     initial_soc_pct: float = Field(50.0, ge=0, le=100)
     utc_offset_h: float = Field(0.0, ge=-14, le=14)
+    #: keep the home's counters and battery charge in ``state_dir`` across restarts, as a real device does
+    #: (a home whose lifetime totals restart at 0 on every run is a device the counter stage must distrust)
+    persist: bool = True
 
     @field_validator("backfill")
     @classmethod
@@ -55,24 +67,67 @@ class SyntheticSource(Source):
                                serial=c.device_id, sw_version="1", name="Synthetic home", source=ctx.name,
                                controls=CONTROLS)
         self._emit: Emit | None = None
+        self._last: datetime | None = None  # time of the last reading, saved with the state
+
+    @property
+    def state_path(self) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.config.device_id)
+        return Path(self.ctx.state_dir) / f"synthetic-{safe}.json"
+
+    def load_state(self) -> datetime | None:
+        """Resume the counters of an earlier run; returns the time of its last reading (None: a new home)."""
+        try:
+            saved = json.loads(self.state_path.read_text())
+            kept = {k: saved[k] for k in _KEPT if isinstance(saved.get(k), (int, float))}
+            last = datetime.fromisoformat(saved["last"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self.ctx.log.warning("%s: unreadable (%s); the home starts afresh", self.state_path, e)
+            return None
+        for k, v in kept.items():
+            setattr(self.home.s, k, type(getattr(self.home.s, k))(v))
+        return last if last.tzinfo else last.replace(tzinfo=UTC)
+
+    def save_state(self) -> None:
+        if self._last is None:
+            return
+        state = {k: getattr(self.home.s, k) for k in _KEPT} | {"last": self._last.isoformat()}
+        try:
+            atomic_write(self.state_path, json.dumps(state, indent=1) + "\n")
+        except OSError as e:
+            self.ctx.log.warning("%s: cannot save the home's counters: %s", self.state_path, e.strerror or e)
 
     def devices(self) -> list[DeviceInfo]:
         return [self.info]
 
     def reading(self, now: datetime, dt: float) -> Reading:
         metrics = self.home.step(now, dt)
+        self._last = now
         metrics["battery_reserve_pct"] = self.home.p.battery_reserve_pct
         metrics["extra_load_w"] = self.home.s.extra_load_w
         return Reading(self.config.device_id, "synthetic", now, metrics, source=self.ctx.name, info=self.info)
 
     async def run(self, emit: Emit) -> None:
         self._emit = emit
+        try:
+            await self._run(emit)
+        finally:
+            if self.config.persist:
+                self.save_state()
+
+    async def _run(self, emit: Emit) -> None:
         c = self.config
         sent = 0
         back = parse_duration(c.backfill)
         now = datetime.now(UTC)
-        if back:
-            t = now - timedelta(seconds=back)
+        resumed = self.load_state() if c.persist else None
+        start = now - timedelta(seconds=back)
+        if resumed is not None:
+            # history up to the last run's final reading exists already: fill only the gap since
+            start = max(start, resumed + timedelta(seconds=c.interval))
+        if start < now:
+            t = start
             while t < now and (not c.count or sent < c.count):
                 emit(self.reading(t, c.interval))
                 sent += 1
@@ -82,11 +137,14 @@ class SyntheticSource(Source):
                     # passes the counter and site stages, so a slice of 200 is a few tens of ms)
                     await asyncio.sleep(0)
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        next_at = saved_at = loop.time()
         while not c.count or sent < c.count:
             emit(self.reading(datetime.now(UTC), c.interval))
             sent += 1
             self.ctx.health.count("readings")
+            if c.persist and loop.time() - saved_at >= _SAVE_EVERY_S:
+                saved_at = loop.time()
+                self.save_state()
             next_at += c.interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
