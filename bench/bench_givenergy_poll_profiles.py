@@ -1,6 +1,6 @@
 """Requests per minute a GivEnergy source sends under each poll profile, per model, against the simulator.
 
-    python bench/bench_givenergy_poll_profiles.py [--minutes 60] [--models hybrid,ac,aio,3ph]
+    python bench/bench_givenergy_poll_profiles.py [--minutes 60] [--models hybrid,gen2,ac,aio,3ph,ems,gateway]
 
 The source's poll schedule runs on a simulated clock (one poll every ``poll_interval`` of simulated time,
 back to back in real time), and every request it sends goes over a real socket to the in-process
@@ -56,7 +56,7 @@ async def measure(model: str, extra: dict[str, Any], minutes: float, state: Path
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=60.0, help="simulated minutes per measurement")
-    ap.add_argument("--models", default="hybrid,ac,aio,3ph")
+    ap.add_argument("--models", default="hybrid,gen2,ac,aio,3ph,ems,gateway")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         print(f"requests per minute (simulated {a.minutes:g} min, poll every 15 s; model with 2 batteries/BMUs)")

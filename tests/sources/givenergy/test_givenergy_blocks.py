@@ -114,7 +114,8 @@ def test_each_model_detected_with_its_plan(model: str) -> None:
             inverter = [(d, f, b, n) for d, f, b, n in got if d == address]
             assert inverter == [(address, IR, b, n) for b, n in plan.input_blocks] + [(address, HR, 0, 60)]
             units = [(d, b) for d, f, b, _ in got if d != address]
-            assert units == [(0x32 + i, 60) for i in range(lv)] + list(c.hv_blocks)
+            assert units == [(0x32 + i, 60) for i in range(lv)] + list(c.hv_blocks) + [
+                (m, 60) for m in c.meter_addresses]  # then the external meters found
             # a full refresh adds the extended holding blocks
             await c.refresh(full=True)
             got = rec.take()

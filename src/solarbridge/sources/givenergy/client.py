@@ -35,9 +35,12 @@ from .model import (
     MAX_BATTERIES,
     MAX_BCUS,
     MAX_BMUS,
+    METER_ADDRESSES,
+    METER_BLOCK,
     Plant,
     battery_present,
     hv_present,
+    meter_present,
 )
 from .registers import BASE_HOLDING_FAST, BASE_HOLDING_FULL, BASE_INPUT, Block, family_blocks
 from .session import Refused, RequestKey, Session
@@ -74,7 +77,7 @@ class GivEnergyClient:
                  gap: float = 0.01, read_address: int | None = None, write_address: int = INVERTER_ADDRESS,
                  adapter_serial: str = DEFAULT_ADAPTER_SERIAL, connect_timeout: float = 3.0,
                  plant: Plant | None = None, probe_timeout: float = 1.0,
-                 log: logging.Logger | None = None) -> None:
+                 meters: tuple[int, ...] | None = None, log: logging.Logger | None = None) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -93,6 +96,11 @@ class GivEnergyClient:
         self.battery_count: int | None = None
         self.hv_addresses: tuple[int, ...] = ()  # present BCUs and BMUs
         self.hv_blocks: tuple[tuple[int, int], ...] = ()  # (device address, IR base) read on every poll
+        #: external meters to read: None = probe addresses 1..8 after detection (the model family permitting),
+        #: else exactly these addresses, unprobed
+        self.pinned_meters = meters
+        self.meter_addresses: tuple[int, ...] = ()  # meters found (or pinned), read on every poll
+        self._meters_found: dict[tuple[int, int], tuple[int, ...]] = {}  # (HR0, HR21) -> probed, kept over reconnects
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._rx_task: asyncio.Task[None] | None = None
@@ -293,7 +301,35 @@ class GivEnergyClient:
         for addr in list(self.plant.hv):
             if addr not in self.hv_addresses:
                 del self.plant.hv[addr]
+        self.meter_addresses = await self._find_meters()
+        for addr in list(self.plant.meters):
+            if addr not in self.meter_addresses:
+                del self.plant.meters[addr]
         return self.plant
+
+    async def _find_meters(self) -> tuple[int, ...]:
+        """External meters at device addresses 1..8: each address probed once (IR 60-89, no retry), kept when it
+        answers with a phase-1 voltage. Every address is probed: meters need not be contiguous (the EMS capture
+        has meters at 1 and 3), and an empty address answers all-zero or not at all. The result is kept for the
+        life of the client, so a reconnect does not probe again."""
+        if self.pinned_meters is not None:
+            return tuple(self.pinned_meters)
+        hr0, hr21 = self.plant.holding.get(0, 0), self.plant.holding.get(21, 0)
+        cached = self._meters_found.get((hr0, hr21))
+        if cached is not None:
+            return cached
+        found: list[int] = []
+        if family_blocks(hr0, hr21).meters:
+            base, count = METER_BLOCK
+            for addr in METER_ADDRESSES:
+                if await self._probe(FC_READ_INPUT, base, count, device=addr, retries=0) and \
+                        meter_present(self.plant.meters.get(addr, {})):
+                    found.append(addr)
+        if found:
+            self.log.info("givenergy %s:%s: external meters at %s", self.host, self.port,
+                          ", ".join(str(a) for a in found))
+        self._meters_found[(hr0, hr21)] = tuple(found)
+        return tuple(found)
 
     async def _probe(self, function: int, base: int, count: int, device: int | None = None,
                      retries: int = 1) -> bool:
@@ -361,7 +397,7 @@ class GivEnergyClient:
                       due: Callable[[str], bool] | None = None) -> Plant:
         """Read the live blocks (and the holding blocks of the plan on a full refresh) into :attr:`plant`.
 
-        ``due(key)`` (keys ``IR<base>``, ``HR<base>``, ``battery``, ``hv``) can leave blocks out of this
+        ``due(key)`` (keys ``IR<base>``, ``HR<base>``, ``battery``, ``hv``, ``meters``) can leave blocks out of this
         refresh: the source's poll profile reads slow-changing blocks less often than live ones.
         """
         if self.battery_count is None or self.plan is None:
@@ -381,6 +417,10 @@ class GivEnergyClient:
         if self.hv_blocks and want("hv"):
             for addr, base in self.hv_blocks:
                 await self.read(FC_READ_INPUT, base, device=addr)
+        if self.meter_addresses and want("meters"):
+            base, count = METER_BLOCK
+            for addr in self.meter_addresses:
+                await self.read(FC_READ_INPUT, base, count, device=addr)
         return self.plant
 
     def block_keys(self, full: bool = True) -> list[str]:
@@ -392,6 +432,8 @@ class GivEnergyClient:
             keys.append("battery")
         if self.hv_blocks:
             keys.append("hv")
+        if self.meter_addresses:
+            keys.append("meters")
         return keys
 
     def holding_blocks_for(self, registers: Any) -> list[Block]:

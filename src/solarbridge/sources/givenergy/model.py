@@ -54,6 +54,8 @@ HV_ADDRESSES = frozenset(range(FIRST_BCU_ADDRESS, FIRST_BCU_ADDRESS + MAX_BCUS))
 NOMINAL_BATTERY_V = {"3ph": 76.8, "aio": 317.0}
 #: external meters answer at device addresses 1..8 (IR 60-88)
 METER_ADDRESSES = range(1, 9)
+#: the meter block the poll reads: IR 60-89, as givenergy-modbus and every capture read it
+METER_BLOCK: tuple[int, int] = (60, 30)
 #: device type code prefixes with the 1000-range (three-phase) register layout: three-phase hybrid and
 #: AC, AIO commercial and AIO hybrid (givenergy-modbus manifest ``is_three_phase``)
 THREE_PHASE_PREFIXES = frozenset({"40", "41", "60", "82"})
@@ -75,6 +77,12 @@ def battery_present(regs: dict[int, int]) -> bool:
     if any(regs.get(sn.register + i, 0) for i in range(sn.width)):
         return True
     return bool(regs.get(BATTERY_FIELDS["v_cells_sum"].register, 0) and regs.get(BATTERY_FIELDS["num_cells"].register, 0))
+
+
+def meter_present(regs: dict[int, int]) -> bool:
+    """A meter is wired at an address when its phase-1 voltage (IR 60) is not zero: empty addresses answer
+    all-zero blocks on the AIO, gateway, three-phase and EMS captures (givenergy-modbus ``Meter.is_valid``)."""
+    return bool(regs.get(METER_BLOCK[0], 0))
 
 
 def hv_present(regs: dict[int, int]) -> bool:
@@ -276,9 +284,14 @@ class Plant:
         """External meters that answered (device address -> decoded IR 60-88); a zero voltage = absent."""
         out = {}
         for addr in sorted(self.meters):
+            if not meter_present(self.meters[addr]):
+                continue
             d = decode(METER_TABLE, self.meters[addr])
-            if d.get("v_phase_1"):
-                out[addr] = d
+            # single-phase meters leave the total (IR 71) at 0: their power is the phases' sum
+            phases = [d[f"p_active_phase_{n}"] for n in (1, 2, 3) if f"p_active_phase_{n}" in d]
+            if "p_active_total" in d or phases:
+                d["p_active"] = d.get("p_active_total") or sum(phases)
+            out[addr] = d
         return out
 
     @property

@@ -126,9 +126,9 @@ BMU_MAP: tuple[MetricDesc, ...] = (
 )
 
 #: external meter at address a (IR 60-88); metric names get ``meter_<a>_`` in front. Meter power is
-#: + import (the EMS's grid meter reads + while importing)
+#: + import (the EMS's grid meter reads + while importing); a single-phase meter's is its phase-1 power
 METER_MAP: tuple[MetricDesc, ...] = (
-    MetricDesc("power_w", "p_active_total"), MetricDesc("frequency_hz", "frequency"),
+    MetricDesc("power_w", "p_active"), MetricDesc("frequency_hz", "frequency"),
     MetricDesc("import_energy_total_wh", "e_import_active", scale=KWH, resolution=DECI_KWH_WH),
     MetricDesc("export_energy_total_wh", "e_export_active", scale=KWH, resolution=DECI_KWH_WH),
     *(row for n in (1, 2, 3) for row in (MetricDesc(f"voltage_v_l{n}", f"v_phase_{n}"),

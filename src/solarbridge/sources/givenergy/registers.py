@@ -311,6 +311,9 @@ class FamilyBlocks:
     extra_input: tuple[Block, ...]  # optional IR blocks, read on every poll when supported
     extra_holding: tuple[Block, ...]  # optional HR blocks, read on full refreshes when supported
     batteries: str  # "lv" (BMS at 0x32+n), "hv" (BCU 0x70+n, BMUs 0x50+m) or "none"
+    #: probe the external meters at device addresses 1..8 after detection (the Gen1 hybrid's capture shows
+    #: none of those addresses answering, so it is not probed: 8 probe timeouts for nothing)
+    meters: bool = True
 
 
 #: by ModelInfo.key; fact sheet section 3.7 ("additional blocks probed by model")
@@ -338,7 +341,7 @@ def family_blocks(device_type_code: int, arm_firmware: int) -> FamilyBlocks:
         return _HV_HYBRID
     fam = MODEL_BLOCKS.get(info.key, MODEL_BLOCKS["unknown"])
     if info.label == "Gen1 Hybrid":
-        return FamilyBlocks(0x31, fam.extra_input, fam.extra_holding, fam.batteries)
+        return FamilyBlocks(0x31, fam.extra_input, fam.extra_holding, fam.batteries, meters=False)
     return fam
 
 

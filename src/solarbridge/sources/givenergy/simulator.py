@@ -91,6 +91,12 @@ SIM_BLOCKS: dict[str, tuple[frozenset[int], frozenset[int]]] = {
     "ems": (_ranges((0, 59), (180, 239), (2040, 2099)), _ranges((0, 179), (2040, 2075))),
     "gateway": (_ranges((0, 59), (120, 239), (1600, 1959)), _ranges((0, 359))),
 }
+#: external meters per model (device addresses), as its capture shows them: a grid meter at 1 on the Gen2
+#: and HV Gen3 hybrids; the three-phase hybrid and the gateway a second meter at 2, the EMS a generation
+#: meter at 3. Every other address 1..8 answers an all-zero block (as the AIO, gateway, three-phase and EMS
+#: captures show), except on the Gen1 hybrid, which answers no meter address at all (hybrid_2_bat_a)
+SIM_METERS: dict[str, tuple[int, ...]] = {"gen2": (1,), "hvgen3": (1,), "3ph": (1, 2), "ems": (1, 3),
+                                         "gateway": (1, 2)}
 #: device type per model family for the physics: which registers carry live data and controls
 FAMILY = {"3ph": "3ph", "ems": "ems", "gateway": "gateway"}
 #: EMS managed inverters / gateway AIOs simulated, and each one's share of the plant's battery
@@ -140,7 +146,10 @@ class SimInverter:
         self.model = model
         self.family = FAMILY.get(model, "single")
         self.serial = serial
-        self.meter_banks: dict[int, dict[int, int]] = {}
+        self.meter_banks: dict[int, dict[int, int]] = {addr: {} for addr in SIM_METERS.get(model, ())}
+        #: empty meter addresses answer all-zero blocks (False: no reply at all, as the Gen1 hybrid)
+        self.empty_meters_answer = model != "hybrid"
+        self._meter_dt = 0.0
         self.replaying = False  # seeded from a capture: registers answer as captured
         #: SOC of each EMS managed inverter / gateway AIO (the plant SOC is their mean)
         self.unit_soc = [62.0, 48.0] if self.family in ("ems", "gateway") else []
@@ -235,7 +244,6 @@ class SimInverter:
         ir = self.input
         ir[1121], ir[1124], ir[1325], ir[1326], ir[1327] = 1, 1, 11043, 10311, 11121
         ir[1317:1320] = _ascii_regs("ZA1.0")[:3]
-        self.meter_banks[1] = {}
 
     def _seed_ems(self) -> None:
         """EMS controls (HR 2040-2075) and the managed inverters' serials (IR 2066+)."""
@@ -248,7 +256,6 @@ class SimInverter:
         ir = self.input
         for n in range(UNITS):
             ir[2066 + 5 * n:2071 + 5 * n] = _ascii_regs(f"CE{self.serial[2:7]}{n:03d}")
-        self.meter_banks[1], self.meter_banks[3] = {}, {}
 
     def _seed_gateway(self) -> None:
         ir = self.input
@@ -283,6 +290,9 @@ class SimInverter:
             self.supported_input = frozenset(self._seen[FC_READ_INPUT]) | _ranges((0, 59), (180, 239))
             self.supported_holding = frozenset(self._seen[FC_READ_HOLDING]) | _ranges((0, 179))
         self.hv_modules = sum(1 for a in self.hv_banks if BMU_BASE_ADDRESS <= a < BMU_BASE_ADDRESS + HV_SLOTS)
+        # a unit whose capture answers any meter address answers the empty ones all-zero; one that answered
+        # none (the Gen1 hybrid) answers none
+        self.empty_meters_answer = bool(self.meter_banks)
         if self.holding[13:18] != [0] * 5:
             raw = b"".join(v.to_bytes(2, "big") for v in self.holding[13:18])
             self.serial = raw.decode("latin-1").strip("\x00")
@@ -394,6 +404,7 @@ class SimInverter:
         """Advance the physics by ``dt`` simulated seconds and refresh the input registers."""
         if self.replaying:
             return
+        self._meter_dt = dt
         now = self.now()
         if now.date() != self._day:
             self._day = now.date()
@@ -464,6 +475,29 @@ class SimInverter:
             self._write_ems(pv, grid_import, batt, load)
         elif self.family == "gateway":
             self._write_gateway(pv, grid_import, batt, load)
+        if self.family in ("single", "gateway"):
+            for addr, power in ((1, grid_import), (2, load)):
+                if addr in self.meter_banks:
+                    self._write_meter(addr, power)
+
+    def _write_meter(self, addr: int, power: float) -> None:
+        """A single-phase meter (IR 60-88) reading ``power`` W, + import (phase 1 only, total left 0, as the
+        Gen2, HV Gen3 and gateway captures show), with import/export energy counters."""
+        meter = self.meter_banks.setdefault(addr, {})
+        volts = 2440 + self.rng.randint(-5, 5)
+        meter[60], meter[63], meter[68] = volts, _u16(abs(power) / volts * 1000), _u16(power)
+        meter[76], meter[84] = _u16(abs(power) / 10 * 10) if power else 0, 5000 + self.rng.randint(-3, 3)
+        self._meter_energy(addr, power)
+
+    def _meter_energy(self, addr: int, power: float) -> None:
+        """A meter's import / export energy counters (IR 85 / 87, 0.1 kWh), following its power (+ import)."""
+        meter = self.meter_banks.setdefault(addr, {})
+        e = self.energy_wh
+        key = f"meter{addr}"
+        e.setdefault(f"{key}_in", 1234500.0 * addr)
+        e.setdefault(f"{key}_out", 456700.0 * addr)
+        e[f"{key}_in" if power > 0 else f"{key}_out"] += abs(power) * max(0.0, self._meter_dt) / 3600
+        meter[85], meter[87] = min(int(e[f"{key}_in"] / 100), 0xFFFF), min(int(e[f"{key}_out"] / 100), 0xFFFF)
 
     # ------------------------------------------------------------------ family registers from the physics
 
@@ -543,6 +577,14 @@ class SimInverter:
         meter[71] = _u16(grid_import)
         meter[83], meter[84] = 9990, 5000
         meter[85], meter[87] = min(int(e["grid_in_total"] / 100), 0xFFFF), min(int(e["grid_out_total"] / 100), 0xFFFF)
+        # a sub-meter at 2 on L3 (the capture's meter 2 reads a small import there): a tenth of the load
+        sub = self.meter_banks.setdefault(2, {})
+        sub_w = load / 10
+        for n in range(3):
+            sub[60 + n] = meter[60 + n]
+        sub[65], sub[67], sub[70], sub[71] = _u16(sub_w / 230 * 100), _u16(sub_w / 230 * 100), _u16(sub_w), _u16(sub_w)
+        sub[82], sub[83], sub[84] = 9900, 9900, 5000
+        sub[85] = min(int(e["load_total"] / 1000), 0xFFFF)
 
     def _write_ems(self, pv: float, grid_import: float, batt: float, load: float) -> None:
         """IR 2040-2094: the plant summary of two managed inverters; the grid meter (1), generation meter (3)."""
@@ -561,6 +603,7 @@ class SimInverter:
             meter[60], meter[63] = 2410 + self.rng.randint(-5, 5), _u16(abs(power) / 241 * 100)
             meter[67], meter[68], meter[71] = meter[63], _u16(power), _u16(power)
             meter[83], meter[84] = 9990, 4995
+            self._meter_energy(addr, power)
 
     def _write_gateway(self, pv: float, grid_import: float, batt: float, load: float) -> None:
         """IR 1600-1859 (V1 word order): aggregates and two AIOs; battery powers are + charging on the wire."""
@@ -661,8 +704,9 @@ class SimInverter:
                 BCU_ADDRESS <= device < BCU_ADDRESS + HV_SLOTS or BMU_BASE_ADDRESS <= device < BMU_BASE_ADDRESS + HV_SLOTS):
             hv = self.hv_banks.get(device, {})
             return tuple(hv.get(r, 0) for r in range(base, base + count))
-        elif device in self.meter_banks and function == FC_READ_INPUT:
-            meter = self.meter_banks[device]
+        elif function == FC_READ_INPUT and device in METER_ADDRESSES and (
+                device in self.meter_banks or self.empty_meters_answer):
+            meter = self.meter_banks.get(device, {})
             return tuple(meter.get(r, 0) for r in range(base, base + count))
         elif 0x30 <= device <= 0x37:
             return (0,) * count

@@ -67,18 +67,30 @@ class GivEnergyConfig(PluginConfig):
                                     "units (LV packs, HV BCU/BMUs)")
     block_intervals: dict[str, float] = Field(
         default_factory=dict, description='seconds between reads of single blocks, overriding the profile, e.g. '
-        '{ IR240 = 60, HR180 = 3600, battery = 120 } (keys IR<base>, HR<base>, battery, hv)')
+        '{ IR240 = 60, HR180 = 3600, battery = 120 } (keys IR<base>, HR<base>, battery, hv, meters)')
+    meters: list[int] | None = Field(None, description="external meters (device addresses 1..8) to read on each "
+                                     "poll; default: probe 1..8 once after connecting and keep those that answer; "
+                                     "[] reads none")
     allow_reboot: bool = Field(False, description="offer the rebootInverter control (refused unless true)")
 
     @field_validator("block_intervals")
     @classmethod
     def _check_block_intervals(cls, v: dict[str, float]) -> dict[str, float]:
         for key, seconds in v.items():
-            if not re.fullmatch(r"(IR|HR)\d{1,4}|battery|hv", key):
-                raise ValueError(f"block_intervals: {key!r} is not a block (IR<base>, HR<base>, battery or hv)")
+            if not re.fullmatch(r"(IR|HR)\d{1,4}|battery|hv|meters", key):
+                raise ValueError(f"block_intervals: {key!r} is not a block (IR<base>, HR<base>, battery, hv or "
+                                 "meters)")
             if not 0 < seconds <= 86400:
                 raise ValueError(f"block_intervals.{key}: must be more than 0 and at most 86400 s (got {seconds:g})")
         return v
+
+    @field_validator("meters")
+    @classmethod
+    def _check_meters(cls, v: list[int] | None) -> list[int] | None:
+        for addr in v or ():
+            if not 1 <= addr <= 8:
+                raise ValueError(f"meters: each address must be 1..8 (got {addr})")
+        return sorted(set(v)) if v is not None else None
     reconnect_initial: float = Field(1.0, gt=0, le=60)
     reconnect_cap: float = Field(60.0, gt=0, le=3600)
 
@@ -90,7 +102,7 @@ class GivEnergySource(Source):
         super().__init__(config, ctx)
         self.client = GivEnergyClient(config.host, config.port, timeout=config.timeout, retries=config.retries,
                                       gap=config.request_gap, read_address=config.read_address,
-                                      log=ctx.log)
+                                      meters=None if config.meters is None else tuple(config.meters), log=ctx.log)
         self._emit: Emit | None = None
         self._last_full = 0.0
         self._last_read: dict[str, float] = {}  # block key -> monotonic time of its last read
@@ -193,7 +205,7 @@ class GivEnergySource(Source):
             return cfg.poll_interval
         if cfg.poll_profile == "lite":
             return cfg.config_interval if key.startswith("HR") else cfg.battery_interval
-        if key == "HR0" or key in ("battery", "hv"):
+        if key == "HR0" or key in ("battery", "hv", "meters"):
             return cfg.poll_interval
         return cfg.full_refresh_interval
 
