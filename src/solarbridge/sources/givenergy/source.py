@@ -64,7 +64,7 @@ class GivEnergyConfig(PluginConfig):
     config_interval: float = Field(300.0, gt=0, le=86400, description="lite: seconds between reads of the "
                                    "configuration (holding) blocks")
     battery_interval: float = Field(60.0, gt=0, le=86400, description="lite: seconds between reads of the battery "
-                                    "units (LV packs, HV BCU/BMUs)")
+                                    "units (LV packs, HV BCU/BMUs) and the external meters")
     block_intervals: dict[str, float] = Field(
         default_factory=dict, description='seconds between reads of single blocks, overriding the profile, e.g. '
         '{ IR240 = 60, HR180 = 3600, battery = 120 } (keys IR<base>, HR<base>, battery, hv, meters)')
