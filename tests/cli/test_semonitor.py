@@ -54,6 +54,18 @@ def test_file_to_stdout_and_record_byte_exact(tmp_path: Path) -> None:
     assert rec.read_bytes() == (DATA / "sample.rec").read_bytes()
 
 
+def test_decoding_a_file_imports_only_what_it_needs(tmp_path: Path) -> None:
+    """`semonitor -o` on a recording: no typing, logging, socket, crypto (start-up is CPU time per file)."""
+    out = tmp_path / "out.json"
+    code = ("import sys\nfrom solarbridge.cli.semonitor import main\n"
+            f"rc = main(['-o', {str(out)!r}, {str(DATA / 'sample.rec')!r}])\n"
+            "print(rc, [m for m in ('typing', 'logging', 'socket', 'pathlib', 'shutil', 'dataclasses',"
+            " 'solarbridge.sources.solaredge.crypto') if m in sys.modules])")
+    r = subprocess.run([PY, "-c", code], env=ENV, capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "0 []", r.stderr
+    assert out.read_bytes() == (DATA / "sample.json").read_bytes()
+
+
 def test_stdin_and_append(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     data = (DATA / "sample.rec").read_bytes()

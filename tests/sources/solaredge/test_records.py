@@ -190,7 +190,7 @@ def test_fast_rendering_equals_json_of_parse(recs: list[bytes], tail: bytes) -> 
     assert render_post_data(payload) == expected
 
 
-def test_date_time_fast_path_matches_strftime(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_date_time_and_asctime_fast_paths_match_the_time_module(monkeypatch: pytest.MonkeyPatch) -> None:
     from solarbridge.sources.solaredge import records
 
     for tz in ("UTC", "US/Pacific", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kolkata"):
@@ -204,6 +204,7 @@ def test_date_time_fast_path_matches_strftime(monkeypatch: pytest.MonkeyPatch) -
         for ts in stamps:
             lt = time.localtime(ts)
             assert records.date_time(ts) == (time.strftime("%Y-%m-%d", lt), time.strftime("%H:%M:%S", lt)), (tz, ts)
+            assert records.asctime(ts) == time.asctime(lt), (tz, ts)  # the event times' text
     monkeypatch.undo()
     time.tzset()
     records.date_time.cache_clear()

@@ -1,6 +1,6 @@
 """The fast 0x0500 rendering paths against the obvious one: ``json.dumps(parse_post_data(p), sort_keys=True)``.
 
-Covers the column-wise run of 0x0080 records (one local day, one UTC offset), its fallback
+Covers the column-wise run of 0x0080 and 0x0082 records (one local day, one UTC offset), its fallback
 (runs across midnight or an offset change), and the one-format 0x0010 inverter text with
 non-finite floats.
 """
@@ -62,14 +62,16 @@ _IDS = st.sampled_from([0x20100001, 0x20900001, 0x20100008, 0x2010000F, 0x1F, 0x
 
 @st.composite
 def _run_0080(draw: st.DrawFn) -> bytes:
-    """A run of 0x0080 records with random bytes whose timestamps are near each other (or anywhere)."""
+    """A run of 0x0080 (13-byte) or 0x0082 (10-byte) records with random bytes whose timestamps are near
+    each other (or anywhere)."""
+    se_type = draw(st.sampled_from([0x0080, 0x0082]))
     base = draw(st.one_of(st.integers(0, 2**32 - 1), st.sampled_from(
         [1615690800, 1636250400, 1700006400, 1700092799, 0, 2**32 - 300])))  # DST changes, midnights, ends
     out = []
     for _ in range(draw(st.integers(1, 30))):
         ts = draw(st.one_of(st.integers(max(0, base - 400), min(2**32 - 1, base + 400)), st.integers(0, 2**32 - 1)))
         body = struct.pack("<L", ts) + draw(st.binary(min_size=9, max_size=9))
-        out.append(sim.record(0x0080, draw(_IDS), body))
+        out.append(sim.record(se_type, draw(_IDS), body if se_type == 0x0080 else body[:10]))
     return b"".join(out)
 
 
@@ -100,10 +102,17 @@ def test_run_fast_path_is_taken_and_exact(zone) -> None:
             out = render._OptTexts()
             span_ok = time.localtime(start - 23).tm_mday == time.localtime(start).tm_mday and \
                 time.localtime(start - 23).tm_gmtoff == time.localtime(start).tm_gmtoff
-            end = render._render_0080_run(recs, 0, out)
+            end = render._render_packed_run(recs, 0, out)
             assert end == (len(recs) if span_ok else 0), (tz, start)
             _check(recs)
             _check(sim.record(0x0010, 0x7F104920, bytes(104)) + recs + sim.record(0x0082, 0x20200000, bytes(10)))
+            # the same optimizers as S440 (0x0082) records
+            recs = b"".join(sim.record(0x0082, 0x20100000 + 7 * i, sim.optimizer_0080(
+                start - i, 3600 + i, 30 + i / 8, 40.0, 5 + i / 16, 0, 0)[:10]) for i in range(24))
+            end = render._render_packed_run(recs, 0, render._OptTexts(), 0x0082)
+            assert end == (len(recs) if span_ok else 0), (tz, start)
+            _check(recs)
+            _check(recs + sim.record(0x0082, 0x20100007, bytes(10)) + recs[:18 * 5])  # repeated ids: later wins
 
 
 def test_run_stops_at_a_record_of_another_kind() -> None:
@@ -112,14 +121,22 @@ def test_run_stops_at_a_record_of_another_kind() -> None:
     longer = sim.record(0x0080, 0x20200000, sim.optimizer_0080(1700000000, 1, 30, 40, 5, 100, 20) + b"\x00")
     payload = b"".join(good[:3]) + longer + b"".join(good[3:])
     out = render._OptTexts()
-    assert render._render_0080_run(payload, 0, out) == 3 * 21
+    assert render._render_packed_run(payload, 0, out) == 3 * 21
     assert [t[:11] for t in out.sorted_texts()] == [b'"20100000":', b'"20100001":', b'"20100002":']
+    _check(payload)
+    # a 0x0082 run ends at a record of another length or type
+    s440 = [sim.record(0x0082, 0x20100000 + i, bytes(10)) for i in range(4)]
+    payload = b"".join(s440[:2]) + sim.record(0x0082, 0x20200000, bytes(11)) + b"".join(s440[2:])
+    assert render._render_packed_run(payload, 0, render._OptTexts(), 0x0082) == 2 * 18
+    _check(payload)
+    payload = b"".join(s440[:3]) + good[0] + s440[3]
+    assert render._render_packed_run(payload, 0, render._OptTexts(), 0x0082) == 3 * 18
     _check(payload)
     # records of another type with the same 13-byte length end the run too
     for other_type in (0x0082, 0x0017):
         other = sim.record(other_type, 0x20300000, sim.optimizer_0080(1700000000, 1, 30, 40, 5, 100, 20))
         payload = b"".join(good[:2]) + other + b"".join(good[2:])
-        assert render._render_0080_run(payload, 0, render._OptTexts()) == 2 * 21
+        assert render._render_packed_run(payload, 0, render._OptTexts()) == 2 * 21
         _check(payload)
 
 
@@ -236,7 +253,7 @@ def test_time_of_day_table_filled_minute_by_minute(zone, monkeypatch: pytest.Mon
     # minutes 04:00 and 09:59 filled first, then a run from 04:00 to 09:59: the minutes between are filled too
     for payload in (run(4 * 3600 + 1), run(9 * 3600 + 3599, 9 * 3600 + 3540), run(4 * 3600, 9 * 3600 + 3599, 6 * 3600 + 7),
                     run(0, 86399, 43200)):
-        assert render._render_0080_run(payload, 0, render._OptTexts()) == len(payload)
+        assert render._render_packed_run(payload, 0, render._OptTexts()) == len(payload)
         _check(payload)
     assert None not in render._texts.tod_uptime[4 * 3600:10 * 3600]
 

@@ -6,7 +6,10 @@ NaN floats are written as the bare token ``NaN`` (Python's json default), as sem
 from __future__ import annotations
 
 import json
-from typing import Any
+
+TYPE_CHECKING = False  # (not typing's: semonitor starts without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 _encoder = json.JSONEncoder(sort_keys=True)
 

@@ -7,10 +7,13 @@ lower-case hex string: never an exception. 0x0500 telemetry is :mod:`.records`.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from . import functions as fn
 from .records import asctime, parse_post_data
+
+TYPE_CHECKING = False  # (not typing's: semonitor starts without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: functions without arguments: the payload as hex (normally "")
 _NO_ARGS = frozenset({0x0080, 0x0081, 0x0033, 0x0034, 0x0501, 0x0502, 0x0347, 0x0302, 0x039A})

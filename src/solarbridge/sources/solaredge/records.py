@@ -15,7 +15,10 @@ import math
 import struct
 import time
 from functools import lru_cache
-from typing import Any
+
+TYPE_CHECKING = False  # (not typing's: semonitor starts without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 NAN = math.nan
 #: float32 bytes FF FF 7F FF: the devices' "not reported" marker
@@ -107,6 +110,7 @@ def _clear_time_caches() -> None:
     """Forget cached offsets (after the process changes TZ)."""
     HOUR_OFFSET.clear()
     _DAY_TEXT.clear()
+    _ASC_DAY.clear()
     for cache in TIME_CACHES:
         cache.clear()
     asctime.cache_clear()
@@ -115,12 +119,42 @@ def _clear_time_caches() -> None:
 date_time.cache_clear = _clear_time_caches  # type: ignore[attr-defined]
 
 
-@lru_cache(maxsize=8192)
-def asctime(ts: int) -> str:
+def _asctime_slow(ts: int) -> str:
     try:
         return time.asctime(time.localtime(ts))
     except (OverflowError, OSError, ValueError):
         return "invalid"
+
+
+#: local day number -> ("Www Mmm dd ", " yyyy"): time.asctime's text around the time of day
+_ASC_DAY: dict[int, tuple[str, str]] = {}
+
+
+@lru_cache(maxsize=8192)
+def asctime(ts: int) -> str:
+    """``time.asctime(time.localtime(ts))``, or ``"invalid"`` out of range (semonitor's event times).
+
+    Like :func:`date_time`: the hour's UTC offset, the day's text and the time of day from caches.
+    """
+    off = HOUR_OFFSET.get(ts // 3600)
+    if off is None:
+        off = hour_offset(ts // 3600)
+    if off == NO_OFFSET:
+        return _asctime_slow(ts)
+    day, sec = divmod(ts + off, 86400)
+    parts = _ASC_DAY.get(day)
+    if parts is None:
+        if len(_ASC_DAY) > 100_000:
+            _ASC_DAY.clear()
+        try:
+            text = time.asctime(time.gmtime(day * 86400))
+        except (OverflowError, OSError, ValueError):
+            return _asctime_slow(ts)
+        parts = _ASC_DAY[day] = (text[:11], text[19:])  # "Sat Nov  4 " "00:00:00" " 2023"
+    tod = _TIME_OF_DAY[sec]
+    if tod is None:
+        tod = _TIME_OF_DAY[sec] = f"{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}"
+    return parts[0] + tod + parts[1]
 
 
 def hex_data(data: bytes) -> str:

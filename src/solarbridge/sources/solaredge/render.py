@@ -4,8 +4,8 @@
 (:mod:`.records` is the reference decoder; property tests hold the two together), without building
 the dict: the text of a record is built from lookup tables holding the JSON text of each field
 *with the constant text around it*, in sorted-key order, so a record is a ``"".join`` of a few table
-entries. Runs of usual 0x0080 optimizer records are done column-wise: one struct call unpacks the
-run, and the per-record work is C-level ``map``/``zip``.
+entries. Runs of usual 0x0080 and 0x0082 optimizer records are done column-wise: one struct call
+unpacks the run, and the per-record work is C-level ``map``/``zip``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from __future__ import annotations
 import struct
 import time
 from itertools import compress, count, repeat
-from json.encoder import encode_basestring_ascii as _quote
 from operator import getitem, itemgetter, ne
-from typing import Any
+
+try:  # json's C helper, without importing the json package at start-up
+    from _json import encode_basestring_ascii as _quote
+except ImportError:  # pragma: no cover - Pythons without the C module
+    from json.encoder import encode_basestring_ascii as _quote
 
 from .records import (
     EVT_0300,
@@ -46,17 +49,18 @@ from .records import (
     parse_table_record,
 )
 
+TYPE_CHECKING = False  # (not typing's: semonitor starts without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
+
 _OPT_PACKED_TEMPLATE = '"%s": {"Date": "%s", "Eday": %s, "ID": "%s", "Imod": %s, "Inverter": 0, "Temp": %s, ' \
                        '"Time": "%s%s", "Uptime": %d, "Vmod": %s, "Vopt": %s}'
 _OPT_0080 = struct.Struct("<LHBBBBHb")
 _OPT_0082 = struct.Struct("<LHBBBB")
 #: a whole 0x0080 record of the usual 13 bytes, header included
 _REC_0080 = struct.Struct("<HIHLHBBBBHb")
-#: the same, with bytes 6 and 7 of the data as one little-endian word (Vmod and the low bits of Vopt)
-_REC_0080_W = struct.Struct("<HIHLHHBBHb")
-_REC_0080_LEN = _REC_0080.size  # 21
-#: record count -> struct of that many _REC_0080_W records
-_RUN_STRUCTS: dict[int, struct.Struct] = {}
+#: (packed optimizer type, record count) -> struct of that many records (see _PACKED_RUNS)
+_RUN_STRUCTS: dict[tuple[int, int], struct.Struct] = {}
 
 
 class _Ids(dict[int, str]):
@@ -84,7 +88,7 @@ class _Minutes(dict[int, "tuple[str, str] | None"]):
         return hit
 
 
-class _Lazy(dict[Any, Any]):
+class _Lazy(dict["Any", "Any"]):
     """key -> ``make(key)``, computed on first use (bounded: cleared when it grows past ``limit``)."""
 
     __slots__ = ("make", "limit")
@@ -191,27 +195,36 @@ class _OptTexts(dict[str, bytes]):
         return list(map(self.__getitem__, sorted(self)))
 
 
-def _render_0080_run(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
-    """Render the run of usual 13-byte 0x0080 records starting at ``ptr`` into ``optimizers``.
+#: packed optimizer type -> (its usual data length, the whole record (header included) as struct letters,
+#: with bytes 6 and 7 of the data as one little-endian word (Vmod and the low bits of Vopt))
+_PACKED_RUNS = {0x0080: (13, "HIHLHHBBHb"), 0x0082: (10, "HIHLHHBB")}
+
+
+def _render_packed_run(payload: bytes, ptr: int, optimizers: _OptTexts, se_type: int = 0x0080) -> int:
+    """Render the run of usual 0x0080 (13-byte) or 0x0082 (10-byte) records at ``ptr`` into ``optimizers``.
 
     Returns the offset after the run, or ``ptr`` when the run is not all in one local day with
-    one UTC offset (the caller then takes the record-by-record path).
+    one UTC offset (the caller then takes the record-by-record path). 0x0082 records carry neither
+    energy nor temperature: their texts have the constant pieces ``0, "ID": "`` and ``0, "Time": "``.
     """
-    m = (len(payload) - ptr) // _REC_0080_LEN
-    st = _RUN_STRUCTS.get(m)
+    dlen, letters = _PACKED_RUNS[se_type]
+    k = len(letters)  # values per record
+    size = 8 + dlen
+    m = (len(payload) - ptr) // size
+    st = _RUN_STRUCTS.get((se_type, m))
     if st is None:
         if len(_RUN_STRUCTS) > 256:
             _RUN_STRUCTS.clear()
-        st = _RUN_STRUCTS[m] = struct.Struct("<" + _REC_0080_W.format[1:] * m)
-    # one flat tuple for the whole run; a column is every 10th value
+        st = _RUN_STRUCTS[se_type, m] = struct.Struct("<" + letters * m)
+    # one flat tuple for the whole run; a column is every k-th value
     f = st.unpack_from(payload, ptr)
-    typ, size = f[0::10], f[2::10]
-    if typ.count(0x0080) != m or size.count(13) != m:
+    typ, lens = f[0::k], f[2::k]
+    if typ.count(se_type) != m or lens.count(dlen) != m:
         # the run ends at the first record of another type or length
-        m = min(next(compress(count(), map(ne, typ, repeat(0x0080))), m),
-                next(compress(count(), map(ne, size, repeat(13))), m))
-        f = f[:m * 10]
-    raw, ts, up, w67, b8, b9, e, t = f[1::10], f[3::10], f[4::10], f[5::10], f[6::10], f[7::10], f[8::10], f[9::10]
+        m = min(next(compress(count(), map(ne, typ, repeat(se_type))), m),
+                next(compress(count(), map(ne, lens, repeat(dlen))), m))
+        f = f[:m * k]
+    raw, ts, up, w67, b8, b9 = f[1::k], f[3::k], f[4::k], f[5::k], f[6::k], f[7::k]
     lo, hi = min(ts), max(ts)
     if hi - lo >= 86400:
         return ptr
@@ -234,9 +247,14 @@ def _render_0080_run(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
     if m1 - m0 > 1 or not tx.filled[m0] or not tx.filled[m1]:
         tx.fill_minutes(m0, m1)
     heads = list(map(tx.heads(day_text(day)).__getitem__, raw))
+    if se_type == 0x0080:
+        eday_id = map(tx.eday_id.__getitem__, f[8::k])
+        temp_time = map(tx.temp_time.__getitem__, f[9::k])
+    else:
+        eday_id, temp_time = repeat(b'0, "ID": "', m), repeat(b'0, "Time": "', m)
     texts = list(map(b"".join, zip(
-        heads, map(tx.eday_id.__getitem__, e), map(tx.id_imod.__getitem__, raw),
-        map(getitem, map(tx.imod_temp.__getitem__, b9), b8), map(tx.temp_time.__getitem__, t),
+        heads, eday_id, map(tx.id_imod.__getitem__, raw),
+        map(getitem, map(tx.imod_temp.__getitem__, b9), b8), temp_time,
         map(tx.tod_uptime.__getitem__, map(start.__rsub__, ts)), map(tx.uptime.__getitem__, up),
         map(getitem, map(tx.vmod_vopt.__getitem__, b8), w67), strict=True)))
     if optimizers.run is None and not optimizers and len(set(heads)) == m:
@@ -244,7 +262,7 @@ def _render_0080_run(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
     else:
         optimizers.spill()
         optimizers.update(zip(map(_IDS.__getitem__, raw), texts, strict=True))
-    return ptr + m * _REC_0080_LEN
+    return ptr + m * size
 
 
 def _render_0080_records(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
@@ -307,7 +325,7 @@ def _render_0000_run(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
 
 
 def _render_0082_run(payload: bytes, ptr: int, optimizers: _OptTexts) -> int:
-    """The run of 10-byte 0x0082 records at ``ptr``; returns the offset after it."""
+    """Record by record, the run of 10-byte 0x0082 records at ``ptr`` (any times); returns the offset after it."""
     optimizers.spill()
     tx = _opt_texts()
     volt, amp = tx.volt, tx.amp
@@ -606,16 +624,20 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
     while ptr < n:
         if n - ptr >= 21 and payload[ptr] == 0x80 and payload[ptr + 1] == 0 and payload[ptr + 6] == 13 \
                 and payload[ptr + 7] == 0:
-            end = _render_0080_run(payload, ptr, optimizers)
+            end = _render_packed_run(payload, ptr, optimizers)
             # a run across a day or a UTC offset change: record by record
             ptr = end if end > ptr else _render_0080_records(payload, ptr, optimizers)
+            continue
+        if n - ptr >= 18 and payload[ptr] == 0x82 and payload[ptr + 1] == 0 and payload[ptr + 6] == 10 \
+                and payload[ptr + 7] == 0:
+            end = _render_packed_run(payload, ptr, optimizers, 0x0082)
+            ptr = end if end > ptr else _render_0082_run(payload, ptr, optimizers)
             continue
         if n - ptr < 8:
             raise RecordError(f"{n - ptr} bytes left at offset {ptr}, a record header needs 8")
         se_type, raw_id, dev_len = REC_HDR.unpack_from(payload, ptr)
-        if se_type == 0x0000 and dev_len == 36 and n - ptr >= 44 or se_type == 0x0082 and dev_len == 10 \
-                and n - ptr >= 18:
-            end = (_render_0000_run if se_type == 0 else _render_0082_run)(payload, ptr, optimizers)
+        if se_type == 0x0000 and dev_len == 36 and n - ptr >= 44:
+            end = _render_0000_run(payload, ptr, optimizers)
             if end > ptr:
                 ptr = end
                 continue
@@ -673,8 +695,12 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
         items[0] = head + items[0]
         items[-1] += b"}}"
         return b", ".join(items)
+    evt = b", ".join(map(events.__getitem__, sorted(events))) if len(events) > 1 else b"".join(events.values())
+    if not parts:  # the keys in sorted order: events, inverters, optimizers
+        return b'{"events": {' + evt + b'}, "inverters": {' + inv + b'}, "optimizers": {' + b", ".join(
+            optimizers.sorted_texts()) + b"}}"
     parts["inverters"] = b"{" + inv + b"}"
-    parts["events"] = b"{" + b", ".join(map(events.__getitem__, sorted(events))) + b"}"
+    parts["events"] = b"{" + evt + b"}"
     parts["optimizers"] = b"{" + b", ".join(optimizers.sorted_texts()) + b"}"
     return b"{" + b", ".join([_KEY_TEXTS[k] + parts[k] for k in sorted(parts)]) + b"}"
 

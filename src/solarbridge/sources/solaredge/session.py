@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
 
 from . import functions as fn
 from .framing import Frame, FrameError, StreamDecoder, decode, encode
@@ -16,7 +15,10 @@ from .messages import gmt_payload, parse_data
 from .records import RecordError
 from .render import render_post_data_bytes
 
+TYPE_CHECKING = False  # (not typing's: semonitor starts without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .crypto import SessionCipher
 
 UPDATE_SIZE = 0x80000

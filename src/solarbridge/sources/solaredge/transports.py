@@ -13,10 +13,11 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, BinaryIO
 
+TYPE_CHECKING = False  # (not typing's: semonitor starts without importing typing)
 if TYPE_CHECKING:  # socket only for network mode: reading a file starts faster without it
     import socket
+    from typing import BinaryIO
 
 CHUNK = 1 << 16
 DEFAULT_PORTS = (22222, 22221, 80)
