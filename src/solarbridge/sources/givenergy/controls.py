@@ -17,7 +17,7 @@ from typing import Any
 
 from ...model import ControlError, ControlSpec
 from .registers import HR
-from .tables import THREE_PHASE_HOLDING_TABLE
+from .tables import EMS_HOLDING_TABLE, THREE_PHASE_HOLDING_TABLE
 
 # --------------------------------------------------------------------------- registers by name
 
@@ -77,6 +77,35 @@ FORCE_CHARGE_ENABLE_3PH = _T3["force_charge_enable"]
 FORCE_DISCHARGE_ENABLE_3PH = _T3["force_discharge_enable"]
 THREE_PHASE_KEYS = frozenset({"3ph", "ac3ph"})
 
+# --------------------------------------------------------------------------- EMS plant controller bank
+
+#: the EMS plant controller's controls, HR 2040-2075 (tables.EMS_HOLDING_TABLE; givenergy-modbus
+#: ``RegisterMap.EMS_*`` and ``model/slot_map.py`` ``EMS_SLOTS``): three charge, discharge and export slots,
+#: each (start, end, target SOC), the plant enable (HR2040), export limit (HR2071) and car charge boost
+#: (HR2073, GivTCP's ``setCarChargeBoost``, 0..22000 W)
+_E = {f.name: f.register for f in EMS_HOLDING_TABLE}
+EMS_SLOTS = 3
+EMS_KINDS = ("charge", "discharge", "export")
+
+
+def ems_slot_registers(kind: str, n: int) -> tuple[int, int, int]:
+    """(start, end, target SOC) of the EMS's charge, discharge or export slot ``n`` (1..3)."""
+    return (_E[f"{kind}_slot_{n}_start"], _E[f"{kind}_slot_{n}_end"], _E[f"{kind}_target_{n}"])
+
+
+#: single-phase register -> the EMS's: the charge/discharge slots 1-3 and their targets (what setChargeSlotN,
+#: setDischargeStartN, setChargeTargetN ... write); the export slots have no single-phase equivalent
+EMS_BANK: dict[int, int] = {
+    single: ems for kind in ("charge", "discharge") for n in range(1, EMS_SLOTS + 1)
+    for single, ems in zip((HR[f"{kind}_slot_{n}_start"], HR[f"{kind}_slot_{n}_end"],
+                            HR[f"{kind}_target_soc_{n}"]), ems_slot_registers(kind, n), strict=True)}
+_NATIVE_EMS = frozenset(_E.values())
+EMS_PLANT_ENABLE = _E["plant_status"]
+EMS_CAR_CHARGE_BOOST = _E["car_charge_boost"]
+EMS_TIME_REGISTERS = frozenset(r for k in EMS_KINDS for n in range(1, EMS_SLOTS + 1)
+                               for r in ems_slot_registers(k, n)[:2])
+EMS_TARGET_REGISTERS = frozenset(ems_slot_registers(k, n)[2] for k in EMS_KINDS for n in range(1, EMS_SLOTS + 1))
+
 
 # --------------------------------------------------------------------------- whitelist and ranges
 
@@ -85,15 +114,16 @@ THREE_PHASE_KEYS = frozenset({"3ph", "ac3ph"})
 WRITE_SAFE: frozenset[int] = frozenset(
     {20, 27, 29, 31, 32, *range(35, 41), 44, 45, 50, 56, 57, 59, 94, 95, 96, 104, 110, 111, 112, 114, 116,
      163, 166, 172, 199, 299, 311, 313, 314, 317, 318, 319, 320, 331, *range(554, 574), 1005, 1078,
-     *range(1108, 1117), *range(1118, 1124), 2040, *range(2044, 2072), 5010, 5014}
+     *range(1108, 1117), *range(1118, 1124), 2040, *range(2044, 2072), 2073, 5010, 5014}
     | SLOT_TIME_REGISTERS | SLOT_TARGET_REGISTERS
 )
 
-TIME_REGISTERS = SLOT_TIME_REGISTERS | set(PAUSE_SLOT) | {
+TIME_REGISTERS = SLOT_TIME_REGISTERS | set(PAUSE_SLOT) | EMS_TIME_REGISTERS | {
     _T3[f"{k}_slot_{n}_{e}"] for k in ("charge", "discharge") for n in (1, 2) for e in ("start", "end")}
 
 #: EMS plant controller: export power limit in W (fact sheet 2.1)
-EMS_EXPORT_LIMIT = 2071
+EMS_EXPORT_LIMIT = _E["export_power_limit"]
+CAR_CHARGE_BOOST_MAX = 22000
 
 #: value ranges per register (inclusive); registers not listed accept any u16
 WRITE_RANGES: dict[int, tuple[int, int]] = {
@@ -103,7 +133,9 @@ WRITE_RANGES: dict[int, tuple[int, int]] = {
     BATTERY_CHARGE_LIMIT: (0, 50), BATTERY_DISCHARGE_LIMIT: (0, 50), BATTERY_CUTOFF: (4, 100),
     CHARGE_TARGET_SOC: (4, 100), REBOOT: (REBOOT_VALUE, REBOOT_VALUE), ENABLE_RTC: (0, 1),
     AC_CHARGE_RATE: (1, 100), AC_DISCHARGE_RATE: (1, 100), ENABLE_EPS: (0, 1), BATTERY_PAUSE_MODE: (0, 3),
-    EMS_EXPORT_LIMIT: (0, 65000),
+    EMS_EXPORT_LIMIT: (0, 65000), EMS_PLANT_ENABLE: (0, 1), EMS_CAR_CHARGE_BOOST: (0, CAR_CHARGE_BOOST_MAX),
+    # the EMS's slot targets: 0..100 (givenergy-modbus ``_ems_target_soc``)
+    **{r: (0, 100) for r in EMS_TARGET_REGISTERS},
     **{r: (0, 2359) for r in TIME_REGISTERS},
     # an unused slot's target reads 0 and must be restorable; commands themselves take 4..100
     **{r: (0, 100) for r in SLOT_TARGET_REGISTERS},
@@ -119,7 +151,7 @@ WRITE_RANGES.update({_T3["battery_charge_limit_ac"]: (0, 100), _T3["battery_disc
 #: register number -> name, for messages, logs and control replies (never raw numbers to a user)
 #: (the three-phase bank's names carry a prefix: several of them repeat single-phase names)
 REGISTER_NAMES: dict[int, str] = ({r: f"three_phase_{name}" for name, r in _T3.items()}
-                                  | {r: name for name, r in HR.items()} | {EMS_EXPORT_LIMIT: "ems_export_power_limit"})
+                                  | {r: name for name, r in HR.items()} | {r: f"ems_{name}" for name, r in _E.items()})
 assert len(set(REGISTER_NAMES.values())) == len(REGISTER_NAMES), "register names must be unique"
 
 
@@ -296,18 +328,20 @@ class PlanContext:
     model_key: str = ""
     allow_reboot: bool = False
     three_phase: bool = False  # controls live in the HR 1000+ bank (THREE_PHASE_BANK)
+    ems: bool = False  # an EMS plant controller: controls in HR 2040-2075 (EMS_BANK)
 
     @classmethod
     def for_plant(cls, plant: Any, *, saved_reserve: int = 4, allow_reboot: bool = False,
                   now: datetime | None = None) -> PlanContext:
         hr = plant.holding
-        slots = slot_count(hr)
         three = bool(hr) and plant.model.key in THREE_PHASE_KEYS
+        ems = bool(hr) and plant.model.key == "ems"
+        slots = EMS_SLOTS if ems else slot_count(hr)
         return cls(saved_reserve=saved_reserve, battery_capacity_wh=plant.battery_capacity_kwh * 1000 or None,
                    max_battery_w=plant.model.max_battery_w if hr else None, now=now, slots=slots,
-                   slot_targets=slots == MAX_SLOTS and not three,
-                   extended=ENABLE_EPS in hr and BATTERY_PAUSE_MODE in hr and not three,
-                   model_key=plant.model.key if hr else "", allow_reboot=allow_reboot, three_phase=three)
+                   slot_targets=ems or (slots == MAX_SLOTS and not three),
+                   extended=ENABLE_EPS in hr and BATTERY_PAUSE_MODE in hr and not three and not ems,
+                   model_key=plant.model.key if hr else "", allow_reboot=allow_reboot, three_phase=three, ems=ems)
 
 
 @dataclass
@@ -460,9 +494,9 @@ def _slot_target(kind: str, n: int) -> Builder:
             raise ControlError(f"{command}: this inverter has no per-slot target SOC (use setChargeTarget)",
                                field_name="slot")
         k, v = _required(command, payload, "percent", "value")
-        # 0 is what an unused slot holds (no target of its own); a target proper is 4..100
+        # 0 is what an unused slot holds (no target of its own); a target proper is 4..100 (the EMS: 0..100)
         p = parse_percent(k, v, 0, 100)
-        if 0 < p < 4:
+        if 0 < p < 4 and not ctx.ems:
             raise ControlError(f"{k}: must be 0 (no target) or 4..100 (got {p})", field_name=k)
         return WritePlan(command, [(register, p)], f"{kind.capitalize()} Slot {n} Target")
     return build
@@ -565,6 +599,104 @@ def _export_limit(command: str, payload: dict[str, Any], ctx: PlanContext) -> Wr
                            "an EMS plant controller (single-phase models have no writable export-limit register)",
                            field_name="command")
     return WritePlan(command, [(EMS_EXPORT_LIMIT, round(watts))], "Export Limit")
+
+
+def _needs_ems(command: str, ctx: PlanContext) -> None:
+    if ctx.model_key and not ctx.ems:
+        raise ControlError(f"{command}: not supported by this inverter (only an EMS plant controller has it)",
+                           field_name="command")
+
+
+def _export_slot(n: int) -> Builder:
+    start_reg, end_reg, target_reg = ems_slot_registers("export", n)
+
+    def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+        _needs_ems(command, ctx)
+        _, s = _required(command, payload, "start")
+        _, f = _required(command, payload, "finish", "end")
+        writes = [(start_reg, parse_time("start", s)), (end_reg, parse_time("finish", f))]
+        if payload.get("exportToPercent") not in (None, ""):
+            writes.append((target_reg, parse_percent("exportToPercent", payload["exportToPercent"], 0, 100)))
+        return WritePlan(command, writes, f"Export Slot {n}")
+    return build
+
+
+def _export_edge(n: int, edge: str) -> Builder:
+    register = ems_slot_registers("export", n)[0 if edge == "start" else 1]
+
+    def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+        _needs_ems(command, ctx)
+        k, v = _required(command, payload, "time", "value", "start", "finish")
+        return WritePlan(command, [(register, parse_time(k, v))], f"Export {edge.capitalize()} {n}")
+    return build
+
+
+def _export_target(n: int) -> Builder:
+    register = ems_slot_registers("export", n)[2]
+
+    def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+        _needs_ems(command, ctx)
+        k, v = _required(command, payload, "percent", "exportToPercent", "value")
+        return WritePlan(command, [(register, parse_percent(k, v, 0, 100))], f"Export Target {n}")
+    return build
+
+
+def _ems_plant(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+    _needs_ems(command, ctx)
+    _, v = _required(command, payload, "state", "value")
+    on = parse_bool("state", v)
+    return WritePlan(command, [(EMS_PLANT_ENABLE, int(on))], f"EMS Plant Operation to {'enable' if on else 'disable'}")
+
+
+def _car_charge_boost(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+    k, v = _required(command, payload, "boost", "value")
+    watts = _parse_watts(k, v, CAR_CHARGE_BOOST_MAX)
+    _needs_ems(command, ctx)
+    return WritePlan(command, [(EMS_CAR_CHARGE_BOOST, round(watts))], "Car Charge Boost")
+
+
+#: GivTCP's slot commands that name the slot in the payload (``{"slot": 2, "start": ..}``) -> the numbered
+#: command and, for the targets, the payload key of the percentage
+_SLOT_IN_PAYLOAD: dict[str, tuple[str, str | None]] = {
+    "setChargeSlot": ("setChargeSlot", None), "setDischargeSlot": ("setDischargeSlot", None),
+    "setExportSlot": ("setExportSlot", None),
+    "setChargeSlotStart": ("setChargeStart", None), "setChargeSlotEnd": ("setChargeEnd", None),
+    "setDischargeSlotStart": ("setDischargeStart", None), "setDischargeSlotEnd": ("setDischargeEnd", None),
+    "setExportSlotStart": ("setExportStart", None), "setExportSlotEnd": ("setExportEnd", None),
+    "setChargeTarget2": ("setChargeTarget", "chargeToPercent"),
+    "setDischargeTarget": ("setDischargeTarget", "dischargeToPercent"),
+    "setExportTarget": ("setExportTarget", "exportToPercent"),
+}
+
+
+def _slot_in_payload(name: str) -> Builder:
+    numbered, pct_key = _SLOT_IN_PAYLOAD[name]
+
+    def build(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+        if "slot" not in payload and name == "setChargeTarget2":  # also our own slot-2 target command
+            if "chargeToPercent" in payload and "percent" not in payload:
+                payload = {"percent": payload["chargeToPercent"]}
+            return _slot_target("charge", 2)(command, payload, ctx)
+        _, v = _required(command, payload, "slot")
+        top = EMS_SLOTS if numbered.startswith("setExport") else MAX_SLOTS
+        try:
+            if isinstance(v, bool):
+                raise ValueError
+            n = int(str(v).strip())
+        except ValueError:
+            raise ControlError(f"slot: must be a slot number 1..{top} (got {v!r})", field_name="slot") from None
+        if not 1 <= n <= top:
+            raise ControlError(f"slot: must be 1..{top} (got {n})", field_name="slot")
+        rest = {k: val for k, val in payload.items() if k != "slot"}
+        if pct_key is not None:
+            _, pct = _required(command, payload, pct_key)
+            rest = {"percent": pct}
+        if "Start" in numbered and "start" in rest:
+            rest["time"] = rest["start"]
+        if "End" in numbered and "finish" in rest:
+            rest["time"] = rest["finish"]
+        return COMMANDS[f"{numbered}{n}"][1](f"{numbered}{n}", rest, ctx)
+    return build
 
 
 def _reboot(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
@@ -739,6 +871,13 @@ COMMANDS: dict[str, tuple[str | None, Builder]] = {
     "setChargeRateAC": ("chargeRate", _ac_rate(AC_CHARGE_RATE, "chargeRate", "AC Charge Rate")),
     "setDischargeRateAC": ("dischargeRate", _ac_rate(AC_DISCHARGE_RATE, "dischargeRate", "AC Discharge Rate")),
     "setExportLimit": ("state", _export_limit),
+    "setEmsPlant": ("state", _ems_plant),
+    "setCarChargeBoost": ("boost", _car_charge_boost),
+    **{f"setExportSlot{n}": (None, _export_slot(n)) for n in range(1, EMS_SLOTS + 1)},
+    **{f"setExport{e.capitalize()}{n}": ("time", _export_edge(n, e)) for n in range(1, EMS_SLOTS + 1)
+       for e in ("start", "end")},
+    **{f"setExportTarget{n}": ("percent", _export_target(n)) for n in range(1, EMS_SLOTS + 1)},
+    **{name: ("percent" if name == "setChargeTarget2" else None, _slot_in_payload(name)) for name in _SLOT_IN_PAYLOAD},
     "enableEPS": ("state", _eps),
     "setBatteryPauseMode": ("state", _pause_mode),
     "setPauseSlot": (None, _pause_slot),
@@ -777,6 +916,11 @@ CONTROL_NAMES: dict[str, tuple[str, str]] = {
     "battery_pause_mode": ("setBatteryPauseMode", "state"),
     "battery_calibration": ("setBatteryCalibration", "state"),
     "export_limit_w": ("setExportLimit", "state"),
+    "ems_plant_enabled": ("setEmsPlant", "state"),
+    "car_charge_boost_w": ("setCarChargeBoost", "boost"),
+    **{f"export_slot_{n}_{e}": (f"setExport{e.capitalize()}{n}", "time") for n in range(1, EMS_SLOTS + 1)
+       for e in ("start", "end")},
+    **{f"export_slot_{n}_target_pct": (f"setExportTarget{n}", "percent") for n in range(1, EMS_SLOTS + 1)},
     "reboot": ("rebootInverter", "value"),
     **_edge_controls(),
     **{name: (kind, "duration") for kind, (name, _m, _l) in TIMED_CONTROLS.items()},
@@ -814,6 +958,8 @@ def plan(command: str, value: Any = None, *, saved_reserve: int = 4, context: Pl
         p = builder(name, _payload(name, value, main_key), ctx)
     if ctx.three_phase:
         p = _to_three_phase(p)
+    elif ctx.ems:
+        p = _to_ems(p)
     for reg, val in p.writes:
         check_write(reg, val)
     return p
@@ -835,6 +981,22 @@ def _to_three_phase(p: WritePlan) -> WritePlan:
     if p.timed is not None and p.timed.restore:
         p.timed = TimedSpec(p.timed.kind, p.timed.minutes,
                             tuple(_three_phase_register(p.command, r) for r in p.timed.restore), p.timed.cancel)
+    return p
+
+
+def _to_ems(p: WritePlan) -> WritePlan:
+    """The same plan in the EMS plant controller's registers; a register it lacks makes the command unsupported."""
+    def reg(r: int) -> int:
+        if r in EMS_BANK:
+            return EMS_BANK[r]
+        if r in _NATIVE_EMS:
+            return r
+        raise ControlError(f"{p.command}: not supported by this EMS plant controller (it has no {register_name(r)}; "
+                           "its controls are the plant enable, three charge/discharge/export slots with targets, the "
+                           "export limit and the car charge boost)", field_name="command")
+    p.writes = [(reg(r), v) for r, v in p.writes]
+    if p.timed is not None and p.timed.restore:
+        p.timed = TimedSpec(p.timed.kind, p.timed.minutes, tuple(reg(r) for r in p.timed.restore), p.timed.cancel)
     return p
 
 
@@ -888,6 +1050,18 @@ def control_metrics(plant: Any) -> dict[str, Any]:
     if family == "ems":
         if EMS_EXPORT_LIMIT in hr:
             m["export_limit_w"] = hr[EMS_EXPORT_LIMIT]
+        if EMS_PLANT_ENABLE in hr:
+            m["ems_plant_enabled"] = bool(hr[EMS_PLANT_ENABLE])
+        if EMS_CAR_CHARGE_BOOST in hr:
+            m["car_charge_boost_w"] = hr[EMS_CAR_CHARGE_BOOST]
+        for kind in EMS_KINDS:
+            for n in range(1, EMS_SLOTS + 1):
+                start, end, target = ems_slot_registers(kind, n)
+                if start in hr and end in hr:
+                    m[f"{kind}_slot_{n}_start"] = _hhmm_text(hr[start])
+                    m[f"{kind}_slot_{n}_end"] = _hhmm_text(hr[end])
+                if target in hr:
+                    m[f"{kind}_slot_{n}_target_pct"] = hr[target]
         return m
     if family == "none":
         return m
@@ -974,14 +1148,25 @@ def _all_specs(max_w: float, slots: int, slot_targets: bool, allow_reboot: bool)
         ControlSpec("battery_pause_mode", "select", "Battery pause mode", options=PAUSE_MODE_NAMES,
                     state_metric="battery_pause_mode"),
         ControlSpec("export_limit_w", "number", "Export limit", "W", 0, 65000, 1, state_metric="export_limit_w"),
+        ControlSpec("ems_plant_enabled", "switch", "EMS plant operation", state_metric="ems_plant_enabled"),
+        ControlSpec("car_charge_boost_w", "number", "Car charge boost", "W", 0, CAR_CHARGE_BOOST_MAX, 1,
+                    state_metric="car_charge_boost_w"),
     ]
+    for n in range(1, EMS_SLOTS + 1):  # the EMS's export slots (offered where the state shows them)
+        for edge in ("start", "end"):
+            name = f"export_slot_{n}_{edge}"
+            specs.append(ControlSpec(name, "time", f"Export slot {n} {edge}", state_metric=name))
+        specs.append(ControlSpec(f"export_slot_{n}_target_pct", "number", f"Export slot {n} target", "%", 0, 100, 1,
+                                 state_metric=f"export_slot_{n}_target_pct"))
     if allow_reboot:
         specs.append(ControlSpec("reboot", "button", "Reboot inverter"))
     return specs
 
 
 _TIMED_METRICS = frozenset(metric for _n, metric, _l in TIMED_CONTROLS.values())
-_OPTIONAL = frozenset({"eps_enabled", "battery_pause_mode", "export_limit_w"})
+_OPTIONAL = frozenset({"eps_enabled", "battery_pause_mode", "export_limit_w", "ems_plant_enabled",
+                       "car_charge_boost_w", *(f"export_slot_{n}_{e}" for n in range(1, EMS_SLOTS + 1)
+                                               for e in ("start", "end", "target_pct"))})
 
 
 def control_specs(plant: Any = None, *, allow_reboot: bool = False) -> tuple[ControlSpec, ...]:
@@ -993,7 +1178,7 @@ def control_specs(plant: Any = None, *, allow_reboot: bool = False) -> tuple[Con
         return tuple(s for s in specs if s.name not in _OPTIONAL)
     family = control_family(plant)
     state = control_metrics(plant)
-    slots = slot_count(plant.holding)
+    slots = EMS_SLOTS if family == "ems" else slot_count(plant.holding)
     specs = _all_specs(float(plant.model.max_battery_w), slots, any(k.endswith("_target_pct") and "slot" in k
                                                                   for k in state), allow_reboot)
     return tuple(s for s in specs

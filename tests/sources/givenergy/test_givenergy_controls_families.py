@@ -1,0 +1,167 @@
+"""The EMS plant controller's and the three-phase inverter's own controls, round-tripped against the simulator
+over real sockets: validated (one message naming the field and range, nothing written), written (the
+simulator's write log), read back and reported as the control's state.
+
+The registers each command must write come from the givenergy-modbus package's own write commands
+(``givenergy_modbus.client.commands``): an independent oracle for the register numbers and values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from givenergy_modbus.client import commands as lib
+from givenergy_modbus.model import TimeSlot
+
+from servers import async_wait_for
+from solarbridge.model import ControlError, ControlRequest, Reading
+from solarbridge.plugin import Context
+from solarbridge.sources.givenergy.simulator import DongleSimulator, SimInverter
+from solarbridge.sources.givenergy.source import GivEnergyConfig, GivEnergySource
+
+
+def run(coro: Any, timeout: float = 60.0) -> Any:
+    async def wrapped() -> Any:
+        return await asyncio.wait_for(coro, timeout)
+    return asyncio.run(wrapped())
+
+
+def writes(requests: list[Any]) -> dict[int, int]:
+    """The library's write requests as {register: value}."""
+    return {r.register: r.value for r in requests}
+
+
+def slot(a: str, b: str) -> TimeSlot:
+    return TimeSlot(time(*map(int, a.split(":"))), time(*map(int, b.split(":"))))
+
+
+@contextlib.asynccontextmanager
+async def running(model: str, state_dir: Path) -> AsyncIterator[tuple[DongleSimulator, GivEnergySource, list[Reading]]]:
+    sim = DongleSimulator(SimInverter(model, 2), "127.0.0.1", 0)
+    await sim.start()
+    cfg = GivEnergyConfig(type="givenergy", name="ge", host="127.0.0.1", port=sim.port, poll_interval=0.1,
+                          request_gap=0)
+    src = GivEnergySource(cfg, Context.standalone("ge", "source", "givenergy", state_dir))
+    src.timer_tick = 0.02
+    readings: list[Reading] = []
+    task = asyncio.create_task(src.run(readings.append))
+    try:
+        await async_wait_for(lambda: readings and readings[-1].metrics, 15, "first reading")
+        yield sim, src, readings
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()
+
+
+async def control(src: GivEnergySource, command: str, value: Any = None) -> Any:
+    return await src.control(ControlRequest(src.client.plant.serial, command, value, origin="test"))
+
+
+# ---------------------------------------------------------------------------------------------- EMS
+
+# (control or command, value, the library's writes for the same, the state read back (daemon controls))
+EMS_CASES = [
+    ("charge_slot_2_start", "01:15", lib.set_ems_charge_slot_start(2, time(1, 15)), "01:15"),
+    ("discharge_slot_3_end", "19:30", lib.set_ems_discharge_slot_end(3, time(19, 30)), "19:30"),
+    ("export_slot_1_start", "16:00", lib.set_ems_export_slot_start(1, time(16, 0)), "16:00"),
+    ("export_slot_3_end", "18:45", lib.set_ems_export_slot_end(3, time(18, 45)), "18:45"),
+    ("charge_slot_1_target_pct", 85, lib.set_ems_charge_target_soc(1, 85), 85),
+    ("discharge_slot_2_target_pct", 15, lib.set_ems_discharge_target_soc(2, 15), 15),
+    ("export_slot_2_target_pct", 25, lib.set_ems_export_target_soc(2, 25), 25),
+    ("export_limit_w", 3000, lib.set_ems_export_power_limit(3000), 3000),
+    ("ems_plant_enabled", False, lib.set_ems_plant(False), False),
+    # GivTCP command names and payloads
+    ("setChargeSlot2", {"start": "01:00", "finish": "03:00", "chargeToPercent": "90"},
+     lib.set_ems_charge_slot(2, slot("01:00", "03:00")) + lib.set_ems_charge_target_soc(2, 90), None),
+    ("setDischargeSlot", {"slot": 1, "start": "16:30", "finish": "19:00", "dischargeToPercent": 20},
+     lib.set_ems_discharge_slot(1, slot("16:30", "19:00")) + lib.set_ems_discharge_target_soc(1, 20), None),
+    ("setExportSlot", {"slot": 3, "start": "17:00", "finish": "18:00"}, lib.set_ems_export_slot(3, slot("17:00", "18:00")),
+     None),
+    ("setExportTarget", {"slot": 2, "exportToPercent": 40}, lib.set_ems_export_target_soc(2, 40), None),
+    ("setChargeSlotEnd", {"slot": 3, "finish": "06:10"}, lib.set_ems_charge_slot_end(3, time(6, 10)), None),
+    ("setEmsPlant", {"state": "enable"}, lib.set_ems_plant(True), None),
+    ("setExportLimit", {"state": "4500"}, lib.set_ems_export_power_limit(4500), None),
+]
+
+
+@pytest.mark.parametrize(("command", "value", "expected", "shown"), EMS_CASES, ids=[c[0] for c in EMS_CASES])
+def test_ems_control_round_trip(tmp_path: Path, command: str, value: Any, expected: list[Any], shown: Any) -> None:
+    want = writes(expected)
+
+    async def go() -> None:
+        async with running("ems", tmp_path) as (sim, src, readings):
+            res = await control(src, command, value)
+            log = sim.inverter.write_log
+            assert [(w.register, w.value) for w in log] == list(want.items()) and all(w.accepted for w in log)
+            assert {r: sim.inverter.holding[r] for r in want} == want
+            assert res.ok and res.details["writes"] == res.details["read_back"]
+            assert all(k.startswith("ems_") for k in res.details["writes"])
+            if shown is not None:
+                assert res.value == shown and type(res.value) is type(shown)
+                assert readings[-1].metrics[command] == shown
+    run(go())
+
+
+def test_ems_car_charge_boost_round_trip(tmp_path: Path) -> None:
+    # not in the library's writers (it reads HR2073 only); GivTCP writes it, 0..22000 W
+    async def go() -> None:
+        async with running("ems", tmp_path) as (sim, src, readings):
+            res = await control(src, "car_charge_boost_w", 7400)
+            assert [(w.register, w.value, w.accepted) for w in sim.inverter.write_log] == [(2073, 7400, True)]
+            assert res.value == 7400 and readings[-1].metrics["car_charge_boost_w"] == 7400
+    run(go())
+
+
+# (command, value, message, field)
+EMS_BAD = [
+    ("setExportTarget1", "101", "percent: must be 0..100 (got 101)", "percent"),
+    ("setCarChargeBoost", "23000", "boost: must be a power in W, 0..22000 (got '23000')", "boost"),
+    ("setChargeSlot4", {"start": "01:00", "finish": "02:00"}, "3 slots of each kind (slot 4 asked)", "slot"),
+    ("setExportSlot", {"slot": 4, "start": "01:00", "finish": "02:00"}, "slot: must be 1..3 (got 4)", "slot"),
+    ("setExportSlot1", {"start": "25:00", "finish": "02:00"}, "start: must be a time HH:MM", "start"),
+    ("export_limit_w", 70000, "export_limit_w: must be a power in W, 0..65000 (got 70000)", "export_limit_w"),
+    ("setBatteryReserve", "10", "not supported by this EMS plant controller", "command"),
+    ("forceCharge", "30", "not supported by this EMS plant controller", "command"),
+]
+
+
+def test_ems_bad_payloads_write_nothing_and_name_the_field(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running("ems", tmp_path) as (sim, src, readings):
+            for command, value, message, field in EMS_BAD:
+                with pytest.raises(ControlError) as ei:
+                    await control(src, command, value)
+                assert message in str(ei.value) and ei.value.field_name == field, (command, str(ei.value))
+                assert ei.value.status == 400 and "\n" not in str(ei.value)
+            assert sim.inverter.write_log == []
+    run(go())
+
+
+def test_ems_offers_its_own_controls(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running("ems", tmp_path) as (_sim, _src, readings):
+            names = {c.name for c in readings[-1].info.controls}
+            assert {"export_limit_w", "ems_plant_enabled", "car_charge_boost_w", "export_slot_3_end",
+                    "export_slot_1_target_pct", "charge_slot_3_start", "discharge_slot_2_target_pct"} <= names
+            assert not names & {"charge_slot_4_start", "battery_mode", "force_charge_min", "battery_reserve_pct",
+                                "eps_enabled", "battery_calibration"}
+    run(go())
+
+
+def test_export_slots_and_the_plant_switch_are_refused_on_an_inverter(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running("ac", tmp_path) as (sim, src, _readings):
+            for command, value in (("setExportSlot1", {"start": "01:00", "finish": "02:00"}),
+                                   ("setEmsPlant", "enable"), ("setCarChargeBoost", "100")):
+                with pytest.raises(ControlError, match="only an EMS plant controller") as ei:
+                    await control(src, command, value)
+                assert ei.value.status == 400
+            assert sim.inverter.write_log == []
+    run(go())
