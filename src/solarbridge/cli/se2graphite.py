@@ -90,8 +90,8 @@ def _zone(name: str | None) -> Any:
 
 
 def send_metrics(args: argparse.Namespace, protocol: str, prog: str) -> int:
-    from ..sinks.graphite.wire import encode_text, pickle_frames
-    from ..sources.solaredge.converters import PointStats, graphite_points
+    from ..sinks.graphite.wire import encode_text, pickle_frames, sanitize_path
+    from ..sources.solaredge.converters import PointStats, timed_values
 
     tz = _zone(args.tz)
     client = None
@@ -112,7 +112,7 @@ def send_metrics(args: argparse.Namespace, protocol: str, prog: str) -> int:
     delay = args.delay
     try:
         for _lineno, obj in reader:
-            points = graphite_points(obj, args.base, tz, stats)
+            points = [(sanitize_path(path), ts, v) for path, ts, v in timed_values(obj, args.base, tz, stats)]
             if not points:
                 continue
             if client is None:

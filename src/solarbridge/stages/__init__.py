@@ -10,6 +10,7 @@ State that must survive a restart is saved atomically to the daemon's state dire
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..model import Reading
 
@@ -46,3 +47,14 @@ def _bind(stage: Stage, nxt: Out) -> Out:
         process(reading, nxt)
 
     return run
+
+
+def number(m: dict[str, Any], key: str) -> float | None:
+    """A finite number from ``m[key]`` (bools, strings and NaN/inf are not numbers here)."""
+    v = m.get(key)
+    t = type(v)
+    if t is float:
+        return v if v - v == 0.0 else None  # type: ignore[operator]  # inf - inf and nan - nan are nan
+    if t is int:
+        return float(v)  # type: ignore[arg-type]
+    return None

@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..model import Reading
-from . import Out, Stage
+from . import Out, Stage, number
 
 log = logging.getLogger("solarbridge.stages.counters")
 
@@ -49,23 +49,12 @@ WRAP_MODULI: tuple[float, ...] = tuple(sorted(float(2**bits * unit) for bits in 
 _POWER_OF: dict[str, Callable[[dict[str, Any]], float | None]] = {}
 
 
-def _num(m: dict[str, Any], key: str) -> float | None:
-    """A finite number from ``m[key]`` (bools, strings and NaN/inf are not numbers here)."""
-    v = m.get(key)
-    t = type(v)
-    if t is float:
-        return v if v - v == 0.0 else None  # type: ignore[operator]  # inf - inf and nan - nan are nan
-    if t is int:
-        return float(v)  # type: ignore[arg-type]
-    return None
-
-
 def _pos(key: str) -> Callable[[dict[str, Any]], float | None]:
-    return lambda m: None if (v := _num(m, key)) is None else max(v, 0.0)
+    return lambda m: None if (v := number(m, key)) is None else max(v, 0.0)
 
 
 def _neg(key: str) -> Callable[[dict[str, Any]], float | None]:
-    return lambda m: None if (v := _num(m, key)) is None else max(-v, 0.0)
+    return lambda m: None if (v := number(m, key)) is None else max(-v, 0.0)
 
 
 for _prefix, _fn in (("pv_energy", _pos("pv_power_w")), ("grid_import_energy", _pos("grid_power_w")),

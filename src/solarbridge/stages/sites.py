@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..model import DeviceInfo, Reading
-from . import Out, Stage
+from . import Out, Stage, number
 from .energy import Integrator
 
 log = logging.getLogger("solarbridge.stages.sites")
@@ -210,17 +210,6 @@ def _role_devices(s: SiteConfig) -> set[str]:
 # --------------------------------------------------------------------------- runtime
 
 
-def _num(m: dict[str, Any], key: str) -> float | None:
-    """A finite number from ``m[key]`` (bools, strings and NaN/inf are not numbers here)."""
-    v = m.get(key)
-    t = type(v)
-    if t is float:
-        return v if v - v == 0.0 else None  # type: ignore[operator]  # inf - inf and nan - nan are nan
-    if t is int:
-        return float(v)  # type: ignore[arg-type]
-    return None
-
-
 @dataclass
 class _Counter:
     """One member counter feeding one site energy flow (``last`` persisted so downtime is not lost)."""
@@ -361,7 +350,7 @@ class SiteStage(Stage):
         if r.device_id in self._auto_seen:
             return
         self._auto_seen.add(r.device_id)
-        flows = [m for m in FLOW_METRICS if _num(r.metrics, m) is not None]
+        flows = [m for m in FLOW_METRICS if number(r.metrics, m) is not None]
         per = self._sources.setdefault(r.source, {})
         twice = False
         for m in flows:
@@ -456,17 +445,17 @@ class SiteStage(Stage):
         for kind, r in s.roles_of(dev):
             key = f"{kind}:{dev}:{r.metric}"
             if kind == "pv":
-                p = _num(m, r.metric)
-                self._flow(s, key, t, _num(m, r.energy), None if p is None else max(p, 0.0), "pv")
+                p = number(m, r.metric)
+                self._flow(s, key, t, number(m, r.energy), None if p is None else max(p, 0.0), "pv")
             elif kind == "grid":
-                self._flow(s, key, t, _num(m, r.import_energy), _num(m, r.metric), "import", "export",
-                           _num(m, r.export_energy))
+                self._flow(s, key, t, number(m, r.import_energy), number(m, r.metric), "import", "export",
+                           number(m, r.export_energy))
             elif kind == "battery":
-                self._flow(s, key, t, _num(m, r.discharge_energy), _num(m, r.metric), "discharge", "charge",
-                           _num(m, r.charge_energy))
+                self._flow(s, key, t, number(m, r.discharge_energy), number(m, r.metric), "discharge", "charge",
+                           number(m, r.charge_energy))
             elif kind == "load":
-                p = _num(m, r.metric)
-                self._flow(s, key, t, _num(m, r.energy), None if p is None else max(p, 0.0), "load")
+                p = number(m, r.metric)
+                self._flow(s, key, t, number(m, r.energy), None if p is None else max(p, 0.0), "load")
         tot = s.totals
         if not s.load_measured:
             derived = tot["pv"] + tot["import"] - tot["export"] + tot["discharge"] - tot["charge"]
@@ -499,7 +488,7 @@ class SiteStage(Stage):
                            online=False)
 
         def total(items: list[Any]) -> float | None:
-            vals = [_num(self.latest[r.device][1], r.metric) for r in items if r.device not in stale]
+            vals = [number(self.latest[r.device][1], r.metric) for r in items if r.device not in stale]
             vals = [v for v in vals if v is not None]
             return sum(vals) if vals else None
 
@@ -543,7 +532,7 @@ class SiteStage(Stage):
             if r.device in stale:
                 continue
             lm = self.latest[r.device][1]
-            soc, cap = _num(lm, r.soc), _num(lm, r.capacity)
+            soc, cap = number(lm, r.soc), number(lm, r.capacity)
             if soc is None:
                 continue
             plain.append(soc)

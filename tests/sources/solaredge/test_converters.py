@@ -14,12 +14,12 @@ from solarbridge.sources.solaredge.converters import (
     CsvSet,
     PointStats,
     SeState,
-    graphite_points,
     metric_fields,
     nice_key,
     record_timestamp,
     records,
     split_path,
+    timed_values,
 )
 
 INV = {"Date": "2017-11-19", "Time": "10:00:04", "ID": "7F104920", "Pac": 345.25, "Eac": 12.5, "Eday": 100.0,
@@ -75,9 +75,9 @@ def test_only_json_numbers_are_metrics():
     assert list(metric_fields(rec)) == [("a", 1), ("b", 2.5), ("h", -3)]
 
 
-def test_graphite_points_skip_untimed_records_and_count_them(utc):
+def test_timed_values_skip_untimed_records_and_count_them(utc):
     stats = PointStats()
-    pts = graphite_points({"inverters": {"A": INV, "B": {"Date": "bad", "Time": "x", "Pac": 1.0}}}, "solar",
+    pts = timed_values({"inverters": {"A": INV, "B": {"Date": "bad", "Time": "x", "Pac": 1.0}}}, "solar",
                           stats=stats)
     assert stats.records == 2 and stats.untimed == 1 and stats.points == len(pts) == 6
     assert pts[0] == ("solar.inverters.A.Pac", 1511085604.0, 345.25)
@@ -211,8 +211,8 @@ def test_every_converter_survives_arbitrary_json_objects(tmp_path_factory, objs)
     out = CsvSet(str(d / "p"), header=True)
     try:
         for obj in objs:
-            for p, ts, v in graphite_points(obj, "b"):
-                assert " " not in p and isinstance(ts, float) and math.isfinite(v)
+            for p, ts, v in timed_values(obj, "b"):
+                assert p.startswith("b.") and isinstance(ts, float) and math.isfinite(v)
             state.update(obj)
             out.write_line(obj)
         json.loads(state.to_json())

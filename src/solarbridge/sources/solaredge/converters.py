@@ -27,7 +27,6 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
-from ...sinks.graphite.wire import Point, sanitize_path
 from ...util.atomic import atomic_write
 
 #: attributes that are never metrics (the original skipped exactly these)
@@ -134,11 +133,18 @@ class PointStats:
     untimed: int = 0
 
 
-def graphite_points(line: dict[str, Any], base: str = "", tz: tzinfo | None = None,
-                    stats: PointStats | None = None) -> list[Point]:
-    """Every numeric attribute of every record: ``(base.path.attr, timestamp, value)``."""
+#: (dotted path, Unix time, value)
+TimedValue = tuple[str, float, float]
+
+
+def timed_values(line: dict[str, Any], base: str = "", tz: tzinfo | None = None,
+                 stats: PointStats | None = None) -> list[TimedValue]:
+    """Every numeric attribute of every timed record: ``(base.path.attr, timestamp, value)``.
+
+    The path is as the JSON names it; a writer makes it safe for its store (se2graphite for Carbon).
+    """
     prefix = f"{base}." if base else ""
-    out: list[Point] = []
+    out: list[TimedValue] = []
     for path, rec in records(line):
         ts = record_timestamp(rec, tz)
         if stats is not None:
@@ -149,7 +155,7 @@ def graphite_points(line: dict[str, Any], base: str = "", tz: tzinfo | None = No
             continue
         head = f"{prefix}{path}."
         for attr, value in metric_fields(rec):
-            out.append((sanitize_path(head + str(attr)), ts, value))
+            out.append((head + str(attr), ts, value))
     if stats is not None:
         stats.points += len(out)
     return out

@@ -28,7 +28,6 @@ Unknown keys are errors naming the key, as in the original (serde ``deny_unknown
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,7 +42,7 @@ from pydantic import (
     field_validator,
 )
 
-from ...config import ConfigError, Secret, check_private, describe_validation_error, secret_paths
+from ...config import ConfigError, Secret, check_private, describe_validation_error, parse_toml, secret_paths
 
 
 def _layout(value: Any) -> Any:
@@ -120,19 +119,7 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> CaptureConfig:
 
 def load(path: str | os.PathLike[str]) -> CaptureConfig:
     p = Path(path)
-    try:
-        with p.open("rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a directory") from None
-    except PermissionError:
-        raise ConfigError(f"{p}: permission denied") from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    raw = parse_toml(p)
     # a token or password in a file others can read is refused, as the daemon's config is (README)
     check_private(p, secret_paths(raw))
     return parse(raw, p)
