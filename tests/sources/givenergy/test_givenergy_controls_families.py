@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from givenergy_modbus.client import commands as lib
 from givenergy_modbus.model import TimeSlot
+from givenergy_modbus.model.inverter_threephase import ThreePhaseInverterRegisterGetter
+from givenergy_modbus.model.slot_map import THREE_PHASE_SLOTS
 
 from servers import async_wait_for
 from solarbridge.model import ControlError, ControlRequest, Reading
@@ -163,5 +165,102 @@ def test_export_slots_and_the_plant_switch_are_refused_on_an_inverter(tmp_path: 
                 with pytest.raises(ControlError, match="only an EMS plant controller") as ei:
                     await control(src, command, value)
                 assert ei.value.status == 400
+            assert sim.inverter.write_log == []
+    run(go())
+
+
+# ---------------------------------------------------------------------------------------------- three-phase
+
+def lut_register(name: str) -> int:
+    """Where givenergy-modbus's three-phase model reads ``name`` (one holding register)."""
+    (reg,) = ThreePhaseInverterRegisterGetter.REGISTER_LUT[name].registers
+    assert str(reg).startswith("HR"), reg
+    return int(str(reg).removeprefix("HR_").removeprefix("HR(").rstrip(")"))
+
+
+# (control, value, the library's writes (or {register from its three-phase model: value}), state read back)
+THREE_CASES = [
+    ("charge_slot_3_target_pct", 80, {lut_register("charge_target_soc_3"): 80}, 80),
+    ("charge_slot_1_target_pct", 95, {lut_register("charge_target_soc_1"): 95}, 95),
+    ("discharge_slot_10_target_pct", 30, {lut_register("discharge_target_soc_10"): 30}, 30),
+    ("eps_enabled", False, {lut_register("backup_enable"): 0}, False),
+    ("battery_calibration", "Start", writes(lib.set_calibrate_battery_soc(1)), "Start"),
+    ("battery_calibration", "Charge Only", writes(lib.set_calibrate_battery_soc(3)), "Charge Only"),
+    ("setChargeSlot4", {"start": "02:00", "finish": "03:30", "chargeToPercent": "70"},
+     {**writes(lib.set_charge_slot_start(4, time(2, 0), THREE_PHASE_SLOTS)),
+      **writes(lib.set_charge_slot_end(4, time(3, 30), THREE_PHASE_SLOTS)), lut_register("charge_target_soc_4"): 70},
+     None),
+]
+
+
+@pytest.mark.parametrize(("command", "value", "expected", "shown"), THREE_CASES,
+                         ids=[f"{c[0]}={c[1]}" for c in THREE_CASES])
+def test_three_phase_control_round_trip(tmp_path: Path, command: str, value: Any, expected: dict[int, int],
+                                        shown: Any) -> None:
+    async def go() -> None:
+        async with running("3ph", tmp_path) as (sim, src, readings):
+            res = await control(src, command, value)
+            log = sim.inverter.write_log
+            assert [(w.register, w.value) for w in log] == list(expected.items()) and all(w.accepted for w in log)
+            assert {r: sim.inverter.holding[r] for r in expected} == expected
+            assert res.ok and res.details["writes"] == res.details["read_back"]
+            if shown is not None:
+                assert res.value == shown and readings[-1].metrics[command] == shown
+    run(go())
+
+
+def test_three_phase_calibration_stage_is_readable(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running("3ph", tmp_path) as (sim, src, readings):
+            await control(src, "battery_calibration", "Start")
+            # the unit moves through its stages in HR29 (givenergy-modbus BatteryCalibrationStage, e.g. 2 "Set
+            # Lower Limit"); the control shows it is running, the stage metric which stage
+            sim.inverter.holding[29] = 2
+            await async_wait_for(lambda: readings[-1].metrics.get("battery_calibration_stage") == 2, 10,
+                                 "the stage read back")
+            assert readings[-1].metrics["battery_calibration"] == "Start"
+            await control(src, "battery_calibration", "Off")
+            assert sim.inverter.holding[29] == 0 and readings[-1].metrics["battery_calibration"] == "Off"
+    run(go())
+
+
+@pytest.mark.parametrize(("kind", "registers"), [("tempPauseCharge", (1110,)), ("tempPauseDischarge", (1108,)),
+                                                 ("tempPauseBattery", (1110, 1108))])
+def test_three_phase_timed_pause_zeroes_its_ac_rates_then_reverts(tmp_path: Path, kind: str,
+                                                                 registers: tuple[int, ...]) -> None:
+    assert {lut_register("battery_charge_limit_ac"), lut_register("battery_discharge_limit_ac")} == {1110, 1108}
+
+    async def go() -> None:
+        async with running("3ph", tmp_path) as (sim, src, readings):
+            inv = sim.inverter
+            before = {r: inv.holding[r] for r in registers}
+            assert all(v > 0 for v in before.values())
+            charging = inv.battery_power(6000.0, 300.0, 1200)  # a sunny noon: the surplus charges the battery
+            res = await control(src, kind, 30)
+            assert [(w.register, w.value) for w in inv.write_log] == [(r, 0) for r in registers]
+            metric = {"tempPauseCharge": "pause_charge_remaining_min", "tempPauseDischarge":
+                      "pause_discharge_remaining_min", "tempPauseBattery": "pause_battery_remaining_min"}[kind]
+            assert res.ok and readings[-1].metrics[metric] == 30
+            if 1110 in registers:  # the simulated unit obeys: no charging while paused
+                assert charging < 0 and inv.battery_power(6000.0, 300.0, 1200) == 0
+            res = await control(src, kind, "Cancel")
+            assert "cancelled" in res.message and {r: inv.holding[r] for r in registers} == before
+    run(go())
+
+
+def test_three_phase_has_no_pause_mode_and_says_what_it_has(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running("3ph", tmp_path) as (sim, src, readings):
+            names = {c.name for c in readings[-1].info.controls}
+            assert {"eps_enabled", "battery_calibration", "charge_slot_1_target_pct", "discharge_slot_10_target_pct",
+                    "pause_charge_min", "pause_discharge_min"} <= names
+            assert not names & {"battery_pause_mode", "battery_mode", "charge_target_enabled"}
+            for command, value in (("setBatteryPauseMode", "Pause Charge"),
+                                   ("setPauseSlot", {"start": "01:00", "finish": "02:00"})):
+                with pytest.raises(ControlError, match="no pause mode register; tempPauseCharge") as ei:
+                    await control(src, command, value)
+                assert ei.value.status == 400
+            with pytest.raises(ControlError, match=r"percent: must be 0 \(no target\) or 4..100 \(got 2\)"):
+                await control(src, "setChargeTarget3", "2")
             assert sim.inverter.write_log == []
     run(go())

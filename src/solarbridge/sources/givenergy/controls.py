@@ -71,6 +71,14 @@ THREE_PHASE_BANK: dict[int, int] = {
     **{HR[f"{k}_slot_{n}_{e}"]: _T3[f"{k}_slot_{n}_{e}"] for k in ("charge", "discharge") for n in (1, 2)
        for e in ("start", "end")},
     **{r: r for k in ("charge", "discharge") for n in range(3, MAX_SLOTS + 1) for r in slot_registers(k, n)[:2]},
+    # every slot's own target SOC sits in the single-phase ten-slot bank (HR 242-269 / 272-299): GivTCP writes
+    # them on three-phase too (its givenergy-modbus patches, "per-slot target SOC ... on three-phase")
+    **{r: r for r in SLOT_TARGET_REGISTERS},
+    # EPS (backup) switch: HR1105 ``backup_enable`` of givenergy-modbus's three-phase inventory
+    HR["enable_eps"]: _T3["backup_enable"],
+    # battery calibration: HR29 stays on givenergy-modbus's three-phase write list (WRITE_SAFE_THREE_PHASE is
+    # the single-phase set minus what moved to HR 1000+), and its three-phase model decodes the stage there
+    HR["battery_calibration_stage"]: HR["battery_calibration_stage"],
 }
 _NATIVE_3PH = frozenset(_T3.values())
 FORCE_CHARGE_ENABLE_3PH = _T3["force_charge_enable"]
@@ -114,7 +122,7 @@ EMS_TARGET_REGISTERS = frozenset(ems_slot_registers(k, n)[2] for k in EMS_KINDS 
 WRITE_SAFE: frozenset[int] = frozenset(
     {20, 27, 29, 31, 32, *range(35, 41), 44, 45, 50, 56, 57, 59, 94, 95, 96, 104, 110, 111, 112, 114, 116,
      163, 166, 172, 199, 299, 311, 313, 314, 317, 318, 319, 320, 331, *range(554, 574), 1005, 1078,
-     *range(1108, 1117), *range(1118, 1124), 2040, *range(2044, 2072), 2073, 5010, 5014}
+     1105, *range(1108, 1117), *range(1118, 1124), 2040, *range(2044, 2072), 2073, 5010, 5014}
     | SLOT_TIME_REGISTERS | SLOT_TARGET_REGISTERS
 )
 
@@ -339,7 +347,7 @@ class PlanContext:
         slots = EMS_SLOTS if ems else slot_count(hr)
         return cls(saved_reserve=saved_reserve, battery_capacity_wh=plant.battery_capacity_kwh * 1000 or None,
                    max_battery_w=plant.model.max_battery_w if hr else None, now=now, slots=slots,
-                   slot_targets=ems or (slots == MAX_SLOTS and not three),
+                   slot_targets=ems or slots == MAX_SLOTS,
                    extended=ENABLE_EPS in hr and BATTERY_PAUSE_MODE in hr and not three and not ems,
                    model_key=plant.model.key if hr else "", allow_reboot=allow_reboot, three_phase=three, ems=ems)
 
@@ -771,12 +779,16 @@ def _timed(kind: str) -> Builder:
             t0, t1 = _hhmm_after(now, minutes)
             writes = [(CHARGE_TARGET_SOC, 100), (start, t0), (end, t1), (ENABLE_CHARGE, 1), (charge_limit, full),
                       (FORCE_CHARGE_ENABLE_3PH, 1)]
+            if ctx.slot_targets:
+                writes.append((slot_registers("charge", 1)[2], 100))
             what = "Force Charge"
         elif kind == "forceExport" and ctx.three_phase:
             start, end, _ = slot_registers("discharge", 1)
             t0, t1 = _hhmm_after(now, minutes)
             writes = [(BATTERY_SOC_RESERVE, 4), (discharge_limit, full), (start, t0), (end, t1),
                       (FORCE_CHARGE_ENABLE_3PH, 0), (FORCE_DISCHARGE_ENABLE_3PH, 1)]
+            if ctx.slot_targets:
+                writes.append((slot_registers("discharge", 1)[2], 4))
             what = "Force Export"
         elif kind == "forceCharge":
             start, end, target = slot_registers("charge", 1)
@@ -970,6 +982,10 @@ def _three_phase_register(command: str, register: int) -> int:
         return THREE_PHASE_BANK[register]
     if register in _NATIVE_3PH:
         return register
+    if register in (BATTERY_PAUSE_MODE, *PAUSE_SLOT):
+        raise ControlError(f"{command}: not supported by this three-phase inverter (it has no pause mode register; "
+                           "tempPauseCharge, tempPauseDischarge and tempPauseBattery pause it for N minutes through "
+                           "its AC charge/discharge rates)", field_name="command")
     raise ControlError(f"{command}: not supported by this three-phase inverter (it has no {register_name(register)})",
                        field_name="command")
 

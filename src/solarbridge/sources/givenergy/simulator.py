@@ -351,13 +351,14 @@ class SimInverter:
             return {"target": 2055, "reserve": 2046, "target_enable": -1, "charge_enable": -1,
                     "discharge_enable": -1, "eco": -1, "cutoff": -1, "charge_slots": list(charge),
                     "discharge_slots": list(discharge)}
+        charge_enable = 96
         if self.family == "3ph":
             charge, discharge = SLOTS_THREE_PHASE
-            target, reserve = 1111, 1109
+            target, reserve, charge_enable = 1111, 1109, 1112  # AC charge enable
         else:
             charge, discharge = SLOTS_EXTENDED if 246 in self.supported_holding else SLOTS_SINGLE_PHASE
             target, reserve = 116, 110
-        return {"target": target, "reserve": reserve, "target_enable": 20, "charge_enable": 96,
+        return {"target": target, "reserve": reserve, "target_enable": 20, "charge_enable": charge_enable,
                 "discharge_enable": 59, "eco": 27, "cutoff": 114, "charge_slots": list(charge),
                 "discharge_slots": list(discharge)}
 
@@ -377,6 +378,9 @@ class SimInverter:
 
         charge_max = hr[111] / 50 * self.max_battery_w if self.family == "single" else self.max_battery_w
         discharge_max = hr[112] / 50 * self.max_battery_w if self.family == "single" else self.max_battery_w
+        if self.family == "3ph":  # the AC charge / discharge rates, % of the battery rate (HR1110 / HR1108)
+            charge_max = min(hr[1110], 100) / 100 * self.max_battery_w
+            discharge_max = min(hr[1108], 100) / 100 * self.max_battery_w
         target = reg("target", 100) if reg("target_enable", 1) or self.family != "single" else 100
         cutoff = reg("cutoff", 4)
         reserve = max(reg("reserve", 4), cutoff) if cutoff > 4 else reg("reserve", 4)
