@@ -58,13 +58,26 @@ def crc16_py(data: Buffer, crc: int) -> int:
     return crc
 
 
+#: (crcmod's C routine for reflected 16-bit CRCs, TABLE in its layout), None without crcmod, False before the check
+_C_ROUTINE: tuple[Callable[[Buffer, int, bytes], int], bytes] | None | bool = False
+
+
+def _c_routine() -> tuple[Callable[[Buffer, int, bytes], int], bytes] | None:
+    # The routine with our table, rather than crcmod.mkCrcFun: that builds the same table in Python on every call.
+    global _C_ROUTINE
+    if _C_ROUTINE is False:
+        try:
+            from crcmod._crcfunext import _crc16r  # type: ignore[import-untyped]  # only the C version is worth it
+        except ImportError:
+            _C_ROUTINE = None
+        else:
+            _C_ROUTINE = (_crc16r, array("H", TABLE).tobytes())  # native unsigned shorts, as crcmod packs it
+    return _C_ROUTINE  # type: ignore[return-value]
+
+
 def accelerated() -> bool:
     """True when the crcmod C extension is there to do the work."""
-    try:
-        import crcmod._crcfunext  # type: ignore[import-untyped]  # noqa: F401 - only the C version is worth it
-    except ImportError:
-        return False
-    return True
+    return _c_routine() is not None
 
 
 def make_crc16(init: int, *, accelerate: bool = True) -> Callable[..., int]:
@@ -72,10 +85,14 @@ def make_crc16(init: int, *, accelerate: bool = True) -> Callable[..., int]:
 
     ``accelerate=False`` keeps the pure-Python code, which takes any bytes-like object.
     """
-    if accelerate and accelerated():
-        import crcmod  # type: ignore[import-untyped]
+    c = _c_routine() if accelerate else None
+    if c is not None:
+        fun, table = c
 
-        return crcmod.mkCrcFun(0x18005, initCrc=init, rev=True, xorOut=0)  # type: ignore[no-any-return]
+        def crc16_c(data: Buffer, crc: int = init) -> int:
+            return fun(data, crc, table)
+
+        return crc16_c
 
     def crc16(data: Buffer, crc: int = init) -> int:
         return crc16_py(data, crc)
@@ -86,10 +103,7 @@ def make_crc16(init: int, *, accelerate: bool = True) -> Callable[..., int]:
 def c_function(init: int) -> tuple[Callable[[Buffer, int, bytes], int], bytes] | None:
     """``(fun, table)`` with ``fun(data, crc, table)`` the crcmod C routine itself, or None without crcmod.
 
-    For a hot loop: one C call per CRC instead of crcmod's Python wrapper around it.
+    For a hot loop: one C call per CRC instead of a Python wrapper around it. (The table is the same for
+    every initial value.)
     """
-    if not accelerated():
-        return None
-    fun = make_crc16(init)
-    _init, table, c_fun = fun.__defaults__  # type: ignore[attr-defined]  # crcmod: crcfun(data, crc, table, fun)
-    return c_fun, table
+    return _c_routine()

@@ -21,8 +21,15 @@ MAGIC = b"\x12\x34\x56\x79"
 HEADER = struct.Struct("<HHHIIH")
 _CRC_HEADER = struct.Struct(">HIIH")
 _CRC = struct.Struct("<H")
-#: the C routine and table of the CRC when crcmod is installed (one C call per CRC in the stream decoder)
-_C_CRC = c_function(INIT) or (None, b"")
+
+
+def _crc_py(data: bytes, crc: int, table: bytes) -> int:
+    return crc16(data, crc)
+
+
+#: ``(fun, table)``: ``fun(data, crc, table)`` is crcmod's C routine when installed (one C call per CRC in
+#: the stream decoder), else the pure Python CRC
+_C_CRC = c_function(INIT) or (_crc_py, b"")
 HEADER_LEN = HEADER.size  # 16
 #: bytes of a frame that are not payload: magic + header + crc
 OVERHEAD = len(MAGIC) + HEADER_LEN + 2
@@ -159,7 +166,7 @@ class StreamDecoder:
             if n - i < 20:
                 break
             dlen, dinv, seq, src, dst, fn = unpack(buf, i + 4)
-            if dlen != (~dinv & 0xFFFF):
+            if dlen + dinv != 0xFFFF:  # the inverted length (two 16-bit numbers add up to 0xFFFF)
                 self.drops["zeros" if not any(buf[i + 4:i + 20]) else "length"] += 1
                 pos = i + 4
                 continue
@@ -182,9 +189,7 @@ class StreamDecoder:
                     continue
                 break
             payload = buf[i + 20:end]
-            if (buf[end] | buf[end + 1] << 8) != (
-                    c_crc(payload, c_crc(pack_be(seq, src, dst, fn), INIT, c_table), c_table) if c_crc is not None
-                    else crc16(payload, crc16(pack_be(seq, src, dst, fn)))):
+            if c_crc(payload, c_crc(pack_be(seq, src, dst, fn), INIT, c_table), c_table) != buf[end] | buf[end + 1] << 8:
                 # a frame cut short and followed by the next one fails its CRC too: tell them apart
                 j = find(MAGIC, i + 4, end + 2)
                 self.drops["truncated" if j >= 0 and self._valid_at(buf, j) else "crc"] += 1

@@ -489,8 +489,8 @@ def _inverter_0010_item(dev_id: str, payload: bytes, start: int, end: int) -> by
 class _TablePlan:
     """How to write a full-length record of a table layout as JSON text with one ``%``."""
 
-    __slots__ = ("dev_type", "struct", "template", "pick", "floats", "hexes", "strs", "label", "p2x", "get_floats",
-                 "get_values")
+    __slots__ = ("dev_type", "struct", "template", "pick", "floats", "hexes", "strs", "label", "labels", "p2x",
+                 "get_floats", "get_values")
 
     def __init__(self, se_type: int) -> None:
         quote = _quote
@@ -519,6 +519,9 @@ class _TablePlan:
         self.strs = [i for i, (_, kind, _) in enumerate(layout) if kind == "str"]
         self.label = layout.index((12, "str", "batteryId")) if se_type == 0x0030 else \
             layout.index((1, "b", "recType"))
+        #: the meter's record type (a signed byte) -> its label; batteries are labelled by their name
+        self.labels = {t: METER_REC_TYPES.get(t, f"{t}_UnrecognisedRecType") for t in range(-128, 128)} \
+            if se_type == 0x0022 else None
         #: the meter's P2X: any value below -3e38 is not reported (parse_table_record's rule)
         self.p2x = layout.index((4, "f", "P2X")) if se_type == 0x0022 else -1
         self.get_floats = itemgetter(*self.floats)
@@ -528,6 +531,11 @@ class _TablePlan:
 
 
 _TABLE_PLANS: dict[int, _TablePlan] = {}
+# render_post_data_bytes sorts the top-level texts with "events" and "inverters" in one text: no table
+# type's name may sort between them
+assert not any("events" < name < "inverters" for name in ("Unknown_device", *(n for n, _ in TABLE_TYPES.values())))
+#: bytes of a short hex field -> its text (flag and constant fields: few distinct values)
+_HEX_TEXTS = _Lazy(lambda b: b.hex(" "), 10_000)
 
 
 def _table_item(se_type: int, raw_id: int, dev_len: int, data: bytes) -> tuple[str, str, str, str] | None:
@@ -555,7 +563,7 @@ def _table_item(se_type: int, raw_id: int, dev_len: int, data: bytes) -> tuple[s
             elif v - v != 0.0:
                 values[i] = "Infinity" if v > 0 else "-Infinity"
     for i in plan.hexes:
-        values[i] = values[i].hex(" ")  # hex_data of a field of at most 16 bytes (checked in _TablePlan)
+        values[i] = _HEX_TEXTS[values[i]]  # hex_data of a field of at most 16 bytes (checked in _TablePlan)
     for i in plan.strs:
         try:
             values[i] = values[i].decode("utf-8").strip("\x00")
@@ -569,28 +577,40 @@ def _table_item(se_type: int, raw_id: int, dev_len: int, data: bytes) -> tuple[s
     values.append(seid)
     values.append(dev_len)
     text = plan.template % plan.get_values(values)
-    if se_type == 0x0022:
-        label = METER_REC_TYPES.get(label_value, f"{label_value}_UnrecognisedRecType")
-    else:
-        label = label_value
-    return plan.dev_type, seid, label, text
+    return plan.dev_type, seid, label_value if plan.labels is None else plan.labels[label_value], text
 
 
-def _tables_text(items: list[tuple[str, str, str, str]]) -> dict[str, bytes]:
-    """``{devType: {seId: {label: record}}}`` texts per devType.
+def _tables_text(items: list[tuple[str, str, str, str]]) -> list[bytes]:
+    """The texts ``"devType": {seId: {label: record}}`` of the records, in devType order.
 
     Two records in one place are merged key by key in the original; records of one layout and
     its exact length have the same keys, so the later one simply wins.
     """
-    tree: dict[str, dict[str, dict[str, str]]] = {}
+    places: dict[tuple[str, str], dict[str, str]] = {}
     for dev_type, seid, label, text in items:
-        tree.setdefault(dev_type, {}).setdefault(seid, {})[label] = text
-    out = {}
-    for dev_type, ids in tree.items():
-        out[dev_type] = ("{" + ", ".join(
-            f'"{seid}": {{' + ", ".join(f"{_quote(label)}: {recs[label]}" for label in sorted(recs)) + "}"
-            for seid, recs in sorted(ids.items())) + "}").encode()
-    return out
+        recs = places.get((dev_type, seid))
+        if recs is None:
+            places[dev_type, seid] = {label: text}
+        else:
+            recs[label] = text
+    out: list[str] = []
+    last = ""
+    for dev_type, seid in sorted(places):
+        recs = places[dev_type, seid]
+        if len(recs) == 1:
+            ((label, text),) = recs.items()
+            body = _quote(label) + ": " + text
+        else:
+            body = ", ".join([_quote(label) + ": " + recs[label] for label in sorted(recs)])
+        if dev_type != last:
+            if last:
+                out[-1] += "}"
+            out.append('"' + dev_type + '": {"' + seid + '": {' + body + "}")
+            last = dev_type
+        else:
+            out[-1] += ', "' + seid + '": {' + body + "}"
+    out[-1] += "}"
+    return [text.encode() for text in out]
 
 
 def render_post_data(payload: bytes, encode: Any = None) -> str:
@@ -674,19 +694,7 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
             parse_table_record(se_type, raw_id, dev_len, data)  # raises where the general path does
     inv = b", ".join(map(inverters.__getitem__, sorted(inverters))) if len(inverters) > 1 else b"".join(
         inverters.values())
-    parts: dict[str, bytes] = {}
-    if tables:
-        if table_items is not None:
-            parts = _tables_text(table_items)
-        else:
-            if encode is None:
-                from .jsonout import dumps as encode
-            other: dict[str, Any] = {}
-            for se_type, raw_id, dev_len, data in tables:
-                dev_type, rec = parse_table_record(se_type, raw_id, dev_len, data)
-                merge_update(other, nest_record(se_type, dev_type, rec))
-            parts = {k: encode(v).encode() for k, v in other.items()}
-    if not parts and not events:
+    if not tables and not events:
         head = b'{"events": {}, "inverters": {' + inv + b'}, "optimizers": {'
         items = optimizers.sorted_texts()
         if not items:
@@ -696,13 +704,26 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
         items[-1] += b"}}"
         return b", ".join(items)
     evt = b", ".join(map(events.__getitem__, sorted(events))) if len(events) > 1 else b"".join(events.values())
-    if not parts:  # the keys in sorted order: events, inverters, optimizers
-        return b'{"events": {' + evt + b'}, "inverters": {' + inv + b'}, "optimizers": {' + b", ".join(
-            optimizers.sorted_texts()) + b"}}"
-    parts["inverters"] = b"{" + inv + b"}"
-    parts["events"] = b"{" + evt + b"}"
-    parts["optimizers"] = b"{" + b", ".join(optimizers.sorted_texts()) + b"}"
-    return b"{" + b", ".join([_KEY_TEXTS[k] + parts[k] for k in sorted(parts)]) + b"}"
+    # the keys in sorted order: events, inverters, optimizers
+    fixed = [b'"events": {' + evt + b'}, "inverters": {' + inv + b'}', b'"optimizers": {' + b", ".join(
+        optimizers.sorted_texts()) + b"}"]
+    if not tables:
+        return b"{" + b", ".join(fixed) + b"}"
+    if table_items is not None:
+        parts = _tables_text(table_items)
+    else:
+        if encode is None:
+            from .jsonout import dumps as encode
+        other: dict[str, Any] = {}
+        for se_type, raw_id, dev_len, data in tables:
+            dev_type, rec = parse_table_record(se_type, raw_id, dev_len, data)
+            merge_update(other, nest_record(se_type, dev_type, rec))
+        parts = [_KEY_TEXTS[k] + encode(other[k]).encode() for k in sorted(other)]
+    # each text starts with its quoted key: sorting the texts sorts the keys (the table types' names are
+    # ASCII letters, digits and underscores, and "events" and "inverters" stay together)
+    parts += fixed
+    parts.sort()
+    return b"{" + b", ".join(parts) + b"}"
 
 
 class _KeyTexts(dict[str, bytes]):
