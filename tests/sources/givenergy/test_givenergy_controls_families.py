@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from givenergy_modbus.client import commands as lib
 from givenergy_modbus.model import TimeSlot
+from givenergy_modbus.model.battery import BatteryPauseMode
+from givenergy_modbus.model.inverter import SinglePhaseInverterRegisterGetter
 from givenergy_modbus.model.inverter_threephase import ThreePhaseInverterRegisterGetter
-from givenergy_modbus.model.slot_map import THREE_PHASE_SLOTS
+from givenergy_modbus.model.slot_map import EXTENDED_SLOTS, THREE_PHASE_SLOTS
 
 from servers import async_wait_for
 from solarbridge.model import ControlError, ControlRequest, Reading
@@ -263,4 +265,66 @@ def test_three_phase_has_no_pause_mode_and_says_what_it_has(tmp_path: Path) -> N
             with pytest.raises(ControlError, match=r"percent: must be 0 \(no target\) or 4..100 \(got 2\)"):
                 await control(src, "setChargeTarget3", "2")
             assert sim.inverter.write_log == []
+    run(go())
+
+
+# ---------------------------------------------------------------------------------------------- gateway
+
+def single_phase_register(name: str) -> int:
+    """Where givenergy-modbus's single-phase model reads ``name`` (one holding register)."""
+    (reg,) = SinglePhaseInverterRegisterGetter.REGISTER_LUT[name].registers
+    return int(str(reg).removeprefix("HR_"))
+
+
+# GivTCP's gateway controls (its givenergy-modbus patches: the rates HR313/314, the pause mode and slot, the
+# ten-slot bank); the registers from givenergy-modbus's own commands and single-phase model
+GATEWAY_CASES = [
+    # 6 kW of the gateway's rated 12 kW is 50 %
+    ("battery_charge_rate_w", 6000, writes(lib.set_battery_charge_limit_ac(50)), 6000),
+    ("battery_discharge_rate_w", 3000, writes(lib.set_battery_discharge_limit_ac(25)), 3000),
+    ("battery_pause_mode", "Pause Discharge", {r: int(v) for r, v in writes(lib.set_battery_pause_mode(
+        BatteryPauseMode(2))).items()}, "Pause Discharge"),
+    ("setPauseSlot", {"start": "01:00", "finish": "05:30"}, writes(lib.set_pause_slot(slot("01:00", "05:30"))), None),
+    ("charge_slot_5_start", "02:00", writes(lib.set_charge_slot_start(5, time(2, 0), EXTENDED_SLOTS)), "02:00"),
+    ("charge_slot_4_target_pct", 80, {single_phase_register("charge_target_soc_4"): 80}, 80),
+    ("setChargeRateAC", {"chargeRate": "40"}, writes(lib.set_battery_charge_limit_ac(40)), None),
+]
+
+
+@pytest.mark.parametrize(("command", "value", "expected", "shown"), GATEWAY_CASES,
+                         ids=[f"{c[0]}={c[1]}" for c in GATEWAY_CASES])
+def test_gateway_control_round_trip(tmp_path: Path, command: str, value: Any, expected: dict[int, int],
+                                    shown: Any) -> None:
+    async def go() -> None:
+        async with running("gateway", tmp_path) as (sim, src, readings):
+            res = await control(src, command, value)
+            log = sim.inverter.write_log
+            assert [(w.register, w.value) for w in log] == list(expected.items()) and all(w.accepted for w in log)
+            assert {r: sim.inverter.holding[r] for r in expected} == expected
+            assert res.ok and res.details["writes"] == res.details["read_back"]
+            if shown is not None:
+                assert res.value == shown and readings[-1].metrics[command] == shown
+    run(go())
+
+
+def test_gateway_timed_pause_uses_its_pause_mode_then_reverts(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running("gateway", tmp_path) as (sim, src, readings):
+            inv = sim.inverter
+            names = {c.name for c in readings[-1].info.controls}
+            assert {"battery_charge_rate_w", "battery_pause_mode", "charge_slot_10_target_pct", "pause_battery_min",
+                    "force_charge_min"} <= names and "eps_enabled" not in names
+            charging = inv.battery_power(6000.0, 300.0, 1200)
+            await control(src, "pause_battery_min", 20)
+            assert [(w.register, w.value) for w in inv.write_log] == [(318, 3)]
+            assert charging < 0 and inv.battery_power(6000.0, 300.0, 1200) == 0  # the simulated gateway obeys
+            assert readings[-1].metrics["battery_pause_mode"] == "Pause Both"
+            await control(src, "pause_battery_min", 0)
+            assert inv.holding[318] == 0 and readings[-1].metrics["battery_pause_mode"] == "Disabled"
+            for command, value, message in (("eps_enabled", True, "not supported by this gateway"),
+                                            ("setChargeRateAC", "0", "chargeRate: must be 1..100 (got 0)")):
+                with pytest.raises(ControlError, match=message.replace("(", r"\(").replace(")", r"\)")) as ei:
+                    await control(src, command, value)
+                assert ei.value.status == 400
+            assert len(inv.write_log) == 2
     run(go())

@@ -337,6 +337,7 @@ class PlanContext:
     allow_reboot: bool = False
     three_phase: bool = False  # controls live in the HR 1000+ bank (THREE_PHASE_BANK)
     ems: bool = False  # an EMS plant controller: controls in HR 2040-2075 (EMS_BANK)
+    gateway: bool = False  # a gateway: the single-phase bank, rates through HR313/314, pauses through HR318
 
     @classmethod
     def for_plant(cls, plant: Any, *, saved_reserve: int = 4, allow_reboot: bool = False,
@@ -344,12 +345,14 @@ class PlanContext:
         hr = plant.holding
         three = bool(hr) and plant.model.key in THREE_PHASE_KEYS
         ems = bool(hr) and plant.model.key == "ems"
+        gateway = bool(hr) and plant.model.key == "gateway"
         slots = EMS_SLOTS if ems else slot_count(hr)
         return cls(saved_reserve=saved_reserve, battery_capacity_wh=plant.battery_capacity_kwh * 1000 or None,
                    max_battery_w=plant.model.max_battery_w if hr else None, now=now, slots=slots,
                    slot_targets=ems or slots == MAX_SLOTS,
                    extended=ENABLE_EPS in hr and BATTERY_PAUSE_MODE in hr and not three and not ems,
-                   model_key=plant.model.key if hr else "", allow_reboot=allow_reboot, three_phase=three, ems=ems)
+                   model_key=plant.model.key if hr else "", allow_reboot=allow_reboot, three_phase=three, ems=ems,
+                   gateway=gateway)
 
 
 @dataclass
@@ -537,10 +540,12 @@ def _rate(register: int, key: str, what: str) -> Builder:
                                field_name=k, status=503)
         if ctx.max_battery_w:
             watts = min(watts, ctx.max_battery_w)  # GivTCP caps at the inverter's battery rate
-        if ctx.three_phase and ctx.max_battery_w:  # the AC limits: % of the inverter's battery rate
+        if (ctx.three_phase or ctx.gateway) and ctx.max_battery_w:  # the AC limits: % of the battery rate
             ac = AC_CHARGE_RATE if register == BATTERY_CHARGE_LIMIT else AC_DISCHARGE_RATE
-            return WritePlan(command, [(ac, min(100, round(watts / ctx.max_battery_w * 100)))], what,
-                             extra={"watts": watts})
+            pct = min(100, round(watts / ctx.max_battery_w * 100))
+            if ctx.gateway:  # HR313/314 take 1..100 (GivTCP: "the closest to a pause is 1 %")
+                pct = max(1, pct)
+            return WritePlan(command, [(ac, pct)], what, extra={"watts": watts})
         # the charge/discharge limits are in % of the battery capacity per hour, 0..50
         value = min(50, round(watts / ctx.battery_capacity_wh * 100))
         return WritePlan(command, [(register, value)], what, extra={"watts": watts})
@@ -562,6 +567,9 @@ def _ac_rate(register: int, key: str, what: str) -> Builder:
 
 
 def _eps(command: str, payload: dict[str, Any], ctx: PlanContext) -> WritePlan:
+    if ctx.gateway:
+        raise ControlError(f"{command}: not supported by this gateway (GivTCP offers no EPS switch for it)",
+                           field_name="command")
     _needs_extended(command, ctx)
     _, v = _required(command, payload, "state", "value")
     on = parse_bool("state", v)
@@ -771,9 +779,10 @@ def _timed(kind: str) -> Builder:
             return WritePlan(command, [], f"{kind} Cancel", timed=TimedSpec(kind, 0, (), cancel=True))
         now = ctx.now or datetime.now()
         writes: list[tuple[int, int]]
-        charge_limit, discharge_limit = ((AC_CHARGE_RATE, AC_DISCHARGE_RATE) if ctx.three_phase
+        ac = ctx.three_phase or ctx.gateway  # rates through the AC limits (% of the battery rate)
+        charge_limit, discharge_limit = ((AC_CHARGE_RATE, AC_DISCHARGE_RATE) if ac
                                          else (BATTERY_CHARGE_LIMIT, BATTERY_DISCHARGE_LIMIT))
-        full = 100 if ctx.three_phase else 50
+        full = 100 if ac else 50
         if kind == "forceCharge" and ctx.three_phase:
             start, end, _ = slot_registers("charge", 1)
             t0, t1 = _hhmm_after(now, minutes)
@@ -793,19 +802,21 @@ def _timed(kind: str) -> Builder:
         elif kind == "forceCharge":
             start, end, target = slot_registers("charge", 1)
             t0, t1 = _hhmm_after(now, minutes)
-            writes = [(CHARGE_TARGET_SOC, 100), (start, t0), (end, t1), (ENABLE_CHARGE, 1),
-                      (BATTERY_CHARGE_LIMIT, 50)]
+            writes = [(CHARGE_TARGET_SOC, 100), (start, t0), (end, t1), (ENABLE_CHARGE, 1), (charge_limit, full)]
             if ctx.slot_targets:
                 writes.append((target, 100))
             what = "Force Charge"
         elif kind == "forceExport":
             start, end, target = slot_registers("discharge", 1)
             t0, t1 = _hhmm_after(now, minutes)
-            writes = [(BATTERY_SOC_RESERVE, 4), (BATTERY_DISCHARGE_LIMIT, 50), (BATTERY_POWER_MODE, 0),
+            writes = [(BATTERY_SOC_RESERVE, 4), (discharge_limit, full), (BATTERY_POWER_MODE, 0),
                       (ENABLE_DISCHARGE, 1), (start, t0), (end, t1)]
             if ctx.slot_targets:
                 writes.append((target, 4))
             what = "Force Export"
+        elif ctx.gateway:  # its AC rates take no 0: the pause mode (HR318) pauses it, as GivTCP does
+            mode = {"tempPauseCharge": 1, "tempPauseDischarge": 2, "tempPauseBattery": 3}[kind]
+            writes, what = [(BATTERY_PAUSE_MODE, mode)], PAUSE_MODE_NAMES[mode]
         elif kind == "tempPauseCharge":
             writes, what = [(charge_limit, 0)], "Pause Charge"
         elif kind == "tempPauseDischarge":
@@ -1045,7 +1056,7 @@ def _hhmm_text(v: int | None) -> str | None:
 
 def control_family(plant: Any) -> str:
     """Where a plant keeps its controls: "single" (single-phase HR 0-359), "three" (HR 1000+ bank), "ems"
-    (the plant controller's HR 2040+), or "none" (a gateway, or nothing read yet)."""
+    (the plant controller's HR 2040+), or "none" (nothing read yet)."""
     if not plant.holding:
         return "none"
     key = plant.model.key
@@ -1053,9 +1064,7 @@ def control_family(plant: Any) -> str:
         return "three"
     if key == "ems":
         return "ems"
-    if key == "gateway":
-        return "none"
-    return "single"
+    return "single"  # also a gateway: its HR 0-359 bank is the single-phase one (rates: HR313/314)
 
 
 def control_metrics(plant: Any) -> dict[str, Any]:
@@ -1097,8 +1106,11 @@ def control_metrics(plant: Any) -> dict[str, Any]:
     eco, discharge = get(BATTERY_POWER_MODE), get(ENABLE_DISCHARGE)
     if eco is not None and discharge is not None:
         m["battery_mode"] = mode_name(eco, discharge, get(BATTERY_SOC_RESERVE))
+    gateway = plant.model.key == "gateway"
     for name, reg in (("charge_target_enabled", ENABLE_CHARGE_TARGET), ("charge_schedule_enabled", ENABLE_CHARGE),
                       ("discharge_schedule_enabled", ENABLE_DISCHARGE), ("eps_enabled", ENABLE_EPS)):
+        if name == "eps_enabled" and gateway:
+            continue
         if (v := get(reg)) is not None:
             m[name] = bool(v)
     slots = slot_count(hr)
@@ -1112,7 +1124,7 @@ def control_metrics(plant: Any) -> dict[str, Any]:
             if slots == MAX_SLOTS and (t := get(target)) is not None:
                 m[f"{kind}_slot_{n}_target_pct"] = t
     limit = plant.model.max_battery_w
-    if three:  # the AC limits, in % of the inverter's battery rate
+    if three or gateway:  # the AC limits, in % of the inverter's battery rate
         for name, reg in (("battery_charge_rate_w", AC_CHARGE_RATE), ("battery_discharge_rate_w", AC_DISCHARGE_RATE)):
             if (v := get(reg)) is not None:
                 m[name] = int(limit * min(v, 100) / 100)

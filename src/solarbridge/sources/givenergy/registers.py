@@ -249,7 +249,9 @@ _MAX_INV_W = {"2001": 5000, "2002": 4600, "2003": 3600, "2101": 5000, "2104": 60
               # three-phase hybrid / AC rated powers: givenergy-modbus model/inverter.py _DTC_RATED_POWER
               "4001": 6000, "4002": 8000, "4003": 10000, "4004": 11000, "4005": 15000, "4006": 20000,
               "6001": 6000, "6002": 8000, "6003": 10000, "6004": 11000, "6005": 15000, "6006": 20000, "7001": 12000}
-_MAX_BAT_W = {"3001": 3000, "3002": 3000, "2201": 5400, "8001": 6000, "8102": 8000, "8103": 10000}
+_MAX_BAT_W = {"3001": 3000, "3002": 3000, "2201": 5400, "8001": 6000, "8102": 8000, "8103": 10000,
+              # the gateway: its rated 12 kW (givenergy-modbus _DTC_RATED_POWER), the reference of its AC rates
+              "7001": 12000}
 
 
 def identify(device_type_code: int, arm_firmware: int) -> ModelInfo:

@@ -258,6 +258,7 @@ class SimInverter:
             ir[2066 + 5 * n:2071 + 5 * n] = _ascii_regs(f"CE{self.serial[2:7]}{n:03d}")
 
     def _seed_gateway(self) -> None:
+        self.holding[313], self.holding[314] = 50, 100  # its AC charge / discharge rates, as captured
         ir = self.input
         ir[1600:1604] = [0x4741, 0x4141, 0x0000, 0x0104]  # "GAAA0014"
         ir[1604], ir[1700], ir[1701], ir[1704] = 2, UNITS, UNITS, 620
@@ -378,9 +379,15 @@ class SimInverter:
 
         charge_max = hr[111] / 50 * self.max_battery_w if self.family == "single" else self.max_battery_w
         discharge_max = hr[112] / 50 * self.max_battery_w if self.family == "single" else self.max_battery_w
-        if self.family == "3ph":  # the AC charge / discharge rates, % of the battery rate (HR1110 / HR1108)
-            charge_max = min(hr[1110], 100) / 100 * self.max_battery_w
-            discharge_max = min(hr[1108], 100) / 100 * self.max_battery_w
+        if self.family in ("3ph", "gateway"):  # AC charge / discharge rates, % of the battery rate
+            c_reg, d_reg = (1110, 1108) if self.family == "3ph" else (313, 314)
+            charge_max = min(hr[c_reg], 100) / 100 * self.max_battery_w
+            discharge_max = min(hr[d_reg], 100) / 100 * self.max_battery_w
+        if 318 in self.supported_holding:  # the battery pause mode: 1 charge, 2 discharge, 3 both
+            if hr[318] in (1, 3):
+                charge_max = 0.0
+            if hr[318] in (2, 3):
+                discharge_max = 0.0
         target = reg("target", 100) if reg("target_enable", 1) or self.family != "single" else 100
         cutoff = reg("cutoff", 4)
         reserve = max(reg("reserve", 4), cutoff) if cutoff > 4 else reg("reserve", 4)
