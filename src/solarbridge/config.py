@@ -450,7 +450,7 @@ def _expand_fleet(cfg: Config, path: Path | None, names: set[str]) -> None:
 
         for dev in inv.devices:
             cfg.sources.append(dev.config)
-            keys[dev.name] = dev.key
+            keys[dev.name] = dev.shard_key
             interval = getattr(dev.config, "poll_interval", None) or getattr(dev.config, "interval", None) or 0
             frac = int.from_bytes(blake2b(dev.key.encode(), digest_size=4).digest(), "big") / 2**32
             cfg._phases[dev.name] = round(frac * min(float(interval), 300.0), 3)
@@ -459,6 +459,25 @@ def _expand_fleet(cfg: Config, path: Path | None, names: set[str]) -> None:
         mine = [c for c in cfg.sources if cfg._shard.owns(keys[c.name])]
         cfg._other_shards = len(cfg.sources) - len(mine)
         cfg.sources = mine
+    if cfg._inventory is not None:
+        _inventory_sites(cfg)
+
+
+def _inventory_sites(cfg: Config) -> None:
+    """Each ``site`` label of the inventory is a site of its rows' sources (a [[sites]] table of the same
+    name gains them). Sharding hashes the label, so a worker holds all of a site or none of it."""
+    running = {c.name for c in cfg.sources}
+    by_label: dict[str, list[str]] = {}
+    for dev in cfg._inventory.devices:
+        if dev.site and dev.name in running:
+            by_label.setdefault(dev.site, []).append(dev.name)
+    configured = {s.name: s for s in cfg.sites}
+    for label, names in by_label.items():
+        site = configured.get(label)
+        if site is None:
+            cfg.sites.append(SiteConfig(name=label, sources=names))
+        else:
+            site.sources = [*site.sources, *(n for n in names if n not in site.sources)]
 
 
 def load(path: str | os.PathLike[str]) -> Config:

@@ -118,7 +118,12 @@ per_metric_topics = false
         watcher.close()
 
     # by the history: each worker stored its own devices, no device is in two stores, none is missing
-    held = {k: _history_devices(tmp_path / f"w{k}" / "history.sqlite") for k in range(WORKERS)}
+    stored = {k: _history_devices(tmp_path / f"w{k}" / "history.sqlite") for k in range(WORKERS)}
+    held = {k: {d: n for d, n in v.items() if not d.startswith("site:")} for k, v in stored.items()}
+    # the inventory's site labels: each site is whole on one worker, which publishes it
+    site_of = {k: {d for d in v if d.startswith("site:")} for k, v in stored.items()}
+    assert sorted(set().union(*site_of.values())) == [f"site:site-{i}" for i in range(7)]
+    assert sum(len(v) for v in site_of.values()) == 7
     for a in range(WORKERS):
         for b in range(a + 1, WORKERS):
             assert not set(held[a]) & set(held[b]), f"workers {a} and {b} both polled {set(held[a]) & set(held[b])}"
@@ -140,5 +145,5 @@ per_metric_topics = false
         if topic.endswith("/config") and payload:
             node = topic.split("/")[2].removeprefix("solarbridge_")
             published.setdefault(node, set()).add(json.loads(payload)["availability"][0]["topic"])
-    assert set(published) == serials
+    assert set(published) == serials | {f"site_site-{i}" for i in range(7)}
     assert {dev: topics for dev, topics in published.items() if len(topics) != 1} == {}

@@ -34,7 +34,7 @@ def test_config_errors_name_the_field():
     assert cfg_error({"sites": [{"name": "a", "devices": ["x"]}, {"name": "a", "devices": ["y"]}]}) == (
         "sites[1].name: 'a' is used twice; give each site its own name")
     assert cfg_error({"sites": [{"name": "home"}]}) == (
-        "sites[0]: give the site's devices, or its roles (grid, pv, battery, load)")
+        "sites[0]: give the site's devices or sources, or its roles (grid, pv, battery, load)")
     assert cfg_error({"sites": [{"name": "home", "pv": [{"device": "x", "metrc": "pv"}]}]}).startswith(
         "sites[0].pv[0].metrc: unknown key (allowed: device, energy, metric)")
     assert cfg_error({"sites": [{"name": "bad name!", "devices": ["x"]}]}).startswith("sites[0].name: must be")

@@ -49,6 +49,8 @@ COLUMNS = ("family", "host", "port", "serial", "name", "site", "options")
 MAX_REPORTED = 50
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.:-]+$")
+#: a site label becomes a [[sites]] name (see solarbridge.stages.sites)
+_SITE_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _TOML_DEVICES = re.compile(r"^\s*\[\[\s*devices\s*\]\]")
 
@@ -68,17 +70,17 @@ class InventoryDevice:
     #: the family's validated source Config (what a ``[[sources]]`` table would give)
     config: Any = None
 
+    @property
+    def shard_key(self) -> str:
+        """What sharding hashes: the site, so that a site's devices share a worker; else the device key."""
+        return f"site:{self.site}" if self.site else self.key
+
 
 @dataclass
 class Inventory:
     path: Path
     devices: list[InventoryDevice] = field(default_factory=list)
 
-    def by_site(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for d in self.devices:
-            out.setdefault(d.site, []).append(d.name)
-        return out
 
 
 class InventoryError(ValueError):
@@ -228,6 +230,9 @@ def load(path: Path, defaults: dict[str, dict[str, Any]] | None = None, taken_na
         host = str(raw.get("host", "")).strip()
         serial = str(raw.get("serial", "")).strip()
         site = str(raw.get("site", "")).strip()
+        if site and not _SITE_OK.match(site):
+            bad("site", f"1-64 letters, digits, _ . - starting with a letter or digit (got {site!r})")
+            continue
         port: int | None = None
         port_raw = raw.get("port")
         if port_raw not in (None, ""):

@@ -106,6 +106,8 @@ class SiteConfig(BaseModel):
     name: str = Field(description="published as device site:<name>")
     devices: list[str] = Field(default_factory=list, description="member devices; with no roles given, each "
                                "member's roles are taken from the power metrics it reports")
+    sources: list[str] = Field(default_factory=list, description="sources whose every device is a member (roles "
+                               "from its metrics; per source, each flow counted from the first device reporting it)")
     timezone: str = Field("", description="local time of the site: days and months of the energy view")
     grid: Annotated[list[GridRole], BeforeValidator(_entries)] = Field(default_factory=list,
                                                                        description="grid connection(s)")
@@ -148,8 +150,8 @@ class SiteConfig(BaseModel):
                     raise ValueError(f"{where}: {item.device} {item.metric} is already counted as {seen[key]};"
                                      " each flow may be counted once")
                 seen[key] = where
-        if not self.devices and not seen:
-            raise ValueError("give the site's devices, or its roles (grid, pv, battery, load)")
+        if not self.devices and not self.sources and not seen:
+            raise ValueError("give the site's devices or sources, or its roles (grid, pv, battery, load)")
         return self
 
     def explicit(self) -> bool:
@@ -194,7 +196,10 @@ def describe(sites: list[SiteConfig]) -> list[str]:
             if others:
                 lines.append("#   roles inferred from their metrics: " + ", ".join(others))
         else:
-            lines.append("#   roles inferred from the metrics of: " + ", ".join(s.members()))
+            if s.members():
+                lines.append("#   roles inferred from the metrics of: " + ", ".join(s.members()))
+            if s.sources:
+                lines.append("#   and of every device of the source(s): " + ", ".join(s.sources))
             lines.append("#   (pv_power_w -> pv, grid_power_w -> grid, battery_power_w -> battery, load_power_w ->"
                          " measured load, else load derived)")
         if s.exclude:
@@ -230,6 +235,8 @@ class Site:
     exclude: set[str] = field(default_factory=set)
     timezone: str = ""
     auto: bool = False
+    #: sources whose every device joins the site, and per source the flows already counted from one of them
+    sources: dict[str, set[str]] = field(default_factory=dict)
     totals: dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in ENERGY_METRICS})
     counters: dict[str, _Counter] = field(default_factory=dict)
     integrators: dict[str, Integrator] = field(default_factory=dict)
@@ -267,18 +274,27 @@ class Site:
             self._roles[dev] = out
         return out
 
-    def adopt(self, dev: str, metrics: dict[str, Any]) -> None:
-        """Give an inferred member the roles its metrics show (once, at its first reading with metrics)."""
+    def adopt(self, dev: str, metrics: dict[str, Any], taken: set[str] | None = None) -> None:
+        """Give an inferred member the roles its metrics show (once, at its first reading with metrics).
+
+        ``taken``: flows its source already has counted from another device (an inverter and its battery
+        both reporting battery_power_w); those are left out, and the ones this device adds are recorded.
+        """
         self.infer.discard(dev)
         self._roles.clear()
         self._members = None
-        if "pv_power_w" in metrics:
+        skip = taken if taken is not None else set()
+        flows = [m for m in ("pv_power_w", "grid_power_w", "battery_power_w", "load_power_w")
+                 if m in metrics and m not in skip]
+        if taken is not None:
+            taken.update(flows)
+        if "pv_power_w" in flows:
             self.pv.append(PvRole(device=dev))
-        if "grid_power_w" in metrics:
+        if "grid_power_w" in flows:
             self.grid.append(GridRole(device=dev))
-        if "battery_power_w" in metrics:
+        if "battery_power_w" in flows:
             self.battery.append(BatteryRole(device=dev))
-        if "load_power_w" in metrics:
+        if "load_power_w" in flows:
             self.load.append(LoadRole(device=dev))
             self.load_measured = True
 
@@ -289,6 +305,7 @@ class Site:
             "battery": [r.device + " " + r.metric for r in self.battery],
             "load": [r.device + " " + r.metric for r in self.load] if self.load_measured else "derived",
             "pending": sorted(self.infer), "exclude": sorted(self.exclude), "disabled": self.disabled,
+            "sources": sorted(self.sources),
         }
 
 
@@ -297,7 +314,7 @@ def _site_from_config(c: SiteConfig) -> Site:
     loads = list(c.load) if isinstance(c.load, list) else []
     return Site(c.name, grid=list(c.grid), pv=list(c.pv), battery=list(c.battery), load=loads,
                 load_measured=bool(loads), infer={d for d in c.devices if d not in roles and d not in c.exclude},
-                exclude=set(c.exclude), timezone=c.timezone)
+                exclude=set(c.exclude), timezone=c.timezone, sources={name: set() for name in c.sources})
 
 
 class SiteStage(Stage):
@@ -313,6 +330,12 @@ class SiteStage(Stage):
         self.sites: dict[str, Site] = {c.name: _site_from_config(c) for c in sites}
         self.latest: dict[str, tuple[float, dict[str, Any], bool]] = {}
         self.by_device: dict[str, list[Site]] = {}
+        #: sites that take every device of a source, and the devices already given to them
+        self.by_source: dict[str, list[Site]] = {}
+        for site in self.sites.values():
+            for name in site.sources:
+                self.by_source.setdefault(name, []).append(site)
+        self._source_devices: set[tuple[str, str]] = set()
         self.state_path = state_path
         self.health = health
         self.stale_after = stale_after
@@ -379,6 +402,15 @@ class SiteStage(Stage):
         if changed:
             self._reindex()
 
+    def _join(self, source: str, dev: str) -> None:
+        """A device of a member source reports for the first time: it joins those sites."""
+        self._source_devices.add((source, dev))
+        for s in self.by_source[source]:
+            if dev not in s.members() and dev not in s.exclude:
+                s.infer.add(dev)
+                s._members = None
+        self._reindex()
+
     # ------------------------------------------------------------------ the stage
     def process(self, reading: Reading, out: Out) -> None:
         out(reading)
@@ -387,6 +419,8 @@ class SiteStage(Stage):
             return
         if self.auto and reading.metrics:
             self._auto(reading)
+        if reading.metrics and reading.source in self.by_source and (reading.source, dev) not in self._source_devices:
+            self._join(reading.source, dev)
         sites = self.by_device.get(dev)
         if not sites:
             return
@@ -402,7 +436,7 @@ class SiteStage(Stage):
             if s.disabled:
                 continue
             if dev in s.infer and reading.metrics:
-                s.adopt(dev, reading.metrics)
+                s.adopt(dev, reading.metrics, s.sources.get(reading.source))
             if reading.metrics:
                 self._energy(s, dev, t, reading.metrics)
             site_reading = self._balance(s, reading)
