@@ -51,3 +51,24 @@ def test_history_step_means_as_written(tmp_path):
     expected = sum(Decimal(repr(v)) for v in vals) / len(vals)
     if len(rows) == 1:
         assert Decimal(repr(rows[0]["mean"])) == expected.quantize(Decimal("0.001"))
+
+
+def test_bad_or_misplaced_step_is_one_line_and_exit_2(tmp_path):
+    db = tmp_path / "h.sqlite"
+    store = HistoryStore(db)
+    store.insert([Reading("d", "meter", datetime.now(UTC), {"x_kwh": 1.5}, source="t")])
+    store.close()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "solarbridge.cli.main", "history", "--db", str(db), *args],
+                              capture_output=True, text=True, env=ENV, timeout=60)
+
+    for step in ("0", "0s", "-5m", "40000d"):
+        out = run("--device", "d", "--metric", "x_kwh", f"--step={step}")
+        assert out.returncode == 2 and out.stdout == "", (step, out)
+        assert out.stderr.count("\n") == 1 and "--step" in out.stderr and "1s to 36500d" in out.stderr, out.stderr
+    # without --device/--metric the series are listed: a --step there would be silently ignored
+    out = run("--step", "0")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--step need --device and --metric" in out.stderr
+    out = run()
+    assert out.returncode == 0 and "x_kwh" in out.stdout

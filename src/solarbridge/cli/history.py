@@ -68,15 +68,27 @@ def _history(args: argparse.Namespace, path: Path) -> int:
             print("solarbridge history: give both --device and --metric (or neither, to list series)",
                   file=sys.stderr)
             return 2
+        given = [f"--{n}" for n in ("since", "step") if getattr(args, n) is not None]
+        given += ["--until"] if args.until not in (None, "now") else []
+        if given:
+            print(f"solarbridge history: {' and '.join(given)} need --device and --metric (without them,"
+                  " the stored series are listed)", file=sys.stderr)
+            return 2
         rows = [[s["device_id"], s["device_type"], s["metric"]] for s in store.series()]
         return _emit(["device_id", "device_type", "metric"], rows, args.format)
+    now = datetime.now(UTC)
+    field = "--since"
     try:
-        now = datetime.now(UTC)
         since = parse_time(args.since or "1h", now=now)
+        field = "--until"
         until = parse_time(args.until, now=now)
+        field = "--step"
         step = parse_duration(args.step) if args.step is not None else 0
     except ValueError as e:
-        print(f"solarbridge history: {e}", file=sys.stderr)
+        why = str(e)
+        if field == "--step":
+            why = f"must be a duration from 1s to {MAX_STEP // 86400}d, like 5m or 1h (got {args.step!r})"
+        print(f"solarbridge history: {field}: {why}", file=sys.stderr)
         return 2
     if args.step is not None and not 1 <= step <= MAX_STEP:
         print(f"solarbridge history: --step: must be from 1s to {MAX_STEP // 86400}d (got {args.step!r})",
