@@ -296,3 +296,36 @@ def test_shared_backend_serves_several_inverters_by_number_and_serial(tmp_path: 
             for s in sims:
                 await s.stop()
     run(go(), timeout=60)
+
+
+def test_rest_ems_and_three_phase_controls(tmp_path: Path) -> None:
+    """The EMS's and the three-phase unit's own controls through givtcp-rest: 200 with the value read back, 400
+    naming the field (or the command the model lacks) with nothing written."""
+    async def go() -> None:
+        for model, good, bad in (
+                ("ems", [("setExportSlot1", {"start": "16:00", "finish": "18:30", "exportToPercent": "20"},
+                          {2062: 1600, 2063: 1830, 2064: 20}),
+                         ("setEmsPlant", {"state": "disable"}, {2040: 0})],
+                 [("setExportTarget2", {"percent": "150"}, "percent"), ("setBatteryMode", {"mode": "Eco"}, "command")]),
+                ("3ph", [("enableEPS", {"state": "disable"}, {1105: 0}),
+                         ("setChargeTarget3", {"percent": "85"}, {248: 85})],
+                 [("setBatteryPauseMode", {"state": "Pause Charge"}, "command"),
+                  ("setDischargeTarget2", {"percent": "101"}, "percent")])):
+            async with simulator(model=model) as sim:
+                proc, url = await start_rest(sim.port, tmp_path / model, workers=1)
+                try:
+                    async with httpx.AsyncClient(timeout=20) as c:
+                        await wait_ready(c, url)
+                        for command, body, regs in good:
+                            r = await c.post(f"{url}/{command}", json=body)
+                            assert r.status_code == 200, r.text
+                            assert {reg: sim.inverter.holding[reg] for reg in regs} == regs
+                            assert r.json()["details"]["writes"] == r.json()["details"]["read_back"]
+                        n = len(sim.inverter.write_log)
+                        for command, body, field in bad:
+                            r = await c.post(f"{url}/{command}", json=body)
+                            assert r.status_code == 400 and r.json()["field"] == field, r.text
+                        assert len(sim.inverter.write_log) == n
+                finally:
+                    await stop_rest(proc)
+    run(go(), timeout=90)

@@ -164,7 +164,13 @@ async def _write(a: argparse.Namespace) -> int:
             # what the model offers (slots, per-slot targets, battery capacity) decides the writes
             await c.detect(0)
             plant = await c.refresh(full=True)
-            wp = plan(a.command, a.payload, context=PlanContext.for_plant(plant, allow_reboot=a.allow_reboot))
+            try:  # what this model does not have is a bad request (nothing sent), not a refusal
+                wp = plan(a.command, a.payload, context=PlanContext.for_plant(plant, allow_reboot=a.allow_reboot))
+            except ControlError as e:
+                if e.status >= 500:
+                    raise
+                _print({"result": f"Setting {a.command} failed: {e}"})
+                return 2
             await c.execute(wp)
     except (ControlError, GivEnergyError) as e:
         _print({"result": f"Setting {a.command} failed: {e}"})

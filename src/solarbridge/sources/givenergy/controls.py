@@ -1040,8 +1040,9 @@ NEEDS_PLANT = frozenset({"setChargeRate", "setDischargeRate"})
 
 def validate(command: str, value: Any = None, *, allow_reboot: bool = True) -> WritePlan:
     """Check a payload's form before the plant is known (HTTP/CLI front doors): raises ControlError."""
+    # the form only: what the model has (slots, per-slot targets, its bank) is checked again with the plant
     return plan(command, value, context=PlanContext(battery_capacity_wh=10000.0, max_battery_w=10000.0,
-                                                    allow_reboot=allow_reboot))
+                                                    allow_reboot=allow_reboot, slot_targets=True))
 
 
 # --------------------------------------------------------------------------- state and entities
