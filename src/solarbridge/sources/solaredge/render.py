@@ -642,20 +642,18 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
     table_items: list[tuple[str, str, str, str]] | None = []
     ptr = 0
     while ptr < n:
-        if n - ptr >= 21 and payload[ptr] == 0x80 and payload[ptr + 1] == 0 and payload[ptr + 6] == 13 \
-                and payload[ptr + 7] == 0:
+        if n - ptr < 8:
+            raise RecordError(f"{n - ptr} bytes left at offset {ptr}, a record header needs 8")
+        se_type, raw_id, dev_len = REC_HDR.unpack_from(payload, ptr)
+        if se_type == 0x0080 and dev_len == 13 and n - ptr >= 21:
             end = _render_packed_run(payload, ptr, optimizers)
             # a run across a day or a UTC offset change: record by record
             ptr = end if end > ptr else _render_0080_records(payload, ptr, optimizers)
             continue
-        if n - ptr >= 18 and payload[ptr] == 0x82 and payload[ptr + 1] == 0 and payload[ptr + 6] == 10 \
-                and payload[ptr + 7] == 0:
+        if se_type == 0x0082 and dev_len == 10 and n - ptr >= 18:
             end = _render_packed_run(payload, ptr, optimizers, 0x0082)
             ptr = end if end > ptr else _render_0082_run(payload, ptr, optimizers)
             continue
-        if n - ptr < 8:
-            raise RecordError(f"{n - ptr} bytes left at offset {ptr}, a record header needs 8")
-        se_type, raw_id, dev_len = REC_HDR.unpack_from(payload, ptr)
         if se_type == 0x0000 and dev_len == 36 and n - ptr >= 44:
             end = _render_0000_run(payload, ptr, optimizers)
             if end > ptr:
@@ -705,10 +703,10 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
         return b", ".join(items)
     evt = b", ".join(map(events.__getitem__, sorted(events))) if len(events) > 1 else b"".join(events.values())
     # the keys in sorted order: events, inverters, optimizers
-    fixed = [b'"events": {' + evt + b'}, "inverters": {' + inv + b'}', b'"optimizers": {' + b", ".join(
-        optimizers.sorted_texts()) + b"}"]
+    opt = b", ".join(optimizers.sorted_texts()) if optimizers or optimizers.run else b""
     if not tables:
-        return b"{" + b", ".join(fixed) + b"}"
+        return b'{"events": {' + evt + b'}, "inverters": {' + inv + b'}, "optimizers": {' + opt + b"}}"
+    fixed = [b'"events": {' + evt + b'}, "inverters": {' + inv + b'}', b'"optimizers": {' + opt + b"}"]
     if table_items is not None:
         parts = _tables_text(table_items)
     else:
