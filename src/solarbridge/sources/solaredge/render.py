@@ -115,12 +115,12 @@ class _Texts:
     """JSON texts of every value a packed optimizer field can take (exactly ``repr`` of semonitor's float).
 
     ``volt``, ``amp``, ``energy``, ``temp``: the value texts (str). The rest are the pieces of a
-    0x0080 record's text (ASCII bytes), each with the constant text that follows it.
+    0x0080 or 0x0082 record's text (ASCII bytes), each with the constant text that follows it.
     """
 
     def __init__(self) -> None:
-        self.volt = [repr(0.125 * i) for i in range(1024)]
-        self.amp = [repr(0.00625 * i) for i in range(4096)]
+        self.volt = _Lazy(lambda i: repr(0.125 * i))  # 10 bits
+        self.amp = _Lazy(lambda i: repr(0.00625 * i))  # 12 bits
         self.energy = _Lazy(lambda i: repr(0.25 * i))
         self.temp = [repr(2.0 * (i - 256 if i > 127 else i)) for i in range(256)]
         volt, amp = self.volt, self.amp
@@ -131,6 +131,9 @@ class _Texts:
         #: byte 9 -> [byte 8 -> b'Imod, "Inverter": 0, "Temp": ']
         self.imod_temp = _Lazy(lambda b9: [f'{amp[b9 << 4 | b8 >> 4]}, "Inverter": 0, "Temp": '.encode()
                                            for b8 in range(256)])
+        #: the same for 0x0082 records, which have no temperature: b'Imod, "Inverter": 0, "Temp": 0, "Time": "'
+        self.imod_temp0 = _Lazy(lambda b9: [f'{amp[b9 << 4 | b8 >> 4]}, "Inverter": 0, "Temp": 0, "Time": "'.encode()
+                                            for b8 in range(256)])
         #: signed byte 12 (a negative index reads from the end) -> b'Temp, "Time": "'
         self.temp_time = [f'{x}, "Time": "'.encode() for x in self.temp]
         #: byte 8 -> {bytes 6-7 as a word -> b', "Vmod": Vmod, "Vopt": Vopt}'}
@@ -142,7 +145,7 @@ class _Texts:
         self.tod_uptime: list[bytes | None] = [None] * 86400
         self.filled = bytearray(1440)
         self._seconds = [b'%02d", "Uptime": ' % s for s in range(60)]
-        self._heads: dict[str, _Lazy] = {}
+        self._heads: dict[tuple[str, int], _Lazy] = {}
 
     def fill_minutes(self, first: int, last: int) -> None:
         """Fill :attr:`tod_uptime` for the minutes ``first..last`` of the day."""
@@ -152,14 +155,19 @@ class _Texts:
                 self.tod_uptime[m * 60:m * 60 + 60] = [hm + s for s in self._seconds]
                 self.filled[m] = 1
 
-    def heads(self, date: str) -> _Lazy:
-        """raw id -> b'"ID": {"Date": "date", "Eday": ' for one date."""
-        hit = self._heads.get(date)
+    def heads(self, date: str, se_type: int = 0x0080) -> _Lazy:
+        """raw id -> b'"ID": {"Date": "date", "Eday": ' for one date; for 0x0082 records (no energy)
+        b'"ID": {"Date": "date", "Eday": 0, "ID": "ID", "Imod": '."""
+        hit = self._heads.get((date, se_type))
         if hit is None:
             if len(self._heads) > 16:
                 self._heads.clear()
-            hit = self._heads[date] = _Lazy(
-                lambda raw: f'"{raw & 0xFF7FFFFF:X}": {{"Date": "{date}", "Eday": '.encode())
+            if se_type == 0x0080:
+                hit = _Lazy(lambda raw: f'"{raw & 0xFF7FFFFF:X}": {{"Date": "{date}", "Eday": '.encode())
+            else:
+                hit = _Lazy(lambda raw: '"{0:X}": {{"Date": "{1}", "Eday": 0, "ID": "{0:X}", "Imod": '.format(
+                    raw & 0xFF7FFFFF, date).encode())
+            self._heads[date, se_type] = hit
         return hit
 
 
@@ -205,7 +213,7 @@ def _render_packed_run(payload: bytes, ptr: int, optimizers: _OptTexts, se_type:
 
     Returns the offset after the run, or ``ptr`` when the run is not all in one local day with
     one UTC offset (the caller then takes the record-by-record path). 0x0082 records carry neither
-    energy nor temperature: their texts have the constant pieces ``0, "ID": "`` and ``0, "Time": "``.
+    energy nor temperature: their texts have ``0`` in those places, in fewer, longer pieces.
     """
     dlen, letters = _PACKED_RUNS[se_type]
     k = len(letters)  # values per record
@@ -246,17 +254,17 @@ def _render_packed_run(payload: bytes, ptr: int, optimizers: _OptTexts, se_type:
     m0, m1 = (lo - start) // 60, (hi - start) // 60
     if m1 - m0 > 1 or not tx.filled[m0] or not tx.filled[m1]:
         tx.fill_minutes(m0, m1)
-    heads = list(map(tx.heads(day_text(day)).__getitem__, raw))
+    heads = list(map(tx.heads(day_text(day), se_type).__getitem__, raw))
+    tail = (map(tx.tod_uptime.__getitem__, map(start.__rsub__, ts)), map(tx.uptime.__getitem__, up),
+            map(getitem, map(tx.vmod_vopt.__getitem__, b8), w67))
     if se_type == 0x0080:
-        eday_id = map(tx.eday_id.__getitem__, f[8::k])
-        temp_time = map(tx.temp_time.__getitem__, f[9::k])
-    else:
-        eday_id, temp_time = repeat(b'0, "ID": "', m), repeat(b'0, "Time": "', m)
-    texts = list(map(b"".join, zip(
-        heads, eday_id, map(tx.id_imod.__getitem__, raw),
-        map(getitem, map(tx.imod_temp.__getitem__, b9), b8), temp_time,
-        map(tx.tod_uptime.__getitem__, map(start.__rsub__, ts)), map(tx.uptime.__getitem__, up),
-        map(getitem, map(tx.vmod_vopt.__getitem__, b8), w67), strict=True)))
+        texts = list(map(b"".join, zip(
+            heads, map(tx.eday_id.__getitem__, f[8::k]), map(tx.id_imod.__getitem__, raw),
+            map(getitem, map(tx.imod_temp.__getitem__, b9), b8), map(tx.temp_time.__getitem__, f[9::k]), *tail,
+            strict=True)))
+    else:  # the head holds the constant energy and the id, the current the constant temperature
+        texts = list(map(b"".join, zip(heads, map(getitem, map(tx.imod_temp0.__getitem__, b9), b8), *tail,
+                                       strict=True)))
     if optimizers.run is None and not optimizers and len(set(heads)) == m:
         optimizers.run = texts  # the usual post: one run of distinct optimizers
     else:
