@@ -72,7 +72,8 @@ def _settings(a: argparse.Namespace) -> Any:
     return s
 
 
-def _client(s: Any, a: argparse.Namespace) -> Any:
+def _client(s: Any, a: argparse.Namespace, meters: tuple[int, ...] | None = None) -> Any:
+    """The dongle's client; ``meters=()`` skips the external-meter probe (a write does not read them)."""
     from ..config import ConfigError
     from ..sources.givenergy.client import GivEnergyClient
 
@@ -81,7 +82,7 @@ def _client(s: Any, a: argparse.Namespace) -> Any:
     if not 1 <= n <= len(inverters):
         raise ConfigError(f"--inverter: must be 1..{len(inverters)} (INVERTOR_IP lists {len(inverters)}; got {n})")
     host, port = inverters[n - 1]
-    return GivEnergyClient(host, port, timeout=a.timeout, retries=2, gap=0.05)
+    return GivEnergyClient(host, port, timeout=a.timeout, retries=2, gap=0.05, meters=meters)
 
 
 async def _publish(settings: Any, reading: Any) -> list[str]:
@@ -160,7 +161,7 @@ async def _write(a: argparse.Namespace) -> int:
         return 2
     s = _settings(a)
     try:
-        async with _client(s, a) as c:
+        async with _client(s, a, meters=()) as c:
             # what the model offers (slots, per-slot targets, battery capacity) decides the writes
             await c.detect(0)
             plant = await c.refresh(full=True)
