@@ -128,12 +128,15 @@ class _Texts:
         self.id_imod = _Lazy(lambda raw: f'{raw & 0xFF7FFFFF:X}", "Imod": '.encode())
         #: energy word -> b'Eday, "ID": "'
         self.eday_id = _Lazy(lambda e: f'{0.25 * e!r}, "ID": "'.encode())
+        def by_byte8(b9: int, after: str) -> list[bytes]:
+            # the current is byte 9 and the high nibble of byte 8: 16 texts, each for 16 values of byte 8
+            texts = [f"{amp[b9 << 4 | hi]}{after}".encode() for hi in range(16)]
+            return [text for text in texts for _ in range(16)]
+
         #: byte 9 -> [byte 8 -> b'Imod, "Inverter": 0, "Temp": ']
-        self.imod_temp = _Lazy(lambda b9: [f'{amp[b9 << 4 | b8 >> 4]}, "Inverter": 0, "Temp": '.encode()
-                                           for b8 in range(256)])
+        self.imod_temp = _Lazy(lambda b9: by_byte8(b9, ', "Inverter": 0, "Temp": '))
         #: the same for 0x0082 records, which have no temperature: b'Imod, "Inverter": 0, "Temp": 0, "Time": "'
-        self.imod_temp0 = _Lazy(lambda b9: [f'{amp[b9 << 4 | b8 >> 4]}, "Inverter": 0, "Temp": 0, "Time": "'.encode()
-                                            for b8 in range(256)])
+        self.imod_temp0 = _Lazy(lambda b9: by_byte8(b9, ', "Inverter": 0, "Temp": 0, "Time": "'))
         #: signed byte 12 (a negative index reads from the end) -> b'Temp, "Time": "'
         self.temp_time = [f'{x}, "Time": "'.encode() for x in self.temp]
         #: byte 8 -> {bytes 6-7 as a word -> b', "Vmod": Vmod, "Vopt": Vopt}'}
@@ -463,6 +466,9 @@ _INV1_TEMPLATE_R = ('"%s": {"Date": "%s", "Eac": %r, "Eday": %r, "Etot": %r, "Fr
                     '"Interval": %d, "Pac": %r, "Pmax": %s, "Temp": %r, "Time": "%s", "Uptime": %d, "Vac": %r, '
                     '"Vdc": %r}')
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+#: the words of INV_0010 that are written (0-8, 11, 13, 18, 23); the others are skipped as padding
+_INV1_USED = struct.Struct("<LLLffffff8xf4xf16xf16xf8x")
+assert _INV1_USED.size == INV_0010.size
 
 
 def _inverter_0010_text(dev_id: str, data: bytes) -> str:
@@ -483,8 +489,8 @@ def _inverter_0010_text(dev_id: str, data: bytes) -> str:
 def _inverter_0010_item(dev_id: str, payload: bytes, start: int, end: int) -> bytes:
     """b'"ID": {...}' of the 0x0010 record ``payload[start:end]``: one % with %r when every float is finite."""
     if end - start >= 104 and len(payload) - start >= 104:
-        (ts, uptime, interval, temp, eday, eac, vac, iac, freq, _, _, vdc, _, etot, _, _, _, _, pmax, _, _, _, _,
-         pac, _, _) = INV_0010.unpack_from(payload, start)
+        ts, uptime, interval, temp, eday, eac, vac, iac, freq, vdc, etot, pmax, pac = _INV1_USED.unpack_from(payload,
+                                                                                                          start)
         # the sum of finite float32 values is finite; one NaN or infinity makes it NaN or infinite
         total = temp + eday + eac + vac + iac + freq + vdc + etot + pac + (0.0 if pmax < -3e38 else pmax)
         if total - total == 0.0:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 UPDATE_SIZE = 0x80000
 _POST_DATA = fn.POST_DATA
+_ENCRYPTED = fn.ENCRYPTED
 
 
 class Received:
@@ -129,18 +130,20 @@ class Monitor:
         before it.
         """
         lines: list[bytes] = []
+        append = lines.append
+        render = render_post_data_bytes
         failed: list[tuple[int, Failed]] = []
         frames = self.decoder.feed(data)
         for frame in frames:
-            function = frame.function
+            function, payload = frame[3:]
             if function == _POST_DATA:
-                if frame.payload:
+                if payload:
                     try:
-                        lines.append(render_post_data_bytes(frame.payload))
+                        append(render(payload))
                     except RecordError as e:
                         self.drops["record"] += 1
                         failed.append((len(lines), Failed(frame, e)))
-            elif function == fn.ENCRYPTED:
+            elif function == _ENCRYPTED:
                 self.drops["encrypted_without_key"] += 1
         return lines, len(frames), failed
 
