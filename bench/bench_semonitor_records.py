@@ -17,6 +17,12 @@ It runs the original and ours on the same file (``--mb`` MB), checks that the ou
 byte-identical and prints CPU times (user + sys of the child, start-up included; best of
 ``--repeat`` for ours, one run of the original) and the ratio. The original is never fetched: give
 its path. Both run with ``TZ=UTC`` and a warm bytecode cache, as installed software does.
+
+``--floor`` also prints, per type, what no decoder written in Python can avoid: our start-up (CPU
+time of ``semonitor -o`` on an empty file), cutting the frames out of the stream (in process), and
+``repr`` of every float in the output (each float32 widened to a double must be written as its
+shortest round-trip text, 16-17 digits for most values, which CPython's dtoa does in 0.3-0.5 us), next
+to the time that 20x the original allows.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,12 +144,45 @@ def build(kind: str, size: int, seed: int = 1) -> tuple[bytes, int]:
     return bytes(out), posts
 
 
+def _floats(obj: object, out: list[float]) -> None:
+    if isinstance(obj, float):
+        out.append(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _floats(v, out)
+
+
+def floor_parts(data: bytes, repeat: int) -> tuple[float, float, int]:
+    """(seconds to cut the frames out of ``data``, seconds of ``repr`` of every float of the output, floats)."""
+    from solarbridge.sources.solaredge.framing import StreamDecoder
+    from solarbridge.sources.solaredge.records import parse_post_data
+
+    chunks = [data[i:i + 65536] for i in range(0, len(data), 65536)]
+    best_decode = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        dec = StreamDecoder()
+        frames = [f for c in chunks for f in dec.feed(c)]
+        best_decode = min(best_decode, time.process_time() - t0)
+    values: list[float] = []
+    for f in frames:
+        if f.function == 0x0500 and f.payload:
+            _floats(parse_post_data(f.payload), values)
+    best_repr = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        list(map(repr, values))
+        best_repr = min(best_repr, time.process_time() - t0)
+    return best_decode, best_repr, len(values)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--original", required=True, help="path to the original semonitor.py (not fetched)")
     p.add_argument("--mb", type=float, default=2.0, help="recording size per type in MB (default 2)")
     p.add_argument("--types", default=",".join(TYPES), help=f"comma separated, of {', '.join(TYPES)}")
     p.add_argument("--repeat", type=int, default=3, help="runs of ours (best CPU time counts)")
+    p.add_argument("--floor", action="store_true", help="also print start-up, frame cutting and float texts")
     a = p.parse_args()
     kinds = [k.strip() for k in a.types.split(",") if k.strip()]
     for k in kinds:
@@ -160,6 +200,11 @@ def main() -> int:
         for cmd in (ours_cmd, orig_cmd):  # fill the bytecode cache
             subprocess.run([*cmd, "-o", str(Path(d) / "warm.json"), str(tiny)], env=env, check=True,
                            stdout=subprocess.DEVNULL)
+        floors = []
+        if a.floor:
+            empty = Path(d) / "empty.rec"
+            empty.write_bytes(b"")
+            startup = timed([*ours_cmd, "-o", str(Path(d) / "empty.json"), str(empty)], env, max(a.repeat, 10))
         for kind in kinds:
             data, posts = build(kind, int(a.mb * 1e6))
             rec = Path(d) / f"{kind}.rec"
@@ -174,7 +219,15 @@ def main() -> int:
                   flush=True)
             if not same:
                 print(f"OUTPUT DIFFERS for {kind}", file=sys.stderr)
+            if a.floor:
+                floors.append((kind, t_orig, *floor_parts(data, a.repeat)))
     print(f"slowest ratio: {worst:.1f}x")
+    if a.floor:
+        print(f"\nstart-up (empty file): {startup:.3f} s")
+        print(f"{'records':>8} {'floats':>7} {'float texts s':>13} {'frames s':>8} {'floor s':>7} {'20x allows s':>12}")
+        for kind, t_orig, t_decode, t_repr, n in floors:
+            print(f"{kind:>8} {n:7d} {t_repr:13.3f} {t_decode:8.3f} {startup + t_decode + t_repr:7.3f} "
+                  f"{t_orig / 20:12.3f}")
     return 0
 
 
