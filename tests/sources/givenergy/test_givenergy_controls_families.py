@@ -113,6 +113,23 @@ def test_ems_control_round_trip(tmp_path: Path, command: str, value: Any, expect
     run(go())
 
 
+def test_ems_controls_are_reported_in_givtcp_names(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running("ems", tmp_path) as (_sim, src, readings):
+            await control(src, "setExportSlot", {"slot": 3, "start": "17:00", "finish": "18:00",
+                                                 "exportToPercent": "35"})
+            await control(src, "setDischargeTarget", {"slot": 2, "dischargeToPercent": "12"})
+            await control(src, "setCarChargeBoost", {"boost": "3600"})
+            tree = readings[-1].extra["givtcp"]
+            assert (tree["Timeslots"]["Export start time slot 3"], tree["Timeslots"]["Export end time slot 3"]) \
+                == (1700, 1800)
+            assert tree["Control"]["Export Target SOC 3"] == 35 and tree["Control"]["EMS Discharge Target SOC 2"] == 12
+            assert tree["Control"]["Car Charge Boost"] == 3600
+            m = readings[-1].metrics
+            assert (m["export_slot_3_start"], m["export_slot_3_target_pct"]) == ("17:00", 35)
+    run(go())
+
+
 def test_ems_car_charge_boost_round_trip(tmp_path: Path) -> None:
     # not in the library's writers (it reads HR2073 only); GivTCP writes it, 0..22000 W
     async def go() -> None:

@@ -241,7 +241,9 @@ def _control_values(plant: Plant) -> dict[str, Any]:
         e = plant.ems_values()
         return {"target": e.get("charge_target_1"), "reserve": e.get("discharge_target_1"),
                 "plant_enabled": bool(e["plant_status"]) if "plant_status" in e else None,
-                "export_limit": e.get("export_power_limit")}
+                "export_limit": e.get("export_power_limit"), "car_charge_boost": e.get("car_charge_boost"),
+                "slot_targets": {(kind, n): e.get(f"{kind}_target_{n}") for kind in ("charge", "discharge", "export")
+                                 for n in (1, 2, 3)}}
     three = family(plant) == "3ph"
     reserve = v.get("battery_soc_reserve")
     return {
@@ -256,6 +258,13 @@ def _control_values(plant: Plant) -> dict[str, Any]:
         "ac_charge": v.get("ac_charge_enable"), "export_limit": v.get("export_power_limit"),
         "eps": v.get("backup_enable") if three else v.get("enable_eps"),
     }
+
+
+def _ems_target_key(kind: str, n: int, sep: str) -> str:
+    """GivTCP's names of the EMS slot targets: EMS_Charge_Target_SOC_1, EMS_Discharge_Target_SOC_1,
+    Export_Target_SOC_1 (v3; v1 the same with spaces)."""
+    words = ["Export"] if kind == "export" else ["EMS", kind.capitalize()]
+    return sep.join([*words, "Target", "SOC", str(n)])
 
 
 def battery_mode(c: dict[str, Any]) -> tuple[int | str, str]:
@@ -492,7 +501,9 @@ def get_modes_and_times(plant: Plant, raw: bool = False) -> dict[str, Any]:
     c = control_values(plant)
     if fam == "ems":
         control: dict[str, Any] = {"Plant Enabled": _enable(c["plant_enabled"]), "Target SOC": c["target"],
-                                   "Battery Power Reserve": c["reserve"], "Export Power Limit": c["export_limit"]}
+                                   "Battery Power Reserve": c["reserve"], "Export Power Limit": c["export_limit"],
+                                   "Car Charge Boost": c["car_charge_boost"],
+                                   **{_ems_target_key(kind, n, " "): t for (kind, n), t in c["slot_targets"].items()}}
     else:
         number, name = battery_mode(c)
         control = {
@@ -572,7 +583,10 @@ def run_all_v3(plant: Plant, raw: bool = False, now: datetime | None = None) -> 
     if fam == "ems":
         control: dict[str, Any] = _drop_none({"Plant_Enabled": _enable(c["plant_enabled"]), "Target_SOC": c["target"],
                                               "Battery_Power_Reserve": c["reserve"],
-                                              "Export_Power_Limit": c["export_limit"]})
+                                              "Export_Power_Limit": c["export_limit"],
+                                              "Car_Charge_Boost": c["car_charge_boost"],
+                                              **{_ems_target_key(kind, n, "_"): t
+                                                 for (kind, n), t in c["slot_targets"].items()}})
     else:
         control = _drop_none({
             "Mode": battery_mode(c)[1], "Eco_Mode": _enable(c["eco"]),

@@ -35,6 +35,7 @@ from .tables import (
     GATEWAY_INPUT_TABLE,
     METER_TABLE,
     SLOTS_EMS,
+    SLOTS_EMS_EXPORT,
     SLOTS_EXTENDED,
     SLOTS_SINGLE_PHASE,
     SLOTS_THREE_PHASE,
@@ -185,11 +186,12 @@ class Plant:
         return out
 
     def slots(self) -> dict[str, list[tuple[int, int]]]:
-        """Register pairs of the charge / discharge slots this model has (2, 10, or EMS 3)."""
+        """Register pairs of the charge / discharge slots this model has (2, 10, or EMS 3, with 3 export slots)."""
         key = self.model.key
         if key == "ems":
             charge, discharge = SLOTS_EMS
-        elif self.three_phase:
+            return {"charge": list(charge), "discharge": list(discharge), "export": list(SLOTS_EMS_EXPORT)}
+        if self.three_phase:
             charge, discharge = SLOTS_THREE_PHASE
         elif any(r in self.holding for pair in SLOTS_EXTENDED[0][2:] for r in pair):
             charge, discharge = SLOTS_EXTENDED

@@ -241,6 +241,8 @@ SLOTS_SINGLE_PHASE = (((94, 95), (31, 32)), ((56, 57), (44, 45)))
 SLOTS_EXTENDED = (((94, 95), (31, 32)) + _TEN_CHARGE, ((56, 57), (44, 45)) + _TEN_DISCHARGE)
 SLOTS_THREE_PHASE = (((1113, 1114), (1115, 1116)) + _TEN_CHARGE, ((1118, 1119), (1120, 1121)) + _TEN_DISCHARGE)
 SLOTS_EMS = (((2053, 2054), (2056, 2057), (2059, 2060)), ((2044, 2045), (2047, 2048), (2050, 2051)))
+#: the EMS's export slots (givenergy-modbus ``RegisterMap.EXPORT_SLOT_n_START`` / ``_END``)
+SLOTS_EMS_EXPORT = ((2062, 2063), (2065, 2066), (2068, 2069))
 
 #: names of the battery type register values (HR54 single-phase, HR1080 three-phase)
 BATTERY_TYPES = {0: "Lead Acid", 1: "Lithium"}
