@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .stages.sites import ENERGY_METRICS, SITE_PREFIX
 
@@ -31,17 +30,6 @@ class Period:
     start: datetime
     end: datetime
     kwh: dict[str, float | None] = field(default_factory=dict)
-
-
-def zone(name: str) -> tzinfo:
-    """An IANA zone, or the system's local zone for ``""``; ValueError naming the zone when unknown."""
-    if not name:
-        local = datetime.now().astimezone().tzinfo
-        return local if local is not None else UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/London)") from None
 
 
 def site_device(site: str) -> str:

@@ -119,9 +119,9 @@ def _site_timezone(args: argparse.Namespace, site: str) -> str:
 
 
 def _energy(args: argparse.Namespace, store: object) -> int:
-    from ..energyview import default_since, site_energy, site_names, zone
+    from ..energyview import default_since, site_energy, site_names
     from ..stages.sites import ENERGY_METRICS
-    from ..util.timeparse import parse_time
+    from ..util.timeparse import parse_time, zone
 
     if args.device or args.metric or args.step:
         print("solarbridge history: --energy takes --site, --by, --since, --until, --tz (not --device, --metric,"

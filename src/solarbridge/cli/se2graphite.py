@@ -80,13 +80,12 @@ def _seconds(text: str) -> float:
 def _zone(name: str | None) -> Any:
     if not name:
         return None
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from ..util.timeparse import zone
 
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InputError(f"--tz: unknown time zone {name!r} (use a name like Europe/Berlin or UTC)",
-                         exit_code=2) from None
+        return zone(name)
+    except ValueError as e:
+        raise InputError(f"--tz: {e}", exit_code=2) from None
 
 
 def send_metrics(args: argparse.Namespace, protocol: str, prog: str) -> int:

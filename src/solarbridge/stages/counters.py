@@ -32,11 +32,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..model import Reading
+from ..util.timeparse import check_zone, zone
 from . import Out, Stage, number
 
 log = logging.getLogger("solarbridge.stages.counters")
@@ -90,15 +90,10 @@ class CounterOptions(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        if v:
-            try:
-                ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/London)") from None
-        return v
+        return check_zone(v)
 
     def tz(self) -> tzinfo | None:
-        return ZoneInfo(self.timezone) if self.timezone else None
+        return zone(self.timezone) if self.timezone else None
 
 
 @dataclass(slots=True)

@@ -24,11 +24,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..model import DeviceInfo, Reading
+from ..util.timeparse import check_zone
 from . import Out, Stage, number
 from .energy import Integrator
 
@@ -128,12 +128,7 @@ class SiteConfig(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        if v:
-            try:
-                ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/London)") from None
-        return v
+        return check_zone(v)
 
     @model_validator(mode="after")
     def _no_double_count(self) -> SiteConfig:

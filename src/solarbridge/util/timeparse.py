@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 _DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -43,3 +43,22 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
             f"not a time: {text!r} (use ISO 8601 like 2026-01-31T12:00:00Z, a Unix epoch, or a duration ago like 1h)"
         ) from None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def zone(name: str) -> tzinfo:
+    """An IANA time zone, or the system's local zone for ``""``; ValueError naming the zone when unknown."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not name:
+        local = datetime.now().astimezone().tzinfo
+        return local if local is not None else UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/London)") from None
+
+
+def check_zone(name: str) -> str:
+    """A config validator: ``name`` itself when it is "" (the system's zone) or a known IANA zone."""
+    zone(name)
+    return name

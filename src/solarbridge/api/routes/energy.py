@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ...energyview import BYS, default_since, site_device, site_energy, site_names, zone
+from ...energyview import BYS, default_since, site_device, site_energy, site_names
 from ...stages.sites import ENERGY_METRICS
+from ...util.timeparse import zone
 from ..errors import BAD_REQUEST, ApiError, ErrorOut
 from . import deps
 from .history import parse_when

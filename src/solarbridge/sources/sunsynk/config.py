@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -43,6 +42,7 @@ from pydantic import (
 )
 
 from ...config import ConfigError, Secret, check_private, describe_validation_error, parse_toml, secret_paths
+from ...util.timeparse import check_zone
 
 
 def _layout(value: Any) -> Any:
@@ -57,11 +57,7 @@ Layout = Annotated[Literal["auto", "292", "302"], BeforeValidator(_layout)]
 def check_timezone(value: str | None) -> str | None:
     if value is None:
         return None
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as \"Europe/London\")") from None
-    return value
+    return check_zone(value)
 
 
 class PcapSection(BaseModel):
