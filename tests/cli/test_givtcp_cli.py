@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -22,11 +23,12 @@ BIN = Path(sys.executable).parent
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("INVERTOR", "MQTT_", "INFLUX_", "HA_", "GIVTCP"))}
 
 
-@pytest.fixture
-def sim_port() -> Iterator[int]:
+@contextlib.contextmanager
+def simulator(*args: str) -> Iterator[int]:
+    """A GivEnergy simulator process on a free loopback port (its port), stopped at the end."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "solarbridge.sources.givenergy.simulator", "--port", str(port),
-                             "--batteries", "1"], stdout=subprocess.PIPE, text=True, env=ENV)
+                             *args], stdout=subprocess.PIPE, text=True, env=ENV)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -35,6 +37,12 @@ def sim_port() -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def sim_port() -> Iterator[int]:
+    with simulator("--batteries", "1") as port:
+        yield port
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -144,17 +152,8 @@ def test_discover_finds_simulators_on_loopback() -> None:
 
 @pytest.fixture
 def ems_port() -> Iterator[int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "solarbridge.sources.givenergy.simulator", "--port", str(port),
-                             "--model", "ems"], stdout=subprocess.PIPE, text=True, env=ENV)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert f"127.0.0.1:{port}" in line, line
+    with simulator("--model", "ems") as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_ems_controls_from_the_command_line(ems_port: int) -> None:

@@ -10,9 +10,9 @@ import pytest
 
 from solarbridge.config import load
 from solarbridge.model import Reading
-from solarbridge.plugin import Context, Sink, SinkConfig
 from solarbridge.runtime import Supervisor
 from solarbridge.stages.sites import SiteConfig, SiteStage
+from support.runtime import CollectSink
 
 HEADER = "family,host,port,serial,name,site,options\n"
 
@@ -66,13 +66,6 @@ def test_sharding_keeps_every_site_whole_on_one_worker(tmp_path, monkeypatch):
     assert len(set(owner.values())) > 1  # the sites are spread over the workers
 
 
-class Collect(Sink):
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(SinkConfig(type="collect", name="collect"), Context.standalone("collect", "sink", "t", tmp))
-        self.readings: list[Reading] = []
-
-    async def write(self, batch: list[Reading]) -> None:
-        self.readings.extend(batch)
 
 
 def test_a_labelled_site_sums_its_devices_in_the_daemon(tmp_path):
@@ -85,17 +78,17 @@ def test_a_labelled_site_sums_its_devices_in_the_daemon(tmp_path):
     async def go() -> list[Reading]:
         sup = Supervisor(cfg)
         sup.build()
-        sink = Collect(tmp_path)
+        sink = CollectSink("collect", tmp_path)
         sup.add_sink(sink)
         await sup.start()
         try:
             for _ in range(200):
-                if sum(1 for r in sink.readings if r.device_id.startswith("home-")) >= 80:
+                if sum(1 for r in sink.got if r.device_id.startswith("home-")) >= 80:
                     break
                 await asyncio.sleep(0.05)
         finally:
             await sup.stop()
-        return sink.readings
+        return sink.got
 
     readings = asyncio.run(go())
     latest: dict[str, dict[str, Any]] = {}

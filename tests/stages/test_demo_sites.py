@@ -13,26 +13,18 @@ import asyncio
 import contextlib
 import importlib
 import os
-from typing import Any
 
 import pytest
 
 from solarbridge import registry
 from solarbridge.config import build
-from solarbridge.plugin import Context, Sink, SinkConfig
 from solarbridge.runtime import Supervisor
+from support.runtime import CollectSink
 
 SECONDS = float(os.environ.get("SOLARBRIDGE_DEMO_SITES_S", "120"))
 EXPECTED = {"home", "enphase", "solaredge", "givenergy", "sunsynk"}
 
 
-class Collect(Sink):
-    def __init__(self, tmp) -> None:
-        super().__init__(SinkConfig(type="collect", name="collect"), Context.standalone("collect", "sink", "t", tmp))
-        self.readings: list[Any] = []
-
-    async def write(self, batch) -> None:
-        self.readings.extend(batch)
 
 
 def test_demo_default_sites_balance_within_one_percent(tmp_path):
@@ -52,7 +44,7 @@ def test_demo_default_sites_balance_within_one_percent(tmp_path):
         assert {s.name for s in cfg.sites} == EXPECTED
         sup = Supervisor(cfg)
         sup.build()
-        sink = Collect(tmp_path)
+        sink = CollectSink("collect", tmp_path)
         sup.add_sink(sink)
         await sup.start()
         try:
@@ -65,7 +57,7 @@ def test_demo_default_sites_balance_within_one_percent(tmp_path):
                         res = p.stop()
                         if asyncio.iscoroutine(res):
                             await res
-        return sink.readings
+        return sink.got
 
     readings = asyncio.run(go())
     sites = [r for r in readings if r.device_type == "site" and r.metrics]

@@ -95,22 +95,27 @@ EMS_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("command", "value", "expected", "shown"), EMS_CASES, ids=[c[0] for c in EMS_CASES])
-def test_ems_control_round_trip(tmp_path: Path, command: str, value: Any, expected: list[Any], shown: Any) -> None:
-    want = writes(expected)
-
-    async def go() -> None:
-        async with running("ems", tmp_path) as (sim, src, readings):
+def round_trip(model: str, state_dir: Path, command: str, value: Any, want: dict[int, int], shown: Any) -> Any:
+    """One control against the simulated ``model``: exactly the ``want`` register writes, accepted and read
+    back from the unit, and (when ``shown`` is given) the reply and the next reading show ``shown``."""
+    async def go() -> Any:
+        async with running(model, state_dir) as (sim, src, readings):
             res = await control(src, command, value)
             log = sim.inverter.write_log
             assert [(w.register, w.value) for w in log] == list(want.items()) and all(w.accepted for w in log)
             assert {r: sim.inverter.holding[r] for r in want} == want
             assert res.ok and res.details["writes"] == res.details["read_back"]
-            assert all(k.startswith("ems_") for k in res.details["writes"])
             if shown is not None:
                 assert res.value == shown and type(res.value) is type(shown)
                 assert readings[-1].metrics[command] == shown
-    run(go())
+            return res
+    return run(go())
+
+
+@pytest.mark.parametrize(("command", "value", "expected", "shown"), EMS_CASES, ids=[c[0] for c in EMS_CASES])
+def test_ems_control_round_trip(tmp_path: Path, command: str, value: Any, expected: list[Any], shown: Any) -> None:
+    res = round_trip("ems", tmp_path, command, value, writes(expected), shown)
+    assert all(k.startswith("ems_") for k in res.details["writes"])
 
 
 def test_ems_controls_are_reported_in_givtcp_names(tmp_path: Path) -> None:
@@ -216,16 +221,7 @@ THREE_CASES = [
                          ids=[f"{c[0]}={c[1]}" for c in THREE_CASES])
 def test_three_phase_control_round_trip(tmp_path: Path, command: str, value: Any, expected: dict[int, int],
                                         shown: Any) -> None:
-    async def go() -> None:
-        async with running("3ph", tmp_path) as (sim, src, readings):
-            res = await control(src, command, value)
-            log = sim.inverter.write_log
-            assert [(w.register, w.value) for w in log] == list(expected.items()) and all(w.accepted for w in log)
-            assert {r: sim.inverter.holding[r] for r in expected} == expected
-            assert res.ok and res.details["writes"] == res.details["read_back"]
-            if shown is not None:
-                assert res.value == shown and readings[-1].metrics[command] == shown
-    run(go())
+    round_trip("3ph", tmp_path, command, value, expected, shown)
 
 
 def test_three_phase_calibration_stage_is_readable(tmp_path: Path) -> None:
@@ -312,16 +308,7 @@ GATEWAY_CASES = [
                          ids=[f"{c[0]}={c[1]}" for c in GATEWAY_CASES])
 def test_gateway_control_round_trip(tmp_path: Path, command: str, value: Any, expected: dict[int, int],
                                     shown: Any) -> None:
-    async def go() -> None:
-        async with running("gateway", tmp_path) as (sim, src, readings):
-            res = await control(src, command, value)
-            log = sim.inverter.write_log
-            assert [(w.register, w.value) for w in log] == list(expected.items()) and all(w.accepted for w in log)
-            assert {r: sim.inverter.holding[r] for r in expected} == expected
-            assert res.ok and res.details["writes"] == res.details["read_back"]
-            if shown is not None:
-                assert res.value == shown and readings[-1].metrics[command] == shown
-    run(go())
+    round_trip("gateway", tmp_path, command, value, expected, shown)
 
 
 def test_gateway_timed_pause_uses_its_pause_mode_then_reverts(tmp_path: Path) -> None:
