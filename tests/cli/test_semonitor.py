@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from servers import free_port, wait_for
-from support.solaredge import DATA, pty_pair
+from support.solaredge import DATA, EXAMPLES, pty_pair
 
 PY = sys.executable
 SIM = [PY, "-m", "solarbridge.sources.solaredge.simulator"]
@@ -55,15 +57,46 @@ def test_file_to_stdout_and_record_byte_exact(tmp_path: Path) -> None:
 
 
 def test_decoding_a_file_imports_only_what_it_needs(tmp_path: Path) -> None:
-    """`semonitor -o` on a recording: no typing, logging, socket, crypto (start-up is CPU time per file)."""
+    """`semonitor -o` on a recording: no typing, argparse, logging, socket, crypto (start-up is CPU time per
+    file)."""
     out = tmp_path / "out.json"
     code = ("import sys\nfrom solarbridge.cli.semonitor import main\n"
             f"rc = main(['-o', {str(out)!r}, {str(DATA / 'sample.rec')!r}])\n"
-            "print(rc, [m for m in ('typing', 'logging', 'socket', 'pathlib', 'shutil', 'dataclasses',"
-            " 'solarbridge.sources.solaredge.crypto') if m in sys.modules])")
+            "print(rc, [m for m in ('typing', 'argparse', 'logging', 'socket', 'pathlib', 'shutil',"
+            " 'dataclasses', 'solarbridge.sources.solaredge.crypto') if m in sys.modules])")
     r = subprocess.run([PY, "-c", code], env=ENV, capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "0 []", r.stderr
     assert out.read_bytes() == (DATA / "sample.json").read_bytes()
+
+
+# command lines parsed without argparse, and ones that must go to argparse (errors, other options)
+PLAIN = [[], ["f.rec"], ["-"], ["-o", "out.json", "f.rec"], ["f.rec", "-o", "out.json"], ["-a", "-o", "o", "f"],
+         ["-x", "-f", "-v", "f"], ["-vvv", "-v", "f"], ["-o", "a", "-o", "b", "f"], ["-a", "-a"], ["-o", "", ""]]
+NOT_PLAIN = [["-h"], ["--help"], ["-o"], ["f", "-o"], ["-o", "-x", "f"], ["a", "b"], ["-ax", "f"], ["-vx"],
+             ["--pcap", "c.pcap"], ["-t", "2", "/dev/ttyUSB0"], ["-oout", "f"], ["--", "f"], ["-5"], ["-v", "-k", "k"]]
+
+
+def test_plain_command_lines_equal_argparse() -> None:
+    """The usual command lines skip argparse (start-up time); the options are argparse's, to the last one."""
+    from solarbridge.cli.semonitor import build_parser, plain_args
+
+    for argv in PLAIN:
+        quick = plain_args(argv)
+        assert quick is not None, argv
+        assert vars(quick) == vars(build_parser().parse_args(argv)), argv
+    for argv in NOT_PLAIN:
+        assert plain_args(argv) is None, argv
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.sampled_from(["-a", "-f", "-x", "-v", "-vv", "-o", "out", "f.rec", "-", "-k", "-t", "2", "--pcap",
+                                 "-h", "--", "-ax", "", "-o-"]), max_size=6))
+def test_any_command_line_is_plain_only_where_argparse_agrees(argv: list[str]) -> None:
+    from solarbridge.cli.semonitor import build_parser, plain_args
+
+    quick = plain_args(argv)
+    if quick is not None:
+        assert vars(quick) == vars(build_parser().parse_args(argv)), argv
 
 
 def test_stdin_and_append(tmp_path: Path) -> None:
