@@ -421,16 +421,20 @@ _INV3_FLOATS = [i for i, c in enumerate(INV_0011.format.lstrip("<")) if c == "f"
 #: (Date, Time, ID, words 1..31) -> the template's values, "ID" key first
 _INV3_PICK = itemgetter(2, *_INV3_ORDER)
 _INV3_SUM = itemgetter(*_INV3_FLOATS)
+#: a post of one inverter and nothing else: its line around the inverter's item
+_LINE_HEAD, _LINE_TAIL = b'{"events": {}, "inverters": {', b'}, "optimizers": {}}'
+_INV3_LINE = _LINE_HEAD.decode() + _INV3_TEMPLATE + _LINE_TAIL.decode()
 
 
-def _inverter_0011_item(dev_id: str, payload: bytes, start: int, end: int) -> bytes:
-    """b'"ID": {...}' of the 0x0011 record ``payload[start:end]``."""
+def _inverter_0011_item(dev_id: str, payload: bytes, start: int, end: int, line: bool = False) -> bytes:
+    """b'"ID": {...}' of the 0x0011 record ``payload[start:end]`` (with ``line``, the post's line of it alone)."""
     if end - start >= 128 and len(payload) - start >= 128:
         w = INV_0011.unpack_from(payload, start)
         total = sum(_INV3_SUM(w))
         if total - total == 0.0:
-            return (_INV3_TEMPLATE % _INV3_PICK((*date_time(w[0]), dev_id, *w[1:]))).encode()
-    return f'"{dev_id}": {_dumps(parse_inverter_0011(dev_id, payload[start:end]))}'.encode()
+            return ((_INV3_LINE if line else _INV3_TEMPLATE) % _INV3_PICK((*date_time(w[0]), dev_id, *w[1:]))).encode()
+    item = f'"{dev_id}": {_dumps(parse_inverter_0011(dev_id, payload[start:end]))}'.encode()
+    return _LINE_HEAD + item + _LINE_TAIL if line else item
 
 
 #: 0x0300 event: Type 0 has times in Event1 and Event2, other types in Event1 and Event3
@@ -465,6 +469,7 @@ _INV1_TEMPLATE = ('{"Date": "%s", "Eac": %s, "Eday": %s, "Etot": %s, "Freq": %s,
 _INV1_TEMPLATE_R = ('"%s": {"Date": "%s", "Eac": %r, "Eday": %r, "Etot": %r, "Freq": %r, "ID": "%s", "Iac": %r, '
                     '"Interval": %d, "Pac": %r, "Pmax": %s, "Temp": %r, "Time": "%s", "Uptime": %d, "Vac": %r, '
                     '"Vdc": %r}')
+_INV1_LINE_R = _LINE_HEAD.decode() + _INV1_TEMPLATE_R + _LINE_TAIL.decode()
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 #: the words of INV_0010 that are written (0-8, 11, 13, 18, 23); the others are skipped as padding
 _INV1_USED = struct.Struct("<LLLffffff8xf4xf16xf16xf8x")
@@ -486,18 +491,28 @@ def _inverter_0010_text(dev_id: str, data: bytes) -> str:
                              nums[8], t, nums[9], nums[10], nums[11])
 
 
-def _inverter_0010_item(dev_id: str, payload: bytes, start: int, end: int) -> bytes:
-    """b'"ID": {...}' of the 0x0010 record ``payload[start:end]``: one % with %r when every float is finite."""
+def _inverter_0010_item(dev_id: str, payload: bytes, start: int, end: int, line: bool = False) -> bytes:
+    """b'"ID": {...}' of the 0x0010 record ``payload[start:end]``: one % with %r when every float is finite.
+
+    With ``line``, the post's line of this record alone.
+    """
     if end - start >= 104 and len(payload) - start >= 104:
         ts, uptime, interval, temp, eday, eac, vac, iac, freq, vdc, etot, pmax, pac = _INV1_USED.unpack_from(payload,
                                                                                                           start)
         # the sum of finite float32 values is finite; one NaN or infinity makes it NaN or infinite
         total = temp + eday + eac + vac + iac + freq + vdc + etot + pac + (0.0 if pmax < -3e38 else pmax)
         if total - total == 0.0:
-            d, tod = date_time(ts)
-            return (_INV1_TEMPLATE_R % (dev_id, d, eac, eday, etot, freq, dev_id, iac, interval, pac,
-                                        "NaN" if pmax < -3e38 else pmax, temp, tod, uptime, vac, vdc)).encode()
-    return f'"{dev_id}": {_inverter_0010_text(dev_id, payload[start:end])}'.encode()
+            m = ts // 60
+            dm = _MINUTES[m]
+            if dm is None:
+                d, tod = date_time(ts)
+            else:
+                d, tod = dm[0], dm[1] + _SECONDS[ts - m * 60]
+            return ((_INV1_LINE_R if line else _INV1_TEMPLATE_R) % (
+                dev_id, d, eac, eday, etot, freq, dev_id, iac, interval, pac, "NaN" if pmax < -3e38 else pmax, temp,
+                tod, uptime, vac, vdc)).encode()
+    item = f'"{dev_id}": {_inverter_0010_text(dev_id, payload[start:end])}'.encode()
+    return _LINE_HEAD + item + _LINE_TAIL if line else item
 
 
 class _TablePlan:
@@ -641,14 +656,13 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
     :class:`RecordError` exactly where :func:`parse_post_data` does (tested against it).
     """
     n = len(payload)
-    if n == 112 and payload[:2] == b"\x10\x00" and payload[6:8] == b"\x68\x00":
-        # one single-phase inverter and nothing else: a usual post of an inverter without optimizers
-        return b'{"events": {}, "inverters": {' + _inverter_0010_item(_IDS[REC_HDR.unpack_from(payload)[1]], payload,
-                                                                      8, 112) + b'}, "optimizers": {}}'
-    if n == 136 and payload[:2] == b"\x11\x00" and payload[6:8] == b"\x80\x00":
-        # one three-phase inverter and nothing else
-        return b'{"events": {}, "inverters": {' + _inverter_0011_item(_IDS[REC_HDR.unpack_from(payload)[1]], payload,
-                                                                      8, 136) + b'}, "optimizers": {}}'
+    if n == 112 or n == 136:
+        se_type, raw_id, dev_len = REC_HDR.unpack_from(payload)
+        # one inverter and nothing else: the usual post of an inverter without optimizers, as one line
+        if se_type == 0x0010 and dev_len == 104 and n == 112:
+            return _inverter_0010_item(_IDS[raw_id], payload, 8, 112, True)
+        if se_type == 0x0011 and dev_len == 128 and n == 136:
+            return _inverter_0011_item(_IDS[raw_id], payload, 8, 136, True)
     inverters: dict[str, bytes] = {}
     optimizers = _OptTexts()
     events: dict[str, bytes] = {}
