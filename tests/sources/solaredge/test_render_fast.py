@@ -268,3 +268,21 @@ def test_battery_and_meter_template_path_is_taken(zone) -> None:
         assert len(tables) >= 3
         assert all(render._table_item(*r) is not None for r in tables)
         _check(payload)
+
+
+def test_minute_texts_match_the_time_module(zone) -> None:
+    """The per-minute (date, "HH:MM:") cache of the record-by-record paths: None only where the exact path is needed."""
+    import random
+
+    for tz in (*ZONES, "Africa/Monrovia"):  # Monrovia: an offset with seconds before 1972
+        zone(tz)
+        rng = random.Random(tz)
+        minutes = [rng.randrange(0, 2**32 // 60) for _ in range(3000)] + list(range(26906400 - 120, 26906400 + 120))
+        minutes += [(1615690800 + d) // 60 for d in range(-7200, 7200, 60)] + [31536000 // 60 - 1, 0]
+        for m in minutes:
+            hit = render._MINUTES[m]
+            lt = time.localtime(m * 60)
+            if hit is None:
+                continue
+            assert lt.tm_sec == 0 and hit == (time.strftime("%Y-%m-%d", lt), time.strftime("%H:%M:", lt)), (tz, m)
+        assert sum(render._MINUTES[m] is not None for m in minutes) > len(minutes) * 0.9, tz

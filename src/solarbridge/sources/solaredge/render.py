@@ -11,7 +11,6 @@ unpacks the run, and the per-record work is C-level ``map``/``zip``.
 from __future__ import annotations
 
 import struct
-import time
 from itertools import compress, count, repeat
 from operator import getitem, itemgetter, ne
 
@@ -79,11 +78,14 @@ class _Minutes(dict[int, "tuple[str, str] | None"]):
     def __missing__(self, m: int) -> tuple[str, str] | None:
         if len(self) > 200_000:
             self.clear()
-        try:
-            lt = time.localtime(m * 60)
-            hit = (time.strftime("%Y-%m-%d", lt), time.strftime("%H:%M:", lt)) if lt.tm_sec == 0 else None
-        except (OverflowError, OSError, ValueError):
+        # from the hour's UTC offset and the day's text, as records.date_time: a minute of an hour with an
+        # offset change, or of an offset with seconds (local mean times), takes date_time's exact path
+        off = hour_offset(m // 60)
+        if off == NO_OFFSET or off % 60:
             hit = None
+        else:
+            day, sec = divmod(m * 60 + off, 86400)
+            hit = (day_text(day), f"{sec // 3600:02d}:{sec // 60 % 60:02d}:")
         self[m] = hit
         return hit
 
@@ -502,12 +504,7 @@ def _inverter_0010_item(dev_id: str, payload: bytes, start: int, end: int, line:
         # the sum of finite float32 values is finite; one NaN or infinity makes it NaN or infinite
         total = temp + eday + eac + vac + iac + freq + vdc + etot + pac + (0.0 if pmax < -3e38 else pmax)
         if total - total == 0.0:
-            m = ts // 60
-            dm = _MINUTES[m]
-            if dm is None:
-                d, tod = date_time(ts)
-            else:
-                d, tod = dm[0], dm[1] + _SECONDS[ts - m * 60]
+            d, tod = date_time(ts)
             return ((_INV1_LINE_R if line else _INV1_TEMPLATE_R) % (
                 dev_id, d, eac, eday, etot, freq, dev_id, iac, interval, pac, "NaN" if pmax < -3e38 else pmax, temp,
                 tod, uptime, vac, vdc)).encode()
