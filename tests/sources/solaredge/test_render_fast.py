@@ -233,12 +233,14 @@ def test_legacy_optimizer_and_three_phase_inverter_equal_the_obvious_path(zone, 
        st.sampled_from(ZONES), st.sampled_from([0, 0, 1, -1]))
 def test_events_equal_the_obvious_path(zone, events: list, tz: str, extra: int) -> None:
     zone(tz)
-    recs = []
-    for ts, type_, a, b, c, dev in events:
-        data = struct.pack("<LLLlLLL", ts, type_, a, b, c, 0, 0)
-        recs.append(sim.record(0x0300, dev, data + bytes(extra) if extra >= 0 else data[:extra]))
-    _check(b"".join(recs))
-    _check(b"".join(recs) + sim.record(0x0080, 0x20900001, bytes(13)))
+    for same_time in (False, True):  # a post's events often share their time
+        recs = []
+        for ts, type_, a, b, c, dev in events:
+            data = struct.pack("<LLLlLLL", events[0][0] if same_time else ts, type_, a, b, c, 0, 0)
+            recs.append(sim.record(0x0300, dev, data + bytes(extra) if extra >= 0 else data[:extra]))
+        _check(b"".join(recs))
+        _check(b"".join(recs) + sim.record(0x0080, 0x20900001, bytes(13)))
+        _check(sim.record(0x0080, 0x20900001, bytes(13)) + b"".join(recs))
 
 def test_time_of_day_table_filled_minute_by_minute(zone, monkeypatch: pytest.MonkeyPatch) -> None:
     """Minutes of the time-of-day table are filled on first use; a run over unfilled middle ones is still exact."""

@@ -447,6 +447,30 @@ _EVT1_TEMPLATE, _ = _sorted_template(_EVT_KEYS, "sssdsds")
 assert _EVT_ORDER == [0, 4, 5, 6, 2, 1, 3], _EVT_ORDER
 
 
+#: a whole 0x0300 record of the usual 28 bytes, header included
+_REC_0300 = struct.Struct("<HIH" + EVT_0300.format.lstrip("<"))
+
+
+def _events_line(payload: bytes) -> bytes | None:
+    """The line of a post of usual 0x0300 records only (as :func:`_event_0300_item` each), else None."""
+    events: dict[str, str] = {}
+    ids = _IDS
+    last = -1
+    for se_type, raw_id, dev_len, ts, type_, e1, e2, e3, _, _ in _REC_0300.iter_unpack(payload):
+        if se_type != 0x0300 or dev_len != 28:
+            return None
+        dev_id = ids[raw_id]
+        if ts != last:  # the events of a post often share their time
+            d, t = date_time(ts)
+            last = ts
+        if type_ == 0:
+            events[dev_id] = _EVT0_TEMPLATE % (dev_id, d, asctime(e1), asctime(e2), e3, dev_id, t, type_)
+        else:
+            events[dev_id] = _EVT1_TEMPLATE % (dev_id, d, asctime(e1), e2, asctime(e3), dev_id, t, type_)
+    return ('{"events": {' + ", ".join(map(events.__getitem__, sorted(events))) +
+            '}, "inverters": {}, "optimizers": {}}').encode()
+
+
 def _event_0300_item(dev_id: str, payload: bytes, start: int, end: int) -> bytes:
     """b'"ID": {...}' of the 0x0300 record ``payload[start:end]`` (raises like parse_event_0300)."""
     if end - start != 28 or len(payload) - start < 28:
@@ -653,6 +677,11 @@ def render_post_data_bytes(payload: bytes, encode: Any = None) -> bytes:
     :class:`RecordError` exactly where :func:`parse_post_data` does (tested against it).
     """
     n = len(payload)
+    if n % 36 == 0 and payload[:2] == b"\x00\x03" and n:
+        # events only: a post of one kind of record, as a line
+        line = _events_line(payload)
+        if line is not None:
+            return line
     if n == 112 or n == 136:
         se_type, raw_id, dev_len = REC_HDR.unpack_from(payload)
         # one inverter and nothing else: the usual post of an inverter without optimizers, as one line
