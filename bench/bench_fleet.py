@@ -293,8 +293,9 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         serials = {s for s, _ in devices}
         assert len(serials) == a.devices, "simulator serials are not unique"
         # ---------------------------------------------------------------- one config for every worker
+        # buildings of 4 inverters: each building is a site, published as site:<label> and sharded whole
         (tmp / "fleet.csv").write_text("family,host,port,serial,site\n" + "".join(
-            f"givenergy,127.0.0.1,{port},{serial},site-{i // 50}\n" for i, (serial, port) in enumerate(devices)))
+            f"givenergy,127.0.0.1,{port},{serial},site-{i // 4}\n" for i, (serial, port) in enumerate(devices)))
         cfg = tmp / "fleet.toml"
         cfg.write_text(f"""[daemon]
 history = false
