@@ -45,10 +45,32 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition", *,
-             interval: float = 0.03, ignore: tuple[type[BaseException], ...] = ()) -> object:
+Describe = str | Callable[[], str]
+
+
+def _text(what: Describe) -> str:
+    return what() if callable(what) else what
+
+
+def _timed_out(timeout: float, what: Describe, last: object) -> TimeoutError:
+    tail = f" (last: {last!r})" if last is not None else ""
+    return TimeoutError(f"timed out after {timeout:.1f}s waiting for {_text(what)}{tail}")
+
+
+def _stopped(what: Describe, why: object) -> AssertionError:
+    reason = why if isinstance(why, str) else "stop_if held"
+    return AssertionError(f"gave up waiting for {_text(what)}: {reason}")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: Describe = "condition", *,
+             interval: float = 0.03, ignore: tuple[type[BaseException], ...] = (),
+             stop_if: Callable[[], object] | None = None) -> object:
     """Poll ``predicate`` until it returns a truthy value, which is returned; raise TimeoutError naming
-    ``what``. Exceptions of the types in ``ignore`` count as "not yet" (e.g. an element not on a page yet)."""
+    ``what``. Exceptions of the types in ``ignore`` count as "not yet" (e.g. an element not on a page yet);
+    the last one is shown in the error. ``what`` may be a callable, called only to word a failure (e.g. to
+    add a process's log tail). ``stop_if`` is asked after each "not yet": a truthy answer (a string is shown
+    as the reason, e.g. "the daemon exited 2: <stderr>") fails at once with AssertionError instead of
+    waiting out the timeout."""
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -58,24 +80,33 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str =
             value, last = None, e
         if value:
             return value
+        if stop_if is not None and (why := stop_if()):
+            raise _stopped(what, why)
         if time.monotonic() > deadline:
-            tail = f" (last: {last!r})" if last is not None else ""
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{tail}")
+            raise _timed_out(timeout, what, last)
         time.sleep(interval)
 
 
-async def async_wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition", *,
-                         interval: float = 0.02) -> object:
-    """:func:`wait_for` inside an event loop: sleeps with asyncio, and awaits a predicate's awaitable result."""
+async def async_wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: Describe = "condition", *,
+                         interval: float = 0.02, ignore: tuple[type[BaseException], ...] = (),
+                         stop_if: Callable[[], object] | None = None) -> object:
+    """:func:`wait_for` inside an event loop: sleeps with asyncio, and awaits a predicate's awaitable result
+    (e.g. ``lambda: client.get(url)`` chained in an ``async def``)."""
     deadline = time.monotonic() + timeout
+    last: object = None
     while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
+        try:
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
+        except ignore as e:
+            value, last = None, e
         if value:
             return value
+        if stop_if is not None and (why := stop_if()):
+            raise _stopped(what, why)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
+            raise _timed_out(timeout, what, last)
         await asyncio.sleep(interval)
 
 
@@ -275,7 +306,7 @@ class Nut(Server):
 
     def wait_value(self, var: str, expected: str, timeout: float = 8.0) -> str:
         return str(wait_for(lambda: self.upsc(var) == expected and expected, timeout,
-                            what=f"upsc {var} == {expected!r} (last: {self.upsc(var)!r})"))
+                            what=lambda: f"upsc {var} == {expected!r} (now: {self.upsc(var)!r})"))
 
     def stop(self) -> None:
         self._kill("upsd")

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+from servers import wait_for
 
 pytestmark = pytest.mark.servers
 
@@ -20,10 +21,15 @@ def test_mosquitto_pub_sub_retained(mosquitto):
     assert out.stdout.strip() == "smoke/t hi"
     pid = mosquitto.pid
     mosquitto.stop()
-    with pytest.raises(ProcessLookupError):
-        for _ in range(100):
+
+    def gone() -> bool:
+        try:
             os.kill(pid, 0)
-            time.sleep(0.02)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, 2, what=f"mosquitto pid {pid} to be gone after stop()")
 
 
 def test_nut_dummy_ups_follows_port_file(nut):
