@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+
 from servers import wait_for
 
 pytestmark = pytest.mark.servers

@@ -14,6 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from servers import async_wait_for, wait_for
 from solarbridge.config import Config, DaemonConfig
 from solarbridge.model import ControlError, ControlRequest, ControlResult, ControlSpec, DeviceInfo, Reading
 from solarbridge.plugin import Context, PluginConfig, Source
@@ -72,20 +73,20 @@ class Collector:
         ms = self.on(topic)
         return ms[-1] if ms else None
 
+    def seen(self, what: str) -> Callable[[], str]:
+        """``what`` worded with the topics received so far (for a wait's failure message)."""
+        return lambda: f"{what}; topics seen: {sorted({m.topic for m in self.snapshot()})[:40]}"
+
+    def find(self, topic: str, pred: Callable[[Msg], bool] | None = None) -> Msg | None:
+        """The latest message on ``topic`` (that ``pred`` accepts), or None."""
+        return next((m for m in reversed(self.snapshot()) if m.topic == topic and (pred is None or pred(m))), None)
+
     def wait(self, pred: Callable[[list[Msg]], Any], timeout: float = 10.0, what: str = "messages") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            v = pred(self.snapshot())
-            if v:
-                return v
-            if time.monotonic() > deadline:
-                topics = sorted({m.topic for m in self.snapshot()})
-                raise TimeoutError(f"timed out waiting for {what}; topics seen: {topics[:40]}")
-            time.sleep(0.02)
+        """:func:`servers.wait_for` on ``pred(messages so far)``; a timeout lists the topics seen."""
+        return wait_for(lambda: pred(self.snapshot()), timeout, self.seen(what), interval=0.02)
 
     def wait_topic(self, topic: str, timeout: float = 10.0, pred: Callable[[Msg], bool] | None = None) -> Msg:
-        return self.wait(lambda ms: next((m for m in reversed(ms) if m.topic == topic and (pred is None or pred(m))),
-                                         None), timeout, what=topic)
+        return wait_for(lambda: self.find(topic, pred), timeout, self.seen(topic), interval=0.02)  # type: ignore[return-value]
 
     def publish(self, topic: str, payload: str | bytes, retain: bool = False, qos: int = 1) -> None:
         self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
@@ -98,8 +99,8 @@ class Collector:
 
 
 async def wait_msg(col: Collector, topic: str, timeout: float = 15.0, pred: Callable[[Msg], bool] | None = None) -> Msg:
-    """``col.wait_topic`` from inside an event loop (the collector's wait runs in a thread)."""
-    return await asyncio.to_thread(col.wait_topic, topic, timeout, pred)
+    """``col.wait_topic`` from inside an event loop."""
+    return await async_wait_for(lambda: col.find(topic, pred), timeout, col.seen(topic))  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- a controllable source
