@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from selenium.common.exceptions import WebDriverException
 
 from servers import wait_for
 from support.api import reading
@@ -41,8 +42,9 @@ def browser(tmp_path):
     drv.quit()
 
 
-def until(drv, fn, timeout=15.0, what="condition"):
-    return wait_for(lambda: fn(drv), timeout, what, interval=0.02, ignore=(Exception,))
+#: what a page probe raises while the page is not there yet: selenium's no-such-element, stale element and
+#: no-alert errors, int() of an attribute that is still empty or absent
+NOT_YET = (WebDriverException, ValueError, TypeError)
 
 
 def attr(drv, element_id, name):
@@ -74,19 +76,20 @@ def test_dashboard_live_flow_history_and_offline(tmp_path, browser):
     with LiveDaemon(tmp_path, sources=[src]) as d:
         drv = browser
         drv.get(d.url + "/")
-        until(drv, lambda b: attr(b, "conn", "data-state") == "live", what="live event stream")
-        until(drv, lambda b: attr(b, "flow-home-w", "data-w") != "", what="first power-flow numbers")
+        wait_for(lambda: attr(drv, "conn", "data-state") == "live", 15, "live event stream", ignore=NOT_YET)
+        wait_for(lambda: attr(drv, "flow-home-w", "data-w") != "",
+                 15, "first power-flow numbers", ignore=NOT_YET)
         before = int(attr(drv, "flow-home-w", "data-w"))
 
         # the card's control form sets 4 kW of extra load; the synthetic home emits a new reading at once
         form = set_control(drv, "synthetic-home", "extra_load_w", "4000")
         sent = time.monotonic()
-        until(drv, lambda b: int(attr(b, "flow-home-w", "data-w")) >= before + 3000, timeout=5,
-              what="home load to rise after the reading")
+        wait_for(lambda: int(attr(drv, "flow-home-w", "data-w")) >= before + 3000,
+                 5, "home load to rise after the reading", ignore=NOT_YET)
         latency = time.monotonic() - sent
         print(f"power flow updated {latency * 1000:.0f} ms after the control was submitted")
-        until(drv, lambda b: "extra_load_w set" in form.find_element("css selector", ".ctl-msg").text, timeout=5,
-              what="control confirmation")
+        wait_for(lambda: "extra_load_w set" in form.find_element("css selector", ".ctl-msg").text,
+                 5, "control confirmation", ignore=NOT_YET)
         text = drv.find_element("id", "flow-home-w").text
         assert "kW" in text
 
@@ -94,29 +97,28 @@ def test_dashboard_live_flow_history_and_offline(tmp_path, browser):
         d.publish(reading("synthetic-home", time.time(), {"pv_power_w": 1234.0, "grid_power_w": -777.0,
                                                           "battery_power_w": -456.0, "load_power_w": 1.0},
                           dtype="synthetic", source="synthetic"))
-        until(drv, lambda b: attr(b, "flow-pv-w", "data-w") == "1234", timeout=5, what="pv 1234 W")
+        wait_for(lambda: attr(drv, "flow-pv-w", "data-w") == "1234", 5, "pv 1234 W", ignore=NOT_YET)
         assert attr(drv, "flow-grid-w", "data-w") == "-777"
         assert drv.find_element("id", "flow-grid-dir").text == "exporting"
         assert drv.find_element("id", "flow-battery-dir").text == "charging"
         assert "rev" in attr(drv, "link-grid", "class")  # export animates hub -> grid
 
         # history: 24 h is the default; switch to 7 d and 1 h
-        until(drv, lambda b: int(attr(b, "plot", "data-points")) > 0, timeout=20,
-              what="24 h history plot")
+        wait_for(lambda: int(attr(drv, "plot", "data-points")) > 0, 20, "24 h history plot", ignore=NOT_YET)
         click(drv, drv.find_element("css selector", '.ranges button[data-range="604800"]'))
-        until(drv, lambda b: attr(b, "plot", "data-range") == "604800" and int(attr(b, "plot", "data-points")) > 100,
-              timeout=20, what="7 d history plot")
+        wait_for(lambda: attr(drv, "plot", "data-range") == "604800" and int(attr(drv, "plot", "data-points")) > 100,
+                 20, "7 d history plot", ignore=NOT_YET)
         note7 = drv.find_element("id", "hist-note").text
         drv.save_screenshot(str(ARTIFACTS / "dashboard-desktop-7d.png"))
         click(drv, drv.find_element("css selector", '.ranges button[data-range="3600"]'))
-        until(drv, lambda b: attr(b, "plot", "data-range") == "3600", timeout=10, what="1 h history plot")
+        wait_for(lambda: attr(drv, "plot", "data-range") == "3600", 10, "1 h history plot", ignore=NOT_YET)
         assert drv.find_element("css selector", '.ranges button[data-range="3600"]').get_attribute(
             "aria-pressed") == "true"
         print("7 d plot:", note7)
 
         # health panel lists the running components
-        until(drv, lambda b: b.find_elements("css selector", '#health tr[data-component="history"]'),
-              what="health rows")
+        wait_for(lambda: drv.find_elements("css selector", '#health tr[data-component="history"]'),
+                 15, "health rows", ignore=NOT_YET)
 
         # phone width: nothing wider than the screen
         drv.set_window_size(390, 1600)
@@ -128,8 +130,8 @@ def test_dashboard_live_flow_history_and_offline(tmp_path, browser):
 
         # the device goes offline: its card says so and the flow is marked out of date
         d.publish(reading("synthetic-home", time.time(), {}, online=False, dtype="synthetic", source="synthetic"))
-        until(drv, lambda b: b.find_element("css selector", '[data-device="synthetic-home"]').get_attribute(
-            "data-status") == "offline", timeout=5, what="offline card")
+        wait_for(lambda: drv.find_element("css selector", '[data-device="synthetic-home"]').get_attribute(
+            "data-status") == "offline", 5, "offline card", ignore=NOT_YET)
         assert "OFFLINE" in drv.find_element("css selector", '[data-device="synthetic-home"] .badge').text.upper()
         assert "out of date" in drv.find_element("id", "flow-note").text
         drv.save_screenshot(str(ARTIFACTS / "dashboard-offline.png"))
@@ -143,19 +145,19 @@ def test_dashboard_control_asks_for_the_token(tmp_path, browser):
     with LiveDaemon(tmp_path, sources=[src], api={"token": "t0ken"}) as d:
         drv = browser
         drv.get(d.url + "/")
-        until(drv, lambda b: b.find_elements("css selector", '[data-device="synthetic-home"] details.controls'),
-              what="device card with controls")
+        wait_for(lambda: drv.find_elements("css selector", '[data-device="synthetic-home"] details.controls'),
+                 15, "device card with controls", ignore=NOT_YET)
         form = set_control(drv, "synthetic-home", "battery_reserve_pct", "150")
-        alert = until(drv, lambda b: b.switch_to.alert, timeout=5, what="token prompt")
+        alert = wait_for(lambda: drv.switch_to.alert, 5, "token prompt", ignore=NOT_YET)
         assert "token" in alert.text
         alert.send_keys("t0ken")
         alert.accept()
         # the token is accepted; the device refuses the value and the card says why, naming the range
-        until(drv, lambda b: "from 4 to 100" in form.find_element("css selector", ".ctl-msg").text, timeout=5,
-              what="range message")
+        wait_for(lambda: "from 4 to 100" in form.find_element("css selector", ".ctl-msg").text,
+                 5, "range message", ignore=NOT_YET)
         form = set_control(drv, "synthetic-home", "battery_reserve_pct", "20")
-        until(drv, lambda b: "battery_reserve_pct set" in form.find_element("css selector", ".ctl-msg").text,
-              timeout=5, what="control confirmation")
+        wait_for(lambda: "battery_reserve_pct set" in form.find_element("css selector", ".ctl-msg").text,
+                 5, "control confirmation", ignore=NOT_YET)
         r = httpx.get(d.url + "/api/devices/synthetic-home/latest").json()
         assert r["metrics"]["battery_reserve_pct"] == 20
 
@@ -167,14 +169,15 @@ def test_health_panel_stops_saying_running_when_the_daemon_stops(tmp_path, brows
     try:
         drv = browser
         drv.get(d.url + "/")
-        until(drv, lambda b: attr(b, "conn", "data-state") == "live", timeout=30, what="live event stream")
-        until(drv, lambda b: attr(b, "health-status", "data-status") == "ok", timeout=30, what="health ok")
-        until(drv, lambda b: b.find_elements("css selector", "#health .badge.running"), timeout=30,
-              what="a running component")
+        wait_for(lambda: attr(drv, "conn", "data-state") == "live", 30, "live event stream", ignore=NOT_YET)
+        wait_for(lambda: attr(drv, "health-status", "data-status") == "ok", 30, "health ok", ignore=NOT_YET)
+        wait_for(lambda: drv.find_elements("css selector", "#health .badge.running"),
+                 30, "a running component", ignore=NOT_YET)
     finally:
         d.stop()
-    until(drv, lambda b: attr(b, "conn", "data-state") == "down", timeout=30, what="header says reconnecting")
-    until(drv, lambda b: attr(b, "health-status", "data-status") == "down", timeout=30, what="health not ok")
+    wait_for(lambda: attr(drv, "conn", "data-state") == "down",
+             30, "header says reconnecting", ignore=NOT_YET)
+    wait_for(lambda: attr(drv, "health-status", "data-status") == "down", 30, "health not ok", ignore=NOT_YET)
     time.sleep(2.5)  # ages keep growing: nothing can still read "just now"
     table = drv.find_element("id", "health").text.lower()
     assert "running" not in table and "just now" not in table, table
@@ -193,8 +196,10 @@ def test_energy_card_bars_for_seven_days_of_backfilled_history(tmp_path, browser
                  and sum(1 for p in httpx.get(d.url + "/api/energy", params={"site": "home", "since": "8d"}).json()[
                      "periods"] if p["kwh"]["pv"]) >= 7, 30, "7 days of site energy in history")
         drv.get(d.url + "/")
-        until(drv, lambda b: attr(b, "energy-site", "value") == "home", timeout=20, what="site in the energy card")
-        until(drv, lambda b: int(attr(b, "energy-chart", "data-periods")) >= 7, timeout=20, what="7 days of bars")
+        wait_for(lambda: attr(drv, "energy-site", "value") == "home",
+                 20, "site in the energy card", ignore=NOT_YET)
+        wait_for(lambda: int(attr(drv, "energy-chart", "data-periods")) >= 7,
+                 20, "7 days of bars", ignore=NOT_YET)
         api = httpx.get(d.url + "/api/energy", params={"site": "home"}).json()
         rects = drv.find_elements("css selector", "#energy-chart rect.bar-pv")
         assert len(rects) == sum(1 for p in api["periods"] if p["kwh"]["pv"] is not None) >= 7
@@ -209,7 +214,8 @@ def test_energy_card_bars_for_seven_days_of_backfilled_history(tmp_path, browser
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         drv.find_element("id", "energy-chart").screenshot(str(ARTIFACTS / "energy-days.png"))
         click(drv, drv.find_element("css selector", 'button[data-by="month"]'))
-        until(drv, lambda b: 1 <= int(attr(b, "energy-chart", "data-periods")) <= 2, timeout=10, what="months")
+        wait_for(lambda: 1 <= int(attr(drv, "energy-chart", "data-periods")) <= 2,
+                 10, "months", ignore=NOT_YET)
         assert attr(drv, "plot", "data-range") != "nan"  # the history card's range buttons are not touched
         logs = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
         assert not logs, logs

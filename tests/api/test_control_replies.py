@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from servers import async_wait_for
 from solarbridge.api.app import create_app
 from solarbridge.config import ApiConfig, build
 from solarbridge.runtime import Supervisor
@@ -36,11 +36,8 @@ async def _daemon(tmp_path: Path, sim_port: int) -> Supervisor:
     return sup
 
 
-async def _wait_device(sup: Supervisor, serial: str) -> None:
-    deadline = time.monotonic() + 15
-    while serial not in sup.bus.devices or "charge_target_pct" not in sup.bus.devices[serial].latest:
-        assert time.monotonic() < deadline, "no reading from the simulator"
-        await asyncio.sleep(0.05)
+def _has_reading(sup: Supervisor, serial: str) -> bool:
+    return serial in sup.bus.devices and "charge_target_pct" in sup.bus.devices[serial].latest
 
 
 def test_control_reply_and_error_are_as_documented(tmp_path: Path) -> None:
@@ -52,7 +49,7 @@ def test_control_reply_and_error_are_as_documented(tmp_path: Path) -> None:
         sup = await _daemon(tmp_path, sim.port)
         try:
             serial = sim.inverter.serial
-            await _wait_device(sup, serial)
+            await async_wait_for(lambda: _has_reading(sup, serial), 15, f"a reading of {serial} from the simulator")
             app = create_app(sup, ApiConfig(enabled=True))
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
                 r = await c.post(f"/api/devices/{serial}/control", json={"command": "charge_target_pct", "value": 150})
@@ -76,7 +73,8 @@ def test_givtcp_reads_need_no_token_unless_asked(tmp_path: Path, token_reads: bo
         await sim.start()
         sup = await _daemon(tmp_path, sim.port)
         try:
-            await _wait_device(sup, sim.inverter.serial)
+            await async_wait_for(lambda: _has_reading(sup, sim.inverter.serial), 15,
+                                 "a reading from the simulator")
             app = create_app(sup, ApiConfig(enabled=True, token="s3cret", givtcp_token_reads=token_reads))
             auth = {"Authorization": "Bearer s3cret"}
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:

@@ -45,14 +45,12 @@ async def stop_rest(proc: Any) -> None:
             await proc.wait()
 
 
-async def wait_ready(client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None) -> None:
+async def wait_ready(client: httpx.AsyncClient, url: str, proc: Any, headers: dict[str, str] | None = None) -> None:
     async def serving() -> bool:
-        try:
-            return (await client.get(f"{url}/runAll", headers=headers)).status_code == 200
-        except httpx.TransportError:
-            return False
+        return (await client.get(f"{url}/runAll", headers=headers)).status_code == 200
 
-    await async_wait_for(serving, 20, "givtcp-rest to serve data", interval=0.1)
+    await async_wait_for(serving, 20, "givtcp-rest to serve data", interval=0.1, ignore=(httpx.TransportError,),
+                         stop_if=lambda: proc.returncode is not None and f"givtcp-rest exited {proc.returncode}")
 
 
 def test_rest_service_cache_controls_errors(tmp_path: Path) -> None:
@@ -61,7 +59,7 @@ def test_rest_service_cache_controls_errors(tmp_path: Path) -> None:
             proc, url = await start_rest(sim.port, tmp_path)
             try:
                 async with httpx.AsyncClient(timeout=20) as c:
-                    await wait_ready(c, url)
+                    await wait_ready(c, url, proc)
                     # every read route, from the cache
                     for path in ("runAll", "runALL", "getTimeslots", "getCombinedStats", "getModesandTimes"):
                         r = await c.get(f"{url}/{path}")
@@ -88,10 +86,11 @@ def test_rest_service_cache_controls_errors(tmp_path: Path) -> None:
                         assert sim.inverter.holding[116] == pct
                     r = await c.post(f"{url}/setBatteryMode", json={"mode": "Timed Export"})
                     assert r.status_code == 200
-                    deadline = time.monotonic() + 5
-                    while (await c.get(f"{url}/runAll")).json()["Control"]["Battery Mode"] != "Timed Export":
-                        assert time.monotonic() < deadline, "cache did not show the new mode"
-                        await asyncio.sleep(0.1)
+
+                    async def mode_shown() -> bool:
+                        return (await c.get(f"{url}/runAll")).json()["Control"]["Battery Mode"] == "Timed Export"
+
+                    await async_wait_for(mode_shown, 5, "the cache to show the new mode", interval=0.1)
                     # bad payloads: 4xx naming the field, nothing written
                     n = len(sim.inverter.write_log)
                     r = await c.post(f"{url}/setChargeSlot1", json={"start": "0100", "finish": "2561"})
@@ -103,10 +102,11 @@ def test_rest_service_cache_controls_errors(tmp_path: Path) -> None:
                     assert len(sim.inverter.write_log) == n
                     # inverter gone: 503 for reads and writes
                     await sim.stop()
-                    deadline = time.monotonic() + 10
-                    while (await c.get(f"{url}/runAll")).status_code != 503:
-                        assert time.monotonic() < deadline, "no 503 after the inverter went away"
-                        await asyncio.sleep(0.1)
+
+                    async def unavailable() -> bool:
+                        return (await c.get(f"{url}/runAll")).status_code == 503
+
+                    await async_wait_for(unavailable, 10, "a 503 after the inverter went away", interval=0.1)
                     r = await c.post(f"{url}/pauseChargeSchedule", json={})
                     assert r.status_code == 503
             finally:
@@ -123,7 +123,7 @@ def test_rest_bearer_token(tmp_path: Path, token_reads: bool) -> None:
                                          extra=("--token-reads",) if token_reads else ())
             try:
                 async with httpx.AsyncClient(timeout=20) as c:
-                    await wait_ready(c, url, {"Authorization": "Bearer s3cret"})
+                    await wait_ready(c, url, proc, {"Authorization": "Bearer s3cret"})
                     for path in ("runAll", "getModesandTimes", "1/runAll", f"{sim.inverter.serial}/runAll"):
                         assert (await c.get(f"{url}/{path}")).status_code == (401 if token_reads else 200), path
                     r = await c.get(f"{url}/runAll", headers={"Authorization": "Bearer nope"})
@@ -241,10 +241,14 @@ def test_daemon_api_serves_givtcp_routes_from_a_real_supervisor(tmp_path: Path) 
             try:
                 app = app_mod.create_app(sup, ApiConfig(enabled=True))
                 async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-                    deadline = time.monotonic() + 10
-                    while (r := await c.get("/runAll")).status_code != 200:
-                        assert time.monotonic() < deadline, r.text
-                        await asyncio.sleep(0.05)
+                    last: list[httpx.Response] = []
+
+                    async def served() -> httpx.Response | None:
+                        last[:] = [await c.get("/runAll")]
+                        return last[0] if last[0].status_code == 200 else None
+
+                    r = await async_wait_for(served, 10, lambda: f"/runAll to answer 200 (last: {last[0].text})",
+                                             interval=0.05)
                     assert r.json()["Invertor Details"]["Invertor Serial Number"] == sim.inverter.serial
                     r = await c.post("/setBatteryReserve", json={"dischargeToPercent": "21"})
                     assert r.status_code == 200, r.text
@@ -315,7 +319,7 @@ def test_rest_ems_and_three_phase_controls(tmp_path: Path) -> None:
                 proc, url = await start_rest(sim.port, tmp_path / model, workers=1)
                 try:
                     async with httpx.AsyncClient(timeout=20) as c:
-                        await wait_ready(c, url)
+                        await wait_ready(c, url, proc)
                         for command, body, regs in good:
                             r = await c.post(f"{url}/{command}", json=body)
                             assert r.status_code == 200, r.text

@@ -23,18 +23,22 @@ def read_events(lines, want: int, timeout: float = 10) -> list[tuple[str, dict]]
     """Parse SSE frames from a streaming response's lines until `want` events arrived."""
     if isinstance(lines, httpx.Response):
         lines = lines.iter_lines()
+    lines = iter(lines)
     out: list[tuple[str, dict]] = []
-    event, deadline = "", time.monotonic() + timeout
-    for line in lines:
+    event = ""
+
+    def next_line() -> list[tuple[str, dict]] | None:  # blocks for one line, within the client's read timeout
+        nonlocal event
+        line = next(lines, None)
+        if line is None:
+            raise AssertionError(f"the stream ended after {len(out)} of {want} events: {out}")
         if line.startswith("event: "):
             event = line[7:]
         elif line.startswith("data: "):
             out.append((event, json.loads(line[6:])))
-            if len(out) >= want:
-                return out
-        if time.monotonic() > deadline:
-            break
-    raise AssertionError(f"only {len(out)} of {want} events: {out}")
+        return out if len(out) >= want else None
+
+    return wait_for(next_line, timeout, lambda: f"{want} events (got {len(out)}: {out})", interval=0)  # type: ignore[return-value]
 
 
 

@@ -107,7 +107,7 @@ def test_explicit_names_are_not_reused():
 def test_run_prints_a_summary_and_state_changes_without_verbose(tmp_path):
     """No -v: one start-up line naming sources, sinks and the dashboard, one line when a device first
     answers, one line per source failure, then "stopping"/"stopped"; nothing per reading."""
-    from servers import finish, free_port
+    from servers import finish, free_port, wait_for
 
     port = free_port()
     cfg = write(tmp_path, f'[api]\nenabled = true\nlisten = "127.0.0.1:{port}"\n'
@@ -116,12 +116,14 @@ def test_run_prints_a_summary_and_state_changes_without_verbose(tmp_path):
     proc = subprocess.Popen([*SB, "run", "-c", cfg], env=ENV, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     lines: list[str] = []
-    deadline = time.monotonic() + 30
-    while not any("device synthetic-home" in ln for ln in lines):
-        assert time.monotonic() < deadline, lines
+
+    def next_line() -> bool:  # blocks for one line of the log
         line = proc.stderr.readline()
         assert line, f"daemon ended: {lines}"
         lines.append(line.rstrip("\n"))
+        return "device synthetic-home" in line
+
+    wait_for(next_line, 30, lambda: f"the daemon to log 'device synthetic-home' (log: {lines})", interval=0)
     time.sleep(1.0)  # ~20 more readings: none of them may print anything
     proc.send_signal(signal.SIGTERM)
     _, rest = finish(proc)

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from servers import wait_for
 from solarbridge.cli import se2csv, se2graphite, se2state
 from solarbridge.cli.jsonlines import JsonLines, parse_line
 from support.convtools import DATA
@@ -140,13 +141,10 @@ def test_follow_reads_appended_lines_and_survives_replacement(tmp_path):
 
     t = threading.Thread(target=consume, daemon=True)
     t.start()
-    deadline = time.monotonic() + 10
-    while seen != [1] and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: seen == [1], 10, lambda: f"the follower to read line 1 (seen: {seen})", interval=0.01)
     with path.open("a") as f:
         f.write('2}\n{"n": 3}\n')  # completes the partial line
-    while seen != [1, 2, 3] and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: seen == [1, 2, 3], 10, lambda: f"the follower to read lines 1-3 (seen: {seen})", interval=0.01)
     tmp = tmp_path / "g.json"
     tmp.write_text('{"n": 4}\n')
     os.replace(tmp, path)  # log rotation: a new file under the same name
@@ -204,17 +202,9 @@ def test_se2state_follows_and_replaces_the_file_atomically(tmp_path):
             with src.open("a") as f:
                 f.write(line + "\n")
             time.sleep(0.03)
-        deadline = time.monotonic() + 15
         want = json.loads(lines[-2])["inverters"]["7F104920"]["Time"]
-        while time.monotonic() < deadline:
-            try:
-                if json.loads(state.read_text())["inverters"]["7F104920"]["Time"] == want:
-                    break
-            except (FileNotFoundError, ValueError, KeyError):
-                pass
-            time.sleep(0.05)
-        final = json.loads(state.read_text())
-        assert final["inverters"]["7F104920"]["Time"] == want
+        wait_for(lambda: json.loads(state.read_text())["inverters"]["7F104920"]["Time"] == want, 15,
+                 f"the state file to reach Time {want}", interval=0.05, ignore=(FileNotFoundError, ValueError, KeyError))
         assert proc.poll() is None  # still following
     finally:
         stop.set()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from servers import wait_for
 from solarbridge.cli.enphase_monitor import main
 from solarbridge.sources.enphase import jwt
 from support.enphase import SimThread, port_values, write_conf
@@ -257,9 +258,9 @@ def test_sigterm_exits_cleanly(sim, conf) -> None:
     p = subprocess.Popen([sys.executable, "-m", "solarbridge.cli.enphase_monitor", "-v", "-c", str(conf)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and "ups.status: OL" not in (conf.parent / "ups.dev").read_text():
-            time.sleep(0.05)
+        wait_for(lambda: "ups.status: OL" in (conf.parent / "ups.dev").read_text(), 15,
+                 "enphase-monitor to write ups.status: OL",
+                 stop_if=lambda: p.poll() is not None and f"enphase-monitor exited {p.returncode}: {p.stderr.read()}")
         p.send_signal(signal.SIGTERM)
         rc = p.wait(10)
     finally:

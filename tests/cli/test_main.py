@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from servers import wait_for
 from support.paths import REPO
 
 SRC = str(REPO / "src")
@@ -46,12 +47,9 @@ type = "jsonl"
 """)
     proc = subprocess.Popen([sys.executable, "-m", "solarbridge.cli.main", "run", "-c", str(cfg), "-v"],
                             env=ENV, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
     jsonl = tmp_path / "readings.jsonl"
-    while not (jsonl.exists() and jsonl.stat().st_size > 0):
-        assert time.monotonic() < deadline, "daemon wrote nothing"
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.05)
+    wait_for(lambda: jsonl.exists() and jsonl.stat().st_size > 0, 20, "the daemon to write readings.jsonl",
+             stop_if=lambda: proc.poll() is not None and f"the daemon exited {proc.returncode}: {proc.stderr.read()}")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(15)
@@ -99,12 +97,9 @@ def test_demo_ctrl_c_stops_cleanly_with_json_logs(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "solarbridge.cli.main", "demo", "--no-api", "--dir", str(tmp_path),
                              "-v", "--log-format", "json"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.monotonic() + 60
     state = tmp_path / "state.json"
-    while not state.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "demo wrote no state file"
-        time.sleep(0.05)
+    wait_for(state.exists, 60, "the demo to write its state file",
+             stop_if=lambda: proc.poll() is not None and f"the demo exited {proc.returncode}: {proc.stderr.read()}")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err

@@ -11,13 +11,13 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from servers import wait_for
 from solarbridge.cli import sekey
 from solarbridge.sources.solaredge import keyfile
 from solarbridge.sources.solaredge.crypto import parse_key, read_key_file
@@ -107,10 +107,8 @@ def test_read_the_key_from_the_simulator_with_semonitor(tmp_path: Path) -> None:
                              stderr=subprocess.DEVNULL)
     sim = None
     try:
-        deadline = time.monotonic() + 10
-        while not (a.exists() and b.exists()):
-            assert time.monotonic() < deadline, "socat did not create the pty pair"
-            time.sleep(0.02)
+        wait_for(lambda: a.exists() and b.exists(), 10, "socat to create the pty pair", interval=0.02,
+                 stop_if=lambda: socat.poll() is not None and f"socat exited {socat.returncode}")
         sim = subprocess.Popen([sys.executable, "-m", "solarbridge.cli.main", "simulate", "solaredge",
                                 "--serial", str(a), "--key", str(KEY_FILE), "--interval", "3600", "-q"],
                                stderr=subprocess.PIPE)

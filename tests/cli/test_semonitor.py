@@ -216,22 +216,16 @@ def test_network_mode_acks_and_time(tmp_path: Path) -> None:
     mon = subprocess.Popen(MON + ["-t", "n", "-p", str(port), "--listen", "127.0.0.1", "-o", str(tmp_path / "o")],
                            env=ENV)
     try:
-        end = time.monotonic() + 15
-        while True:
-            try:
-                c = socket.create_connection(("127.0.0.1", port), timeout=5)
-                break
-            except OSError:
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.05)
+        c = wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=5), 15,
+                     f"semonitor to listen on port {port}", interval=0.05, ignore=(OSError,),
+                     stop_if=lambda: mon.poll() is not None and f"semonitor exited {mon.returncode}")
         with c:
             c.sendall(encode(Frame(0x1234, 0x7F104920, 0xFFFFFFFE, 0x0501)) + encode(
                 Frame(0x1235, 0x7F104920, 0xFFFFFFFE, 0x0500, b"")))
             d = StreamDecoder()
             got: list[Frame] = []
-            while len(got) < 2:
-                got += d.feed(c.recv(4096))
+            wait_for(lambda: got.extend(d.feed(c.recv(4096))) or len(got) >= 2, 10,
+                     lambda: f"two replies (got {got})", interval=0)
         t0 = time.time()
         assert got[0].function == 0x0580 and got[0].seq == 0x1234 and got[0].dst == 0x7F104920
         assert abs(int.from_bytes(got[0].payload[:4], "little") - t0) < 5

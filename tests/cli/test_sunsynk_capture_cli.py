@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from servers import wait_for
 from solarbridge.cli.sunsynk_capture import main
 from support.sunsynk import DERIVED_PCAP
 
@@ -128,11 +129,8 @@ url = "{mosquitto.url}"
         assert volts[0]["values"] == [233.3]
 
         uid = "sunsniff_1235687108_battery_soc"
-        import time
-
-        deadline = time.monotonic() + 10
-        while f"homeassistant/sensor/{uid}/config" not in got and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: f"homeassistant/sensor/{uid}/config" in got, 10,
+                 lambda: f"the discovery config of {uid}; topics seen: {sorted(got)[:20]}", interval=0.05)
         disc = json.loads(got[f"homeassistant/sensor/{uid}/config"])
         assert disc["unique_id"] == uid and disc["expire_after"] == 600 and disc["name"] == "Battery SOC"
         assert disc["state_topic"] == f"homeassistant/sensor/{uid}/state"

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from servers import async_wait_for
 from solarbridge.config import build
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
@@ -52,10 +52,8 @@ def test_influx_sink_writes_through_a_path_prefix(victoria, tmp_path, version):
     async def main() -> None:
         try:
             await _write(sink, f"prefixed-v{version}")
-            deadline = time.monotonic() + 10
-            while sink.pending() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            assert sink.pending() == 0, sink.ctx.health.last_error
+            await async_wait_for(lambda: sink.pending() == 0, 10,
+                                 lambda: f"the sink to deliver everything (last error: {sink.ctx.health.last_error})")
         finally:
             await sink.stop()
 
@@ -75,10 +73,8 @@ def test_a_prefix_the_server_does_not_serve_keeps_the_data(victoria, tmp_path):
     async def main() -> None:
         try:
             await _write(sink, "wrong-prefix")
-            deadline = time.monotonic() + 10
-            while "unsupported path" not in sink.ctx.health.last_error and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            assert "unsupported path" in sink.ctx.health.last_error
+            await async_wait_for(lambda: "unsupported path" in sink.ctx.health.last_error, 10,
+                                 lambda: f"an 'unsupported path' error (last: {sink.ctx.health.last_error!r})")
             assert "data is kept in the spool" in sink.ctx.health.last_error
             assert sink.pending() == 3 and sink.ctx.health.counters.get("rejected_points", 0) == 0
         finally:
@@ -92,9 +88,8 @@ def test_a_prefix_the_server_does_not_serve_keeps_the_data(victoria, tmp_path):
     async def resend() -> None:
         await good.start()
         try:
-            deadline = time.monotonic() + 10
-            while good.pending() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            await async_wait_for(lambda: good.pending() == 0, 10,
+                                 lambda: f"the spool to drain (last error: {good.ctx.health.last_error})")
         finally:
             await good.stop()
 
@@ -141,20 +136,19 @@ def test_workers_have_their_own_client_id_status_topic_and_devices(mosquitto, tm
             s.build()
             await s.start()
         try:
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
+            def all_reported() -> bool:
                 seen = watcher.seen()
-                if all(f"solarbridge/{d}/state" in seen for d in owner) and "solarbridge/status/1" in seen:
-                    break
-                await asyncio.sleep(0.05)
+                return all(f"solarbridge/{d}/state" in seen for d in owner) and "solarbridge/status/1" in seen
+
+            await async_wait_for(all_reported, 15, lambda: f"every device's state and worker 1's status (seen: "
+                                 f"{sorted(watcher.seen())})", interval=0.05)
             # a command for a device of worker 1 is answered by worker 1 alone (synthetic devices have no
             # controls: the answer is an error message), worker 0 leaves it alone
             dev1 = next(d for d, k in owner.items() if k == 1)
             watcher.publish(f"solarbridge/{dev1}/charge_target_pct/set", "50")
-            deadline = time.monotonic() + 10
-            while not watcher.live_on(f"{dev1}/error") and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
+            await async_wait_for(lambda: watcher.live_on(f"{dev1}/error"), 10, f"an error reply on {dev1}/error",
+                                 interval=0.05)
+            await asyncio.sleep(0.3)  # time for a second (wrong) answer to show up
             assert len(watcher.live_on(f"{dev1}/error")) == 1
             assert sups[0].health["mqtt"].counters.get("commands_for_other_workers") == 1
             assert sups[1].health["mqtt"].counters.get("commands_rejected") == 1
@@ -194,9 +188,8 @@ def test_status_while_one_worker_runs_and_the_other_is_gone(mosquitto, tmp_path,
             s.build()
             await s.start()
         try:
-            deadline = time.monotonic() + 10
-            while not all(s.sinks["mqtt"].connected for s in sups) and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            await async_wait_for(lambda: all(s.sinks["mqtt"].connected for s in sups), 10,
+                                 "both workers to connect to the broker")
             await sups[1].stop()
             await asyncio.sleep(0.5)
             return await asyncio.to_thread(read_retained, mosquitto.port, ("solarbridge/status/#",))

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.config import load
 from solarbridge.model import Reading
 from solarbridge.runtime import Supervisor
@@ -82,10 +83,8 @@ def test_a_labelled_site_sums_its_devices_in_the_daemon(tmp_path):
         sup.add_sink(sink)
         await sup.start()
         try:
-            for _ in range(200):
-                if sum(1 for r in sink.got if r.device_id.startswith("home-")) >= 80:
-                    break
-                await asyncio.sleep(0.05)
+            await async_wait_for(lambda: sum(1 for r in sink.got if r.device_id.startswith("home-")) >= 80, 10,
+                                 "80 readings of the home-* devices", interval=0.05)
         finally:
             await sup.stop()
         return sink.got

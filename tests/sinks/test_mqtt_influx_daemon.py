@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from servers import wait_for
+
 pytestmark = pytest.mark.servers
 
 SOLARBRIDGE = [sys.executable, "-m", "solarbridge.cli.main"]
@@ -91,10 +93,9 @@ def test_daemon_last_will_and_spool_across_kill_9(mosquitto, victoria, tmp_path,
             with sqlite3.connect(spool) as db:
                 return db.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0
 
-        deadline = time.monotonic() + 20
-        while not drained():
-            assert time.monotonic() < deadline, "spool did not drain:\n" + log.read_text()[-3000:]
-            time.sleep(0.1)
+        wait_for(drained, 20, lambda: "the spool to drain; daemon log:\n" + log.read_text()[-3000:], interval=0.1,
+                 stop_if=lambda: proc.poll() is not None
+                 and f"the daemon exited {proc.returncode}; log:\n" + log.read_text()[-3000:])
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)

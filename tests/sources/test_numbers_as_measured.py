@@ -11,15 +11,16 @@ such as 212.20000000000002 or 938.1662499999999, has 16-17).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import re
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.metricmap import FLOAT32, MetricDesc, decimals_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,12 +106,12 @@ def demo_readings(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
             sup.bus.listeners.append(lambda r: got.append({"source": r.source, "device_type": r.device_type,
                                                            "metrics": dict(r.metrics)}))
             await sup.start()
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                seen = {f for f in FAMILY_NAMES if any(r["source"].startswith(f) for r in got)}
-                if seen == set(FAMILY_NAMES):
-                    break
-                await asyncio.sleep(0.2)
+
+            def every_family() -> bool:
+                return {f for f in FAMILY_NAMES if any(r["source"].startswith(f) for r in got)} == set(FAMILY_NAMES)
+
+            with contextlib.suppress(TimeoutError):  # a family that never reports fails its own test below
+                await async_wait_for(every_family, 90, "a reading from every family", interval=0.2)
             await sup.stop()
         finally:
             for p in parts:

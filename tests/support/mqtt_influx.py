@@ -73,9 +73,11 @@ class Collector:
         ms = self.on(topic)
         return ms[-1] if ms else None
 
-    def seen(self, what: str) -> Callable[[], str]:
-        """``what`` worded with the topics received so far (for a wait's failure message)."""
-        return lambda: f"{what}; topics seen: {sorted({m.topic for m in self.snapshot()})[:40]}"
+    def seen(self, what: str | Callable[[], str]) -> Callable[[], str]:
+        """``what`` (a text or a callable giving one) worded with the topics received so far, for a wait's
+        failure message."""
+        return lambda: (f"{what() if callable(what) else what}; "
+                        f"topics seen: {sorted({m.topic for m in self.snapshot()})[:40]}")
 
     def find(self, topic: str, pred: Callable[[Msg], bool] | None = None) -> Msg | None:
         """The latest message on ``topic`` (that ``pred`` accepts), or None."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from servers import wait_for
 from solarbridge.cli import pickle2graphite, se2graphite
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
@@ -60,19 +61,16 @@ def assert_stored(carbon, expected: list[Point], timeout: float = 30.0) -> None:
     for p, ts, v in expected:
         by_path.setdefault(p, {})[int(ts)] = v
     since = int(min(ts for _, ts, _ in expected)) - 10
-    deadline = time.monotonic() + timeout
-    missing: list[str] = []
-    while True:
-        missing = []
+
+    def missing() -> list[str]:
+        out = []
         for path, want in by_path.items():
             got = dict(carbon.fetch(path, since))
-            for ts, v in want.items():
-                if got.get(ts) != v:
-                    missing.append(f"{path}@{ts}: want {v!r}, got {got.get(ts)!r}")
-        if not missing or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert not missing, f"{len(missing)} point(s) missing or wrong, e.g. {missing[:5]}"
+            out += [f"{path}@{ts}: want {v!r}, got {got.get(ts)!r}" for ts, v in want.items() if got.get(ts) != v]
+        return out
+
+    wait_for(lambda: not missing(), timeout, lambda: f"every point in whisper; {len(m := missing())} point(s) "
+             f"missing or wrong, e.g. {m[:5]}", interval=0.3)
 
 
 @pytest.mark.parametrize("tool", ["se2graphite", "pickle2graphite"])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.model import DeviceInfo, Reading
 from solarbridge.plugin import Context
 from solarbridge.sinks.mqtt.sink import MqttConfig, MqttSink
@@ -55,21 +56,26 @@ def test_everything_back_within_5s_after_a_60s_outage(mosquitto, tmp_path: Path,
             await asyncio.to_thread(mosquitto.start)  # same port; returns once it accepts connections
             t_back = time.monotonic()
             reconnected: dict[int, float] = {}
-            while len(reconnected) < FLEET and time.monotonic() - t_back < 30:
+
+            def all_reconnected() -> bool:  # notes the moment each sink is back
                 for k, s in enumerate(sinks):
                     if k not in reconnected and s.connections > first[k]:
                         reconnected[k] = time.monotonic()
-                await asyncio.sleep(0.005)
+                return len(reconnected) == FLEET
+
+            await async_wait_for(all_reconnected, 30, lambda: f"all {FLEET} sinks to reconnect (back: "
+                                 f"{sorted(reconnected)})", interval=0.005)
             col = await asyncio.to_thread(collector_factory, mosquitto.port)
             want = {f"fleet{k}/{t}" for k in range(FLEET) for t in ("status", f"inv{k}/availability",
                                                                        f"inv{k}/state")}
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
+
+            def everything_back() -> bool:
                 seen = {m.topic for m in col.snapshot()}
                 disc = [t for t in seen if t.startswith("homeassistant/sensor/") and t.endswith("/config")]
-                if want <= seen and len(disc) >= FLEET:
-                    break
-                await asyncio.sleep(0.02)
+                return want <= seen and len(disc) >= FLEET
+
+            await async_wait_for(everything_back, 15, col.seen(f"status, availability, state and {FLEET} "
+                                                              "discovery configs"))
             return t_back, reconnected, col.snapshot()
         finally:
             for s in sinks:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.config import build
 from solarbridge.model import DeviceInfo, Reading
 from solarbridge.plugin import Context, PluginConfig, Source
@@ -64,12 +65,14 @@ def test_site_energy_sensors_for_home_assistant(mosquitto, tmp_path, collector_f
         sup.add_source(src)
         await sup.start()
         try:
-            for _ in range(400):
-                if src.sent == 24 and sum(1 for m in col.snapshot() if m.topic.startswith("solarbridge/site:home/")
-                                          and m.topic.endswith("/state")) >= 20:
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)
+            def site_states() -> int:
+                return sum(1 for m in col.snapshot() if m.topic.startswith("solarbridge/site:home/")
+                           and m.topic.endswith("/state"))
+
+            await async_wait_for(lambda: src.sent == 24 and site_states() >= 20, 20,
+                                 col.seen(lambda: f"24 readings replayed (sent: {src.sent}) and 20 site:home states "
+                                                  f"(got {site_states()})"), interval=0.05)
+            await asyncio.sleep(0.5)  # let the last states land before stopping
         finally:
             await sup.stop()
 

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from servers import async_wait_for, wait_for
 from servers import free_port as _free_port
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
@@ -47,15 +48,12 @@ def test_simulator_on_loopback_captured_on_lo(extra):
 
     async def scenario() -> list[dict]:
         task = asyncio.create_task(src.run(got.append))
-        deadline = time.monotonic() + 10
-        while not src.capturing:
-            assert time.monotonic() < deadline and not task.done(), "capture did not start"
-            await asyncio.sleep(0.01)
+        await async_wait_for(lambda: src.capturing, 10, "the capture to start", interval=0.01,
+                             stop_if=lambda: task.done() and f"the source ended: {task}")
         proc = _simulator(port, "--interval", "0.15", "--count", str(count), *extra)
         sent = await asyncio.to_thread(_sent, proc)
-        deadline = time.monotonic() + 15
-        while len(got) < len(sent) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await async_wait_for(lambda: len(got) >= len(sent), 15, lambda: f"{len(sent)} readings (got {len(got)}; "
+                             f"pipeline: {src.pipeline.stats() if src.pipeline else None})", interval=0.05)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return sent
@@ -130,9 +128,8 @@ def test_capture_sends_nothing(tmp_path):
             for _, frame in frames:
                 inj.send(frame)
         lines = []
-        deadline = time.monotonic() + 15
-        while len(lines) < 4 and time.monotonic() < deadline:
-            lines.append(json.loads(proc.stdout.readline()))
+        wait_for(lambda: lines.append(json.loads(proc.stdout.readline())) or len(lines) >= 4, 15,
+                 lambda: f"4 readings from the capture (got {lines})", interval=0)  # readline blocks for each
         assert [x["serial"] for x in lines] == ["NOTRANSMIT"] * 4
         assert counter("rx_packets") - rx0 >= len(frames)
         assert counter("tx_packets") == tx0 == 0
@@ -182,11 +179,15 @@ url = "{mosquitto.url}"
                            stderr=subprocess.PIPE, text=True)
     try:
         assert cap.stderr is not None
-        deadline = time.monotonic() + 20
-        for line in cap.stderr:  # wait until the socket is open
-            if "capturing on lo" in line:
-                break
-            assert time.monotonic() < deadline and cap.poll() is None, line
+        log: list[str] = []
+
+        def capturing() -> bool:  # blocks for one line of the log
+            line = cap.stderr.readline()
+            assert line, f"sunsynk-capture ended {cap.poll()}: {log}"
+            log.append(line)
+            return "capturing on lo" in line
+
+        wait_for(capturing, 20, lambda: f"sunsynk-capture to open its socket (log: {log[-10:]})", interval=0)
         import threading
 
         threading.Thread(target=cap.stderr.read, daemon=True).start()  # keep the pipe drained
@@ -194,18 +195,16 @@ url = "{mosquitto.url}"
                                 "--clock", "2024-06-21T09:00:00"))
         serial = sent[0]["serial"]
         uid = f"sunsniff_{serial}_battery_soc"
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and f"homeassistant/sensor/{uid}/state" not in got:
-            time.sleep(0.05)
+        wait_for(lambda: f"homeassistant/sensor/{uid}/state" in got, 15,
+                 lambda: f"the state of {uid} on the broker (topics: {sorted(got)[:20]})", interval=0.05)
         disc = json.loads(got[f"homeassistant/sensor/{uid}/config"])
         assert disc["expire_after"] == 600 and disc["name"] == "Battery SOC"
         assert disc["availability"], disc
         assert float(got[f"homeassistant/sensor/{uid}/state"]) in {s["values"]["battery_soc"] for s in sent}
         avail_topics = [a["topic"] for a in disc["availability"]]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not all(got.get(t) == b"online" for t in avail_topics):
-            time.sleep(0.05)
-        assert all(got.get(t) == b"online" for t in avail_topics), {t: got.get(t) for t in avail_topics}
+        wait_for(lambda: all(got.get(t) == b"online" for t in avail_topics), 10,
+                 lambda: f"online on every availability topic ({ {t: got.get(t) for t in avail_topics} })",
+                 interval=0.05)
 
         series = victoria.wait_series('{__name__="inverter_value",name="SOC"}', lambda s: len(s[0]["values"]) == 3,
                                       timeout=15)
