@@ -232,8 +232,9 @@ def describe_validation_error(err: ValidationError, prefix: tuple[Any, ...], mod
     msg = e["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    # a validator's own message may already show the value: never print it twice
-    shown = "(got " in msg
+    # a validator's own message may already show the value ("unknown time zone 'Mars/X'"): never print it twice
+    inp = e.get("input")
+    shown = "(got " in msg or (isinstance(inp, str) and len(inp) > 0 and repr(inp) in msg)
     return f"{_loc(loc)}: {msg}{'' if shown else _fmt_input(e.get('input'))}"
 
 
@@ -491,7 +492,7 @@ def masked(cfg: Config) -> dict[str, Any]:
     """The resolved config as plain data with every secret replaced by ``***``."""
 
     def dump(model: BaseModel) -> dict[str, Any]:
-        out = model.model_dump(mode="json")  # SecretStr dumps as "**********"
+        out = model.model_dump(mode="json", by_alias=True)  # SecretStr dumps as "**********"
         return out
 
     inv = cfg._inventory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -39,6 +40,9 @@ BAD = [
     (SYNTH + '[[sinks]]\ntype = "mqtt"\nurl = "x"\n', "sinks[0].url: url must look like mqtt://host:1883"),
     (SYNTH + '[[sinks]]\ntype = "influxdb2"\nhost = "x"\norg = "o"\nbucket = "b"\n', "host must start with http://"),
     ('[[sources]]\ntype = "synthetic"\ninterval = -3\n', "sources[0].interval: Input should be greater than 0"),
+    (SYNTH + '[[sites]]\nname = "h"\ndevices = ["x"]\ntimezone = "Mars/Base"\n',
+     "sites[0].timezone: unknown time zone 'Mars/Base' (use an IANA name such as Europe/London)"),
+    ('[counters]\ntimezone = "Mars/Base"\n' + SYNTH, "counters.timezone: unknown time zone 'Mars/Base'"),
 ]
 
 
@@ -48,8 +52,29 @@ def test_check_config_refuses_with_one_line(tmp_path, text, needle):
     assert out.returncode == 2, out.stdout
     lines = out.stderr.splitlines()
     assert len(lines) == 1 and needle in lines[0], out.stderr
-    # the value is shown once, never "(got 'x') (got 'x')"
+    # the value is shown once, never "(got 'x') (got 'x')" nor "'x' ... (got 'x')"
     assert lines[0].count("(got ") <= 1, lines[0]
+    for value in ("'Mars/Base'", "'99999'", "'yes'"):
+        assert lines[0].count(value) <= 1, lines[0]
+
+
+def test_check_config_prints_the_keys_as_written(tmp_path):
+    """The InfluxDB sink's key is `schema` (a Python name clash made it `schema_` inside): check-config
+    prints what a config file must say, in both formats, and the printed TOML is a valid config again."""
+    text = SYNTH + '[[sinks]]\ntype = "influxdb2"\nhost = "http://127.0.0.1:8086"\norg = "o"\nbucket = "b"\n' \
+                   'schema = "sunsniff"\n'
+    for fmt in ("toml", "json"):
+        out = sb("check-config", "-c", write(tmp_path, text), "--format", fmt)
+        assert out.returncode == 0, out.stderr
+        assert "schema_" not in out.stdout
+        assert ('schema = "sunsniff"' if fmt == "toml" else '"schema": "sunsniff"') in out.stdout, out.stdout
+    again = tmp_path / "again.toml"
+    out = sb("check-config", "-c", write(tmp_path, text), "--format", "toml")
+    again.write_text("\n".join(ln for ln in out.stdout.splitlines() if not ln.startswith("#")))
+    again.chmod(0o600)
+    assert sb("check-config", "-c", str(again)).returncode == 0
+    out = sb("check-config", "-c", write(tmp_path, text.replace("schema =", "schema_ =")))
+    assert out.returncode == 2 and "sinks[0].schema_: unknown key" in out.stderr, out.stderr
 
 
 def test_no_sources_is_said_and_exits_2(tmp_path):
@@ -140,3 +165,17 @@ def test_run_prints_a_summary_and_state_changes_without_verbose(tmp_path):
     site = [ln for ln in lines if "device site:synthetic-home" in ln]  # the device's own site (auto_sites)
     assert len(site) == 1 and site[0].endswith("online"), lines
     assert len(lines) == 5, lines
+
+
+def test_check_config_prints_the_resolved_sites_in_both_formats(tmp_path):
+    text = (SYNTH + '[[sites]]\nname = "home"\ntimezone = "Europe/London"\ngrid = "meter"\npv = ["inv"]\n'
+            'exclude = ["pvmeter"]\n')
+    out = sb("check-config", "-c", write(tmp_path, text))
+    assert out.returncode == 0, out.stderr
+    resolved = json.loads(out.stdout)["sites_resolved"]
+    assert "site site:home (Europe/London)" in resolved
+    assert any(line.startswith("grid:    meter grid_power_w") for line in resolved), resolved
+    assert "pv:      inv pv_power_w" in resolved and "excluded: pvmeter" in resolved
+    out = sb("check-config", "-c", write(tmp_path, text), "--format", "toml")
+    comments = [ln for ln in out.stdout.splitlines() if ln.startswith("#")]
+    assert "# site site:home (Europe/London)" in comments and "#   load:    derived = pv + grid + battery" in comments

@@ -29,8 +29,7 @@ def test_config_errors_name_the_field():
     assert cfg_error({"sites": [{"name": "home", "pv": "inv", "exclude": ["inv"]}]}).startswith(
         "sites[0]: pv[0].device: 'inv' is also in exclude")
     assert cfg_error({"sites": [{"name": "home", "devices": ["a"], "timezone": "Mars/Olympus"}]}) == (
-        "sites[0].timezone: unknown time zone 'Mars/Olympus' (use an IANA name such as Europe/London)"
-        " (got 'Mars/Olympus')")
+        "sites[0].timezone: unknown time zone 'Mars/Olympus' (use an IANA name such as Europe/London)")
     assert cfg_error({"sites": [{"name": "a", "devices": ["x"]}, {"name": "a", "devices": ["y"]}]}) == (
         "sites[1].name: 'a' is used twice; give each site its own name")
     assert cfg_error({"sites": [{"name": "home"}]}) == (

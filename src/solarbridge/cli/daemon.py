@@ -41,6 +41,8 @@ def check_config(args: argparse.Namespace) -> int:
         return 2
     doc = masked(cfg)
     if args.format == "json":
+        # the sites as resolved (roles, inferred members), as check-config's TOML output ends with them
+        doc["sites_resolved"] = [line.removeprefix("#").strip() for line in describe(cfg.sites)]
         print(json.dumps(doc, indent=2, default=str))
     else:
         print(_to_toml(doc))
@@ -49,33 +51,35 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def _to_toml(doc: dict[str, Any]) -> str:
+    """The resolved config as TOML that check-config accepts again (TOML has no null: unset keys are left out)."""
+
     def val(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, int | float):
             return repr(v)
         if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
+            return "[" + ", ".join(val(x) for x in v if x is not None) + "]"
         if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + " }"
-        if v is None:
-            return '""'
+            return "{ " + ", ".join(f"{_key(k)} = {val(x)}" for k, x in v.items() if x is not None) + " }"
         return json.dumps(str(v))
+
+    def table(items: dict[str, Any]) -> list[str]:
+        return [f"{_key(k)} = {val(v)}" for k, v in items.items() if v is not None]
 
     lines: list[str] = []
     for section in ("daemon", "api", "counters", "inventory"):
         if section not in doc:
             continue
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {val(v)}" for k, v in doc[section].items() if not isinstance(v, dict | list)]
-        lines.append("")
+        lines += [f"[{section}]", *table(doc[section]), ""]
     for section in ("sites", "sources", "sinks"):
         for entry in doc[section]:
-            lines.append(f"[[{section}]]")
-            lines += [f"{k} = {val(v)}" for k, v in entry.items()
-                      if section == "sites" or k == "counters" or not isinstance(v, dict)]
-            lines.append("")
+            lines += [f"[[{section}]]", *table(entry), ""]
     return "\n".join(lines)
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else json.dumps(k)
 
 
 class StartupError(Exception):

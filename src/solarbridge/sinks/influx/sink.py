@@ -72,7 +72,7 @@ class InfluxConfig(SinkConfig):
     backoff_initial: float = Field(1.0, gt=0, le=60)
     backoff_cap: float = Field(30.0, gt=0, le=3600)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="after")
     def _check(self) -> InfluxConfig:
