@@ -139,6 +139,45 @@ def test_spike_of_one_mwh_within_ten_seconds_is_rejected():
     check(pub, rows)
 
 
+@pytest.mark.parametrize("jump_wh", [903.0, 500.0, 120.0])
+def test_a_spike_below_a_kilowatt_hour_is_rejected_too(jump_wh):
+    """A Wh-resolution counter at ~1 kW rises ~3 Wh per 10 s: a +120..903 Wh step in 10 s implies 43-325 kW.
+    Once the counter's resolution is seen, the slack is twice that, not a fixed 1 kWh."""
+    rows = truth(days=1)
+    reported = [(t, p, tot + (jump_wh if i >= 3000 else 0.0)) for i, (t, p, tot, _q, _d) in enumerate(rows)]
+    c = CounterCleaner()
+    pub = replay(c, reported)
+    check(pub, rows)
+    assert c.tracks["dev1"]["load_energy_total_wh"].quantum < 5
+
+
+def test_the_rating_bounds_a_counter():
+    """With the device's rating set (max_power_w), a rise faster than the rating is a spike even when the
+    reading carries no power; rises within it pass."""
+    c = CounterCleaner(CounterOptions(max_power_w=6000))
+    t = T0
+    got = []
+    for wh in (1000.0, 1001.0, 1003.0, 1600.0, 1604.0, 1606.0):  # +597 Wh in 10 s = 215 kW: a spike
+        cleaned, fixes = c.clean("inv", t, {"pv_energy_total_wh": wh})
+        got.append((cleaned["pv_energy_total_wh"], [f.kind for f in fixes]))
+        t += timedelta(seconds=STEP)
+    assert got[3] == (1003.0, ["spike"])
+    # the new level holds for 3 readings, so it is taken as a re-based counter: continued from 1003 with the
+    # rises since (1600 -> 1606), the 597 Wh jump itself never published
+    assert [v for v, _ in got] == [1000.0, 1001.0, 1003.0, 1003.0, 1003.0, 1009.0]
+    # at 6 kW, 16 Wh in 10 s is allowed
+    cleaned, fixes = c.clean("inv", t, {"pv_energy_total_wh": 1606.0 + 16.0})
+    assert cleaned["pv_energy_total_wh"] == 1025.0 and fixes == []
+
+
+def test_coarse_counters_still_pass_after_their_resolution_is_learnt():
+    rows = truth(days=1, quantum=100.0)
+    c = CounterCleaner()
+    pub = replay(c, [(t, p, q) for t, p, _tot, q, _d in rows])
+    assert [v for _, v in pub] == [q for _t, _p, _tot, q, _d in rows]  # nothing held: every step is real
+    assert c.tracks["dev1"]["load_energy_total_wh"].quantum == 100.0
+
+
 def test_spike_is_rejected_without_a_power_reading_too():
     rows = truth(days=1)
     c = CounterCleaner()

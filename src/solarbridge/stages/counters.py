@@ -11,7 +11,8 @@ after a dongle restart, 16/32-bit registers wrapping, daily counters resetting l
 - an increase implying more power than allowed over the time since the counter last moved is a *spike*
   and is held the same way. Allowed power is the source's ``max_power_w`` (the device's rating) when set,
   else three times the highest measured power of that flow since the counter last moved plus 1 kW, else
-  ``default_max_power_w``; ``slack_wh`` more is always allowed (coarse counters step by 100 Wh or 1 kWh);
+  ``default_max_power_w``; twice the counter's resolution (its smallest rise seen; ``slack_wh`` until one
+  is seen, and at most that) more is always allowed (coarse counters step by 100 Wh or 1 kWh);
 - a 0 where a value was (a restarting dongle) is ignored and never confirms a reset by itself;
 - a new serial for the same device id (device replaced) starts a new baseline at once;
 - a daily counter is re-based at the device's local midnight: until the device resets it (late, as
@@ -83,7 +84,7 @@ class CounterOptions(BaseModel):
     max_power_w: float | None = Field(None, gt=0, le=1e9, description="the device's rating: no counter may "
                                       "rise faster (default: from the measured power)")
     default_max_power_w: float = Field(250_000.0, gt=0, le=1e9, description="bound when no power is measured")
-    slack_wh: float = Field(1000.0, ge=0, le=1e7, description="increase always allowed (counter resolution)")
+    slack_wh: float = Field(1000.0, ge=0, le=1e7, description="increase always allowed until the counter's resolution is seen (then twice that, at most this)")
     confirm_readings: int = Field(3, ge=1, le=100, description="consistent readings that confirm a real reset")
     timezone: str = Field("", description="the devices' local time zone for daily counters (default: system)")
 
@@ -112,6 +113,7 @@ class Track:
     day: int = 0  # daily: local date ordinal the value belongs to
     base: float = 0.0  # daily: raw value at local midnight (device not yet reset)
     carried: float = 0.0  # daily: energy of today counted before the device reset
+    quantum: float = 0.0  # the smallest rise seen: the counter's resolution (0: none seen yet)
 
 
 @dataclass(slots=True)
@@ -213,9 +215,13 @@ class CounterCleaner:
             limit = 3.0 * max(tr.peak_w, power or 0.0) + 1000.0
         else:
             limit = self.opts.default_max_power_w
-        return limit * max(t - since, 0.0) / 3600.0 + self.opts.slack_wh
+        # slack for a counter's coarse steps: twice its resolution once seen, at most slack_wh
+        slack = min(self.opts.slack_wh, 2.0 * tr.quantum) if tr.quantum > 0 else self.opts.slack_wh
+        return limit * max(t - since, 0.0) / 3600.0 + slack
 
     def _accept(self, tr: Track, v: float, t: float, power: float | None) -> None:
+        if v > tr.raw and (tr.quantum <= 0 or v - tr.raw < tr.quantum):
+            tr.quantum = v - tr.raw
         if v != tr.raw:
             tr.moved = t
             tr.peak_w = power or 0.0
