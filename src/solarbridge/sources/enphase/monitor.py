@@ -82,39 +82,79 @@ class Cloud(Protocol):
 
 
 class HttpGateway:
-    """HTTPS to the gateway: self-signed certificate accepted, Bearer token, timeout, one retry."""
+    """HTTPS to the gateway: self-signed certificate accepted, Bearer token, timeout, one retry.
+
+    The daemon's source may switch it to a legacy gateway (firmware before 7) with :meth:`use_legacy`:
+    then plain HTTP or HTTPS as the gateway answered, no token, and HTTP Digest auth (or none).
+    """
 
     def __init__(self, host: str, timeout: float, reporter: Reporter | None = None) -> None:
         import httpx
 
+        self.host = host
         self.base = f"https://{host}/"
         self.rep = reporter or Reporter()
         self.requests = 0
         self.failures = 0
         #: set when the gateway refused the token (HTTP 401): the monitor then logs in again
         self.unauthorized = False
+        #: legacy gateways: set when a request of this poll was refused (HTTP 401) despite the digest login
+        self.auth_failed = False
+        self.bearer = True
+        self._auth: Any = None
         self._client = httpx.AsyncClient(verify=False, timeout=timeout, follow_redirects=False)
 
+    def use_legacy(self, scheme: str, username: str = "", password: str = "") -> None:
+        """No token from now on; HTTP Digest auth with these credentials (none without a user)."""
+        import httpx
+
+        self.base = f"{scheme}://{self.host}/"
+        self.bearer = False
+        self._auth = httpx.DigestAuth(username, password) if username else None
+
+    async def probe(self, path: str) -> tuple[str, str] | None:
+        """(scheme, body) of ``path`` read without auth over HTTPS, else plain HTTP (gateways before
+        firmware 7 have no HTTPS); None when neither answers 200."""
+        import httpx
+
+        for scheme in ("https", "http"):
+            url = f"{scheme}://{self.host}/{path}"
+            self.requests += 1
+            try:
+                resp = await self._client.get(url)
+            except (httpx.HTTPError, OSError, ValueError) as e:
+                self.rep.debug(f"{url}: {type(e).__name__}: {e}")
+                continue
+            if resp.status_code == 200 and resp.content:
+                return scheme, resp.text
+            self.rep.debug(f"{url}: HTTP {resp.status_code}")
+        return None
+
     def begin_poll(self) -> None:
-        pass
+        self.auth_failed = False
 
     async def get(self, path: str, token: str, retry: bool = True) -> str | None:
         import httpx
 
         url = self.base + path
         self.rep.debug(f"curl to {url}")
-        self.rep.debug(f"GET {url} Authorization: Bearer {token}", 2)
+        headers = {"Accept": "application/json"}
+        if self.bearer:
+            self.rep.debug(f"GET {url} Authorization: Bearer {token}", 2)
+            headers["Authorization"] = f"Bearer {token}"
         for attempt in range(2 if retry else 1):
             self.requests += 1
             try:
-                resp = await self._client.get(url, headers={"Authorization": f"Bearer {token}",
-                                                            "Accept": "application/json"})
+                resp = await self._client.get(url, headers=headers, auth=self._auth)
             except (httpx.HTTPError, OSError, ValueError) as e:
                 self.rep.debug(f"{url}: {type(e).__name__}: {e}" + (", retrying" if attempt == 0 and retry else ""))
                 continue
             if resp.status_code >= 400:
                 self.rep.debug(f"{url}: HTTP {resp.status_code}")
-                self.unauthorized = self.unauthorized or resp.status_code == 401
+                if self.bearer:
+                    self.unauthorized = self.unauthorized or resp.status_code == 401
+                else:
+                    self.auth_failed = self.auth_failed or resp.status_code == 401
                 if resp.status_code < 500 and resp.status_code not in (408, 429):
                     break  # like curl --retry: only transient errors are retried
                 continue
@@ -442,12 +482,16 @@ class Monitor:
             self.rep.debug(f"relay state: {state}")
         if state != "nocomms":
             await self._details(token)
+        auth_failed = bool(getattr(self.gw, "auth_failed", False))
+        if auth_failed:
+            state = "nocomms"  # a legacy gateway refused the digest login: no data, and no riding through
         if getattr(self.gw, "unauthorized", False):
             # the original keeps a refused token forever (nocomms until restarted); renew it instead
             self.gw.unauthorized = False  # type: ignore[attr-defined]
             self.rep.info("Gateway refused the token, logging in again at the next poll")
             self.tokens.invalidate()
-        if state == "nocomms" and not nocomms and self.grace_s > 0 and self.state in ("online", "onbatt"):
+        if (state == "nocomms" and not nocomms and self.grace_s > 0 and self.state in ("online", "onbatt")
+                and not auth_failed):
             now = self.clock()
             if self.failing_since is None:
                 self.failing_since = now

@@ -156,6 +156,18 @@ def parse_info(text: str | bytes | None) -> str | None:
     return None
 
 
+def firmware_major(software: str | None) -> int | None:
+    """The major version of an info.xml ``<software>`` value (``D3.17.3`` -> 3, ``R4.10.35`` -> 4)."""
+    if not software:
+        return None
+    digits = ""
+    for ch in software.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"):
+        if not ch.isdigit():
+            break
+        digits += ch
+    return int(digits) if digits else None
+
+
 @dataclass(slots=True)
 class Reports:
     """Rows of ``ivp/meters/reports`` by report type: [cumulative, line1, line2, ...]."""

@@ -10,6 +10,13 @@ in-process. A self-signed certificate is generated at start. Scenario control:
 
 Failure modes per endpoint (``fail_relay=http500`` etc.): http500, http503, http401, html,
 badjson, empty, missing, unknown, timeout, close.
+
+Authentication is the firmware's. Firmware 7 and later (the live physics and the 7.x/8.x sets) serve
+HTTPS and want the Bearer token the fake Enlighten issues. A recorded set of firmware before 7 is a
+legacy gateway: plain HTTP, no token accepted, the public endpoints (:data:`LEGACY_PUBLIC`) open to
+anyone and every other one answering 401 with an RFC 7616 Digest challenge (realm
+``enphaseenergy.com``; user ``envoy`` with the last 6 digits of the gateway serial; ``digest_algorithm``
+picks MD5, MD5-sess, SHA-256 or SHA-256-sess).
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import jwt
+from .digest import DigestRealm
+from .responses import firmware_major
 from .site import Site, parse_site, response_name
 
 ENDPOINTS = {
@@ -47,6 +56,10 @@ ENDPOINTS = {
 FAIL_MODES = ("none", "http500", "http503", "http401", "html", "badjson", "empty", "missing", "unknown", "timeout", "close")
 SITES = {"split": (2, 240.0), "three": (3, 230.0), "single": (1, 230.0)}
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "enphase"
+#: what a gateway before firmware 7 answers without a login (everything else wants Digest auth)
+LEGACY_PUBLIC = frozenset({"/info.xml", "/info", "/production.json", "/production", "/api/v1/production"})
+DIGEST_REALM = "enphaseenergy.com"
+DIGEST_ALGORITHMS = ("MD5", "MD5-sess", "SHA-256", "SHA-256-sess")
 HTML_ERROR = b"<html><head><title>500 Internal Server Error</title></head><body>Error</body></html>"
 
 
@@ -74,6 +87,8 @@ class Scenario:
     fail: dict[str, str] = field(default_factory=dict)
     #: tokens issued before this epoch are refused (401), like a revoked token
     revoked_before: float = 0.0
+    #: legacy gateways (a recorded set before firmware 7): the Digest algorithm of the challenge
+    digest_algorithm: str = "MD5"
 
     def set(self, key: str, value: Any) -> None:
         """Set one field from JSON or script text; raises ScenarioError naming field and range."""
@@ -117,9 +132,14 @@ class Scenario:
         if key in ("username", "password", "serial"):
             setattr(self, key, str(value))
             return
+        if key == "digest_algorithm":
+            if value not in DIGEST_ALGORITHMS:
+                raise ScenarioError(f"digest_algorithm: must be one of {', '.join(DIGEST_ALGORITHMS)}")
+            self.digest_algorithm = str(value)
+            return
         if key not in ranges:
             allowed = sorted([*ranges, "grid", "site", "username", "password", "serial", "revoke_tokens",
-                              "fail_<endpoint>"])
+                              "digest_algorithm", "fail_<endpoint>"])
             raise ScenarioError(f"{key}: unknown field (allowed: {', '.join(allowed)})")
         typ, lo, hi = ranges[key]
         try:
@@ -330,6 +350,10 @@ class GatewaySimulator:
             self.scenario.serial = site.serial or self.scenario.serial
             self.scenario.grid = site.relay != "open"
         self.sessions: set[str] = set()
+        major = firmware_major(site.firmware) if site is not None else None
+        #: a gateway before firmware 7: plain HTTP and Digest auth instead of HTTPS and a token
+        self.legacy = major is not None and major < 7
+        self.digest = DigestRealm(DIGEST_REALM, self._digest_users, self.scenario.digest_algorithm)
         self._server: asyncio.AbstractServer | None = None
         self._dir: Path | None = None
         self.cert_path: Path | None = None
@@ -337,7 +361,15 @@ class GatewaySimulator:
 
     @property
     def url(self) -> str:
-        return f"https://{self.host}:{self.port}"
+        return f"{'http' if self.legacy else 'https'}://{self.host}:{self.port}"
+
+    @property
+    def envoy_password(self) -> str:
+        """The legacy gateway's password for user ``envoy``: the last 6 digits of its serial."""
+        return self.scenario.serial[-6:]
+
+    def _digest_users(self) -> dict[str, str]:
+        return {"envoy": self.envoy_password}
 
     @property
     def login_url(self) -> str:
@@ -350,8 +382,10 @@ class GatewaySimulator:
     async def start(self) -> GatewaySimulator:
         self._dir = Path(tempfile.mkdtemp(prefix="enphase-sim-"))
         self.cert_path, key_path = make_certificate(self._dir)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(self.cert_path, key_path)
+        ctx: ssl.SSLContext | None = None
+        if not self.legacy:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.cert_path, key_path)
         self._server = await asyncio.start_server(self._handle, self.host, self.port, ssl=ctx)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -413,16 +447,25 @@ class GatewaySimulator:
         if task is not None:
             self._conns.add(task)
         try:
+            first = b""
+            if self.legacy:
+                # a client trying HTTPS first (a TLS ClientHello starts with 0x16): like a gateway with no
+                # HTTPS port, refuse at once instead of waiting for a request line that never comes
+                first = await reader.read(1)
+                if not first or first == b"\x16":
+                    return
             while True:
-                req = await self._read_request(reader)
+                req = await self._read_request(reader, first)
+                first = b""
                 if req is None:
                     break
                 resp = await self._respond(req)
                 if resp is None:  # "close": drop the connection without an answer
                     break
-                status, ctype, body = resp
+                status, ctype, body, *more = resp
+                extra = "".join(f"{k}: {v}\r\n" for k, v in (more[0] if more else {}).items())
                 head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: {ctype}\r\n"
-                        f"Content-Length: {len(body)}\r\n\r\n")
+                        f"Content-Length: {len(body)}\r\n{extra}\r\n")
                 writer.write(head.encode() + body)
                 await writer.drain()
                 if req.headers.get("connection", "").lower() == "close":
@@ -437,9 +480,9 @@ class GatewaySimulator:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> Request | None:
+    async def _read_request(self, reader: asyncio.StreamReader, first: bytes = b"") -> Request | None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            head = first + await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError:
             return None
         lines = head.decode("latin-1").split("\r\n")
@@ -461,7 +504,7 @@ class GatewaySimulator:
     def _count(self, key: str) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
 
-    async def _respond(self, req: Request) -> tuple[int, str, bytes] | None:
+    async def _respond(self, req: Request) -> tuple[Any, ...] | None:
         if req.path.startswith("/_sim/"):
             return self._control(req)
         name = ENDPOINTS.get(req.path)
@@ -494,7 +537,16 @@ class GatewaySimulator:
             return 200, "application/json", b""
         if name in ("login", "tokens"):
             return self._cloud(name, req, mode)
-        if not self._authorized(req):
+        if self.legacy:
+            self.digest.algorithm = sc.digest_algorithm
+            if req.path not in LEGACY_PUBLIC:
+                target = req.path + (f"?{req.query}" if req.query else "")
+                verdict = self.digest.check(req.method, target, req.headers.get("authorization", ""))
+                if verdict != "ok":
+                    self._count("digest_challenged" if "authorization" not in req.headers else "digest_refused")
+                    return (401, "text/html", b"<html><body>401 Unauthorized</body></html>",
+                            {"WWW-Authenticate": self.digest.challenge(stale=verdict == "stale")})
+        elif not self._authorized(req):
             return 401, "application/json", b'{"message":"Unauthorized","code":401}'
         body: Any
         if name == "recorded":
@@ -657,10 +709,18 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write(args.info_file, json.dumps(info, indent=1) + "\n")
         print(f"enphase simulator on {sim.url} (gateway API, login {sim.login_url}, tokens {sim.tokens_url},"
               f" control {sim.url}/_sim/state)", flush=True)
-        conf = sim.write_monitor_config()
-        print(f"try: SOLARBRIDGE_ENPHASE_LOGIN_URL='{sim.login_url}' SOLARBRIDGE_ENPHASE_TOKENS_URL='{sim.tokens_url}'"
-              f" SOLARBRIDGE_ENPHASE_CLOUD_CA='{sim.cert_path}' {_monitor_command()} -v -s -c '{conf}'",
-              flush=True)
+        if sim.legacy:
+            # enphase-monitor is token-only, like the original: a legacy gateway is for the daemon's source
+            print(f"firmware {sim.responses.site.firmware if sim.responses.site else '?'} (before 7): plain HTTP,"
+                  f" Digest auth as user envoy, password {sim.envoy_password} (the serial's last 6 digits);"
+                  f" try: curl --digest -u envoy:{sim.envoy_password} {sim.url}/api/v1/production/inverters",
+                  flush=True)
+        else:
+            conf = sim.write_monitor_config()
+            print(f"try: SOLARBRIDGE_ENPHASE_LOGIN_URL='{sim.login_url}'"
+                  f" SOLARBRIDGE_ENPHASE_TOKENS_URL='{sim.tokens_url}'"
+                  f" SOLARBRIDGE_ENPHASE_CLOUD_CA='{sim.cert_path}' {_monitor_command()} -v -s -c '{conf}'",
+                  flush=True)
         rc = 0
         script_task = asyncio.create_task(sim.apply_script(script)) if script else None
         try:

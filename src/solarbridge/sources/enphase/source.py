@@ -7,6 +7,12 @@ rows in ``extra`` (see :data:`~solarbridge.model.EXTRA_METER_ROWS`), then one pe
 microinverter and per battery. Gateway fields become canonical metrics through the
 metric maps below. Lost comms (longer than ``outage_grace``) produce an ``online=False``
 reading. ``enphase-monitor`` is this source feeding a ``nut`` sink.
+
+Authentication (``auth``): gateways on firmware 7 and later want a JWT from Enphase's cloud as a
+Bearer token; older ones take no token and protect part of their API with HTTP Digest auth (user
+``envoy``, password the last 6 digits of the gateway serial). ``auto`` reads ``/info.xml`` (HTTPS,
+else plain HTTP, which is all a legacy gateway speaks) and picks by its firmware; see
+:class:`_GatewayAuth`. ``enphase-monitor`` stays token-only, like the original.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -26,16 +32,20 @@ from ...model import EXTRA_METER_ROWS, EXTRA_PHASE_COUNT, DeviceInfo, MetricValu
 from ...plugin import Context, Emit, PluginConfig, Source
 from . import jwt
 from . import monitor as m
-from .responses import load_json
+from .responses import INFO_PATH, firmware_major, load_json, parse_info
 from .settings import LOGIN_URL, TOKENS_URL, Settings
-from .site import SITE_PATHS, Flow, Site
+from .site import SITE_PATHS, Flow, Site, parse_site
 
 
 class EnphaseConfig(PluginConfig):
     type: str = "enphase"
     host: str = Field("envoy.local", description="gateway host name or address (host:port allowed)")
     serial: str = Field(..., min_length=1, description="gateway serial number (for the token)")
-    username: str = Field("", description="Enlighten user (e-mail) for the token service")
+    #: auto: by the firmware in /info.xml (before 7: digest, else token); token: the cloud JWT as a Bearer
+    #: token (no probe, as before); digest: HTTP Digest auth, no token; none: no auth at all
+    auth: Literal["auto", "token", "digest", "none"] = "auto"
+    username: str = Field("", description="Enlighten user (e-mail) for the token service; for a gateway "
+                          "before firmware 7 a local user (envoy or installer) instead")
     password: Secret | None = None
     #: a long-lived owner token given directly; then no Enlighten login is made
     token: Secret | None = None
@@ -71,6 +81,109 @@ class _LogReporter(m.Reporter):
 
     def warn(self, msg: str) -> None:
         self.log.warning(msg)
+
+
+class _GatewayAuth:
+    """The token store the monitor asks, for ``auth`` other than ``token``: it reads ``/info.xml`` once
+    (HTTPS, else plain HTTP) and then either hands out the cloud token (firmware 7 and later, through a
+    :class:`~.monitor.TokenStore` made only then) or switches the gateway transport to a legacy login
+    (Digest auth or none, no token, no cloud login ever). Until the gateway answers, nothing is decided
+    and each poll asks again."""
+
+    def __init__(self, source: EnphaseSource, gw: m.HttpGateway, make_store: Callable[[], m.TokenStore]) -> None:
+        self.src, self.gw, self.make_store = source, gw, make_store
+        self.mode: str | None = None  # "token", "digest" or "none" once decided
+        self.store: m.TokenStore | None = None
+        self.firmware: str | None = None
+        self.user = ""
+        #: where the digest password came from (for the one error on HTTP 401); never the password itself
+        self.password_from = ""
+        self._probe_warned = False
+
+    @property
+    def token(self) -> str | None:
+        if self.mode == "token":
+            return self.store.token if self.store is not None else None
+        return "" if self.mode is not None else None
+
+    @property
+    def logins(self) -> int:
+        return self.store.logins if self.store is not None else 0
+
+    def invalidate(self) -> None:
+        if self.store is not None:
+            self.store.invalidate()
+
+    async def get(self) -> str:
+        if self.mode is None:
+            await self._decide()
+        if self.mode == "token":
+            assert self.store is not None
+            return await self.store.get()
+        return ""
+
+    async def _decide(self) -> None:
+        c, log, name = self.src.config, self.src.ctx.log, self.src.ctx.name
+        found = await self.gw.probe(INFO_PATH)
+        if found is None:
+            if not self._probe_warned:
+                self._probe_warned = True
+                log.warning("source %s: the gateway at %s does not answer /%s over HTTPS or HTTP; its firmware "
+                            "(and so its login) is decided once it does", name, c.host, INFO_PATH)
+            return
+        scheme, text = found
+        self.firmware = parse_info(text)
+        major = firmware_major(self.firmware)
+        legacy = c.auth in ("digest", "none") or (major is not None and major < 7)
+        if not legacy:
+            self.store = self.make_store()  # may raise: no token and no Enlighten account configured
+            self.mode = "token"
+            log.info("source %s: gateway firmware %s: token auth", name, self.firmware or "unknown")
+            return
+        if c.auth == "none":
+            self.mode = "none"
+            self.gw.use_legacy(scheme)
+            log.info("source %s: gateway firmware %s, over %s without a login (auth = none)", name,
+                     self.firmware or "unknown", scheme.upper())
+            return
+        user, password = self._credentials(text)
+        self.gw.use_legacy(scheme, user, password)
+        self.mode = "digest"
+        log.info("source %s: gateway firmware %s is before 7: no token, HTTP Digest auth over %s as user %r "
+                 "(password: %s)", name, self.firmware or "unknown", scheme.upper(), user, self.password_from)
+
+    def _credentials(self, info_text: str) -> tuple[str, str]:
+        """The digest user and password: the config's local user, else envoy with the serial's last 6 digits.
+
+        An Enlighten account (a user with an @) is never a gateway's local user, so it is left for the
+        token service and the default ``envoy`` login is used."""
+        c = self.src.config
+        user = c.username.strip()
+        password = c.password.get_secret_value() if c.password is not None else ""
+        if user and "@" not in user:
+            self.user = user
+            if password:
+                self.password_from = "the config's password"
+                return user, password
+            if user != "envoy":
+                raise ValueError(f"source {self.src.ctx.name}: username {user!r} needs a password (only the "
+                                 "gateway user 'envoy' has a default, the last 6 digits of the serial)")
+        sn = parse_site({"info": info_text}).serial
+        where = "from the gateway's info.xml" if sn else "from the config's serial"
+        serial = (sn or c.serial).strip()
+        self.user = "envoy"
+        self.password_from = f"the last 6 digits of the gateway serial, {where}"
+        return "envoy", serial[-6:]
+
+    def refused_message(self) -> str:
+        """The one plain error for a legacy gateway that answered HTTP 401."""
+        name = self.src.ctx.name
+        if self.mode == "none":
+            return (f"source {name}: the gateway (firmware {self.firmware or 'unknown'}) wants a login (HTTP 401) "
+                    'but auth = "none"; use auth = "auto" or "digest"')
+        return (f"source {name}: the gateway (firmware {self.firmware or 'unknown'}) refused the digest login for "
+                f"user {self.user!r} (HTTP 401); the password was {self.password_from}. Set username and "
+                "password in the config to the gateway's local login (user envoy or installer)")
 
 
 class _StaticToken:
@@ -394,6 +507,8 @@ class EnphaseSource(Source):
         self._devices: dict[str, DeviceInfo] = {}
         self._next_token_warning = 0.0
         self.counters = CounterGuard()
+        #: the login error was logged (once per episode of HTTP 401s from a legacy gateway)
+        self._refused_logged = False
 
     @classmethod
     def monitor_mode(cls, settings: Settings, ctx: Context, mode: MonitorMode) -> EnphaseSource:
@@ -428,9 +543,17 @@ class EnphaseSource(Source):
         now = utcnow()
         if mon.state == "nocomms":
             h.count("nocomms_polls")
+            tokens = mon.tokens
+            if isinstance(tokens, _GatewayAuth) and getattr(mon.gw, "auth_failed", False):
+                h.count("login_refused")
+                if not self._refused_logged:
+                    self._refused_logged = True
+                    h.last_error = tokens.refused_message()
+                    self.ctx.log.error("%s", h.last_error)
             self._emit(Reading(self.info.device_id, self.info.device_type, now, {}, source=self.ctx.name,
                                info=self.info, online=False))
         else:
+            self._refused_logged = False
             if mon.firmware:
                 self.info.sw_version = mon.firmware
             metrics, extra = readings_metrics(mon)
@@ -491,28 +614,35 @@ class EnphaseSource(Source):
                                                          source=self.ctx.name)
         return info
 
-    def _daemon_parts(self, s: Settings) -> tuple[m.Gateway, m.Cloud, m.Reporter]:
-        rep = _LogReporter(self.ctx.log)
+    def _cloud(self, s: Settings, rep: m.Reporter) -> m.Cloud:
         c = self.config
-        cloud: m.Cloud
         if c.token is not None:
-            cloud = _StaticToken(c.token.get_secret_value())
-        elif c.username and c.password is not None:
-            cloud = m.HttpCloud(s.login_url, s.tokens_url, s.login_timeout, s.cloud_verify, rep)
-        else:
-            raise ValueError(f"source {self.ctx.name}: set token, or username and password")
-        return m.HttpGateway(s.envoy_host, s.api_timeout, rep), cloud, rep
+            return _StaticToken(c.token.get_secret_value())
+        if c.username and c.password is not None:
+            return m.HttpCloud(s.login_url, s.tokens_url, s.login_timeout, s.cloud_verify, rep)
+        raise ValueError(f"source {self.ctx.name}: the gateway wants a token (firmware 7 or later): set token, "
+                         "or username and password of the Enlighten account")
 
     def make_monitor(self, emit: Emit) -> m.Monitor:
         """The engine, wired to ``emit`` (``run`` drives it; tests may poll it step by step)."""
         mode = self._mode
+        tokens: Any
         if mode is None:
             s = self._settings()
             s.state_dir.mkdir(parents=True, exist_ok=True)
-            gateway, cloud, rep = self._daemon_parts(s)
+            rep: m.Reporter = _LogReporter(self.ctx.log)
+            gateway: m.Gateway = m.HttpGateway(s.envoy_host, s.api_timeout, rep)
+            if self.config.auth == "token":
+                tokens = m.TokenStore(s.token_file, self._cloud(s, rep), s.username, s.password, s.serial, rep)
+            else:
+                def store() -> m.TokenStore:
+                    return m.TokenStore(s.token_file, self._cloud(s, rep), s.username, s.password, s.serial, rep)
+
+                assert isinstance(gateway, m.HttpGateway)
+                tokens = _GatewayAuth(self, gateway, store)
         else:
-            s, gateway, cloud, rep = mode.settings, mode.gateway, mode.cloud, mode.reporter
-        tokens = m.TokenStore(s.token_file, cloud, s.username, s.password, s.serial, rep)
+            s, gateway, rep = mode.settings, mode.gateway, mode.reporter
+            tokens = m.TokenStore(s.token_file, mode.cloud, s.username, s.password, s.serial, rep)
         self._emit = emit
         c = self.config
         self.monitor = m.Monitor(s, gateway, tokens, rep, on_update=self._on_update,
