@@ -12,11 +12,11 @@ Failure modes per endpoint (``fail_relay=http500`` etc.): http500, http503, http
 badjson, empty, missing, unknown, timeout, close.
 
 Authentication is the firmware's. Firmware 7 and later (the live physics and the 7.x/8.x sets) serve
-HTTPS and want the Bearer token the fake Enlighten issues. A recorded set of firmware before 7 is a
-legacy gateway: plain HTTP, no token accepted, the public endpoints (:data:`LEGACY_PUBLIC`) open to
-anyone and every other one answering 401 with an RFC 7616 Digest challenge (realm
-``enphaseenergy.com``; user ``envoy`` with the last 6 digits of the gateway serial; ``digest_algorithm``
-picks MD5, MD5-sess, SHA-256 or SHA-256-sess).
+HTTPS and want the Bearer token the fake Enlighten issues (``/info.xml`` is open on every firmware).
+A recorded set of firmware before 7 is a legacy gateway: plain HTTP, no token accepted, the public
+endpoints (:data:`LEGACY_PUBLIC`) open to anyone and every other one answering 401 with an RFC 7616
+Digest challenge (realm ``enphaseenergy.com``; user ``envoy`` with the last 6 digits of the gateway
+serial; ``digest_algorithm`` picks MD5, MD5-sess, SHA-256 or SHA-256-sess).
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ SITES = {"split": (2, 240.0), "three": (3, 230.0), "single": (1, 230.0)}
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "enphase"
 #: what a gateway before firmware 7 answers without a login (everything else wants Digest auth)
 LEGACY_PUBLIC = frozenset({"/info.xml", "/info", "/production.json", "/production", "/api/v1/production"})
+#: every firmware answers /info.xml without a login (clients read the firmware there to pick the login)
+INFO_PUBLIC = frozenset({"/info.xml", "/info"})
 DIGEST_REALM = "enphaseenergy.com"
 DIGEST_ALGORITHMS = ("MD5", "MD5-sess", "SHA-256", "SHA-256-sess")
 HTML_ERROR = b"<html><head><title>500 Internal Server Error</title></head><body>Error</body></html>"
@@ -473,6 +475,8 @@ class GatewaySimulator:
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, asyncio.LimitOverrunError,
                 ValueError):
             pass
+        except asyncio.CancelledError:
+            pass  # stop(): an idle keep-alive connection (a cancelled handler would be logged by asyncio as an error)
         finally:
             if task is not None:
                 self._conns.discard(task)
@@ -546,7 +550,7 @@ class GatewaySimulator:
                     self._count("digest_challenged" if "authorization" not in req.headers else "digest_refused")
                     return (401, "text/html", b"<html><body>401 Unauthorized</body></html>",
                             {"WWW-Authenticate": self.digest.challenge(stale=verdict == "stale")})
-        elif not self._authorized(req):
+        elif req.path not in INFO_PUBLIC and not self._authorized(req):
             return 401, "application/json", b'{"message":"Unauthorized","code":401}'
         body: Any
         if name == "recorded":
