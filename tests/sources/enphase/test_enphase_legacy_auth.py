@@ -165,7 +165,8 @@ def test_wrong_password_under_the_supervisor_keeps_running(tmp_path: Path) -> No
             await sup.start()
             try:
                 await async_wait_for(lambda: any(not r.online for r in got), 15, "an offline reading")
-                await asyncio.sleep(1.5)  # a couple of 401 relay checks on top
+                # the fast relay checks between polls are refused too (and change nothing)
+                await async_wait_for(lambda: sim.stats.get("digest_refused", 0) >= 3, 15, "refused relay checks")
                 h = sup.health["gw"]
                 return got, (h.state, h.restarts, h.last_error, h.counters.get("login_refused"))
             finally:
