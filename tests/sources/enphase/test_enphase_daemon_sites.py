@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.config import Config, DaemonConfig
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
@@ -56,17 +57,6 @@ async def run_daemon(tmp_path: Path, fixture: str | None, body: Callable[..., Aw
     return got, result
 
 
-async def wait(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def _gateway(got: list[Reading]) -> Reading | None:
     for r in reversed(got):
         if r.device_type == "enphase_gateway" and r.online and "battery_count" in r.metrics:
@@ -76,8 +66,8 @@ def _gateway(got: list[Reading]) -> Reading | None:
 
 def test_split_phase_site_with_five_iq_batteries(tmp_path: Path) -> None:
     async def body(sim: GatewaySimulator, got: list[Reading], port: Path) -> None:
-        await wait(lambda: _gateway(got) and port.exists() and "input.L2.realpower" in port.read_text(), 15,
-                   "a full reading and the port file")
+        await async_wait_for(lambda: _gateway(got) and port.exists() and "input.L2.realpower" in port.read_text(),
+                             15, "a full reading and the port file")
 
     got, _ = asyncio.run(run_daemon(tmp_path, "8.2.4286_with_3cts_and_battery_split", body))
     m = _gateway(got).metrics  # type: ignore[union-attr]
@@ -108,8 +98,8 @@ def test_split_phase_site_with_five_iq_batteries(tmp_path: Path) -> None:
 
 def test_iq_battery_and_ac_batteries_together(tmp_path: Path) -> None:
     async def body(sim: GatewaySimulator, got: list[Reading], port: Path) -> None:
-        await wait(lambda: _gateway(got) and port.exists() and "battery.current" in port.read_text(), 15,
-                   "a full reading and the port file")
+        await async_wait_for(lambda: _gateway(got) and port.exists() and "battery.current" in port.read_text(),
+                             15, "a full reading and the port file")
 
     got, _ = asyncio.run(run_daemon(tmp_path, "8.2.4382_ACB", body))
     m = _gateway(got).metrics  # type: ignore[union-attr]
@@ -125,7 +115,7 @@ def test_iq_battery_and_ac_batteries_together(tmp_path: Path) -> None:
 def test_off_grid_on_the_generator(tmp_path: Path) -> None:
     """8.2.127_with_generator_running: the Enpower's relay is open, the generator runs (oper_state close)."""
     async def body(sim: GatewaySimulator, got: list[Reading], port: Path) -> None:
-        await wait(lambda: _gateway(got) and port.exists(), 15, "a full reading")
+        await async_wait_for(lambda: _gateway(got) and port.exists(), 15, "a full reading")
 
     got, _ = asyncio.run(run_daemon(tmp_path, "8.2.127_with_generator_running", body))
     m = _gateway(got).metrics  # type: ignore[union-attr]
@@ -151,7 +141,8 @@ def test_recorded_sites_through_real_upsd(tmp_path: Path, nut_factory, fixture: 
     nut = nut_factory(ups="site", port_file=port, initial=None)
 
     async def body(sim: GatewaySimulator, got: list[Reading], port: Path) -> dict[str, str]:
-        await wait(lambda: _gateway(got) and "input.L1.realpower" in port.read_text(), 15, "the port file")
+        await async_wait_for(lambda: _gateway(got) and "input.L1.realpower" in port.read_text(), 15,
+                             "the port file")
         seen: dict[str, str] = {}
         for var, value in expect.items():
             await asyncio.to_thread(nut.wait_value, var, value, 10)
@@ -171,7 +162,8 @@ def test_thirty_seconds_of_503_leave_nut_online(tmp_path: Path, nut_factory) -> 
     nut = nut_factory(ups="nap", port_file=port, initial=None)
 
     async def body(sim: GatewaySimulator, got: list[Reading], port: Path) -> list[str]:
-        await wait(lambda: _gateway(got), 15, "the first full poll")  # grace covers a gateway seen working
+        # the grace covers a gateway seen working
+        await async_wait_for(lambda: _gateway(got), 15, "the first full poll")
         await asyncio.to_thread(nut.wait_value, "ups.status", "OL", 15)
         before = sum(1 for r in got if not r.online)
         sim.scenario.update({"fail_all": "http503"})
@@ -195,12 +187,12 @@ def test_thirty_seconds_of_503_leave_nut_online(tmp_path: Path, nut_factory) -> 
 def test_grace_has_an_end(tmp_path: Path) -> None:
     """Longer than the grace, the gateway does count as offline (and the port file is hidden)."""
     async def body(sim: GatewaySimulator, got: list[Reading], port: Path) -> float:
-        await wait(lambda: _gateway(got) and port.exists(), 15, "online")
+        await async_wait_for(lambda: _gateway(got) and port.exists(), 15, "online")
         sim.scenario.update({"fail_all": "http503"})
         t0 = time.monotonic()
-        await wait(lambda: any(not r.online for r in got), 20, "the offline reading")
+        await async_wait_for(lambda: any(not r.online for r in got), 20, "the offline reading")
         took = time.monotonic() - t0
-        await wait(lambda: not port.exists(), 5, "the port file hidden")
+        await async_wait_for(lambda: not port.exists(), 5, "the port file hidden")
         return took
 
     _, took = asyncio.run(run_daemon(tmp_path, None, body, poll_interval=5, alert_interval=5, outage_grace=6))

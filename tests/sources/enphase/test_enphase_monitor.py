@@ -128,13 +128,6 @@ def _monitor(s: m.Settings) -> m.Monitor:
     return Harness(s, gw, cloud, rep).monitor
 
 
-async def _wait(pred, timeout: float) -> float:  # noqa: ANN001
-    """Seconds until ``pred`` holds."""
-    t0 = time.monotonic()
-    await async_wait_for(pred, timeout)
-    return time.monotonic() - t0
-
-
 def test_fast_relay_check(tmp_path: Path) -> None:
     async def go() -> None:
         sim = await GatewaySimulator(Scenario(soc=80)).start()
@@ -142,13 +135,15 @@ def test_fast_relay_check(tmp_path: Path) -> None:
         mon = _monitor(s)
         task = asyncio.create_task(mon.run())
         try:
-            await _wait(lambda: "ups.status: OL" in s.port_file.read_text(), 5)
+            await async_wait_for(lambda: "ups.status: OL" in s.port_file.read_text(), 5, "ups.status: OL")
             s.token_file.unlink()  # the fast check never touches the token file or the cloud
             sim.stats.clear()
             sim.scenario.update({"grid": "off"})
-            latency = await _wait(lambda: "ups.status: OB" in s.port_file.read_text(), 3)
-            assert latency < 2.0
-            await _wait(lambda: sim.stats.get("livedata", 0) >= 1, 2)  # full poll right after the change
+            t0 = time.monotonic()
+            await async_wait_for(lambda: "ups.status: OB" in s.port_file.read_text(), 3, "ups.status: OB")
+            assert time.monotonic() - t0 < 2.0
+            await async_wait_for(lambda: sim.stats.get("livedata", 0) >= 1, 2,  # full poll right after the change
+                                 "a full poll (livedata) after the change")
             assert "login" not in sim.stats and "tokens" not in sim.stats
             # a failing fast check alone does not hide the port file
             sim.scenario.update({"fail_relay": "http500"})

@@ -7,11 +7,11 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from servers import wait_for
 from solarbridge.cli.enphase_monitor import main
 
 REPO = Path(__file__).resolve().parents[3]
@@ -21,15 +21,20 @@ def _start_simulator(*extra: str) -> tuple[subprocess.Popen[str], str]:
     p = subprocess.Popen([sys.executable, "-m", "solarbridge.cli.main", "simulate", "enphase", *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout is not None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if line.startswith("try: "):
-            return p, line[len("try: "):].strip()
-        if not line and p.poll() is not None:
-            break
-    p.kill()
-    raise AssertionError(f"no hint from the simulator: {p.stderr.read() if p.stderr else ''}")
+    last = [""]
+
+    def hint() -> str | None:  # blocks for one line of its output
+        last[0] = line = p.stdout.readline()
+        return line[len("try: "):].strip() if line.startswith("try: ") else None
+
+    try:
+        url = wait_for(hint, 20, "the simulator's 'try:' hint", interval=0,
+                       stop_if=lambda: not last[0] and p.poll() is not None
+                       and f"it exited {p.returncode}: {p.stderr.read() if p.stderr else ''}")
+    except BaseException:
+        p.kill()
+        raise
+    return p, str(url)
 
 
 def _stop(p: subprocess.Popen[str]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from servers import async_wait_for, wait_for
 from solarbridge.config import build
 from solarbridge.plugin import Context
 from solarbridge.registry import load
@@ -88,9 +89,8 @@ def test_simulator_command(tmp_path: Path) -> None:
                           "--info-file", str(info), "--cert", str(tmp_path / "c.pem"), "--script", str(script)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        t0 = time.monotonic()
-        while not info.exists() and time.monotonic() - t0 < 10:
-            time.sleep(0.05)
+        wait_for(info.exists, 10, "the simulator's info file", interval=0.05,
+                 stop_if=lambda: p.poll() is not None and f"the simulator exited {p.returncode}: {p.stderr.read()}")
         doc = json.loads(info.read_text())
         time.sleep(0.4)
         tok = httpx.post(doc["url"] + "/_sim/token", verify=ssl.create_default_context(cafile=str(tmp_path / "c.pem"))).text
@@ -138,9 +138,8 @@ def test_demo_part(tmp_path: Path) -> None:
             await sink.start()
             task = asyncio.create_task(src.run(lambda r: asyncio.ensure_future(sink.write([r]))))
             port = Path(sink_cfg.port_file)
-            t0 = time.monotonic()
-            while not (port.exists() and "ups.status: OL" in port.read_text()) and time.monotonic() - t0 < 8:
-                await asyncio.sleep(0.05)
+            await async_wait_for(lambda: port.exists() and "ups.status: OL" in port.read_text(), 8,
+                                 "ups.status: OL in the port file", interval=0.05)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await sink.stop()

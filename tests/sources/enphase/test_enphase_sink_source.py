@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.config import ConfigError, build
 from solarbridge.model import DeviceInfo, Reading, utcnow
 from solarbridge.plugin import Context
@@ -77,9 +77,9 @@ def test_sink_nocomms_and_back(tmp_path: Path) -> None:
         assert not (tmp_path / "ups.dev").exists() and (tmp_path / "ups.dev-nocomms").exists()
         await sink.write([_reading(GIV)])
         assert (tmp_path / "ups.dev").exists() and not (tmp_path / "ups.dev-nocomms").exists()
-        t0 = time.monotonic()
-        while (tmp_path / "ups.dev").exists() and time.monotonic() - t0 < 5:
-            await asyncio.sleep(0.05)  # no data for stale_after: hidden by the watchdog
+        # no data for stale_after: hidden by the watchdog
+        await async_wait_for(lambda: not (tmp_path / "ups.dev").exists(), 5, "the watchdog to hide ups.dev",
+                             interval=0.05)
         assert (tmp_path / "ups.dev-nocomms").exists()
         await sink.stop()
 
@@ -139,12 +139,10 @@ def test_source_readings_from_simulator(tmp_path: Path) -> None:
         got: list[Reading] = []
         task = asyncio.create_task(src.run(got.append))
         try:
-            t0 = time.monotonic()
-            while not got and time.monotonic() - t0 < 5:
-                await asyncio.sleep(0.02)
+            await async_wait_for(lambda: got, 5, "a first reading")
             sim.scenario.update({"grid": "off"})
-            while got[-1].metrics.get("grid_available") is not False and time.monotonic() - t0 < 8:
-                await asyncio.sleep(0.02)
+            await async_wait_for(lambda: got[-1].metrics.get("grid_available") is False, 8,
+                                 "a reading with grid_available False")
             sim.scenario.update({"fail_relay": "close"})
             await src.monitor.poll()  # type: ignore[union-attr]
         finally:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from servers import async_wait_for
 from solarbridge.model import ControlError, ControlRequest, Reading
 from solarbridge.plugin import Context
 from solarbridge.sources.givenergy.simulator import DongleSimulator, SimInverter
@@ -27,15 +28,6 @@ def run(coro: Any, timeout: float = 60.0) -> Any:
     async def wrapped() -> Any:
         return await asyncio.wait_for(coro, timeout)
     return asyncio.run(wrapped())
-
-
-async def until(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -61,7 +53,7 @@ class Running:
 
     async def __aenter__(self) -> Running:
         self.task = asyncio.create_task(self.src.run(self.readings.append))
-        await until(lambda: self.readings and self.readings[-1].metrics, what="first reading")
+        await async_wait_for(lambda: self.readings and self.readings[-1].metrics, 10, "first reading", interval=0.01)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -215,11 +207,11 @@ def test_force_charge_writes_then_reverts_after_its_duration(tmp_path: Path) -> 
             assert hr[116] == 100 and "forceCharge" in r.src.timed
             # 31 minutes on: everything as it was
             r.src.clock = lambda: t0 + 31 * 60
-            await until(lambda: "forceCharge" not in r.src.timed, what="revert")
+            await async_wait_for(lambda: "forceCharge" not in r.src.timed, 10, "revert", interval=0.01)
             assert {reg: hr[reg] for reg in before} == before
             assert _state(tmp_path)["timed"] == {}
-            await until(lambda: r.readings[-1].extra["givtcp"]["Control"]["Force_Charge"] == "Normal",
-                        what="state after revert")
+            await async_wait_for(lambda: r.readings[-1].extra["givtcp"]["Control"]["Force_Charge"] == "Normal", 10,
+                                 "state after revert", interval=0.01)
             assert r.readings[-1].metrics["force_charge_remaining_min"] == 0
             assert all(w.accepted for w in s.inverter.write_log)
     run(go())
@@ -254,7 +246,7 @@ def test_force_export_reverts_after_a_restart(tmp_path: Path, expired: bool, mod
                     assert hr[flag] == forced[flag]
                     assert r2.readings[-1].metrics["force_export_remaining_min"] == 50
                 r2.src.clock = lambda: t0 + 61 * 60
-                await until(lambda: "forceExport" not in r2.src.timed, what="revert after restart")
+                await async_wait_for(lambda: "forceExport" not in r2.src.timed, 10, "revert after restart", interval=0.01)
                 assert {reg: hr[reg] for reg in regs} == before
                 assert _state(tmp_path)["timed"] == {}
     run(go())

@@ -216,12 +216,5 @@ def test_givtcp_read_influx_output(victoria: Any, tmp_path: Path) -> None:
             return sim.inverter.serial
 
     serial = run(go(), timeout=60)
-    deadline = time.monotonic() + 10
-    while True:
-        victoria.flush()
-        series = victoria.export('{__name__=~"inverter_battery_soc_pct"}')
-        if series:
-            break
-        assert time.monotonic() < deadline, "no battery_soc_pct point in VictoriaMetrics"
-        time.sleep(0.2)
+    series = victoria.wait_series('{__name__=~"inverter_battery_soc_pct"}', timeout=10)
     assert series[0]["metric"]["device_id"] == serial

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from typing import Any
 
 import httpx
 import pytest
 
+from servers import async_wait_for
 from solarbridge.api.app import create_app
 from solarbridge.config import ApiConfig, build
 from solarbridge.runtime import Supervisor
@@ -117,15 +117,20 @@ def test_three_inverters_each_its_own_device_and_ha_accepts_every_state(mosquitt
                 assert (await c.get("/9/runAll")).status_code == 404
 
                 # --- history: every inverter's own series
-                deadline = time.monotonic() + 20
-                for serial in PLANT:
-                    while True:
+                done: set[str] = set()
+                last: dict[str, str] = {}
+
+                async def every_history() -> bool:
+                    for serial in set(PLANT) - done:
                         r = await c.get("/api/history", params={"device": serial, "metric": "battery_reserve_pct",
                                                                  "since": "10m"})
+                        last[serial] = r.text
                         if r.status_code == 200 and sum(r.json().get("count") or [0]) > 0:
-                            break
-                        assert time.monotonic() < deadline, (serial, r.text)
-                        await asyncio.sleep(0.3)
+                            done.add(serial)
+                    return done == set(PLANT)
+
+                await async_wait_for(every_history, 20, lambda: "a history point of every inverter (missing: "
+                                     f"{[(s, last.get(s)) for s in PLANT if s not in done]})", interval=0.3)
 
             # --- controls over MQTT; every state message afterwards must be one HA accepts
             hybrid, ac = "SA0000G001", "SA0000G002"

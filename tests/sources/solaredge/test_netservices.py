@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from servers import finish
+from servers import finish, wait_for
 from solarbridge.sources.solaredge import netservices as ns
 
 SE_MAC = bytes.fromhex("002702a1b2c3")
@@ -381,11 +381,10 @@ def test_semonitor_n_end_to_end_with_the_simulated_inverter(link: Link, tmp_path
         sim = subprocess.Popen(["ip", "netns", "exec", link.client_ns, sys.executable, "-m", "solarbridge.cli.main",
                                 "simulate", "solaredge", "--connect", "prod.solaredge.com:22222", "--count", "3",
                                 "--interval", "0.2", "-q"], stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while not (out.exists() and len(out.read_bytes().splitlines()) >= 3):
-            assert time.monotonic() < deadline, "semonitor wrote no telemetry"
-            assert mon.poll() is None, mon.stderr.read() if mon.stderr else ""
-            time.sleep(0.05)
+        wait_for(lambda: out.exists() and len(out.read_bytes().splitlines()) >= 3, 30,
+                 "semonitor to write 3 lines of telemetry", interval=0.05,
+                 stop_if=lambda: mon.poll() is not None
+                 and f"semonitor exited {mon.returncode}: {mon.stderr.read() if mon.stderr else ''}")
     finally:
         for p in (sim, mon):
             if p is not None and p.poll() is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from servers import free_port
+from servers import async_wait_for, free_port
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
 from solarbridge.sources.solaredge.simulator import Faults, make_site, run_network, run_serial
@@ -23,13 +23,17 @@ async def collect(src: SolarEdgeSource, want, timeout: float = 20.0) -> list[Rea
     got: list[Reading] = []
     task = asyncio.create_task(src.run(got.append))
     try:
-        end = asyncio.get_running_loop().time() + timeout
-        while not want(got):
+
+        def wanted_or_ended() -> bool:
+            if want(got):
+                return True
             if task.done():
-                task.result()
-                break
-            assert asyncio.get_running_loop().time() < end, f"only {len(got)} readings"
-            await asyncio.sleep(0.05)
+                task.result()  # raises the source's error; a source that just ended leaves the checks to the caller
+                return True
+            return False
+
+        await async_wait_for(wanted_or_ended, timeout, lambda: f"the readings wanted (only {len(got)} readings)",
+                             interval=0.05)
     finally:
         task.cancel()
         try:
