@@ -21,8 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_browser import ARTIFACTS, until
+from test_browser import ARTIFACTS, NOT_YET
 from test_browser import browser as browser  # noqa: F401  (the fixture, shared)
+
+from servers import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -31,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
-    from servers import free_port, wait_for
+    from servers import free_port
 
     d = tmp_path_factory.mktemp("demo")
     port = free_port()
@@ -90,10 +92,10 @@ def test_default_view_is_the_device_with_the_most_history(demo, browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     drv = browser
     drv.get(demo + "/")
-    until(drv, lambda b: b.find_element("id", "flow-site").get_attribute("value"), timeout=30,
-          what="a site in the flow")
-    until(drv, lambda b: int(b.find_element("id", "plot").get_attribute("data-points")) > 100, timeout=30,
-          what="a history plot with the back-filled day")
+    wait_for(lambda: drv.find_element("id", "flow-site").get_attribute("value"),
+             30, "a site in the flow", ignore=NOT_YET)
+    wait_for(lambda: int(drv.find_element("id", "plot").get_attribute("data-points")) > 100,
+             30, "a history plot with the back-filled day", ignore=NOT_YET)
     # the flow shows the demo's sites: the synthetic home's (site:home) has the back-filled day
     assert drv.find_element("id", "flow-site").get_attribute("value") == "site:home"
     assert drv.find_element("id", "hist-device").get_attribute("value") in ("site:home", "synthetic-home")
@@ -107,8 +109,8 @@ def test_health_table_fits_at_1280(demo, browser):
     drv = browser
     drv.set_window_size(1280, 1000)
     drv.get(demo + "/")
-    until(drv, lambda b: len(b.find_elements("css selector", "#health tbody tr")) >= 8, timeout=30,
-          what="health rows")
+    wait_for(lambda: len(drv.find_elements("css selector", "#health tbody tr")) >= 8,
+             30, "health rows", ignore=NOT_YET)
     time.sleep(0.3)
     drv.execute_script("document.querySelector('.health-card').scrollIntoView()")
     drv.save_screenshot(str(ARTIFACTS / "demo-1280-health.png"))
@@ -124,9 +126,9 @@ def test_phone_site_select_and_inputs_fit_their_cards(demo, browser):
     drv = browser
     drv.set_window_size(390, 1800)
     drv.get(demo + "/")
-    until(drv, lambda b: b.find_element("id", "flow-site").get_attribute("value"), timeout=30, what="a site")
-    until(drv, lambda b: b.find_elements("css selector", '[data-device="SA2114G000"] details.controls'),
-          timeout=30, what="the GivEnergy card with its controls")
+    wait_for(lambda: drv.find_element("id", "flow-site").get_attribute("value"), 30, "a site", ignore=NOT_YET)
+    wait_for(lambda: drv.find_elements("css selector", '[data-device="SA2114G000"] details.controls'),
+             30, "the GivEnergy card with its controls", ignore=NOT_YET)
     # open every control box: time inputs (charge slots) and numbers must fit their card
     for det in drv.find_elements("css selector", "details.controls"):
         drv.execute_script("arguments[0].open = true", det)
@@ -139,8 +141,8 @@ def test_phone_site_select_and_inputs_fit_their_cards(demo, browser):
     assert clipped(drv, "#flow-site") == []
     # the default view is the same on a phone (the gateway's single point is not what opens)
     assert drv.find_element("id", "flow-site").get_attribute("value") == "site:home"
-    until(drv, lambda b: b.find_element("id", "hist-device").get_attribute("value") in ("site:home", "synthetic-home"),
-          what="history of the synthetic home")
+    wait_for(lambda: drv.find_element("id", "hist-device").get_attribute("value") in ("site:home", "synthetic-home"),
+             15, "history of the synthetic home", ignore=NOT_YET)
     assert clipped(drv, ".hist-pick select") == []
     assert clipped(drv, ".ctl input, .ctl select, .ctl button") == []
     # time inputs show the whole time (the "AM" of "12:30 AM" was cut): as wide as their content asks
@@ -162,8 +164,8 @@ def test_cards_have_readable_names_and_distinct_titles(demo, browser):
     drv = browser
     drv.set_window_size(1400, 1000)
     drv.get(demo + "/")
-    until(drv, lambda b: len(b.find_elements("css selector", '.dev[data-device^="7F104920-meter"]')) == 2,
-          timeout=30, what="both SolarEdge meter cards")
+    wait_for(lambda: len(drv.find_elements("css selector", '.dev[data-device^="7F104920-meter"]')) == 2,
+             30, "both SolarEdge meter cards", ignore=NOT_YET)
     titles = drv.execute_script("return [...document.querySelectorAll('.dev h3')].map((e) => e.textContent)")
     assert len(titles) == len(set(titles)), sorted(t for t in titles if titles.count(t) > 1)
     meters = sorted(t for t in titles if t.startswith("SolarEdge meter 7F104920"))
@@ -175,7 +177,7 @@ def test_cards_have_readable_names_and_distinct_titles(demo, browser):
     # the history metric list reads as words, and the plot's y axis names the unit
     labels = drv.execute_script("return [...document.querySelectorAll('#hist-metric option')].map((e) => e.text)")
     assert labels and not any("_" in t for t in labels), labels
-    until(drv, lambda b: b.find_element("id", "plot").get_attribute("data-unit") == "W", timeout=20,
-          what="the plot's unit")
+    wait_for(lambda: drv.find_element("id", "plot").get_attribute("data-unit") == "W",
+             20, "the plot's unit", ignore=NOT_YET)
     drv.execute_script("document.querySelector('.dev[data-device=\"20100001\"]').scrollIntoView()")
     drv.save_screenshot(str(ARTIFACTS / "demo-cards.png"))

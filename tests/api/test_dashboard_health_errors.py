@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from test_browser import ARTIFACTS, until
+from test_browser import ARTIFACTS, NOT_YET
 from test_browser import browser as browser  # noqa: F401  (the fixture, shared)
 
 from servers import free_port, wait_for
@@ -78,8 +78,8 @@ def test_last_error_is_visible_at_1280_and_on_a_phone(tmp_path, browser):
         for width, height, shot in ((1280, 1000, "health-errors-1280.png"), (390, 1800, "health-errors-phone.png")):
             drv.set_window_size(width, height)
             drv.get(d.url + "/")
-            shown = until(drv, lambda b: (s := errors_shown(b)) and {"ge-down", "carbon-down"} <= s.keys() and s,
-                          timeout=20, what=f"error rows at {width} px")
+            shown = wait_for(lambda: (s := errors_shown(drv)) and {"ge-down", "carbon-down"} <= s.keys() and s,
+                             20, f"error rows at {width} px", ignore=NOT_YET)
             # the row says what the API says (plus since when), under the component it belongs to
             for name in ("ge-down", "carbon-down"):
                 assert shown[name].startswith(api_errors()[name].split(":")[0]), (name, shown[name])
