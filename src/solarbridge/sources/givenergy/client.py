@@ -42,7 +42,7 @@ from .model import (
     hv_present,
     meter_present,
 )
-from .registers import BASE_HOLDING_FAST, BASE_HOLDING_FULL, BASE_INPUT, Block, family_blocks
+from .registers import BASE_HOLDING_FAST, BASE_HOLDING_FULL, BASE_INPUT, BATTERY_BLOCK, Block, family_blocks
 from .session import Refused, RequestKey, Session
 
 DEFAULT_PORT = 8899
@@ -314,12 +314,12 @@ class GivEnergyClient:
         life of the client, so a reconnect does not probe again."""
         if self.pinned_meters is not None:
             return tuple(self.pinned_meters)
-        hr0, hr21 = self.plant.holding.get(0, 0), self.plant.holding.get(21, 0)
-        cached = self._meters_found.get((hr0, hr21))
+        identity = self.plant.identity
+        cached = self._meters_found.get(identity)
         if cached is not None:
             return cached
         found: list[int] = []
-        if family_blocks(hr0, hr21).meters:
+        if family_blocks(*identity).meters:
             base, count = METER_BLOCK
             for addr in METER_ADDRESSES:
                 if await self._probe(FC_READ_INPUT, base, count, device=addr, retries=0) and \
@@ -328,7 +328,7 @@ class GivEnergyClient:
         if found:
             self.log.info("givenergy %s:%s: external meters at %s", self.host, self.port,
                           ", ".join(str(a) for a in found))
-        self._meters_found[(hr0, hr21)] = tuple(found)
+        self._meters_found[identity] = tuple(found)
         return tuple(found)
 
     async def _probe(self, function: int, base: int, count: int, device: int | None = None,
@@ -346,14 +346,14 @@ class GivEnergyClient:
 
     async def _probe_unit(self, device: int) -> bool:
         # absent units answer all-zero blocks (or time out): no retry, as before
-        return await self._probe(FC_READ_INPUT, 60, 60, device=device, retries=0)
+        return await self._probe(FC_READ_INPUT, BATTERY_BLOCK, 60, device=device, retries=0)
 
     async def _make_plan(self) -> PollPlan:
-        hr0, hr21 = self.plant.holding.get(0, 0), self.plant.holding.get(21, 0)
-        cached = self._plans.get((hr0, hr21))
+        identity = self.plant.identity
+        cached = self._plans.get(identity)
         if cached is not None:
             return cached
-        fam = family_blocks(hr0, hr21)
+        fam = family_blocks(*identity)
         address = fam.read_address if self.pinned_read_address is None else self.pinned_read_address
         unsupported: list[tuple[int, int]] = []
         supported: dict[int, list[Block]] = {FC_READ_INPUT: [], FC_READ_HOLDING: []}
@@ -374,7 +374,7 @@ class GivEnergyClient:
                         holding_fast=BASE_HOLDING_FAST,
                         holding_full=BASE_HOLDING_FULL + tuple(supported[FC_READ_HOLDING]),
                         batteries=fam.batteries, unsupported=tuple(unsupported))
-        self._plans[(hr0, hr21)] = plan
+        self._plans[identity] = plan
         return plan
 
     async def _find_hv(self) -> tuple[int, ...]:

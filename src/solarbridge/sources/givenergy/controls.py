@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from ...model import ControlError, ControlSpec
-from .registers import HR
+from .registers import HR, WRITE_SAFE_REGISTERS
 from .tables import EMS_HOLDING_TABLE, THREE_PHASE_HOLDING_TABLE
 
 # --------------------------------------------------------------------------- registers by name
@@ -117,14 +117,10 @@ EMS_TARGET_REGISTERS = frozenset(ems_slot_registers(k, n)[2] for k in EMS_KINDS 
 
 # --------------------------------------------------------------------------- whitelist and ranges
 
-#: registers the client (and the simulator) accept writes to: givenergy-modbus WRITE_SAFE_REGISTERS plus the
-#: per-slot target SOC registers of the 10-slot tables (GivTCP's fork writes them, with the range 4..100)
-WRITE_SAFE: frozenset[int] = frozenset(
-    {20, 27, 29, 31, 32, *range(35, 41), 44, 45, 50, 56, 57, 59, 94, 95, 96, 104, 110, 111, 112, 114, 116,
-     163, 166, 172, 199, 299, 311, 313, 314, 317, 318, 319, 320, 331, *range(554, 574), 1005, 1078,
-     1105, *range(1108, 1117), *range(1118, 1124), 2040, *range(2044, 2072), 2073, 5010, 5014}
-    | SLOT_TIME_REGISTERS | SLOT_TARGET_REGISTERS
-)
+#: registers the client (and the simulator) accept writes to: the published write-safe list
+#: (registers.WRITE_SAFE_REGISTERS) plus the per-slot time and target SOC registers of the 10-slot tables
+#: (GivTCP's fork writes them, with the range 4..100)
+WRITE_SAFE: frozenset[int] = WRITE_SAFE_REGISTERS | SLOT_TIME_REGISTERS | SLOT_TARGET_REGISTERS
 
 TIME_REGISTERS = SLOT_TIME_REGISTERS | set(PAUSE_SLOT) | EMS_TIME_REGISTERS | {
     _T3[f"{k}_slot_{n}_{e}"] for k in ("charge", "discharge") for n in (1, 2) for e in ("start", "end")}

@@ -307,8 +307,13 @@ class Plant:
         return self.envelope_serial
 
     @property
+    def identity(self) -> tuple[int, int]:
+        """(device type code, ARM firmware): what tells the model family apart (see registers.identify)."""
+        return self.holding.get(HR["device_type_code"], 0), self.holding.get(HR["arm_firmware_version"], 0)
+
+    @property
     def model(self) -> ModelInfo:
-        return identify(self.holding.get(HR["device_type_code"], 0), self.holding.get(HR["arm_firmware_version"], 0))
+        return identify(*self.identity)
 
     @property
     def battery_nominal_v(self) -> float:

@@ -153,6 +153,13 @@ BATTERY_TABLE: tuple[Field, ...] = _t(
     ("serial_number", 110, "str"), ("usb_device_inserted", 115),
 )
 
+#: holding registers a unit accepts writes to, every family (givenergy-modbus WRITE_SAFE_REGISTERS, Apache-2.0:
+#: single-phase 20-331 and its 554-573 bank, three-phase 1005-1123, EMS 2040-2073, gateway 5010/5014)
+WRITE_SAFE_REGISTERS: frozenset[int] = frozenset(
+    {20, 27, 29, 31, 32, *range(35, 41), 44, 45, 50, 56, 57, 59, 94, 95, 96, 104, 110, 111, 112, 114, 116,
+     163, 166, 172, 199, 299, 311, 313, 314, 317, 318, 319, 320, 331, *range(554, 574), 1005, 1078,
+     1105, *range(1108, 1117), *range(1118, 1124), 2040, *range(2044, 2072), 2073, 5010, 5014})
+
 #: registers each table covers, by 60-register block (what a poll must read)
 HOLDING_BLOCKS = (0, 60, 120)
 INPUT_BLOCKS = (0, 180)
