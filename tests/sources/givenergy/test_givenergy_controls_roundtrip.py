@@ -242,9 +242,9 @@ def test_force_export_reverts_after_a_restart(tmp_path: Path, expired: bool, mod
             async with Running(s.port, tmp_path) as r2:
                 if not expired:
                     r2.src.clock = lambda: t0 + 10 * 60
-                    await asyncio.sleep(0.2)
-                    assert hr[flag] == forced[flag]
-                    assert r2.readings[-1].metrics["force_export_remaining_min"] == 50
+                    await async_wait_for(lambda: r2.readings and r2.readings[-1].metrics.get(
+                        "force_export_remaining_min") == 50, 10, "a reading 10 minutes into the export")
+                    assert hr[flag] == forced[flag]  # still exporting: 50 minutes to go
                 r2.src.clock = lambda: t0 + 61 * 60
                 await async_wait_for(lambda: "forceExport" not in r2.src.timed, 10, "revert after restart", interval=0.01)
                 assert {reg: hr[reg] for reg in regs} == before
