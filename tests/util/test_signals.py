@@ -63,3 +63,15 @@ def test_simulator_stops_cleanly_on_signal(sig: signal.Signals) -> None:
             p.wait()
     assert p.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_synchronous_use_sets_the_flag_then_a_second_signal_interrupts() -> None:
+    """Outside an event loop (seextract following a capture): plain handlers, put back afterwards."""
+    before = signal.getsignal(signal.SIGTERM)
+    with StopSignals() as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.is_set() and stop.name == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is before

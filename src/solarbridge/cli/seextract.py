@@ -6,11 +6,13 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from solarbridge.util.signals import StopSignals
 
 DESCRIPTION = """\
 Extract the TCP stream between a SolarEdge inverter and its monitoring server from packet captures
@@ -130,18 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.verbose < 2 else logging.INFO,
                         format="seextract: %(message)s", stream=sys.stderr)
 
-    from solarbridge.sources.solaredge.extract import DEFAULT_SERVER, iter_streams, make_extractor
+    from solarbridge.util.signals import StopSignals
 
     follow = args.follow or args.capture == "-"
-    stopping = False
+    with StopSignals() if follow else contextlib.nullcontext() as stop:
+        return _extract(args, parser, follow, stop)
 
-    def stop(_sig: int, _frame: object) -> None:
-        nonlocal stopping
-        if stopping:  # a second signal: give up at once
-            raise KeyboardInterrupt
-        stopping = True
 
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)} if follow else {}
+def _extract(args: argparse.Namespace, parser: argparse.ArgumentParser, follow: bool,
+             stop: StopSignals | None) -> int:
+    from solarbridge.sources.solaredge.extract import DEFAULT_SERVER, iter_streams, make_extractor
+
     ex = make_extractor(args.server, direction=args.direction, ports=args.ports)
     try:
         out = _Output(args.outfile, args.append, follow)
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     try:
         for chunk in iter_streams(args.capture, extractor=ex, follow=args.follow,
-                                  poll_interval=args.poll, should_stop=lambda: stopping):
+                                  poll_interval=args.poll, should_stop=lambda: stop is not None and stop.is_set()):
             out.write(chunk, flush=follow)
         # nothing readable at all: leave an existing output file as it was
         ok = not (ex.stats.get("capture_errors") and not ex.stats.get("packets"))
@@ -162,8 +163,6 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         out.close(ok)
-        for s, h in old.items():
-            signal.signal(s, h)
     st = ex.stats
     if args.verbose:
         print("seextract: " + ", ".join(f"{k} {v}" for k, v in sorted(st.items())), file=sys.stderr)

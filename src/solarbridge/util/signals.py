@@ -11,6 +11,9 @@ runs until either signal arrives and then shuts down in its own way::
 The handlers stay installed for the whole ``with`` block and are removed on leaving it. Where the loop
 cannot take signal handlers (not the main thread, or Windows) the block still works; only ``set()`` or
 the caller's own event then ends the wait.
+
+Synchronous code (seextract following a capture) uses the same block outside an event loop and polls
+``is_set()``; there a second signal raises KeyboardInterrupt at once, for a read that blocks.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import contextlib
 import signal
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -38,6 +42,7 @@ class StopSignals:
         self.signum: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._installed: list[int] = []
+        self._previous: dict[int, Any] = {}  # synchronous use: the handlers to put back
 
     def _received(self, signum: int) -> None:
         if self.signum is None:
@@ -46,8 +51,20 @@ class StopSignals:
         if self.on_signal is not None:
             self.on_signal(signum)
 
+    def _received_sync(self, signum: int, _frame: object) -> None:
+        if self.event.is_set():  # a second signal: give up at once
+            raise KeyboardInterrupt
+        self._received(signum)
+
     def __enter__(self) -> StopSignals:
-        self._loop = asyncio.get_running_loop()
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: plain handlers
+            self._loop = None
+            for sig in STOP_SIGNALS:
+                with contextlib.suppress(ValueError):  # not the main thread
+                    self._previous[sig] = signal.signal(sig, self._received_sync)
+            return self
         for sig in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 self._loop.add_signal_handler(sig, self._received, sig)
@@ -56,7 +73,11 @@ class StopSignals:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:
-        assert self._loop is not None
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        if self._loop is None:
+            return
         for sig in self._installed:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 self._loop.remove_signal_handler(sig)
