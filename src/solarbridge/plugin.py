@@ -23,6 +23,13 @@ from .model import ControlError, ControlRequest, ControlResult, DeviceInfo, Read
 Emit = Callable[[Reading], None]
 
 
+class DeliveryPending(RuntimeError):  # noqa: N818 - a state, not a programming error
+    """Raised by :meth:`Sink.write` that *took* the batch (it is held in the sink and counted by
+    :meth:`Sink.pending`) but could not deliver it yet. The runtime marks the sink failed and retries with
+    backoff, but does not hand the batch back again; the sink's :meth:`~Sink.flush`/:meth:`~Sink.deliver`
+    retries it and :meth:`~Sink.undelivered` names what is still held at the end."""
+
+
 class PluginConfig(BaseModel):
     """Keys every ``[[sources]]`` and ``[[sinks]]`` table accepts."""
 
@@ -116,7 +123,8 @@ class Sink:
         """Open files or connections. Raise to be retried with backoff."""
 
     async def write(self, batch: list[Reading]) -> None:
-        """Handle a batch. Raise on failure: the runtime keeps the batch and retries it."""
+        """Handle a batch. Raise on failure: the runtime keeps the batch and retries it (unless the
+        exception is :class:`DeliveryPending`: the sink holds the batch itself)."""
         raise NotImplementedError
 
     async def flush(self) -> None:

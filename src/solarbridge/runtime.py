@@ -20,7 +20,7 @@ from typing import Any
 
 from . import registry
 from .model import ControlError, ControlRequest, ControlResult, DeviceInfo, Reading
-from .plugin import Context, Health, Sink, Source
+from .plugin import Context, DeliveryPending, Health, Sink, Source
 from .stages import Stage, chain
 from .util.aiorun import cancel_and_wait
 from .util.backoff import Backoff
@@ -305,6 +305,8 @@ class Supervisor:
                     batch = await q.get_batch(limit)
                     try:
                         await sink.write(batch)
+                    except DeliveryPending:
+                        raise  # the sink took the batch and holds it (pending()); nothing to hand back
                     except BaseException:
                         q.requeue(batch)
                         raise
@@ -396,6 +398,8 @@ class Supervisor:
             batch = await q.get_batch(len(q))
             try:
                 await _within(sink.write(batch), left(), interrupt)
+            except DeliveryPending:
+                pass  # taken and held by the sink: deliver()/flush() retries it, undelivered() names it
             except Exception as exc:  # noqa: BLE001 - reported below, the batch is lost
                 lost = f"{len(batch)} queued reading(s) not taken ({_why(exc)})"
         what = "deliver" if deliver else "flush"

@@ -246,7 +246,7 @@ def run_daemon(args: argparse.Namespace) -> int:
 
     try:
         require_sources(cfg)
-        return run(run_supervisor(cfg))
+        return run(run_supervisor(cfg, duration=max(0.0, getattr(args, "duration", 0) or 0)))
     except ConfigError as e:
         print(f"solarbridge: config error: {e}", file=sys.stderr)
         return 2

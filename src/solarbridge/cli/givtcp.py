@@ -89,7 +89,7 @@ async def _publish(settings: Any, reading: Any) -> list[str]:
     """Send one reading through the configured generic sinks (MQTT_OUTPUT, INFLUX_OUTPUT, HA_OUTPUT)."""
     from .. import registry
     from ..config import validate_plugin
-    from ..plugin import Context
+    from ..plugin import Context, DeliveryPending
 
     errors = []
     for i, table in enumerate(settings.sink_tables()):
@@ -106,6 +106,9 @@ async def _publish(settings: Any, reading: Any) -> list[str]:
             await sink.flush()
             while sink.pending() and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.02)
+        except DeliveryPending:
+            # the sink holds what it could not deliver (HA_OUTPUT with Home Assistant down): name it
+            errors.append(f"{table['name']}: not delivered: {sink.undelivered()}")
         except Exception as e:  # an output failing must not hide the others
             errors.append(f"{table['name']}: {e}")
         finally:

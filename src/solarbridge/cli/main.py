@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the daemon from a TOML config")
     r.add_argument("-c", "--config", required=True, help="TOML config file")
+    r.add_argument("--duration", type=float, default=0,
+                   help="stop after this many seconds, once every sink has delivered (0: until Ctrl-C); exit 1"
+                   " naming what was not delivered within [daemon] shutdown_timeout")
     _common(r)
 
     d = sub.add_parser("demo", help="run every built-in simulator into local sinks and the dashboard")
