@@ -300,3 +300,24 @@ def test_digest_check_never_raises_on_garbage(header: str, method: str, uri: str
     realm.challenge()
     assert realm.check(method, uri, header) == "denied"
     assert realm.check(method, uri, "Digest " + header) == "denied"
+
+
+def test_the_gateway_password_is_a_secret_like_the_others(tmp_path: Path) -> None:
+    """A literal password for the gateway's envoy user: the config must be private, and it stays masked."""
+    from solarbridge.config import ConfigError, load
+
+    p = tmp_path / "solarbridge.toml"
+    p.write_text('[[sources]]\ntype = "enphase"\nname = "gw"\nserial = "121938119871"\nauth = "digest"\n'
+                 'username = "envoy"\npassword = "s3cret-119871"\n')
+    p.chmod(0o644)
+    with pytest.raises(ConfigError) as e:
+        load(p)
+    assert "holds secrets (sources[0].password)" in str(e.value) and "s3cret" not in str(e.value)
+    p.chmod(0o600)
+    cfg = load(p).sources[0]
+    assert isinstance(cfg, EnphaseConfig) and cfg.auth == "digest" and cfg.password is not None
+    assert cfg.password.get_secret_value() == "s3cret-119871" and "s3cret" not in repr(cfg)
+    p.write_text(p.read_text().replace('auth = "digest"', 'auth = "basic"'))
+    with pytest.raises(ConfigError) as e:
+        load(p)
+    assert "auth" in str(e.value) and "'auto', 'token', 'digest' or 'none'" in str(e.value)
