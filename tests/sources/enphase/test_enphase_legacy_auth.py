@@ -106,10 +106,14 @@ def test_figures_come_through_with_the_firmwares_login(tmp_path: Path, fixture: 
         assert "login" not in stats and "tokens" not in stats  # no cloud call at all
         assert stats.get("digest_challenged", 0) >= 1 and "digest_refused" not in stats
         assert "token_lifetime_s" not in gw[-1].metrics
+        # no IQ System Controller before firmware 7: no relay (404, asked once), so no claim about the grid
+        assert stats.get("relay") == 2  # the challenge and the 404, on the first poll only
+        assert "grid_available" not in gw[-1].metrics
     else:
         assert stats.get("login") == 1 and stats.get("tokens") == 1
         assert "digest_challenged" not in stats
         assert gw[-1].metrics["token_lifetime_s"] > 300 * 86400
+        assert gw[-1].metrics["grid_available"] is True
 
 
 @pytest.mark.parametrize("how", ["config_password", "serial_default", "no_auth"])
@@ -178,6 +182,39 @@ def test_wrong_password_under_the_supervisor_keeps_running(tmp_path: Path) -> No
     assert state == "running" and restarts == 0 and refused and refused >= 1
     assert "refused the digest login for user 'envoy'" in last_error and "000000" not in last_error
     assert all(not r.online for r in got if r.device_type == "enphase_gateway")
+
+
+@pytest.mark.servers
+def test_legacy_gateway_through_the_nut_sink_and_real_upsd(tmp_path: Path, nut_factory: Any) -> None:
+    """4.10.35 (Digest, no relay) -> source -> nut sink -> dummy-ups -> upsd: online from the meters' voltage
+    (ivp/meters/readings, Digest-protected: net-consumption voltage 247.736, channels 123.867 / 123.869)."""
+    from solarbridge.sinks.nut.sink import NutSink, NutSinkConfig
+
+    port = tmp_path / "ups.dev"
+    port.write_text("ups.status: OB\n")
+    nut = nut_factory(ups="legacy", port_file=port, initial=None)
+
+    async def go() -> None:
+        sim = await GatewaySimulator(Scenario(), fixture=SETS / "4.10.35").start()
+        try:
+            cfg = EnphaseConfig(type="enphase", name="gw", host=f"127.0.0.1:{sim.port}", serial=sim.scenario.serial,
+                                api_timeout=2)
+            sup = Supervisor(Config(daemon=DaemonConfig(state_dir=tmp_path, history=False)))
+            sup.add_source(EnphaseSource(cfg, Context.standalone("gw", "source", "enphase", tmp_path)))
+            sup.add_sink(NutSink(NutSinkConfig(type="nut", name="nut", port_file=str(port),
+                                               device_id=sim.scenario.serial, stale_after=0),
+                                 Context.standalone("nut", "sink", "nut", tmp_path)))
+            await sup.start()
+            try:
+                await asyncio.to_thread(nut.wait_value, "ups.status", "OL", 20)
+                await asyncio.to_thread(nut.wait_value, "input.L1-N.voltage", "123.9", 10)
+                await asyncio.to_thread(nut.wait_value, "input.realpower", "566.9", 10)
+            finally:
+                await sup.stop()
+        finally:
+            await sim.stop()
+
+    asyncio.run(go())
 
 
 def test_explicit_token_mode_makes_no_probe(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ Readings that carry meter rows (``Reading.extra["meter_rows"]``, see
 :data:`solarbridge.model.EXTRA_METER_ROWS`; the ``enphase`` source sends them) are
 mapped row by row like enphase-monitor: net meter -> input.*, consumption meter ->
 output.*, storage -> battery.current, per-line variables when ``phase_count`` is 3,
+OL/OB from ``grid_available`` (without it, from ``grid_voltage_v`` as below),
 ``battery_soc_pct``/``battery_capacity_wh``/``battery_reserve_pct`` printed as the
 device sent them. Values a reading lacks (capacity, reserve, firmware, serial) keep
 what the port file held at start.
@@ -129,7 +130,13 @@ def inputs_from_meter_rows(metrics: dict[str, MetricValue], extra: dict[str, obj
                            firmware: str | None = None) -> NutInputs:
     """The NUT inputs for a reading that carries meter rows (enphase-monitor's mapping)."""
     avail = metrics.get("grid_available")
-    status = ("OL" if avail else "OB") if isinstance(avail, bool) else ""
+    volts = _num(metrics, "grid_voltage_v")
+    if isinstance(avail, bool):
+        status = "OL" if avail else "OB"
+    elif volts is not None:  # a gateway with no grid relay (firmware before 7): the metered voltage says
+        status = "OL" if volts >= cfg.grid_voltage_min else "OB"
+    else:
+        status = ""
     rows = extra.get(EXTRA_METER_ROWS)
     rows = rows if isinstance(rows, dict) else {}
     battery = _rows(rows.get("battery"))

@@ -44,6 +44,9 @@ from .responses import (
 from .settings import Fatal, Settings
 from .site import Site, parse_site
 
+#: a cheap endpoint every firmware has, open without a login before firmware 7 (the relay-less liveness check)
+ALIVE_PATH = "api/v1/production"
+
 
 class Reporter:
     """Messages the way the original prints them (verbose, ``DEBUG<n>:`` lines, warnings)."""
@@ -461,6 +464,10 @@ class Monitor:
         self.clock = clock
         self.failing_since: float | None = None
         self.riding_through = False
+        #: daemon, legacy gateways: a gateway without a relay endpoint is judged by ALIVE_PATH instead
+        self.relay_optional = False
+        #: whether the gateway has answered ivp/ensemble/relay (None: not known yet)
+        self.relay_present: bool | None = None
 
     # -- polling ---------------------------------------------------------------------------
 
@@ -472,13 +479,17 @@ class Monitor:
         token = await self.tokens.get()
         state = "nocomms"
         if not nocomms:
-            relay = parse_relay(await self.gw.get(RELAY_PATH, token))
+            relay = None if self.relay_present is False else parse_relay(await self.gw.get(RELAY_PATH, token))
             if relay is None:
-                self.rep.debug("relay call failed")
+                if self.relay_present is not False:
+                    self.rep.debug("relay call failed")
+                if self.relay_optional and not getattr(self.gw, "auth_failed", False):
+                    state = await self._relayless_state(token)
             else:
                 if relay.warning:
                     self.rep.warn(relay.warning)
                 state = relay.state
+                self.relay_present = True
             self.rep.debug(f"relay state: {state}")
         if state != "nocomms":
             await self._details(token)
@@ -507,6 +518,17 @@ class Monitor:
         self.rep.debug(f"current state: {state}")
         await self.publish()
         return state
+
+    async def _relayless_state(self, token: str) -> str:
+        """Daemon, legacy gateways only: a gateway without an IQ System Controller has no relay endpoint
+        (firmware before 7 has none); it counts as online while its production endpoint answers."""
+        if await self.gw.get(ALIVE_PATH, token, retry=False) is None:
+            return "nocomms"
+        if self.relay_present is None:
+            self.rep.info("the gateway has no grid relay (no IQ System Controller): online while it answers,"
+                          " grid state from the meters' voltage where there are any")
+        self.relay_present = False
+        return "online"
 
     async def _details(self, token: str) -> None:
         live = parse_livedata(await self.gw.get(LIVEDATA_PATH, token))
@@ -562,7 +584,7 @@ class Monitor:
         file and stop dummy-ups); the full poll decides about lost comms.
         """
         token = self.tokens.token
-        if token is None or self.state == "init":
+        if token is None or self.state == "init" or self.relay_present is False:
             return False
         self.relay_checks += 1
         relay = parse_relay(await self.gw.get(RELAY_PATH, token, retry=False))

@@ -16,7 +16,8 @@ HTTPS and want the Bearer token the fake Enlighten issues (``/info.xml`` is open
 A recorded set of firmware before 7 is a legacy gateway: plain HTTP, no token accepted, the public
 endpoints (:data:`LEGACY_PUBLIC`) open to anyone and every other one answering 401 with an RFC 7616
 Digest challenge (realm ``enphaseenergy.com``; user ``envoy`` with the last 6 digits of the gateway
-serial; ``digest_algorithm`` picks MD5, MD5-sess, SHA-256 or SHA-256-sess).
+serial; ``digest_algorithm`` picks MD5, MD5-sess, SHA-256 or SHA-256-sess). Such a gateway has no
+relay, livedata, secctrl or meter reports: those answer 404 (nothing is made up for these sets).
 """
 
 from __future__ import annotations
@@ -552,6 +553,9 @@ class GatewaySimulator:
                             {"WWW-Authenticate": self.digest.challenge(stale=verdict == "stale")})
         elif req.path not in INFO_PUBLIC and not self._authorized(req):
             return 401, "application/json", b'{"message":"Unauthorized","code":401}'
+        if self.legacy and name in ("relay", "livedata", "secctrl", "reports"):
+            # no Ensemble, livedata or meter reports before firmware 7: nothing is made up for these sets
+            return 404, "application/json", b'{ "error" : "404 - Not Found" }'
         body: Any
         if name == "recorded":
             ctype = "application/xml" if rname == "info" else "application/json"

@@ -143,14 +143,20 @@ class _GatewayAuth:
         if c.auth == "none":
             self.mode = "none"
             self.gw.use_legacy(scheme)
+            self._relay_optional()
             log.info("source %s: gateway firmware %s, over %s without a login (auth = none)", name,
                      self.firmware or "unknown", scheme.upper())
             return
         user, password = self._credentials(text)
         self.gw.use_legacy(scheme, user, password)
+        self._relay_optional()
         self.mode = "digest"
         log.info("source %s: gateway firmware %s is before 7: no token, HTTP Digest auth over %s as user %r "
                  "(password: %s)", name, self.firmware or "unknown", scheme.upper(), user, self.password_from)
+
+    def _relay_optional(self) -> None:
+        if self.src.monitor is not None:
+            self.src.monitor.relay_optional = True  # no Ensemble before firmware 7: no ivp/ensemble/relay
 
     def _credentials(self, info_text: str) -> tuple[str, str]:
         """The digest user and password: the config's local user, else envoy with the serial's last 6 digits.
@@ -333,8 +339,11 @@ def _site_soc(site: Site) -> tuple[float | None, float | None]:
 
 def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, Any]]:
     """Canonical metrics (and extras) from what the monitor last saw."""
-    out: dict[str, MetricValue] = {"grid_available": mon.state == "online"}
-    extra: dict[str, Any] = {"mains_oper_state": "closed" if mon.state == "online" else "open"}
+    out: dict[str, MetricValue] = {}
+    extra: dict[str, Any] = {}
+    if mon.relay_present is not False:  # a gateway with no relay does not know the grid state
+        out["grid_available"] = mon.state == "online"
+        extra["mains_oper_state"] = "closed" if mon.state == "online" else "open"
     site = mon.site
     rows = _meter_rows(mon)
     phase_count = mon.phase_count
