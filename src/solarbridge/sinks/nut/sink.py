@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import Field
 
 from ...model import EXTRA_METER_ROWS, EXTRA_PHASE_COUNT, MetricValue, Reading
-from ...plugin import Context, Sink, SinkConfig
+from ...plugin import Context, DeliveryPending, Sink, SinkConfig
 from ...util.atomic import atomic_write
 from .portfile import (
     DEFAULT_SETTINGS,
@@ -211,6 +211,8 @@ class NutSink(Sink):
         self.taken = 0
         self._started = False
         self._watch: asyncio.Task[Any] | None = None
+        #: why the newest state is not in the port file ("" when it is)
+        self._unwritten = ""
 
     def load_initial(self) -> None:
         """Read the start-up values and status from the port file (or its -nocomms twin); PortFileError."""
@@ -280,14 +282,40 @@ class NutSink(Sink):
         return nut_values(self.metrics, self.config, overrides, self.defaults, self.serial, self.firmware)
 
     def publish(self) -> None:
+        """Write the newest state to the port file.
+
+        On failure the state stays in memory (it was taken): :class:`DeliveryPending` (the runtime retries with
+        backoff, :meth:`flush` retries at the end, :meth:`undelivered` names it), or ``on_error`` when set.
+        """
         try:
             self._publish()
         except PortFileError as e:
+            self._unwritten = str(e)
             if self.on_error is None:
-                raise RuntimeError(str(e)) from None
+                raise DeliveryPending(str(e)) from None
             self.on_error(str(e))
             return
+        self._unwritten = ""
         self.ctx.health.ok()
+
+    async def flush(self) -> None:
+        """The newest state is in the port file: retry a write that failed, with backoff; the caller bounds it."""
+        from ...util.backoff import Backoff
+
+        backoff = Backoff(initial=0.2, cap=2.0)
+        while self._unwritten:
+            with contextlib.suppress(DeliveryPending):
+                self.publish()
+            if self._unwritten:
+                await asyncio.sleep(backoff.next_delay())
+
+    def pending(self) -> int:
+        return 1 if self._unwritten else 0
+
+    def undelivered(self) -> str:
+        if not self._unwritten:
+            return ""
+        return f"the newest state of {self.device_id or 'the device'} is not in the port file ({self._unwritten})"
 
     def _publish(self) -> None:
         overrides = self.port.overrides()
