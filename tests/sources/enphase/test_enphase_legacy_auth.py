@@ -184,6 +184,37 @@ def test_wrong_password_under_the_supervisor_keeps_running(tmp_path: Path) -> No
     assert all(not r.online for r in got if r.device_type == "enphase_gateway")
 
 
+@pytest.mark.parametrize("grace", [180, 0])
+def test_legacy_gateway_naps_like_the_others(tmp_path: Path, grace: int) -> None:
+    """No relay to ask: a burst of 503s from a legacy gateway is ridden through within outage_grace (no
+    offline reading), and with grace 0 it is lost comms at once; the login stays the same throughout."""
+
+    async def go() -> tuple[list[Reading], dict[str, int]]:
+        sim = await GatewaySimulator(Scenario(), fixture=SETS / "3.17.3").start()
+        try:
+            config = EnphaseConfig(type="enphase", name="gw", host=f"127.0.0.1:{sim.port}",
+                                   serial=sim.scenario.serial, api_timeout=2, outage_grace=grace)
+            src = EnphaseSource(config, Context.standalone("gw", "source", "enphase", tmp_path))
+            got: list[Reading] = []
+            mon = src.make_monitor(got.append)
+            try:
+                await mon.poll()
+                sim.scenario.update({"fail_all": "http503"})
+                await mon.poll()
+                sim.scenario.update({"fail_all": "none"})
+                await mon.poll()
+            finally:
+                await mon.aclose()
+            return [r for r in got if r.device_type == "enphase_gateway"], dict(sim.stats)
+        finally:
+            await sim.stop()
+
+    gw, stats = asyncio.run(go())
+    assert [r.online for r in gw] == ([True, True] if grace else [True, False, True])
+    assert gw[0].metrics["pv_power_w"] == gw[-1].metrics["pv_power_w"] == 5463  # 3.17.3 api_v1_production wattsNow
+    assert "login" not in stats and "digest_refused" not in stats
+
+
 @pytest.mark.servers
 def test_legacy_gateway_through_the_nut_sink_and_real_upsd(tmp_path: Path, nut_factory: Any) -> None:
     """4.10.35 (Digest, no relay) -> source -> nut sink -> dummy-ups -> upsd: online from the meters' voltage
