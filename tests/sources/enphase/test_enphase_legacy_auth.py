@@ -389,3 +389,33 @@ def test_the_gateway_password_is_a_secret_like_the_others(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as e:
         load(p)
     assert "auth" in str(e.value) and "'auto', 'token', 'digest' or 'none'" in str(e.value)
+
+
+def test_simulate_cli_serves_a_legacy_set_with_digest(tmp_path: Path) -> None:
+    """``solarbridge simulate enphase --fixture <4.x set>``: plain HTTP, Digest as envoy, and the start line
+    says so (4.2.33's info.xml <sn>123456789012: password 789012)."""
+    import json
+    import subprocess
+    import sys
+
+    from servers import finish, wait_for
+
+    info = tmp_path / "info.json"
+    proc = subprocess.Popen([sys.executable, "-m", "solarbridge.sources.enphase.simulator", "--fixture",
+                             str(SETS / "4.2.33"), "--info-file", str(info)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(info.exists, 20, "the simulator's info file", stop_if=lambda: proc.poll() is not None)
+        url = json.loads(info.read_text())["url"]
+        assert url.startswith("http://127.0.0.1:")
+        first, second = proc.stdout.readline(), proc.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith(f"enphase simulator on {url} ")
+        assert "(before 7): plain HTTP, Digest auth as user envoy, password 789012" in second
+        assert httpx.get(url + "/production.json").status_code == 200  # public on this firmware
+        assert httpx.get(url + "/ivp/meters").status_code == 401
+        r = httpx.get(url + "/ivp/meters", auth=httpx.DigestAuth("envoy", "789012"))
+        assert r.status_code == 200 and r.content == (SETS / "4.2.33" / "ivp_meters").read_bytes()
+    finally:
+        proc.terminate()
+        finish(proc)
+    assert proc.returncode == 0
