@@ -32,9 +32,9 @@ def write(tmp_path: Path, text: str) -> str:
 
 
 BAD = [
-    ('[api]\nlisten = "127.0.0.1:99999"\n' + SYNTH, "api.listen: port must be 0-65535 (got '99999')"),
-    ('[api]\nlisten = "127.0.0.1:http"\n' + SYNTH, "api.listen: port must be 0-65535 (got 'http')"),
-    ('[api]\ngivtcp_listen = "127.0.0.1:70000"\n' + SYNTH, "api.givtcp_listen: port must be 0-65535"),
+    ('[api]\nlisten = "127.0.0.1:99999"\n' + SYNTH, "api.listen: port must be a TCP port 0..65535 (got '99999')"),
+    ('[api]\nlisten = "127.0.0.1:http"\n' + SYNTH, "api.listen: port must be a TCP port 0..65535 (got 'http')"),
+    ('[api]\ngivtcp_listen = "127.0.0.1:70000"\n' + SYNTH, "api.givtcp_listen: port must be a TCP port 0..65535"),
     ('[api]\nenabled = "yes"\n' + SYNTH, "api.enabled: Input should be a valid boolean (got 'yes')"),
     (SYNTH + '[[sinks]]\ntype = "jsonl"\nfsync = "yes"\n', "sinks[0].fsync: must be true or false (got 'yes')"),
     (SYNTH + '[[sinks]]\ntype = "mqtt"\nurl = "x"\n', "sinks[0].url: url must look like mqtt://host:1883"),

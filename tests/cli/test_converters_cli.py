@@ -100,7 +100,7 @@ def test_se2graphite_bad_zone_and_port(capsys):
     assert "unknown time zone 'Mars/Olympus'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         se2graphite.main(["-p", "70000"])
-    assert e.value.code == 2 and "port 70000 out of range" in capsys.readouterr().err
+    assert e.value.code == 2 and "--port: must be a TCP port 1..65535 (got '70000')" in capsys.readouterr().err
 
 
 def test_se2graphite_gives_up_after_retry_for_with_one_line(capsys):

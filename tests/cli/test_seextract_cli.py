@@ -89,7 +89,7 @@ def test_server_address_direction_append_and_stdout(capture: tuple[Path, Convers
     (["/nonexistent.pcap"], "no such capture file or directory: /nonexistent.pcap"),
     (["-a", "x.pcap"], "-a needs -o outfile"),
     (["-s", " ", "x.pcap"], "-s: the server name or address must not be empty"),
-    (["--port", "70000", "x.pcap"], "port must be an integer 1..65535, got '70000'"),
+    (["--port", "70000", "x.pcap"], "port must be a TCP port 1..65535 (got '70000')"),
     (["--poll", "0", "x.pcap"], "must be a number of seconds 0.01..3600"),
     (["--direction", "up", "x.pcap"], "invalid choice: 'up'"),
 ])

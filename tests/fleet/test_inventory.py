@@ -217,7 +217,7 @@ def test_config_sources_are_sharded_by_name_and_per_worker_environment(tmp_path,
         assert {s["name"] for s in masked(cfg)["sources"]} == {s.name for s in cfg.sources} - {"givenergy-h-1"}
     assert set(held) == {f"s{i}" for i in range(20)} | {"givenergy-h-1"} and set(held.values()) == {1}
     monkeypatch.setenv("SOLARBRIDGE_API_LISTEN", "127.0.0.1:99999")
-    assert errors(p) == ["SOLARBRIDGE_API_LISTEN: port must be 0-65535 (got '99999')"]
+    assert errors(p) == ["SOLARBRIDGE_API_LISTEN: port must be a TCP port 0..65535 (got '99999')"]
 
 
 def test_a_worker_with_an_empty_share_runs_idle(tmp_path, monkeypatch):

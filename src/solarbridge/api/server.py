@@ -17,6 +17,8 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..util.ports import tcp_port
+
 log = logging.getLogger("solarbridge.api")
 
 
@@ -40,9 +42,10 @@ def parse_listen(text: str, default_port: int = 8080) -> tuple[str, int]:
         host, port_s = t, ""
     host = host or "0.0.0.0"
     if port_s:
-        if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
-            raise ValueError(f"api.listen: port must be 0-65535 (got {port_s!r})")
-        port = int(port_s)
+        try:
+            port = tcp_port(port_s, allow_zero=True)
+        except ValueError as e:
+            raise ValueError(f"api.listen: port {e}") from None
     else:
         port = default_port
     return host, port

@@ -38,9 +38,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _check_port(option: str, value: int | None) -> None:
     from ..config import ConfigError
+    from ..util.ports import tcp_port
 
-    if value is not None and not 1 <= value <= 65535:
-        raise ConfigError(f"{option}: must be a TCP port 1..65535 (got {value})")
+    if value is not None:
+        try:
+            tcp_port(value)
+        except ValueError as e:
+            raise ConfigError(f"{option}: {e}") from None
 
 
 def _check_timeout(value: float) -> None:

@@ -58,13 +58,12 @@ def build_parser(protocol: str) -> argparse.ArgumentParser:
 
 
 def _port(text: str) -> int:
+    from ..util.ports import tcp_port
+
     try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r} (use 1-65535)") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} out of range (use 1-65535)")
-    return port
+        return tcp_port(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _seconds(text: str) -> float:

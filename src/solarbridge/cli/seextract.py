@@ -53,13 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _port(text: str) -> int:
+    from solarbridge.util.ports import tcp_port
+
     try:
-        n = int(text, 10)
-    except ValueError:
-        n = -1
-    if not 1 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be an integer 1..65535, got {text!r}")
-    return n
+        return tcp_port(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"port {e}") from None
 
 
 def _positive(text: str) -> float:

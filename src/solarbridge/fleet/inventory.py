@@ -38,6 +38,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..util.ports import tcp_port
+
 #: families an inventory row may name -> which source key each address column fills
 #: (None: the column is part of the device key only; "host:port": the port is appended to host)
 FAMILIES: dict[str, dict[str, str | None]] = {
@@ -237,11 +239,9 @@ def load(path: Path, defaults: dict[str, dict[str, Any]] | None = None, taken_na
         port_raw = raw.get("port")
         if port_raw not in (None, ""):
             try:
-                port = int(str(port_raw))
-            except ValueError:
-                port = -1
-            if isinstance(port_raw, bool) or not 1 <= port <= 65535:
-                bad("port", f"must be a TCP port 1..65535 (got {port_raw!r})")
+                port = tcp_port(port_raw if isinstance(port_raw, int) else str(port_raw))
+            except ValueError as e:
+                bad("port", str(e))
                 continue
         opts_raw = raw.get("options", {})
         if isinstance(opts_raw, str):

@@ -112,7 +112,7 @@ def test_serial_master_source(tmp_path: Path) -> None:
     ({"mode": "serial"}, "needs serial_port"),
     ({"mode": "file"}, "needs path"),
     ({"master": True}, "master = true needs"),
-    ({"ports": [0]}, "outside 1..65535"),
+    ({"ports": [0]}, "must be a TCP port 1..65535 (got 0)"),
     ({"slaves": ["nothex"]}, "not a hex inverter id"),
     ({"bogus": 1}, "bogus"),
 ])

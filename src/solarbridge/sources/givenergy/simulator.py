@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from ...util.ports import tcp_port
 from .controls import TIME_REGISTERS, WRITE_RANGES, WRITE_SAFE
 from .framing import (
     FC_READ_HOLDING,
@@ -985,8 +986,10 @@ def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             p.error(f"--{name.replace('_', '-')} must be 0..1 (got {v})")
     if not 0 <= a.batteries <= 6:
         p.error(f"--batteries must be 0..6 (got {a.batteries})")
-    if not 0 <= a.port <= 65535:
-        p.error(f"--port must be 0..65535 (got {a.port})")
+    try:
+        tcp_port(a.port, allow_zero=True)
+    except ValueError as e:
+        p.error(f"--port: {e}")
     if not 1 <= a.count <= 5000:
         p.error(f"--count must be 1..5000 (got {a.count})")
     if a.replay is not None and not a.replay.is_file():

@@ -31,6 +31,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ...model import DeviceInfo, Reading
 from ...plugin import Context, Emit, PluginConfig, Source
+from ...util.ports import tcp_port
 from . import functions as fn
 from .readings import readings_from_payload
 from .session import Failed, MasterPoll, Monitor, Received, Send
@@ -56,10 +57,7 @@ class SolarEdgeConfig(PluginConfig):
     def _ports(cls, v: list[int]) -> list[int]:
         if not v:
             raise ValueError("at least one port is needed")
-        for p in v:
-            if not 0 < p < 65536:
-                raise ValueError(f"port {p} is outside 1..65535")
-        return v
+        return [tcp_port(p) for p in v]
 
     @field_validator("slaves")
     @classmethod

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ...util.ports import tcp_port
 from .codec import encode
 
 #: energy counters start here (kWh) so that they pass the 16-bit limit (6553.5 kWh) quickly
@@ -358,9 +359,12 @@ def session_frames(state: DongleState, *, reports: int, layout: int = 292, split
 
 def _hostport(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT with PORT 0-65535 (got {text!r})")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (got {text!r})")
+    try:
+        return host.strip("[]") or "127.0.0.1", tcp_port(port, allow_zero=True)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: port {e}") from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
