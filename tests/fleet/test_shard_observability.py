@@ -99,3 +99,28 @@ def test_unsharded_daemon_says_no_shard(tmp_path: Path, monkeypatch) -> None:
     h, text = run(go())
     assert h["shard"] is None
     assert not any(name.startswith("solarbridge_daemon_shard") for name, _ in _samples(text))
+
+
+def test_daemon_shard_from_the_config_key(tmp_path: Path, monkeypatch) -> None:
+    """``[daemon] shard = "2/4"`` (no environment): the same two places carry it."""
+    from solarbridge.api.app import create_app
+    from solarbridge.config import build
+    from solarbridge.runtime import Supervisor
+
+    monkeypatch.delenv("SOLARBRIDGE_SHARD", raising=False)
+    sources = [{"type": "synthetic", "name": f"s{i}", "device_id": f"dev-{i}", "persist": False}
+               for i in range(SOURCES)]
+    sup = Supervisor(build({"daemon": {"state_dir": str(tmp_path), "history": False, "shard": "2/4"},
+                            "sources": sources}))
+    sup.build()
+    mine = sum(1 for i in range(SOURCES) if owner(f"source:s{i}", 4) == 2)
+
+    async def go() -> tuple[dict, str]:
+        async with client_for(create_app(sup)) as c:
+            return (await c.get("/api/health")).json(), (await c.get("/metrics")).text
+
+    h, text = run(go())
+    s = _samples(text)
+    assert h["shard"] == "2/4"
+    assert s[("solarbridge_daemon_shard", (("count", "4"), ("index", "2"), ("shard", "2/4")))] == 1
+    assert s[("solarbridge_daemon_shard_sources", ())] == mine == len(sup.sources)
