@@ -178,3 +178,19 @@ def test_ems_controls_from_the_command_line(ems_port: int) -> None:
         return reply.values[2065 - 2040:2068 - 2040]
 
     assert asyncio.run(read_back()) == (1600, 1900, 30)  # export slot 2 (givenergy-modbus HR 2065-2067)
+
+
+def test_read_with_mqtt_output_and_no_broker_says_so_and_ends(sim_port: int, tmp_path: Path) -> None:
+    """MQTT_OUTPUT with the broker down: the read is printed, then one line names what the broker did not
+    confirm and the command exits 1 (it used to wait for the broker for ever)."""
+    broker = free_port()  # nobody listens here
+    env = {"INVERTOR_IP": "127.0.0.1", "INVERTOR_PORT": str(sim_port), "MQTT_OUTPUT": "True",
+           "MQTT_ADDRESS": "127.0.0.1", "MQTT_PORT": str(broker), "CACHELOCATION": str(tmp_path)}
+    t0 = time.monotonic()
+    r = cli(str(BIN / "givtcp-read"), "runAll", env=env)
+    assert r.returncode == 1, r.stderr
+    assert json.loads(r.stdout)["Control"]["Target SOC"] == 100  # the read itself worked
+    line = next(x for x in r.stderr.splitlines() if "not delivered" in x)
+    assert line.startswith("output failed: givtcp-mqtt: not delivered: ")
+    assert f"not confirmed by the broker mqtt://127.0.0.1:{broker}" in line
+    assert time.monotonic() - t0 < 45

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -107,9 +108,15 @@ async def _publish(settings: Any, reading: Any) -> list[str]:
             while getattr(sink, "connected", True) is False and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.02)
             await sink.write([reading])
-            await sink.flush()
+            # delivered, not only handed over (MQTT waits for the broker); bounded: a server that is down
+            # is reported by name below, never waited on forever
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sink.deliver(), max(1.0, deadline - asyncio.get_running_loop().time()))
             while sink.pending() and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.02)
+            left = sink.undelivered()
+            if left:
+                errors.append(f"{table['name']}: not delivered: {left}")
         except DeliveryPending:
             # the sink holds what it could not deliver (HA_OUTPUT with Home Assistant down): name it
             errors.append(f"{table['name']}: not delivered: {sink.undelivered()}")
