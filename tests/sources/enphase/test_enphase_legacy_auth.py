@@ -385,6 +385,11 @@ def test_the_gateway_password_is_a_secret_like_the_others(tmp_path: Path) -> Non
     cfg = load(p).sources[0]
     assert isinstance(cfg, EnphaseConfig) and cfg.auth == "digest" and cfg.password is not None
     assert cfg.password.get_secret_value() == "s3cret-119871" and "s3cret" not in repr(cfg)
+    p.write_text(p.read_text().replace('username = "envoy"\npassword = "s3cret-119871"\n', 'username = "installer"\n'))
+    with pytest.raises(ConfigError) as e:
+        load(p)
+    assert str(e.value) == (f"{p}: sources[0]: password: the gateway user 'installer' needs one (only 'envoy' has a"
+                            " default, the last 6 digits of the serial; an Enlighten account is an e-mail address)")
     p.write_text(p.read_text().replace('auth = "digest"', 'auth = "basic"'))
     with pytest.raises(ConfigError) as e:
         load(p)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ...config import Secret
 from ...metricmap import MetricDesc, apply, quantize
@@ -64,6 +64,14 @@ class EnphaseConfig(PluginConfig):
                               "before the gateway counts as offline (0 = at once, like enphase-monitor)")
     token_warn_days: int = Field(30, ge=0, le=365, description="warn this many days before the token expires")
     site_data: bool = Field(True, description="also read inverters, batteries, meters, relay and generator")
+
+    @model_validator(mode="after")
+    def _gateway_user(self) -> EnphaseConfig:
+        user = self.username.strip()
+        if self.auth != "token" and user and "@" not in user and user != "envoy" and self.password is None:
+            raise ValueError(f"password: the gateway user {user!r} needs one (only 'envoy' has a default, the last"
+                             " 6 digits of the serial; an Enlighten account is an e-mail address)")
+        return self
 
 
 class _LogReporter(m.Reporter):
