@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +33,12 @@ pytest_plugins = [
     "support.mqtt_influx_fixtures",
     "support.solaredge",
 ]
+
+# A shell starts a background job ("pytest ... &") with SIGINT ignored, and an ignored signal stays ignored
+# across exec: every command a test starts and stops with SIGINT (Ctrl-C) would then never stop. Tests run
+# with the default disposition, as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: the daemon's default state dir (history, counters, sites, spools) for every test and every command a test
 #: starts: a private one per test process, never /var/lib/solarbridge or ~/.local/state shared with other runs

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from servers import wait_for
+from servers import finish, wait_for
 from solarbridge.cli import se2csv, se2graphite, se2state
 from solarbridge.cli.jsonlines import JsonLines, parse_line
 from support.convtools import DATA
@@ -210,7 +210,7 @@ def test_se2state_follows_and_replaces_the_file_atomically(tmp_path):
         stop.set()
         w.join(5)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
+        _, err = finish(proc, 10)  # killed if it does not stop
     assert partial == []
     assert b"Traceback" not in err and proc.returncode == 130
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import wait_for
+from servers import finish, wait_for
 from solarbridge.cli import pickle2graphite, se2graphite
 from solarbridge.model import Reading
 from solarbridge.plugin import Context
@@ -240,7 +240,7 @@ def test_follow_mode_sends_lines_as_they_are_appended(carbon, tmp_path):
         assert proc.poll() is None  # still following
     finally:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
+        _, err = finish(proc, 10)  # killed if it does not stop
     assert proc.returncode == 130 and b"Traceback" not in err
 
 
