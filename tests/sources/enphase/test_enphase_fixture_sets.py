@@ -205,20 +205,3 @@ def test_parse_site_survives_any_json(docs: dict) -> None:
 @given(st.dictionaries(st.sampled_from([*NAMES, "info"]), st.binary(max_size=200), max_size=5))
 def test_parse_site_survives_garbage(docs: dict) -> None:
     parse_site(docs)
-
-
-def test_counters_that_go_backwards_are_held_back_then_taken_as_a_reset() -> None:
-    from solarbridge.sources.enphase.source import CounterGuard
-
-    g = CounterGuard(confirm=3)
-    seen = []
-    for wh in (1000.0, 1010.0, 990.0, 1020.0, 5.0, 6.0, 7.0, 8.0):
-        m = {"pv_energy_total_wh": wh, "pv_power_w": 1.0}
-        g.check(m)
-        seen.append(m.get("pv_energy_total_wh"))
-    # a one-poll dip is dropped; a lasting drop (a reset) is published from its third poll on
-    assert seen == [1000.0, 1010.0, None, 1020.0, None, None, 7.0, 8.0]
-    m = {"grid_import_energy_total_wh": 100.0}
-    g.check(m)
-    m = {"grid_import_energy_total_wh": 99.5}  # within the 1 Wh tolerance (rounding of the gateway)
-    assert g.check(m) == [] and m["grid_import_energy_total_wh"] == 99.5

@@ -473,38 +473,6 @@ def _json_list(text: str | None) -> list[dict[str, Any]]:
     return [x for x in doc if isinstance(x, dict)] if isinstance(doc, list) else []
 
 
-class CounterGuard:
-    """Lifetime energy counters that go backwards (a gateway glitch, a restart mid-update, a CT re-set up).
-
-    A counter lower than the last one published by more than ``tolerance_wh`` is left out of the reading
-    (sinks keep a monotonic ``total_increasing`` series) until it has stayed lower for ``confirm`` polls
-    in a row; then it is taken as a real reset and published again.
-    """
-
-    def __init__(self, confirm: int = 3, tolerance_wh: float = 1.0) -> None:
-        self.confirm, self.tolerance = confirm, tolerance_wh
-        self.last: dict[str, float] = {}
-        self.low: dict[str, int] = {}
-
-    def check(self, metrics: dict[str, MetricValue]) -> list[str]:
-        """Drop counters that went backwards from ``metrics`` (in place); returns the names dropped."""
-        dropped = []
-        for key, value in list(metrics.items()):
-            if not key.endswith("_energy_total_wh") or isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            last = self.last.get(key)
-            if last is not None and value < last - self.tolerance:
-                n = self.low.get(key, 0) + 1
-                if n < self.confirm:
-                    self.low[key] = n
-                    del metrics[key]
-                    dropped.append(key)
-                    continue
-            self.low.pop(key, None)
-            self.last[key] = value
-        return dropped
-
-
 class EnphaseSource(Source):
     """The gateway as a source. The daemon builds it from :class:`EnphaseConfig`; ``enphase-monitor``
     hands it the original's settings, reporter and transports (``monitor_mode``) and feeds a ``nut`` sink."""
@@ -523,7 +491,6 @@ class EnphaseSource(Source):
         self.fatal: m.Fatal | None = None
         self._devices: dict[str, DeviceInfo] = {}
         self._next_token_warning = 0.0
-        self.counters = CounterGuard()
         #: the login error was logged (once per episode of HTTP 401s from a legacy gateway)
         self._refused_logged = False
 
@@ -577,11 +544,6 @@ class EnphaseSource(Source):
             lifetime = self._token_lifetime(mon)
             if lifetime is not None:
                 metrics["token_lifetime_s"] = lifetime
-            if self._mode is None:
-                for key in self.counters.check(metrics):
-                    h.count("counter_backwards")
-                    self.ctx.log.warning("source %s: %s went backwards (%s -> lower); held back until it stays so",
-                                         self.ctx.name, key, self.counters.last[key])
             h.ok()
             self._emit(Reading(self.info.device_id, self.info.device_type, now, metrics,
                                source=self.ctx.name, extra=extra, info=self.info))
