@@ -43,7 +43,7 @@ class EnphaseConfig(PluginConfig):
     serial: str = Field(..., min_length=1, description="gateway serial number (for the token)")
     #: auto: by the firmware in /info.xml (before 7: digest, else token); token: the cloud JWT as a Bearer
     #: token (no probe, as before); digest: HTTP Digest auth, no token; none: no auth at all
-    auth: Literal["auto", "token", "digest", "none"] = "auto"
+    auth: Literal["auto", "token", "digest", "none"] = Field("auto", description="auto: token for firmware 7+, HTTP Digest before (docs/enphase.md)")
     username: str = Field("", description="Enlighten user (e-mail) for the token service; for a gateway "
                           "before firmware 7 a local user (envoy or installer) instead")
     password: Secret | None = None
