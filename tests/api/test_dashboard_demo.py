@@ -170,13 +170,19 @@ def test_cards_have_readable_names_and_distinct_titles(demo, browser):
     assert len(titles) == len(set(titles)), sorted(t for t in titles if titles.count(t) > 1)
     meters = sorted(t for t in titles if t.startswith("SolarEdge meter 7F104920"))
     assert meters == ["SolarEdge meter 7F104920 · 5 Grid Import Export", "SolarEdge meter 7F104920 · 9 PV Production"]
-    terms = drv.execute_script("return [...document.querySelectorAll('.dev[data-device=\"20100001\"] dt')]"
-                               ".map((e) => e.textContent)")
-    assert terms and not any("_" in t for t in terms), terms
-    assert "Module power" in terms, terms
+    def optimizer_terms() -> list[str]:
+        return drv.execute_script("return [...document.querySelectorAll('.dev[data-device=\"20100001\"] dt')]"
+                                  ".map((e) => e.textContent)")
+
+    wait_for(lambda: "Module power" in optimizer_terms(), 20, lambda: f"the optimizer's module power: "
+             f"{optimizer_terms()}", ignore=NOT_YET)
+    terms = optimizer_terms()
+    assert not any("_" in t for t in terms), terms
     # the history metric list reads as words, and the plot's y axis names the unit
-    labels = drv.execute_script("return [...document.querySelectorAll('#hist-metric option')].map((e) => e.text)")
-    assert labels and not any("_" in t for t in labels), labels
+    labels = wait_for(lambda: drv.execute_script(
+        "return [...document.querySelectorAll('#hist-metric option')].map((e) => e.text)"), 20,
+        "the history metric list", ignore=NOT_YET)
+    assert not any("_" in t for t in labels), labels
     wait_for(lambda: drv.find_element("id", "plot").get_attribute("data-unit") == "W",
              20, "the plot's unit", ignore=NOT_YET)
     drv.execute_script("document.querySelector('.dev[data-device=\"20100001\"]').scrollIntoView()")
