@@ -182,11 +182,18 @@ def test_existing_state_dir_that_is_not_writable(tmp_path):
 def test_demo_ctrl_c_with_event_streams_open(tmp_path):
     """`make demo`, a browser tab open on the dashboard (live event streams and page requests), Ctrl-C:
     the demo stops with exit 0 and nothing on stderr (no "_GatheringFuture exception was never retrieved",
-    no CancelledError trace from uvicorn)."""
+    no CancelledError trace from uvicorn). The trace came in 2 of 3 stops: three fresh runs, each stopped
+    once, share one demo dir (the later runs resume its state, so they start quicker)."""
+    for run in range(3):
+        took = _demo_ctrl_c_once(tmp_path / "demo", run)
+        print(f"run {run + 1}: demo stopped {took:.2f} s after SIGINT with 3 event streams open")
+
+
+def _demo_ctrl_c_once(demo_dir, run: int) -> float:
     from servers import free_port, wait_for
 
     port = free_port()
-    proc = subprocess.Popen([*SB, "demo", "--dir", str(tmp_path / "demo"), "--listen", f"127.0.0.1:{port}"],
+    proc = subprocess.Popen([*SB, "demo", "--dir", str(demo_dir), "--listen", f"127.0.0.1:{port}"],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -212,7 +219,7 @@ def test_demo_ctrl_c_with_event_streams_open(tmp_path):
         clients = [threading.Thread(target=stream, daemon=True) for _ in range(3)]
         for c in clients:
             c.start()
-        assert wait_for(lambda: sum(1 for e in events if e.startswith("event: ")) >= 3, timeout=20)
+        wait_for(lambda: sum(1 for e in events if e.startswith("event: ")) >= 3, 20, "3 events on the streams")
         with httpx.Client(base_url=base, timeout=30) as c:  # keep-alive page requests, as a browser makes
             for path in ("/", "/api/devices", "/api/health"):
                 assert c.get(path).status_code == 200
@@ -226,9 +233,9 @@ def test_demo_ctrl_c_with_event_streams_open(tmp_path):
             proc.wait()
     for c in clients:
         c.join(10)
-        assert not c.is_alive(), "an event stream stayed open after the demo stopped"
-    assert proc.returncode == 0, err
+        assert not c.is_alive(), f"run {run + 1}: an event stream stayed open after the demo stopped"
+    assert proc.returncode == 0, f"run {run + 1}: {err}"
     for bad in ("Traceback", "never retrieved", "CancelledError", "Task was destroyed", "Exception ignored"):
-        assert bad not in err, err
-    assert out.rstrip().endswith("demo stopped cleanly.")
-    print(f"demo stopped {took:.2f} s after SIGINT with 3 event streams open")
+        assert bad not in err, f"run {run + 1}: {err}"
+    assert out.rstrip().endswith("demo stopped cleanly."), f"run {run + 1}: {out}"
+    return took
