@@ -193,8 +193,11 @@ class Watcher:
         except (ValueError, KeyError, TypeError):
             return
         ms = (ts - EPOCH) // timedelta(milliseconds=1)  # exact, as VictoriaMetrics keeps it
+        device = msg.topic.split("/")[1]
+        if device.startswith("site"):  # the sites' derived readings are not polls
+            return
         with self.lock:
-            self.seen.append((msg.topic.split("/")[1], ms / 1000, now, ms))
+            self.seen.append((device, ms / 1000, now, ms))
 
     def close(self) -> None:
         self.client.disconnect()
@@ -294,8 +297,12 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         assert len(serials) == a.devices, "simulator serials are not unique"
         # ---------------------------------------------------------------- one config for every worker
         # buildings of 4 inverters: each building is a site, published as site:<label> and sharded whole
+        site_of = {serial: f"site-{i // 4}" for i, (serial, _port) in enumerate(devices)}
         (tmp / "fleet.csv").write_text("family,host,port,serial,site\n" + "".join(
-            f"givenergy,127.0.0.1,{port},{serial},site-{i // 4}\n" for i, (serial, port) in enumerate(devices)))
+            f"givenergy,127.0.0.1,{port},{serial},{site_of[serial]}\n" for serial, port in devices))
+
+        def shard_of(serial: str) -> int:  # what the workers hash: the row's site (inventory.shard_key)
+            return owner(f"site:{site_of[serial]}", a.workers)
         cfg = tmp / "fleet.toml"
         cfg.write_text(f"""[daemon]
 history = false
@@ -362,7 +369,7 @@ bucket = "fleet"
               f" {', '.join(f'{s} {n}/{per_dev_expected:g}' for n, s in short)})")
         owners: dict[int, int] = {}
         for s, _port in devices:
-            k = owner(f"givenergy:{s}", a.workers)
+            k = shard_of(s)
             owners[k] = owners.get(k, 0) + 1
         worker_cpu = []
         for k in range(a.workers):
@@ -399,7 +406,7 @@ bucket = "fleet"
         if a.no_kill:
             return 0
         # ---------------------------------------------------------------- kill -9 worker 0, restart after outage
-        mine = {s for s, _ in devices if owner(f"givenergy:{s}", a.workers) == 0}
+        mine = {s for s, _ in devices if shard_of(s) == 0}
         t_kill = time.time()
         os.kill(procs["w0"].pid, signal.SIGKILL)
         procs["w0"].wait(10)
