@@ -12,6 +12,7 @@ from solarbridge.api.app import create_app
 from solarbridge.api.metrics import metric_name, render
 from solarbridge.plugin import Context, Sink, SinkConfig
 from support.api import T0, ControlSource, client_for, make_supervisor, reading, run
+from support.prom import samples
 
 
 class SpoolSink(Sink):
@@ -25,13 +26,6 @@ class SpoolSink(Sink):
     def pending(self) -> int:
         return 42
 
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def test_metrics_exposition_parses_and_holds_values(tmp_path):

@@ -16,22 +16,15 @@ import sys
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from servers import free_port, wait_for
 from solarbridge.fleet.shard import owner
 from support.api import client_for, make_supervisor, run
 from support.paths import SRC
+from support.prom import samples
 
 SOURCES = 9
 
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def _config(tmp_path: Path) -> Path:
@@ -66,7 +59,7 @@ def test_sharded_worker_reports_its_shard_in_health_and_metrics(tmp_path: Path) 
 
         h = wait_for(health, 30, what="the worker's health with every device of its shard")
         assert h["shard"] == "1/3"
-        s = _samples(httpx.get(base + "/metrics", timeout=5).text)
+        s = samples(httpx.get(base + "/metrics", timeout=5).text)
     finally:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -98,7 +91,7 @@ def test_unsharded_daemon_says_no_shard(tmp_path: Path, monkeypatch) -> None:
 
     h, text = run(go())
     assert h["shard"] is None
-    assert not any(name.startswith("solarbridge_daemon_shard") for name, _ in _samples(text))
+    assert not any(name.startswith("solarbridge_daemon_shard") for name, _ in samples(text))
 
 
 def test_daemon_shard_from_the_config_key(tmp_path: Path, monkeypatch) -> None:
@@ -120,7 +113,7 @@ def test_daemon_shard_from_the_config_key(tmp_path: Path, monkeypatch) -> None:
             return (await c.get("/api/health")).json(), (await c.get("/metrics")).text
 
     h, text = run(go())
-    s = _samples(text)
+    s = samples(text)
     assert h["shard"] == "2/4"
     assert s[("solarbridge_daemon_shard", (("count", "4"), ("index", "2"), ("shard", "2/4")))] == 1
     assert s[("solarbridge_daemon_shard_sources", ())] == mine == len(sup.sources)

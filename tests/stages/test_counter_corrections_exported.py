@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from servers import async_wait_for
 from solarbridge.api.app import create_app
 from solarbridge.config import build
@@ -21,6 +19,7 @@ from solarbridge.model import DeviceInfo, Reading
 from solarbridge.plugin import Context, Emit, Source
 from solarbridge.runtime import Supervisor
 from support.api import T0, client_for, run
+from support.prom import samples
 
 #: (seconds after T0, lifetime PV counter in Wh); PV power 3.6 kW = 10 Wh per 10 s
 GOOD = [(0, 50_000.0), (10, 50_010.0), (20, 50_020.0)]
@@ -45,13 +44,6 @@ class SequenceSource(Source):
             await asyncio.sleep(0)
 
 
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
 
 STAGE = (("component", "counters"), ("kind", "stage"), ("type", "counters"))
 
@@ -75,7 +67,7 @@ def _through_daemon(tmp_path: Path, points: list[tuple[int, float]]) -> tuple[di
         return health, metrics
 
     health, text = run(go())
-    return health, _samples(text), published
+    return health, samples(text), published
 
 
 def test_step_down_and_spike_are_counted_in_health_and_metrics(tmp_path: Path) -> None:
