@@ -68,7 +68,8 @@ class EnphaseConfig(PluginConfig):
     @model_validator(mode="after")
     def _gateway_user(self) -> EnphaseConfig:
         user = self.username.strip()
-        if self.auth != "token" and user and "@" not in user and user != "envoy" and self.password is None:
+        has_password = self.password is not None and bool(self.password.get_secret_value())
+        if self.auth != "token" and user and "@" not in user and user != "envoy" and not has_password:
             raise ValueError(f"password: the gateway user {user!r} needs one (only 'envoy' has a default, the last"
                              " 6 digits of the serial; an Enlighten account is an e-mail address)")
         return self
@@ -174,14 +175,10 @@ class _GatewayAuth:
         c = self.src.config
         user = c.username.strip()
         password = c.password.get_secret_value() if c.password is not None else ""
-        if user and "@" not in user:
+        if user and "@" not in user and password:  # a local user other than envoy has one (EnphaseConfig)
             self.user = user
-            if password:
-                self.password_from = "the config's password"
-                return user, password
-            if user != "envoy":
-                raise ValueError(f"source {self.src.ctx.name}: username {user!r} needs a password (only the "
-                                 "gateway user 'envoy' has a default, the last 6 digits of the serial)")
+            self.password_from = "the config's password"
+            return user, password
         sn = parse_site({"info": info_text}).serial
         where = "from the gateway's info.xml" if sn else "from the config's serial"
         serial = (sn or c.serial).strip()
