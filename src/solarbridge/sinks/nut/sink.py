@@ -71,18 +71,22 @@ def _num(metrics: dict[str, MetricValue], key: str) -> float | None:
     return float(v)
 
 
+def grid_status(metrics: dict[str, MetricValue], grid_min: float) -> str:
+    """OL or OB from ``grid_available``, else from ``grid_voltage_v >= grid_min``; "" when neither is known."""
+    avail = metrics.get("grid_available")
+    if isinstance(avail, bool):
+        return "OL" if avail else "OB"
+    volts = _num(metrics, "grid_voltage_v")
+    if volts is not None:
+        return "OL" if volts >= grid_min else "OB"
+    return ""
+
+
 def inputs_from_metrics(metrics: dict[str, MetricValue], cfg: NutSinkConfig, grid_min: float | None = None,
                         serial: str | None = None, firmware: str | None = None) -> NutInputs:
     """The NUT inputs for one device's latest canonical metrics."""
-    gmin = cfg.grid_voltage_min if grid_min is None else grid_min
-    avail = metrics.get("grid_available")
     volts = _num(metrics, "grid_voltage_v")
-    if isinstance(avail, bool):
-        status = "OL" if avail else "OB"
-    elif volts is not None:
-        status = "OL" if volts >= gmin else "OB"
-    else:
-        status = ""
+    status = grid_status(metrics, cfg.grid_voltage_min if grid_min is None else grid_min)
     soc = _num(metrics, "battery_soc_pct")
     cap = _num(metrics, "battery_capacity_wh")
     reserve = _num(metrics, "battery_reserve_pct")
@@ -129,14 +133,8 @@ def inputs_from_meter_rows(metrics: dict[str, MetricValue], extra: dict[str, obj
                            initial: dict[str, str], serial: str | None = None,
                            firmware: str | None = None) -> NutInputs:
     """The NUT inputs for a reading that carries meter rows (enphase-monitor's mapping)."""
-    avail = metrics.get("grid_available")
-    volts = _num(metrics, "grid_voltage_v")
-    if isinstance(avail, bool):
-        status = "OL" if avail else "OB"
-    elif volts is not None:  # a gateway with no grid relay (firmware before 7): the metered voltage says
-        status = "OL" if volts >= cfg.grid_voltage_min else "OB"
-    else:
-        status = ""
+    # a gateway with no grid relay (firmware before 7) sends no grid_available: the metered voltage says
+    status = grid_status(metrics, cfg.grid_voltage_min)
     rows = extra.get(EXTRA_METER_ROWS)
     rows = rows if isinstance(rows, dict) else {}
     battery = _rows(rows.get("battery"))
