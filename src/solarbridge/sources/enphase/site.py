@@ -155,24 +155,30 @@ def _xml_value(text: str | bytes | None, tag: str) -> str | None:
     return text[start + len(tag) + 2:end].strip() or None if 0 <= start < end else None
 
 
-def _meter_flows(docs: Mapping[str, Any]) -> dict[str, tuple[Flow, int]]:
-    """Enabled meters by measurementType, read from ivp/meters/readings: (flow, phaseCount)."""
-    meters = _dicts(_doc(docs, "ivp_meters"))
-    readings = {r.get("eid"): r for r in _dicts(_doc(docs, "ivp_meters_readings"))}
-    out: dict[str, tuple[Flow, int]] = {}
-    for m in meters:
-        if m.get("state") != "enabled":
-            continue
-        r = readings.get(m.get("eid"))
+def enabled_meters(docs: Mapping[str, Any]) -> dict[str, tuple[dict[str, Any], int, list[dict[str, Any]]]]:
+    """Enabled meters with a reading, by measurementType: (the ivp/meters/readings entry, phaseCount, its
+    per-phase channels when there are several phases). Meters and readings are matched by ``eid``."""
+    readings = {r["eid"]: r for r in _dicts(_doc(docs, "ivp_meters_readings")) if isinstance(r.get("eid"), int | str)}
+    out: dict[str, tuple[dict[str, Any], int, list[dict[str, Any]]]] = {}
+    for m in _dicts(_doc(docs, "ivp_meters")):
+        eid = m.get("eid")
+        r = readings.get(eid) if m.get("state") == "enabled" and isinstance(eid, int | str) else None
         if r is None:
             continue
         count = m.get("phaseCount") if isinstance(m.get("phaseCount"), int) else 1
-        chans = _dicts(r.get("channels"))[:count] if count > 1 else []
+        out[str(m.get("measurementType"))] = (r, count, _dicts(r.get("channels"))[:count] if count > 1 else [])
+    return out
+
+
+def _meter_flows(docs: Mapping[str, Any]) -> dict[str, tuple[Flow, int]]:
+    """Enabled meters by measurementType, read from ivp/meters/readings: (flow, phaseCount)."""
+    out: dict[str, tuple[Flow, int]] = {}
+    for kind, (r, count, chans) in enabled_meters(docs).items():
         flow = Flow(_num(r.get("activePower")), _num(r.get("actEnergyDlvd")), _num(r.get("actEnergyRcvd")),
                     [_num(c.get("activePower")) for c in chans], [_num(c.get("actEnergyDlvd")) for c in chans],
                     origin="meter", voltage_v=_num(r.get("voltage")), frequency_hz=_num(r.get("freq")),
                     phases_v=[_num(c.get("voltage")) for c in chans])
-        out[str(m.get("measurementType"))] = (flow, count)
+        out[kind] = (flow, count)
     return out
 
 

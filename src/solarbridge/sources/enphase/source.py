@@ -32,9 +32,9 @@ from ...model import EXTRA_METER_ROWS, EXTRA_PHASE_COUNT, DeviceInfo, MetricValu
 from ...plugin import Context, Emit, PluginConfig, Source
 from . import jwt
 from . import monitor as m
-from .responses import INFO_PATH, firmware_major, load_json, parse_info
+from .responses import INFO_PATH, firmware_major, parse_info
 from .settings import LOGIN_URL, TOKENS_URL, Settings
-from .site import SITE_PATHS, Flow, Site, parse_site
+from .site import SITE_PATHS, Flow, Site, enabled_meters, parse_site
 
 
 class EnphaseConfig(PluginConfig):
@@ -419,23 +419,16 @@ def readings_metrics(mon: m.Monitor) -> tuple[dict[str, MetricValue], dict[str, 
 
 def _site_meter_rows(mon: m.Monitor, site: Site) -> dict[str, list[dict[str, Any]]]:
     """Meter rows for UPS sinks from the site model, where the gateway has no ivp/meters/reports."""
-    readings = {}
-    for r in _json_list(mon.site_docs.get("ivp_meters_readings")):
-        readings[r.get("eid")] = r
-    meters = {str(x.get("measurementType")): x for x in _json_list(mon.site_docs.get("ivp_meters"))
-              if x.get("state") == "enabled"}
+    meters = enabled_meters(mon.site_docs)
 
     def row(r: dict[str, Any]) -> dict[str, Any]:
         return {"real_w": r.get("activePower"), "apparent_va": r.get("apparentPower"),
                 "voltage_v": r.get("voltage"), "power_factor": r.get("pwrFactor"), "frequency_hz": r.get("freq")}
 
     def meter_rows(kind: str) -> list[dict[str, Any]] | None:
-        meter = meters.get(kind)
-        r = readings.get(meter.get("eid")) if meter else None
-        if r is None:
+        if kind not in meters:
             return None
-        count = meter.get("phaseCount") if isinstance(meter.get("phaseCount"), int) else 1  # type: ignore[union-attr]
-        chans = [c for c in r.get("channels", []) if isinstance(c, dict)][:count] if count > 1 else []
+        r, _count, chans = meters[kind]
         return [row(r)] + [row(c) for c in chans]
 
     out: dict[str, list[dict[str, Any]]] = {}
@@ -463,11 +456,6 @@ def _derived_rows(like: list[dict[str, Any]], flow: Flow) -> list[dict[str, Any]
     watts = [flow.watts, *flow.phases_w]
     return [{"real_w": watts[i] if i < len(watts) else None, "voltage_v": r.get("voltage_v"),
              "frequency_hz": r.get("frequency_hz")} for i, r in enumerate(like)]
-
-
-def _json_list(text: str | None) -> list[dict[str, Any]]:
-    doc = load_json(text)
-    return [x for x in doc if isinstance(x, dict)] if isinstance(doc, list) else []
 
 
 class EnphaseSource(Source):
