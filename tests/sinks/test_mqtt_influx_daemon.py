@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -73,14 +73,21 @@ def test_daemon_last_will_and_spool_across_kill_9(mosquitto, victoria, tmp_path,
         victoria.stop()
         proc = start(cfg, log)
         col.wait_topic("solarbridge/status", 20, lambda m: m.payload == b"online")
-        time.sleep(1.5)
+
+        def spooled() -> int:
+            files = list((tmp_path / "state" / "spool").glob("*.influx.sqlite"))
+            if not files:
+                return 0
+            with sqlite3.connect(files[0]) as db:
+                return db.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
+
+        wait_for(spooled, 20, "readings spooled while the database is down", interval=0.1,
+                 ignore=(sqlite3.OperationalError,))  # its table not made yet
         os.kill(proc.pid, signal.SIGTERM)  # clean stop: says offline, spool stays on disk
         proc.wait(15)
         col.wait_topic("solarbridge/status", 10, lambda m: m.payload == b"offline")
         (spool,) = (tmp_path / "state" / "spool").glob("*.influx.sqlite")  # named after the sink
         assert oct(spool.stat().st_mode & 0o777) == "0o600"
-        import sqlite3
-
         with sqlite3.connect(spool) as db:
             waiting = db.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
         assert waiting > 0
